@@ -1,0 +1,443 @@
+"""The Python API: everything the CLI does, callable from a script.
+
+    from broadcaster import announce, update, resolve, retry
+    outcome = announce("Payments delayed", "Card payments are failing.", impact="major",
+                       settings="settings.toml")
+    print(outcome.statement_url, outcome.exit_code)
+
+Each call runs the one-way flow: validate the request → render and preflight every channel
+(nothing is written if anything is wrong) → record the update and its deliveries in the
+ledger → publish the statement → fan out → return an `Outcome`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from broadcaster.dispatch import Dispatcher, Job, RetryPolicy
+from broadcaster.errors import BroadcasterError, InputError
+from broadcaster.ledger import Ledger, NewDelivery
+from broadcaster.model import Impact, Incident, Kind, Status, Text, Update, new_incident_id
+from broadcaster.next_update import parse_next_update
+from broadcaster.preflight import Preview, check, open_channels
+from broadcaster.render import SiteState, page_factory
+from broadcaster.report import DeliveryOutcome, IncidentReport, Outcome
+from broadcaster.settings import Settings, load_settings
+from broadcaster.sqlite_ledger import SQLiteLedger
+
+SettingsLike = Settings | str | Path | None
+Confirm = Callable[[Preview], bool]
+#: Per-locale words: {"es": {"title": …, "message": …}}; the default locale's fill gaps in the
+#: arguments (as a --message-file does).
+Translations = Mapping[str, Mapping[str, str]]
+NextUpdate = datetime | timedelta | str | None
+
+
+class Cancelled(BroadcasterError):
+    """The person at the terminal declined; nothing was recorded or sent."""
+
+
+def announce(
+    title: str,
+    message: str,
+    *,
+    impact: Impact | str = Impact.MINOR,
+    components: Sequence[str] = (),
+    regions: Sequence[str] = (),
+    guidance: str = "",
+    next_update: NextUpdate = None,
+    translations: Translations | None = None,
+    channels: Sequence[str] | None = None,
+    dry_run: bool = False,
+    draft: bool = False,
+    confirm: Confirm | None = None,
+    settings: SettingsLike = None,
+) -> Outcome:
+    """Announce a new incident: statement first, then every enabled channel."""
+    s = _settings(settings)
+    incident_id = new_incident_id()
+    words = {"title": title, "message": message, "guidance": guidance}
+
+    def build(previous: Incident | None, now: datetime) -> Update:
+        return Update(
+            id=f"{incident_id}-1", incident_id=incident_id, seq=1, kind=Kind.ANNOUNCE,
+            status=Status.INVESTIGATING, impact=_impact(impact),
+            components=_names(components, "--component"), regions=_names(regions, "--region"),
+            texts=_texts(s, words, translations, None), created_at=now,
+            next_update_at=parse_next_update(next_update, now, s.organization.zone),
+            draft=draft,
+        )
+
+    return _run(s, incident_id, build, new=True, channels=channels, dry_run=dry_run,
+                draft=draft, confirm=confirm)
+
+
+def update(
+    incident_id: str,
+    message: str,
+    *,
+    status: Status | str,
+    title: str | None = None,
+    impact: Impact | str | None = None,
+    components: Sequence[str] | None = None,
+    regions: Sequence[str] | None = None,
+    guidance: str = "",
+    next_update: NextUpdate = None,
+    translations: Translations | None = None,
+    channels: Sequence[str] | None = None,
+    dry_run: bool = False,
+    draft: bool = False,
+    confirm: Confirm | None = None,
+    settings: SettingsLike = None,
+) -> Outcome:
+    """Post an update to an open incident; it replies in each channel's incident thread."""
+    s = _settings(settings)
+    new_status = _status(status)
+    if new_status is Status.RESOLVED:
+        raise InputError("--status resolved: use `broadcaster resolve` to close an incident")
+    words = {"title": title or "", "message": message, "guidance": guidance}
+    return _follow_up(s, incident_id, Kind.UPDATE, new_status, words, impact, components,
+                      regions, next_update, translations, channels, dry_run, draft, confirm)
+
+
+def resolve(
+    incident_id: str,
+    message: str,
+    *,
+    apology: str = "",
+    title: str | None = None,
+    translations: Translations | None = None,
+    channels: Sequence[str] | None = None,
+    dry_run: bool = False,
+    draft: bool = False,
+    confirm: Confirm | None = None,
+    settings: SettingsLike = None,
+) -> Outcome:
+    """Close an incident with its explanation and apology."""
+    s = _settings(settings)
+    words = {"title": title or "", "message": message, "apology": apology}
+    return _follow_up(s, incident_id, Kind.RESOLVE, Status.RESOLVED, words, None, None, None,
+                      None, translations, channels, dry_run, draft, confirm)
+
+
+def publish(
+    incident_id: str,
+    *,
+    channels: Sequence[str] | None = None,
+    confirm: Confirm | None = None,
+    settings: SettingsLike = None,
+) -> Outcome:
+    """Approve an incident's drafts: they go out through the normal pipeline, in order."""
+    s = _settings(settings)
+    ledger = _open_ledger(s)
+    try:
+        with ledger.incident_lock(incident_id):
+            incident = _existing(ledger, incident_id)
+            drafts = [u for u in incident.updates if u.draft]
+            if not drafts:
+                raise InputError(f"incident {incident_id} has no drafts to publish")
+            now = datetime.now(UTC)
+            live = Incident(incident.id, incident.created_at, tuple(
+                replace(u, draft=False, created_at=now) if u.draft else u for u in incident.updates
+            ))
+            chans = open_channels(s, channels)
+            pages = page_factory(s, lambda: _site_state(ledger, s, live))
+            previews = [check(s, chans, pages, u, live) for u in live.updates if u.id in
+                        {d.id for d in drafts}]
+            for preview in previews:
+                if confirm is not None and not confirm(preview):
+                    raise Cancelled("cancelled; nothing was published")
+            published = ledger.publish(incident_id, _new_deliveries(previews[0]))
+            jobs = [
+                job for u, p in zip(published, previews, strict=True)
+                for job in _jobs(ledger, p, chans, u)
+            ]
+            _dispatcher(s, ledger).run(jobs)
+            return _outcome(s, ledger, incident_id, published[-1].id,
+                            [d for u in published for d in ledger.deliveries(update_id=u.id)],
+                            previews[-1].warnings)
+    finally:
+        ledger.close()
+
+
+def retry(incident_id: str | None = None, *, settings: SettingsLike = None) -> list[Outcome]:
+    """Finish failed or interrupted deliveries (of one incident, or of all); never resend."""
+    s = _settings(settings)
+    ledger = _open_ledger(s)
+    try:
+        ids = [_checked_id(incident_id)] if incident_id else ledger.unfinished_incidents()
+        return [_retry_incident(s, ledger, i) for i in ids]
+    finally:
+        ledger.close()
+
+
+def list_incidents(
+    *, open_only: bool = False, drafts: bool = False, limit: int | None = 50,
+    settings: SettingsLike = None,
+) -> list[IncidentReport]:
+    """Incidents from the ledger, most recently updated first (only drafts with `drafts`)."""
+    s = _settings(settings)
+    ledger = SQLiteLedger.for_preview(s.state.path)
+    try:
+        found = ledger.incidents(open_only=open_only, include_drafts=drafts, limit=limit)
+        found = [i for i in found if i.is_draft] if drafts else found
+        return [IncidentReport(i, s.statement_url(i.id)) for i in found]
+    finally:
+        ledger.close()
+
+
+def show(incident_id: str, *, settings: SettingsLike = None) -> IncidentReport:
+    """One incident with its updates and every delivery's state."""
+    s = _settings(settings)
+    ledger = SQLiteLedger.for_preview(s.state.path)
+    try:
+        incident = _existing(ledger, incident_id)
+        deliveries = [DeliveryOutcome.of(d) for d in ledger.deliveries(incident_id=incident_id)]
+        return IncidentReport(incident, s.statement_url(incident_id), deliveries)
+    finally:
+        ledger.close()
+
+
+# -- the flow shared by announce, update and resolve --------------------------------------
+
+
+def _follow_up(
+    s: Settings, incident_id: str, kind: Kind, status: Status, words: dict[str, str],
+    impact: Impact | str | None, components: Sequence[str] | None,
+    regions: Sequence[str] | None, next_update: NextUpdate, translations: Translations | None,
+    channels: Sequence[str] | None, dry_run: bool, draft: bool, confirm: Confirm | None,
+) -> Outcome:
+    _checked_id(incident_id)
+
+    def build(previous: Incident | None, now: datetime) -> Update:
+        assert previous is not None
+        if not previous.is_open:
+            raise InputError(
+                f"incident {incident_id} is resolved; announce a new incident instead"
+            )
+        last = previous.updates[-1]
+        seq = last.seq + 1
+        return Update(
+            id=f"{incident_id}-{seq}", incident_id=incident_id, seq=seq, kind=kind,
+            status=status,
+            impact=_impact(impact) if impact is not None else previous.impact,
+            components=_names(components, "--component") if components else previous.components,
+            regions=_names(regions, "--region") if regions else previous.regions,
+            texts=_texts(s, words, translations, previous.latest),
+            created_at=now,
+            next_update_at=parse_next_update(next_update, now, s.organization.zone),
+            draft=draft or previous.is_draft,
+        )
+
+    return _run(s, incident_id, build, new=False, channels=channels, dry_run=dry_run,
+                draft=draft, confirm=confirm)
+
+
+def _run(
+    s: Settings,
+    incident_id: str,
+    build: Callable[[Incident | None, datetime], Update],
+    *,
+    new: bool,
+    channels: Sequence[str] | None,
+    dry_run: bool,
+    draft: bool,
+    confirm: Confirm | None,
+) -> Outcome:
+    chans = open_channels(s, channels)
+    ledger: Ledger = SQLiteLedger.for_preview(s.state.path) if dry_run else _open_ledger(s)
+    try:
+        with ledger.incident_lock(incident_id):
+            previous = None if new else _existing(ledger, incident_id)
+            upd = build(previous, datetime.now(UTC))
+            incident = Incident(
+                incident_id,
+                previous.created_at if previous else upd.created_at,
+                (previous.updates if previous else ()) + (upd,),
+            )
+            pages = page_factory(s, lambda: _site_state(ledger, s, incident))
+            preview = check(s, chans, pages, upd, incident)
+            if dry_run:
+                return Outcome(incident_id, upd.id, preview.statement_url, dry_run=True,
+                               preview=preview, warnings=preview.warnings)
+            if upd.draft:
+                ledger.record(upd, [])
+                return Outcome(incident_id, upd.id, preview.statement_url, draft=True,
+                               preview=preview, warnings=preview.warnings)
+            if confirm is not None and not confirm(preview):
+                raise Cancelled("cancelled; nothing was recorded or sent")
+            ledger.record(upd, _new_deliveries(preview))
+            _dispatcher(s, ledger).run(_jobs(ledger, preview, chans, upd))
+            return _outcome(s, ledger, incident_id, upd.id,
+                            ledger.deliveries(update_id=upd.id), preview.warnings)
+    finally:
+        ledger.close()
+
+
+def _retry_incident(s: Settings, ledger: Ledger, incident_id: str) -> Outcome:
+    with ledger.incident_lock(incident_id):
+        incident = _existing(ledger, incident_id)
+        unfinished = ledger.deliveries(incident_id=incident_id, unfinished=True)
+        latest = incident.updates[-1]
+        if not unfinished:
+            return _outcome(s, ledger, incident_id, latest.id,
+                            ledger.deliveries(update_id=latest.id), [])
+        enabled = set(s.enabled_channels())
+        gone = sorted({d.channel for d in unfinished} - enabled)
+        if gone:
+            raise InputError(
+                f"incident {incident_id} has unfinished deliveries for {', '.join(gone)}, "
+                "which is not enabled any more; enable it again to finish them"
+            )
+        chans = open_channels(s)
+        pages = page_factory(s, lambda: _site_state(ledger, s, incident))
+        by_update = {u.id: u for u in incident.updates}
+        jobs: list[Job] = []
+        for update_id in dict.fromkeys(d.update_id for d in unfinished):
+            upd = by_update[update_id]
+            mine = [d for d in unfinished if d.update_id == update_id]
+            preview = check(s, chans, pages, upd, incident,
+                            targets=[(d.channel, d.locale) for d in mine])
+            posts = {(p.channel, p.locale): p.post for p in preview.planned}
+            jobs += [Job(d, chans[d.channel], posts[d.channel, d.locale], upd.seq) for d in mine]
+        _dispatcher(s, ledger).run(jobs)
+        ids = {d.id for d in unfinished}
+        after = [d for d in ledger.deliveries(incident_id=incident_id) if d.id in ids]
+        return _outcome(s, ledger, incident_id, latest.id, after, [])
+
+
+def _jobs(ledger: Ledger, preview: Preview, chans: Mapping, upd: Update) -> list[Job]:
+    posts = {(p.channel, p.locale, p.recipient): p.post for p in preview.planned}
+    return [
+        Job(d, chans[d.channel], posts[d.channel, d.locale, d.recipient], upd.seq)
+        for d in ledger.deliveries(update_id=upd.id)
+    ]
+
+
+def _new_deliveries(preview: Preview) -> list[NewDelivery]:
+    return [NewDelivery(p.channel, p.locale, p.recipient) for p in preview.planned]
+
+
+def _outcome(
+    s: Settings, ledger: Ledger, incident_id: str, update_id: str, deliveries: Sequence,
+    warnings: Sequence[str],
+) -> Outcome:
+    return Outcome(
+        incident_id, update_id, s.statement_url(incident_id),
+        [DeliveryOutcome.of(d) for d in deliveries], warnings=list(warnings),
+    )
+
+
+def _dispatcher(s: Settings, ledger: Ledger) -> Dispatcher:
+    return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.secrets.values())
+
+
+def _site_state(ledger: Ledger, s: Settings, incident: Incident) -> SiteState:
+    """The site's lists as they will be once `incident` is recorded."""
+    def merged(found: list[Incident], belongs: bool) -> list[Incident]:
+        rest = [i for i in found if i.id != incident.id]
+        if belongs and not incident.is_draft:
+            rest.append(incident)
+        return sorted(rest, key=lambda i: i.updated_at, reverse=True)
+
+    open_now = merged(ledger.incidents(open_only=True), incident.is_open)
+    recent = [i for i in ledger.incidents(limit=s.site.recent_history + len(open_now) + 1)
+              if not i.is_open]
+    recent = merged(recent, not incident.is_open)[: s.site.recent_history]
+    return SiteState(open_now, recent)
+
+
+# -- input checks --------------------------------------------------------------------------
+
+
+def _settings(settings: SettingsLike) -> Settings:
+    return settings if isinstance(settings, Settings) else load_settings(settings)
+
+
+def _open_ledger(s: Settings) -> SQLiteLedger:
+    import sys
+
+    return SQLiteLedger(s.state.path, on_wait=lambda msg: print(msg, file=sys.stderr))
+
+
+def _checked_id(incident_id: str) -> str:
+    from broadcaster.model import is_incident_id
+
+    if not is_incident_id(incident_id):
+        raise InputError(f"{incident_id!r} is not an incident id (see `broadcaster list`)")
+    return incident_id
+
+
+def _existing(ledger: Ledger, incident_id: str) -> Incident:
+    return ledger.incident(_checked_id(incident_id))
+
+
+def _impact(value: Impact | str) -> Impact:
+    try:
+        return Impact(value)
+    except ValueError:
+        raise InputError(
+            f"--impact {value!r}: not one of {', '.join(i.value for i in Impact)}"
+        ) from None
+
+
+def _status(value: Status | str) -> Status:
+    try:
+        return Status(value)
+    except ValueError:
+        raise InputError(
+            f"--status {value!r}: not one of {', '.join(s.value for s in Status)}"
+        ) from None
+
+
+def _names(values: Sequence[str], option: str) -> tuple[str, ...]:
+    cleaned = tuple(dict.fromkeys(v.strip() for v in values))
+    if any(not v for v in cleaned):
+        raise InputError(f"{option}: a name cannot be empty")
+    return cleaned
+
+
+def _texts(
+    s: Settings, words: Mapping[str, str], translations: Translations | None,
+    previous: Update | None,
+) -> dict[str, Text]:
+    """The update's words per locale; the default locale's are required, others optional."""
+    locales = s.organization.locales
+    default = locales[0]
+    # Explicit options win over a message file's table for the same locale.
+    given: dict[str, Mapping[str, str]] = dict(translations or {})
+    given[default] = {**given.get(default, {}), **{k: v for k, v in words.items() if v}}
+    given = {default: given.pop(default), **given}
+    texts: dict[str, Text] = {}
+    for locale, fields in given.items():
+        where = "" if locale == default else f" ({locale})"
+        if locale not in locales:
+            raise InputError(
+                f"text for locale {locale!r}, which is not one of [organization] locales {locales}"
+            )
+        unknown = set(fields) - {"title", "message", "guidance", "apology"}
+        if unknown:
+            raise InputError(f"unknown text field{where}: {', '.join(sorted(unknown))}")
+        message = (fields.get("message") or "").strip()
+        if not message:
+            if locale != default and not any(fields.values()):
+                continue
+            raise InputError(f"message{where}: required and cannot be empty")
+        title = (fields.get("title") or "").strip()
+        if not title and previous is not None:
+            title = previous.text(locale).title
+        if not title and locale != default:
+            title = texts[default].title
+        if not title:
+            raise InputError("title: required and cannot be empty")
+        base = texts.get(default)
+        texts[locale] = Text(
+            title=title,
+            message=message,
+            guidance=(fields.get("guidance") or "").strip() or (base.guidance if base else ""),
+            apology=(fields.get("apology") or "").strip() or (base.apology if base else ""),
+        )
+    return texts

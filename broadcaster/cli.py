@@ -1,0 +1,377 @@
+"""The `broadcaster` command: parse, call the Python API, print. Nothing else lives here.
+
+Start-up matters (an operator runs this under pressure, a hook runs it often), so this module
+imports only typer and the model's enums; everything else is imported by the command that
+needs it. Exit codes: 0 done, 2 bad input (nothing sent), 3 partly delivered (`retry`
+finishes), 1 unexpected.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Typer's rich help costs ~60 ms at every start; plain help reads as well. Still overridable.
+os.environ.setdefault("TYPER_USE_RICH", "0")
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from broadcaster.model import Impact, Status
+
+if TYPE_CHECKING:
+    from broadcaster.preflight import Preview
+    from broadcaster.report import Outcome
+
+app = typer.Typer(
+    help="Announce a service incident once: the official statement on your own site first, "
+    "then every channel your customers watch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_config: dict[str, Path | None] = {"path": None}
+
+# Per-locale words beyond the default locale's: --title-es, --message-es, --guidance-es, --apology-es.
+_LOCALE_FIELDS = ("title", "message", "guidance", "apology")
+_EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object (see README) instead of text.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Send without showing the preview and asking.")]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Render and validate every channel; record and send nothing.",
+    ),
+]
+Draft = Annotated[
+    bool,
+    typer.Option(
+        "--draft",
+        help="Record as a draft to approve later with `publish`; send nothing.",
+    ),
+]
+Channels = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--channel",
+        help="Send only to this channel (repeatable); the website always publishes.",
+    ),
+]
+Components = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--component",
+        help="An affected component (repeatable).",
+    ),
+]
+Regions = Annotated[list[str] | None, typer.Option("--region", help="An affected region (repeatable).")]
+Guidance = Annotated[str, typer.Option("--guidance", help="What customers can do now (Markdown).")]
+NextUpdate = Annotated[
+    str | None,
+    typer.Option(
+        "--next-update",
+        help="When the next update is promised: 30m, 1h30m, 14:30 or an ISO date.",
+    ),
+]
+MessageFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--message-file",
+        help="TOML file with one table per locale: [es] title, message, guidance, apology.",
+    ),
+]
+IncidentArg = Annotated[
+    str,
+    typer.Argument(
+        help="The incident id (see `broadcaster list`).",
+        show_default=False,
+    ),
+]
+
+
+@app.callback()
+def _global(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Settings file [default: $BROADCASTER_CONFIG or ./settings.toml]."),
+    ] = None,
+) -> None:
+    _config["path"] = config
+
+
+@app.command(context_settings=_EXTRA_ARGS)
+def announce(
+    ctx: typer.Context,
+    title: Annotated[str | None, typer.Option("--title", help="Short title of the incident.")] = None,
+    message: Annotated[str | None, typer.Option("--message", help="What is happening (Markdown).")] = None,
+    impact: Annotated[Impact, typer.Option("--impact", help="How bad it is for customers.")] = Impact.MINOR,
+    component: Components = None,
+    region: Regions = None,
+    guidance: Guidance = "",
+    next_update: NextUpdate = None,
+    message_file: MessageFile = None,
+    channel: Channels = None,
+    dry_run: DryRun = False,
+    draft: Draft = False,
+    yes: Yes = False,
+    json: Json = False,
+) -> None:
+    """Announce a new incident. Per-locale text: --title-es, --message-es … or --message-file."""
+
+    def run() -> Outcome:
+        from broadcaster import api
+
+        return api.announce(
+            title or "", message or "", impact=impact, components=component or (),
+            regions=region or (), guidance=guidance, next_update=next_update,
+            translations=_words(ctx, message_file), channels=channel,
+            dry_run=dry_run, draft=draft, confirm=_confirmation(yes, dry_run, json),
+            settings=_config["path"],
+        )
+
+    _finish(run, json)
+
+
+@app.command(context_settings=_EXTRA_ARGS)
+def update(
+    ctx: typer.Context,
+    incident: IncidentArg,
+    status: Annotated[Status, typer.Option("--status", help="investigating, identified or monitoring.")],
+    message: Annotated[str | None, typer.Option("--message", help="What changed (Markdown).")] = None,
+    title: Annotated[str | None, typer.Option("--title", help="A new title, if it should change.")] = None,
+    impact: Annotated[Impact | None, typer.Option("--impact", help="A new impact, if it changed.")] = None,
+    component: Components = None,
+    region: Regions = None,
+    guidance: Guidance = "",
+    next_update: NextUpdate = None,
+    message_file: MessageFile = None,
+    channel: Channels = None,
+    dry_run: DryRun = False,
+    draft: Draft = False,
+    yes: Yes = False,
+    json: Json = False,
+) -> None:
+    """Post an update to an open incident; it continues each channel's thread."""
+
+    def run() -> Outcome:
+        from broadcaster import api
+
+        return api.update(
+            incident, message or "", status=status, title=title, impact=impact,
+            components=component, regions=region, guidance=guidance, next_update=next_update,
+            translations=_words(ctx, message_file), channels=channel, dry_run=dry_run, draft=draft,
+            confirm=_confirmation(yes, dry_run, json), settings=_config["path"],
+        )
+
+    _finish(run, json)
+
+
+@app.command(context_settings=_EXTRA_ARGS)
+def resolve(
+    ctx: typer.Context,
+    incident: IncidentArg,
+    message: Annotated[
+        str | None,
+        typer.Option(
+            "--message",
+            help="What happened and what was fixed (Markdown).",
+        ),
+    ] = None,
+    apology: Annotated[str, typer.Option("--apology", help="The apology (Markdown).")] = "",
+    title: Annotated[str | None, typer.Option("--title", help="A final title, if it should change.")] = None,
+    message_file: MessageFile = None,
+    channel: Channels = None,
+    dry_run: DryRun = False,
+    draft: Draft = False,
+    yes: Yes = False,
+    json: Json = False,
+) -> None:
+    """Resolve an incident, with the explanation and the apology."""
+
+    def run() -> Outcome:
+        from broadcaster import api
+
+        return api.resolve(
+            incident, message or "", apology=apology, title=title,
+            translations=_words(ctx, message_file), channels=channel,
+            dry_run=dry_run, draft=draft, confirm=_confirmation(yes, dry_run, json),
+            settings=_config["path"],
+        )
+
+    _finish(run, json)
+
+
+@app.command()
+def publish(incident: IncidentArg, channel: Channels = None, yes: Yes = False, json: Json = False) -> None:
+    """Approve an incident's drafts and send them through every channel."""
+
+    def run() -> Outcome:
+        from broadcaster import api
+
+        return api.publish(incident, channels=channel, confirm=_confirmation(yes, False, json),
+                           settings=_config["path"])
+
+    _finish(run, json)
+
+
+@app.command()
+def retry(
+    incident: Annotated[
+        str | None,
+        typer.Argument(
+            help="Only this incident (default: every unfinished one).",
+        ),
+    ] = None,
+    json: Json = False,
+) -> None:
+    """Finish failed or interrupted deliveries. Never sends anything twice."""
+
+    def run() -> Any:
+        from broadcaster import api
+
+        outcomes = api.retry(incident, settings=_config["path"])
+        return outcomes[0] if incident else outcomes
+
+    _finish(run, json)
+
+
+@app.command("list")
+def list_(
+    open_only: Annotated[bool, typer.Option("--open", help="Only incidents not yet resolved.")] = False,
+    drafts: Annotated[bool, typer.Option("--drafts", help="Only incidents waiting as drafts.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    json: Json = False,
+) -> None:
+    """List incidents, most recently updated first."""
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.list_incidents(open_only=open_only, drafts=drafts, limit=limit,
+                                  settings=_config["path"])
+
+    _finish(run, json)
+
+
+@app.command()
+def show(incident: IncidentArg, json: Json = False) -> None:
+    """Show an incident: its updates and where each was delivered."""
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.show(incident, settings=_config["path"])
+
+    _finish(run, json)
+
+
+@app.command()
+def drill(
+    hold: Annotated[
+        bool,
+        typer.Option(
+            "--hold",
+            help="Keep serving the site after the drill until Ctrl-C.",
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            help="Folder for the drill's site and ledger [default: a new temporary folder].",
+        ),
+    ] = None,
+    json: Json = False,
+) -> None:
+    """Rehearse an incident end to end on local stand-ins: no credentials, no network."""
+
+    def run() -> Any:
+        from broadcaster.drill import run_drill
+
+        return run_drill(output=output, hold=hold, quiet=json)
+
+    _finish(run, json)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _words(ctx: typer.Context, message_file: Path | None) -> dict[str, dict[str, str]]:
+    """Words per locale from --message-file and --FIELD-LOCALE options (--message-es …)."""
+    from broadcaster.errors import InputError
+    from broadcaster.message_file import read_message_file
+
+    per_locale = read_message_file(message_file) if message_file else {}
+    args = list(ctx.args)
+    while args:
+        arg = args.pop(0)
+        name, _, value = arg.partition("=")
+        field, _, locale = name.removeprefix("--").partition("-")
+        if not name.startswith("--") or field not in _LOCALE_FIELDS or not locale:
+            raise InputError(f"unknown option or extra argument: {arg!r} (see --help)")
+        if not value:
+            if not args:
+                raise InputError(f"{name} needs a value")
+            value = args.pop(0)
+        per_locale.setdefault(locale, {})[field] = value
+    return per_locale
+
+
+def _confirmation(yes: bool, dry_run: bool, json: bool) -> Callable[[Preview], bool] | None:
+    """Without --yes, a person must see the preview and say yes; a script must pass --yes."""
+    if yes or dry_run:
+        return None
+
+    def confirm(preview: Preview) -> bool:
+        from broadcaster.errors import InputError
+        from broadcaster.report import preview_text
+
+        if not sys.stdin.isatty():
+            raise InputError("not sending without confirmation: stdin is not a terminal; "
+                             "check with --dry-run, then pass --yes")
+        typer.echo(preview_text(preview), err=json)
+        return typer.confirm("\nSend this now?", default=False, err=json)
+
+    return confirm
+
+
+def _finish(run: Callable[[], Any], json: bool) -> None:
+    """Run a command, print its result, and exit with the contract's code."""
+    from broadcaster.errors import BroadcasterError, InputError
+
+    try:
+        result = run()
+    except InputError as exc:
+        _fail(str(exc), 2, json)
+    except BroadcasterError as exc:
+        _fail(str(exc), 1, json)
+    except KeyboardInterrupt:
+        _fail("interrupted; unfinished deliveries stay in the ledger for `broadcaster retry`", 130, json)
+    except Exception as exc:
+        _fail(f"unexpected error ({type(exc).__name__}): {exc}. Please report it.", 1, json)
+    from broadcaster.output import print_result
+
+    raise typer.Exit(print_result(result, json))
+
+
+def _fail(message: str, code: int, json: bool) -> None:
+    from broadcaster.masking import mask, secrets_in_environment
+
+    message = mask(message, secrets_in_environment())
+    if json:
+        import json as json_module
+
+        typer.echo(json_module.dumps({"error": message, "exit_code": code}))
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point of the `broadcaster` command."""
+    app()

@@ -1,0 +1,165 @@
+"""The drill: a whole incident (announce, update, resolve) on local stand-ins.
+
+No settings file, no credentials, no network beyond 127.0.0.1: the drill writes its own
+settings into a fresh folder, serves the generated site on a local port, runs the real
+pipeline with the embedded incident below, and prints what each channel received and where.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from broadcaster import api
+from broadcaster.report import Outcome, deliveries_table
+from broadcaster.settings import Settings, settings_from_dict
+from broadcaster.site_server import SiteServer
+
+#: The embedded incident, in the spirit of the seed essays: acknowledge, guide, explain, apologise.
+SCRIPT = {
+    "announce": {
+        "title": "Card payments failing",
+        "message": "Some card payments fail at checkout. We are investigating.",
+        "guidance": "Pay by **bank transfer** for now, or retry in a few minutes. "
+        "Your basket is kept.",
+        "impact": "major",
+        "components": ["Payments API", "Checkout"],
+        "regions": ["Madrid", "Barcelona"],
+        "es": {
+            "title": "Fallan los pagos con tarjeta",
+            "message": "Algunos pagos con tarjeta fallan al pagar. Lo estamos investigando.",
+            "guidance": "Pague por **transferencia** por ahora o inténtelo en unos minutos. "
+            "Su cesta se conserva.",
+        },
+    },
+    "update": {
+        "status": "identified",
+        "message": "A certificate expired at our card processor's gateway. We are renewing it.",
+        "es": {"message": "Caducó un certificado en la pasarela del procesador de tarjetas. "
+               "Lo estamos renovando."},
+    },
+    "resolve": {
+        "message": "The certificate was renewed at 10:42 and card payments work again. "
+        "We now renew certificates automatically, a month ahead.",
+        "apology": "We are sorry for the failed payments and the time this cost you.",
+        "es": {
+            "message": "El certificado se renovó a las 10:42 y los pagos con tarjeta vuelven a "
+            "funcionar. Ahora renovamos los certificados automáticamente, con un mes de margen.",
+            "apology": "Lamentamos los pagos fallidos y el tiempo que le han hecho perder.",
+        },
+    },
+}
+
+
+@dataclass
+class DrillResult:
+    folder: Path
+    site_url: str
+    steps: list[tuple[str, Outcome]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return max((o.exit_code for _, o in self.steps), default=0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "folder": str(self.folder),
+            "site_url": self.site_url,
+            "steps": [{"step": name, **o.to_json()} for name, o in self.steps],
+        }
+
+
+def drill_settings(folder: Path, base_url: str) -> Settings:
+    """The drill's settings: every channel pointed at a local stand-in."""
+    return settings_from_dict(
+        {
+            "organization": {"name": "Example Corp", "timezone": "Europe/Madrid",
+                             "locales": ["en", "es"]},
+            "site": {"base_url": base_url, "output_dir": str(folder / "site")},
+            "state": {"path": str(folder / "state.db")},
+            "channels": {"website": {"enabled": True}},
+            "retry": {"attempts": 3, "initial_wait_seconds": 0.1, "max_wait_seconds": 1},
+        },
+        environ={},  # the drill never uses the operator's real credentials
+    )
+
+
+def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = False) -> DrillResult:
+    """Rehearse announce → update → resolve and say what each channel received."""
+    folder = (output or Path(tempfile.mkdtemp(prefix="broadcaster-drill-"))).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    say: Callable[[str], None] = (lambda _: None) if quiet else typer.echo
+    with SiteServer(folder / "site") as server:
+        settings = drill_settings(folder, server.url)
+        result = DrillResult(folder, server.url)
+        say(f"Drill in {folder}\nStatus site served at {server.url}/ while the drill runs.\n")
+        steps: list[tuple[str, Callable[[str | None], Outcome]]] = [
+            ("announce", lambda _: _announce(settings)),
+            ("update", lambda incident: _update(settings, incident)),
+            ("resolve", lambda incident: _resolve(settings, incident)),
+        ]
+        incident: str | None = None
+        for name, step in steps:
+            outcome = step(incident)
+            incident = outcome.incident_id
+            result.steps.append((name, outcome))
+            say(f"── {name} ─────────────────────────────")
+            say(deliveries_table(outcome.deliveries))
+            for line in _received(outcome):
+                say(f"   {line}")
+            say("")
+        say(f"Drill {'passed' if result.exit_code == 0 else 'FAILED'}: "
+            f"{len(result.steps)} steps, incident {incident}.")
+        if hold:
+            say(f"Serving {server.url}/ until Ctrl-C.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    return result
+
+
+def _announce(settings: Settings) -> Outcome:
+    step = SCRIPT["announce"]
+    return api.announce(
+        step["title"], step["message"], impact=step["impact"], guidance=step["guidance"],
+        components=step["components"], regions=step["regions"], next_update="30m",
+        translations={"es": step["es"]}, settings=settings,
+    )
+
+
+def _update(settings: Settings, incident: str | None) -> Outcome:
+    step = SCRIPT["update"]
+    return api.update(incident or "", step["message"], status=step["status"], next_update="1h",
+                      translations={"es": step["es"]}, settings=settings)
+
+
+def _resolve(settings: Settings, incident: str | None) -> Outcome:
+    step = SCRIPT["resolve"]
+    return api.resolve(incident or "", step["message"], apology=step["apology"],
+                       translations={"es": step["es"]}, settings=settings)
+
+
+def _received(outcome: Outcome) -> list[str]:
+    """What a reader gets at each delivered address, fetched over HTTP from the local server."""
+    lines = []
+    for delivery in outcome.deliveries:
+        if delivery.status != "sent" or not delivery.url:
+            continue
+        with urllib.request.urlopen(delivery.url, timeout=5) as answer:  # 127.0.0.1 only
+            body = answer.read().decode("utf-8")
+            title = re.search(r"<title>(.*?)</title>", body, re.S)
+            lines.append(
+                f"{delivery.channel}: GET {delivery.url} → {answer.status}, {len(body):,} bytes, "
+                f"title {title.group(1).strip() if title else '?'!r}"
+            )
+    return lines

@@ -1,0 +1,82 @@
+"""The delivery ledger's interface: what the rest of broadcaster may ask of storage.
+
+The update and its deliveries are recorded before anything is sent; each delivery then
+moves pending → in_flight → sent | failed. Three promises rest on this interface:
+
+- a retry never repeats a sent delivery (only unfinished ones are ever attempted);
+- a killed process leaves its deliveries `in_flight`, which `retry` finishes, telling the
+  channel that the lost attempt may have reached the platform;
+- two operators on one incident cannot corrupt it: everything that reads, records and sends
+  for an incident happens under `incident_lock`, so updates land one after the other.
+
+`SQLiteLedger` (sqlite_ledger.py) implements it; another store (PostgreSQL) would implement
+the same methods and change nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from broadcaster.model import Delivery, Incident, Receipt, Update
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A delivery to record as pending together with its update."""
+
+    channel: str
+    locale: str
+    recipient: str = ""
+
+
+class Ledger(Protocol):
+    def incident(self, incident_id: str) -> Incident:
+        """The incident with all its updates; UnknownIncidentError when there is none."""
+        ...
+
+    def incidents(
+        self, *, open_only: bool = False, include_drafts: bool = False, limit: int | None = None
+    ) -> list[Incident]:
+        """Incidents, most recently updated first."""
+        ...
+
+    def record(self, update: Update, deliveries: Sequence[NewDelivery]) -> None:
+        """Store the update and its pending deliveries in one transaction."""
+        ...
+
+    def publish(self, incident_id: str, deliveries: Sequence[NewDelivery]) -> list[Update]:
+        """Turn the incident's drafts into published updates, recording their deliveries."""
+        ...
+
+    def deliveries(
+        self, *, incident_id: str | None = None, update_id: str | None = None,
+        unfinished: bool = False,
+    ) -> list[Delivery]:
+        """Deliveries in the order they were recorded."""
+        ...
+
+    def unfinished_incidents(self) -> list[str]:
+        """Ids of incidents with deliveries not yet sent."""
+        ...
+
+    def thread(self, incident_id: str, channel: str, before_seq: int) -> list[Receipt]:
+        """Receipts of the incident's earlier sent posts on `channel`, oldest first."""
+        ...
+
+    def start_attempt(self, delivery_id: int) -> None:
+        """Mark the delivery in flight and count the attempt, before the platform is called."""
+        ...
+
+    def mark_sent(self, delivery_id: int, receipt: Receipt) -> None: ...
+
+    def mark_failed(self, delivery_id: int, error: str) -> None: ...
+
+    def incident_lock(self, incident_id: str) -> AbstractContextManager[None]:
+        """Hold the incident for this process; released even if the process is killed."""
+        ...
+
+    def close(self) -> None: ...
+

@@ -1,0 +1,187 @@
+"""The incident model: what an incident, an update and a delivery are.
+
+An incident is the sequence of its updates. Its current title, status, impact, components
+and regions are those of its latest published update, so nothing is stored twice and an
+update that escalates the impact or renames the incident simply says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Where the response stands; `resolved` closes the incident."""
+
+    INVESTIGATING = "investigating"
+    IDENTIFIED = "identified"
+    MONITORING = "monitoring"
+    RESOLVED = "resolved"
+
+
+class Impact(StrEnum):
+    """How bad it is for customers."""
+
+    MINOR = "minor"
+    MAJOR = "major"
+    CRITICAL = "critical"
+
+
+class Kind(StrEnum):
+    """Which template an update is rendered with."""
+
+    ANNOUNCE = "announce"
+    UPDATE = "update"
+    RESOLVE = "resolve"
+    MAINTENANCE = "maintenance"
+
+
+class DeliveryState(StrEnum):
+    """A delivery's life: pending → in_flight → sent | failed (failed and in_flight can retry)."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Text:
+    """The words of one update in one locale. Message, guidance and apology are Markdown."""
+
+    title: str
+    message: str
+    guidance: str = ""
+    apology: str = ""
+
+
+@dataclass(frozen=True)
+class Update:
+    """One published (or drafted) statement about an incident."""
+
+    id: str
+    incident_id: str
+    seq: int
+    kind: Kind
+    status: Status
+    impact: Impact
+    components: tuple[str, ...]
+    regions: tuple[str, ...]
+    texts: Mapping[str, Text]
+    created_at: datetime
+    next_update_at: datetime | None = None
+    draft: bool = False
+
+    def text(self, locale: str) -> Text:
+        """The text in `locale`, or in the default locale (the first one given) when missing."""
+        if locale in self.texts:
+            return self.texts[locale]
+        return next(iter(self.texts.values()))
+
+
+@dataclass(frozen=True)
+class Incident:
+    """An incident as the public sees it: the updates in order, oldest first."""
+
+    id: str
+    created_at: datetime
+    updates: tuple[Update, ...]
+
+    @property
+    def published(self) -> tuple[Update, ...]:
+        return tuple(u for u in self.updates if not u.draft)
+
+    @property
+    def latest(self) -> Update:
+        """The newest published update, or the newest draft if nothing is published yet."""
+        published = self.published
+        return published[-1] if published else self.updates[-1]
+
+    @property
+    def status(self) -> Status:
+        return self.latest.status
+
+    @property
+    def impact(self) -> Impact:
+        return self.latest.impact
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return self.latest.components
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return self.latest.regions
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is not Status.RESOLVED
+
+    @property
+    def is_draft(self) -> bool:
+        return not self.published
+
+    @property
+    def updated_at(self) -> datetime:
+        return self.latest.created_at
+
+    def title(self, locale: str) -> str:
+        return self.latest.text(locale).title
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a platform answered for a delivered post."""
+
+    remote_id: str | None = None
+    url: str | None = None
+    meta: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One (update × channel × recipient) delivery as the ledger holds it."""
+
+    id: int
+    update_id: str
+    incident_id: str
+    channel: str
+    recipient: str
+    locale: str
+    state: DeliveryState
+    attempts: int
+    remote_id: str | None
+    url: str | None
+    error: str | None
+    meta: Mapping[str, object]
+    updated_at: datetime
+
+    @property
+    def finished(self) -> bool:
+        return self.state is DeliveryState.SENT
+
+    def receipt(self) -> Receipt:
+        return Receipt(self.remote_id, self.url, self.meta)
+
+
+#: Letters of incident ids: lowercase, no look-alikes (0/o, 1/l/i), safe in URLs and paths.
+_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+
+
+def new_incident_id() -> str:
+    """A short, URL-safe, unguessable id (drafts are not public, so ids must not be guessable)."""
+    import secrets
+
+    from broadcaster.defaults import INCIDENT_ID_LENGTH
+
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(INCIDENT_ID_LENGTH))
+
+
+def is_incident_id(value: str) -> bool:
+    """Whether `value` has the shape of an incident id (checked before it touches a path)."""
+    from broadcaster.defaults import INCIDENT_ID_LENGTH
+
+    return len(value) == INCIDENT_ID_LENGTH and all(c in _ID_ALPHABET for c in value)

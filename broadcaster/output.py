@@ -1,0 +1,102 @@
+"""Printing a command's result, as text for a person or as JSON for a script."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+
+from broadcaster.report import IncidentReport, Outcome, deliveries_table, preview_text
+
+
+def print_result(result: Any, as_json: bool) -> int:
+    """Print `result` and return the exit code it calls for."""
+    if isinstance(result, Outcome):
+        return _outcome(result, as_json)
+    if isinstance(result, IncidentReport):
+        return _emit(result.to_json(), as_json, lambda: _incident_text(result))
+    if isinstance(result, list) and all(isinstance(r, IncidentReport) for r in result):
+        return _emit([r.to_json() for r in result], as_json, lambda: _incidents_text(result))
+    if isinstance(result, list):  # retry of every unfinished incident
+        code = max((o.exit_code for o in result), default=0)
+        if as_json:
+            typer.echo(json.dumps({"incidents": [o.to_json() for o in result]}, indent=2))
+        elif not result:
+            typer.echo("Nothing to retry: every delivery is done.")
+        else:
+            for outcome in result:
+                _outcome(outcome, False)
+        return code
+    if hasattr(result, "to_json"):
+        if as_json:
+            typer.echo(json.dumps(result.to_json(), indent=2))
+        return int(getattr(result, "exit_code", 0))
+    return 0
+
+
+def _emit(data: Any, as_json: bool, text: Any) -> int:
+    typer.echo(json.dumps(data, indent=2) if as_json else text())
+    return 0
+
+
+def _outcome(outcome: Outcome, as_json: bool) -> int:
+    if as_json:
+        typer.echo(json.dumps(outcome.to_json(), indent=2, ensure_ascii=False))
+        return outcome.exit_code
+    if outcome.dry_run and outcome.preview is not None:
+        typer.echo(preview_text(outcome.preview))
+        typer.echo("\nDry run: nothing was recorded or sent.")
+        return 0
+    if outcome.draft:
+        typer.echo(f"Draft recorded for incident {outcome.incident_id}; nothing was sent.")
+        typer.echo(f"Review it with `broadcaster show {outcome.incident_id}`, "
+                   f"send it with `broadcaster publish {outcome.incident_id}`.")
+        return 0
+    typer.echo(f"Incident {outcome.incident_id} · update {outcome.update_id}")
+    typer.echo(f"Statement: {outcome.statement_url}\n")
+    typer.echo(deliveries_table(outcome.deliveries))
+    for warning in outcome.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if outcome.exit_code:
+        typer.echo(f"\nSome deliveries are not done. Run `broadcaster retry {outcome.incident_id}` "
+                   "to finish them; nothing already sent is sent again.", err=True)
+    return outcome.exit_code
+
+
+def _incidents_text(reports: Sequence[IncidentReport]) -> str:
+    if not reports:
+        return "No incidents."
+    rows = [("ID", "STATUS", "IMPACT", "UPDATED", "TITLE")]
+    for r in reports:
+        i = r.incident
+        status = "draft" if i.is_draft else i.status.value
+        title = i.title(next(iter(i.latest.texts)))
+        rows.append((i.id, status, i.impact.value, i.updated_at.strftime("%Y-%m-%d %H:%M"), title))
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    return "\n".join("  ".join(row[c].ljust(widths[c]) for c in range(4)) + "  " + row[4] for row in rows)
+
+
+def _incident_text(report: IncidentReport) -> str:
+    i = report.incident
+    default = next(iter(i.latest.texts))
+    lines = [
+        f"{i.title(default)}",
+        f"id {i.id} · {'draft' if i.is_draft else i.status.value} · impact {i.impact.value}",
+        f"statement {report.statement_url}",
+    ]
+    if i.components:
+        lines.append(f"components {', '.join(i.components)}")
+    if i.regions:
+        lines.append(f"regions {', '.join(i.regions)}")
+    for u in i.updates:
+        lines.append("")
+        lines.append(f"#{u.seq} {u.kind.value} · {u.status.value} · {u.created_at:%Y-%m-%d %H:%M} UTC"
+                     + (" · draft" if u.draft else ""))
+        for line in u.text(default).message.splitlines():
+            lines.append(f"   {line}")
+        mine = [d for d in report.deliveries if d.update_id == u.id]
+        if mine:
+            lines.extend("   " + row for row in deliveries_table(mine).splitlines())
+    return "\n".join(lines)

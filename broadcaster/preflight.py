@@ -1,0 +1,119 @@
+"""Preflight: render every channel and locale and validate it all before anything is sent.
+
+One problem anywhere (a missing credential, a post over its limit, a post without the
+statement link, a template error) stops the whole announcement: a half-sent incident is
+worse than a late one, and a wrong post cannot be taken back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from broadcaster import registry
+from broadcaster.channels.base import Channel, ChannelContext, Post
+from broadcaster.errors import InputError, PreflightError
+from broadcaster.model import Incident, Update
+from broadcaster.render import Page
+from broadcaster.settings import Settings
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One delivery as it will be sent: the channel, its locale and the rendered post."""
+
+    channel: str
+    locale: str
+    post: Post
+    length: int
+    limit: int | None
+    recipient: str = ""
+
+
+@dataclass
+class Preview:
+    """Everything an update would send, and what a person should know before sending it."""
+
+    update: Update
+    incident: Incident
+    statement_url: str
+    planned: list[Planned] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def open_channels(settings: Settings, only: Sequence[str] | None = None) -> dict[str, Channel]:
+    """Instances of the enabled channels (all, or `only` those plus the website)."""
+    enabled = settings.enabled_channels()
+    if only:
+        unknown = [name for name in only if name not in enabled]
+        if unknown:
+            raise InputError(
+                f"--channel {unknown[0]}: not an enabled channel (enabled: {', '.join(enabled)})"
+            )
+        names = [n for n in enabled if n in only or registry.channels()[n].spec.publishes_statement]
+    else:
+        names = enabled
+    known = registry.channels()
+    out: dict[str, Channel] = {}
+    for name in names:
+        cls = known[name]
+        secrets = {v: settings.secrets[v] for v in cls.spec.secrets.values() if v in settings.secrets}
+        context = ChannelContext(settings, secrets, settings.request_timeout_seconds)
+        out[name] = cls(settings.channels[name], context)
+    return out
+
+
+def locales_of(settings: Settings, channel: Channel) -> list[str]:
+    """The locales a channel publishes in: one delivery each (all at once for the website)."""
+    if channel.spec.every_locale:
+        return [settings.organization.default_locale]
+    return [settings.channel_locale(channel.spec.name)]
+
+
+def check(
+    settings: Settings,
+    channels: dict[str, Channel],
+    pages: Callable[[str, str, Update, Incident, str], Page],
+    update: Update,
+    incident: Incident,
+    targets: Sequence[tuple[str, str]] | None = None,
+) -> Preview:
+    """Render and validate (channel, locale) `targets` (default: every channel's locales)."""
+    preview = Preview(update, incident, settings.statement_url(incident.id))
+    problems: list[str] = []
+    if targets is None:
+        targets = [(name, loc) for name, ch in channels.items() for loc in locales_of(settings, ch)]
+    for name in dict.fromkeys(name for name, _ in targets):
+        channel = channels[name]
+        for variable in channel.spec.secrets.values():
+            if variable not in settings.secrets:
+                problems.append(f"{name}: {variable} is not set (secrets come from the environment)")
+    shown_locales: set[str] = set()
+    for name, locale in targets:
+        channel = channels[name]
+        spec = channel.spec
+        page = pages(name, spec.template_extension, update, incident, locale)
+        label = name if spec.every_locale else f"{name} ({locale})"
+        try:
+            post = channel.compose(page)
+        except InputError as exc:
+            problems.append(f"{label}: {exc}")
+            continue
+        shown_locales.update(settings.organization.locales if spec.every_locale else [locale])
+        length = channel.length(post.text)
+        if spec.limit is not None and length > spec.limit:
+            problems.append(f"{label}: {length}/{spec.limit} characters; shorten the text")
+        if spec.needs_statement_link:
+            link = settings.statement_url(incident.id, locale)
+            for part, content in post.linked_parts().items():
+                if link not in content:
+                    problems.append(f"{label}: the {part} does not link to the statement {link}")
+        preview.planned.append(Planned(name, locale, post, length, spec.limit))
+    for locale in sorted(shown_locales - set(update.texts)):
+        fallback = next(iter(update.texts))
+        preview.warnings.append(
+            f"no {locale!r} text given; readers in {locale!r} will see the {fallback!r} text"
+        )
+    if problems:
+        raise PreflightError(problems)
+    return preview

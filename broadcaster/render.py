@@ -1,0 +1,263 @@
+"""Rendering: the shipped templates, a user folder that overrides them, and what they see.
+
+Templates live at `<channel>/<name>.<locale>.<ext>` (for instance `twitter/announce.es.txt`);
+a locale without its own template falls back to the default locale's, then to a locale-free
+`<channel>/<name>.<ext>` (the website's pages take their words from the strings files).
+Every template, shipped or the user's, runs in Jinja2's immutable sandbox with
+`StrictUndefined`, and `.html` templates are autoescaped. Interface words (status names and
+the like) come from `strings.<locale>.toml`, overridable the same way.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from markupsafe import Markup
+
+from broadcaster import markup
+from broadcaster.errors import InputError
+from broadcaster.model import Incident, Kind, Update
+from broadcaster.settings import Settings
+
+
+def shipped_templates() -> Path:
+    """The templates installed with broadcaster."""
+    import broadcaster.templates
+
+    return Path(broadcaster.templates.__file__).parent
+
+
+class TemplateProblem(InputError):
+    """A template failed to render; the message names the template and line."""
+
+
+class Templates:
+    """The template environment for one settings file."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.folders = [settings.templates.dir] if settings.templates.dir else []
+        self.folders.append(shipped_templates())
+        env = ImmutableSandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(self.folders),
+            undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        env.filters["markdown"] = lambda text: Markup(markup.to_html(text))
+        env.filters["plain"] = markup.to_plain
+        env.filters["datetime"] = jinja2.pass_context(_format_datetime)
+        env.filters["time"] = jinja2.pass_context(_format_time)
+        self.env = env
+        self._strings: dict[str, dict[str, Any]] = {}
+
+    def find(self, channel: str, name: str, locale: str, extension: str) -> str:
+        """The template for `locale`, else the default locale's, else the locale-free one."""
+        default = self.settings.organization.default_locale
+        candidates = [f"{channel}/{name}.{code}.{extension}" for code in dict.fromkeys([locale, default])]
+        candidates.append(f"{channel}/{name}.{extension}")
+        for template in candidates:
+            if any((folder / template).is_file() for folder in self.folders):
+                return template
+        raise TemplateProblem(
+            f"no template {candidates[0]} (looked in {', '.join(map(str, self.folders))})"
+        )
+
+    def render(self, template: str, variables: Mapping[str, Any]) -> str:
+        try:
+            return self.env.get_template(template).render(variables)
+        except SecurityError as exc:
+            raise TemplateProblem(f"{template}: refused by the template sandbox: {exc}") from None
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateProblem(f"{exc.filename or template}:{exc.lineno}: {exc.message}") from None
+        except jinja2.TemplateError as exc:
+            raise TemplateProblem(f"{template}: {exc}") from None
+
+    def strings(self, locale: str) -> dict[str, Any]:
+        """Interface words for `locale` (status names, headings), shipped or overridden."""
+        if locale not in self._strings:
+            merged: dict[str, Any] = {}
+            default = self.settings.organization.default_locale
+            for code in dict.fromkeys([default, locale]):
+                for folder in reversed(self.folders):
+                    path = folder / f"strings.{code}.toml"
+                    if path.is_file():
+                        try:
+                            _deep_merge(merged, tomllib.loads(path.read_text(encoding="utf-8")))
+                        except tomllib.TOMLDecodeError as exc:
+                            raise TemplateProblem(f"{path}: not valid TOML: {exc}") from None
+            self._strings[locale] = merged
+        return self._strings[locale]
+
+
+def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _format_datetime(context: Any, value: datetime | None, style: str = "medium") -> str:
+    from babel.dates import format_datetime
+
+    if value is None:
+        return ""
+    return format_datetime(value, style, tzinfo=context["timezone"], locale=context["babel_locale"])
+
+
+def _format_time(context: Any, value: datetime | None) -> str:
+    from babel.dates import format_time
+
+    if value is None:
+        return ""
+    return format_time(value, "HH:mm zzz", tzinfo=context["timezone"], locale=context["babel_locale"])
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """What the status site lists besides the incident at hand."""
+
+    open: Sequence[Incident] = ()
+    recent: Sequence[Incident] = ()
+
+
+@dataclass
+class Page:
+    """One (channel × update × locale) ready to render; what a channel's `compose` gets."""
+
+    channel: str
+    extension: str
+    update: Update
+    incident: Incident
+    locale: str
+    templates: Templates
+    site: SiteState = field(default_factory=SiteState)
+
+    @property
+    def kind(self) -> Kind:
+        return self.update.kind
+
+    @property
+    def locales(self) -> list[str]:
+        return list(self.templates.settings.organization.locales)
+
+    @property
+    def statement_url(self) -> str:
+        return self.templates.settings.statement_url(self.incident.id, self.locale)
+
+    @property
+    def settings(self) -> Settings:
+        return self.templates.settings
+
+    def for_locale(self, locale: str) -> Page:
+        return Page(self.channel, self.extension, self.update, self.incident, locale,
+                    self.templates, self.site)
+
+    def render(self, name: str, **extra: Any) -> str:
+        """Render `<channel>/<name>.<locale>.<ext>` with the standard variables."""
+        template = self.templates.find(self.channel, name, self.locale, self.extension)
+        return self.templates.render(template, {**self.variables, **extra})
+
+    @cached_property
+    def variables(self) -> dict[str, Any]:
+        from babel import Locale
+
+        settings = self.settings
+        locale = self.locale
+        view = IncidentViews(settings, locale)
+        return {
+            "organization": {"name": settings.organization.name},
+            "locale": locale,
+            "babel_locale": Locale.parse(locale, sep="-"),
+            "timezone": settings.organization.zone,
+            "locales": [
+                {
+                    "code": code,
+                    "name": Locale.parse(code, sep="-").get_display_name(code),
+                    "home": view.home(code),
+                    "statement_url": settings.statement_url(self.incident.id, code),
+                }
+                for code in settings.organization.locales
+            ],
+            "t": self.templates.strings(locale),
+            "home": view.home(locale),
+            "statement_url": self.statement_url,
+            "incident": view.incident(self.incident),
+            "update": view.update(self.update),
+            "open_incidents": [view.incident(i) for i in self.site.open],
+            "recent_incidents": [view.incident(i) for i in self.site.recent],
+        }
+
+
+class IncidentViews:
+    """Plain dicts of an incident in one locale: what templates may read, and nothing else."""
+
+    def __init__(self, settings: Settings, locale: str) -> None:
+        self.settings = settings
+        self.locale = locale
+
+    def home(self, locale: str) -> str:
+        default = self.settings.organization.default_locale
+        return self.settings.site.base_url + ("/" if locale == default else f"/{locale}/")
+
+    def update(self, update: Update) -> dict[str, Any]:
+        text = update.text(self.locale)
+        return {
+            "id": update.id,
+            "seq": update.seq,
+            "kind": update.kind.value,
+            "status": update.status.value,
+            "impact": update.impact.value,
+            "components": list(update.components),
+            "regions": list(update.regions),
+            "title": text.title,
+            "message": text.message,
+            "guidance": text.guidance,
+            "apology": text.apology,
+            "created_at": update.created_at,
+            "next_update_at": update.next_update_at,
+            "translated": self.locale in update.texts,
+        }
+
+    def incident(self, incident: Incident) -> dict[str, Any]:
+        published = incident.published or incident.updates
+        resolved = [u for u in published if u.status.value == "resolved"]
+        return {
+            "id": incident.id,
+            "title": incident.title(self.locale),
+            "status": incident.status.value,
+            "impact": incident.impact.value,
+            "components": list(incident.components),
+            "regions": list(incident.regions),
+            "created_at": incident.created_at,
+            "updated_at": incident.updated_at,
+            "resolved_at": resolved[-1].created_at if resolved else None,
+            "is_open": incident.is_open,
+            "statement_url": self.settings.statement_url(incident.id, self.locale),
+            "updates": [self.update(u) for u in reversed(published)],
+        }
+
+
+def page_factory(
+    settings: Settings, site: Callable[[], SiteState] | None = None
+) -> Callable[[str, str, Update, Incident, str], Page]:
+    """Pages share one template environment and (lazily) one view of the site."""
+    templates = Templates(settings)
+    state: list[SiteState] = []
+
+    def make(channel: str, extension: str, update: Update, incident: Incident, locale: str) -> Page:
+        if not state:
+            state.append(site() if site else SiteState())
+        return Page(channel, extension, update, incident, locale, templates, state[0])
+
+    return make

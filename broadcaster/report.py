@@ -1,0 +1,178 @@
+"""What a command did: the result objects the Python API returns and the CLI prints.
+
+`Outcome.to_json()` is the `--json` contract (BRIEF §4); `exit_code` is the CLI's: 0 when
+every delivery is done, 3 when some are not and `broadcaster retry` can finish them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from broadcaster.model import Delivery, DeliveryState, Incident
+from broadcaster.preflight import Preview
+
+WAITING_FOR_STATEMENT = "waiting for the statement to be published; `broadcaster retry` sends it"
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    channel: str
+    status: str  # sent | failed | skipped | pending
+    url: str | None = None
+    error: str | None = None
+    locale: str = ""
+    recipient: str = ""
+    attempts: int = 0
+    update_id: str | None = None
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> DeliveryOutcome:
+        status = {
+            DeliveryState.SENT: "sent",
+            DeliveryState.FAILED: "failed",
+        }.get(delivery.state, "pending")
+        error = delivery.error
+        if delivery.state is DeliveryState.PENDING and not error:
+            error = WAITING_FOR_STATEMENT
+        return cls(
+            delivery.channel, status, delivery.url, error, delivery.locale,
+            delivery.recipient, delivery.attempts, delivery.update_id,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "channel": self.channel,
+            "status": self.status,
+            "url": self.url,
+            "error": self.error,
+            "locale": self.locale,
+            "attempts": self.attempts,
+            "update_id": self.update_id,
+        }
+        if self.recipient:
+            out["recipient"] = self.recipient
+        return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of announce, update, resolve, publish or retry for one incident."""
+
+    incident_id: str
+    update_id: str | None
+    statement_url: str
+    deliveries: Sequence[DeliveryOutcome] = ()
+    dry_run: bool = False
+    draft: bool = False
+    preview: Preview | None = None
+    warnings: Sequence[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        done = all(d.status in ("sent", "skipped") for d in self.deliveries)
+        return 0 if done or self.dry_run or self.draft else 3
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "incident_id": self.incident_id,
+            "update_id": self.update_id,
+            "statement_url": self.statement_url,
+            "deliveries": [d.to_json() for d in self.deliveries],
+        }
+        if self.dry_run:
+            out["dry_run"] = True
+        if self.draft:
+            out["draft"] = True
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        if self.preview is not None:
+            out["preview"] = [
+                {
+                    "channel": p.channel,
+                    "locale": p.locale,
+                    "text": p.post.text,
+                    "length": p.length,
+                    "limit": p.limit,
+                    "files": sorted(p.post.files),
+                }
+                for p in self.preview.planned
+            ]
+        return out
+
+
+def deliveries_table(deliveries: Sequence[DeliveryOutcome]) -> str:
+    """A plain table a person reads at 3 a.m.: channel, status, where it went, what failed."""
+    rows = [("CHANNEL", "STATUS", "ATTEMPTS", "WHERE / ERROR")]
+    for d in deliveries:
+        label = d.channel if not d.recipient else f"{d.channel} {d.recipient}"
+        rows.append((label, d.status, str(d.attempts), d.url if d.status == "sent" else d.error or ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:3])) + "  " + (r[3] or "")
+        for r in rows
+    )
+
+
+def preview_text(preview: Preview) -> str:
+    """Every post exactly as it will go out, with its length against the channel's limit."""
+    update = preview.update
+    lines = [
+        f"Incident {preview.incident.id}: {update.kind} · {update.status} · {update.impact}",
+        f"Statement: {preview.statement_url}",
+    ]
+    for planned in preview.planned:
+        lines.append("")
+        if planned.post.files:
+            lines.append(f"── {planned.channel}: {len(planned.post.files)} files")
+            lines.extend(f"   {path}" for path in sorted(planned.post.files))
+            continue
+        limit = f"{planned.length}/{planned.limit}" if planned.limit else f"{planned.length} chars"
+        lines.append(f"── {planned.channel} ({planned.locale}) · {limit}")
+        if planned.post.subject:
+            lines.append(f"   Subject: {planned.post.subject}")
+        lines.extend(f"   {line}" for line in planned.post.text.splitlines())
+    if preview.warnings:
+        lines.append("")
+        lines.extend(f"warning: {w}" for w in preview.warnings)
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class IncidentReport:
+    """An incident as `list` and `show` report it."""
+
+    incident: Incident
+    statement_url: str
+    deliveries: Sequence[DeliveryOutcome] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        i = self.incident
+        default = next(iter(i.latest.texts))
+        return {
+            "id": i.id,
+            "title": i.title(default),
+            "status": i.status.value,
+            "impact": i.impact.value,
+            "components": list(i.components),
+            "regions": list(i.regions),
+            "draft": i.is_draft,
+            "created_at": i.created_at.isoformat(),
+            "updated_at": i.updated_at.isoformat(),
+            "statement_url": self.statement_url,
+            "updates": [
+                {
+                    "id": u.id,
+                    "kind": u.kind.value,
+                    "status": u.status.value,
+                    "impact": u.impact.value,
+                    "draft": u.draft,
+                    "created_at": u.created_at.isoformat(),
+                    "next_update_at": u.next_update_at.isoformat() if u.next_update_at else None,
+                    "texts": {loc: vars(t) for loc, t in u.texts.items()},
+                    "deliveries": [d.to_json() for d in self.deliveries if d.update_id == u.id],
+                }
+                for u in i.updates
+            ],
+        }

@@ -1,0 +1,313 @@
+"""Settings: one TOML file, validated by pydantic, plus secrets from the environment only.
+
+Every error names the file, the key (and its line when it can be found) and what is wrong,
+and becomes exit code 2 before anything is sent. Relative paths in the file are relative to
+the file's own folder, so cron and CI jobs behave the same as a person in that folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from broadcaster import defaults, registry
+from broadcaster.channels.base import ChannelSettings
+from broadcaster.errors import SettingsError
+
+_LOCALE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OrganizationSettings(_Section):
+    name: str = Field(min_length=1)
+    timezone: str = "UTC"
+    locales: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as 'Europe/Madrid'") from None
+        return value
+
+    @field_validator("locales")
+    @classmethod
+    def _known_locales(cls, value: list[str]) -> list[str]:
+        from babel import Locale, UnknownLocaleError
+
+        for code in value:
+            # Locales name folders and URLs (/es/incidents/…), so keep them to a safe shape.
+            if not _LOCALE.match(code):
+                raise ValueError(f"{code!r} is not a locale code such as 'en' or 'pt-BR'")
+            try:
+                Locale.parse(code, sep="-")
+            except (UnknownLocaleError, ValueError):
+                raise ValueError(f"{code!r} is not a locale known to Babel") from None
+        if len(set(value)) != len(value):
+            raise ValueError("a locale is listed twice")
+        return value
+
+    @property
+    def default_locale(self) -> str:
+        return self.locales[0]
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class SiteSettings(_Section):
+    base_url: str
+    output_dir: Path = Path("public")
+    publish_command: str | None = None
+    recent_history: int = Field(defaults.RECENT_HISTORY, ge=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
+            raise ValueError(
+                f"{value!r} is not an http(s) address such as 'https://status.example.com'"
+            )
+        return value.rstrip("/")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _relative_to_file(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+
+class StateSettings(_Section):
+    path: Path = Path(".broadcaster/state.db")
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_file(cls, value: Path, info: ValidationInfo) -> Path:
+        return _resolve(value, info)
+
+
+class TemplateSettings(_Section):
+    #: A folder whose files override the shipped templates (rendered in Jinja2's sandbox).
+    dir: Path | None = None
+
+    @field_validator("dir")
+    @classmethod
+    def _existing_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        folder = _resolve(value, info)
+        if not folder.is_dir():
+            raise ValueError(f"{str(folder)!r} is not a folder")
+        return folder
+
+
+class RetrySettings(_Section):
+    attempts: int = Field(defaults.RETRY_ATTEMPTS, ge=1, le=100)
+    initial_wait_seconds: float = Field(defaults.RETRY_INITIAL_WAIT, ge=0)
+    max_wait_seconds: float = Field(defaults.RETRY_MAX_WAIT, ge=0)
+
+
+class Settings(_Section):
+    """The whole settings file, validated. Secrets are kept apart and never printed."""
+
+    organization: OrganizationSettings
+    site: SiteSettings
+    state: StateSettings = StateSettings()
+    templates: TemplateSettings = TemplateSettings()
+    channels: dict[str, ChannelSettings] = Field(default_factory=dict)
+    retry: RetrySettings = RetrySettings()
+    request_timeout_seconds: float = Field(defaults.REQUEST_TIMEOUT, gt=0)
+
+    _source: Path | None = PrivateAttr(default=None)
+    _secrets: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
+
+    @field_validator("channels", mode="before")
+    @classmethod
+    def _channel_settings(cls, value: Any) -> dict[str, ChannelSettings]:
+        if not isinstance(value, dict):
+            raise ValueError("must be a table of [channels.NAME] sections")
+        known = registry.channels()
+        out: dict[str, ChannelSettings] = {}
+        for name, table in value.items():
+            channel = known.get(name)
+            if channel is None:
+                if isinstance(table, dict) and table.get("enabled"):
+                    raise ValueError(
+                        f"no channel named {name!r} is installed (installed: {', '.join(sorted(known))})"
+                    )
+                continue  # a disabled section for a channel this install lacks is harmless
+            if isinstance(table, dict):
+                for key in table:
+                    if key in channel.spec.secrets:
+                        raise ValueError(
+                            f"{name}.{key}: secrets are read only from the environment; "
+                            f"remove it from the file and set {channel.spec.secrets[key]}"
+                        )
+            out[name] = channel.spec.settings.model_validate(table)
+        website = out.get("website")
+        if "website" in known and website is not None and not website.enabled:
+            raise ValueError(
+                "website.enabled: the website publishes the official statement every other "
+                "channel links to; it cannot be disabled"
+            )
+        return out
+
+    @model_validator(mode="after")
+    def _website_always_on(self) -> Settings:
+        known = registry.channels()
+        if "website" in known and "website" not in self.channels:
+            self.channels["website"] = known["website"].spec.settings(enabled=True)
+        for name, channel in self.channels.items():
+            if channel.locale is not None and channel.locale not in self.organization.locales:
+                raise ValueError(
+                    f"channels.{name}.locale: {channel.locale!r} is not one of "
+                    f"[organization] locales {self.organization.locales}"
+                )
+        return self
+
+    @property
+    def source(self) -> Path | None:
+        """The file these settings came from (None when built in code, as the drill does)."""
+        return self._source
+
+    @property
+    def secrets(self) -> Mapping[str, SecretStr]:
+        """Secret values by environment variable name, for the enabled channels."""
+        return self._secrets
+
+    def enabled_channels(self) -> list[str]:
+        """Names of enabled channels, the website first."""
+        names = [n for n, c in self.channels.items() if c.enabled]
+        return sorted(names, key=lambda n: (n != "website", n))
+
+    def channel_locale(self, name: str) -> str:
+        return self.channels[name].locale or self.organization.default_locale
+
+    def statement_url(self, incident_id: str, locale: str | None = None) -> str:
+        """The official statement's address; other locales live under /{locale}/."""
+        prefix = "" if locale in (None, self.organization.default_locale) else f"/{locale}"
+        return f"{self.site.base_url}{prefix}/incidents/{incident_id}/"
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    value = value.expanduser()
+    return value if value.is_absolute() or base is None else Path(base) / value
+
+
+def config_path(explicit: str | Path | None = None) -> Path:
+    """--config, else $BROADCASTER_CONFIG, else ./settings.toml."""
+    return Path(explicit or os.environ.get(defaults.CONFIG_ENV) or defaults.CONFIG_FILE)
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, validate and return the settings, or raise SettingsError saying what to fix."""
+    path = config_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SettingsError(
+            f"{path}: settings file not found (pass --config PATH or set {defaults.CONFIG_ENV}; "
+            "`broadcaster drill` needs none)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read settings: {exc}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already ends with "(at line N, column M)".
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    return settings_from_dict(raw, source=path, text=text, environ=environ)
+
+
+def settings_from_dict(
+    raw: Mapping[str, Any],
+    *,
+    source: Path | None = None,
+    text: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Validate settings given as a dict (a parsed file, or built in code by the drill)."""
+    label = str(source) if source else "settings"
+    base_dir = source.parent if source else Path.cwd()
+    try:
+        settings = Settings.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise SettingsError("\n".join(_describe(e, label, text) for e in exc.errors())) from None
+    settings._source = source
+    settings._secrets = _read_secrets(settings, os.environ if environ is None else environ)
+    return settings
+
+
+def _read_secrets(settings: Settings, environ: Mapping[str, str]) -> dict[str, SecretStr]:
+    known = registry.channels()
+    found: dict[str, SecretStr] = {}
+    for name in settings.enabled_channels():
+        for variable in known[name].spec.secrets.values():
+            value = environ.get(variable, "")
+            if value:
+                found[variable] = SecretStr(value)
+    return found
+
+
+def _describe(error: Mapping[str, Any], label: str, text: str | None) -> str:
+    loc = [str(p) for p in error["loc"]]
+    key = ".".join(loc) or "(top level)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown key (check its spelling and section)"
+    elif error["type"] == "missing":
+        message = "required, but missing"
+    elif error["type"] not in ("value_error", "assertion_error") and "input" in error:
+        shown = repr(error["input"])
+        message += f" (got {shown[:60]})"
+    line = _line_of(text, loc) if text else None
+    where = f"{label}:{line}" if line else label
+    return f"{where}: {key}: {message}"
+
+
+def _line_of(text: str, loc: list[str]) -> int | None:
+    """Best-effort line of `a.b.key` in a TOML file, so the error points where to look."""
+    if not loc:
+        return None
+    *tables, key = loc
+    header = None
+    if tables:
+        dotted = r"\s*\.\s*".join(map(re.escape, tables))
+        header = re.compile(rf"^\s*\[\s*{dotted}\s*\]")
+    in_table = header is None
+    for number, line in enumerate(text.splitlines(), start=1):
+        if header is not None and header.match(line):
+            in_table = True
+            continue
+        if in_table and re.match(r"^\s*\[", line) and header is not None:
+            in_table = False
+        if in_table and re.match(rf"^\s*{re.escape(key)}\s*=", line):
+            return number
+    if tables:
+        return _line_of(text, tables)
+    return None

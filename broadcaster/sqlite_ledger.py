@@ -1,0 +1,409 @@
+"""The ledger in SQLite: WAL mode, full sync, one write transaction per state change.
+
+Concurrency: SQLite's own locking keeps each transaction whole (BEGIN IMMEDIATE, busy
+timeout), and an `flock` per incident serialises whole commands on one incident. The kernel
+drops an flock when its process dies, so whoever holds the incident lock knows that any
+delivery still `in_flight` for it was left by a process that no longer runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from broadcaster import defaults
+from broadcaster.errors import LockTimeoutError, SettingsError, UnknownIncidentError
+from broadcaster.ledger import NewDelivery
+from broadcaster.model import (
+    Delivery,
+    DeliveryState,
+    Impact,
+    Incident,
+    Kind,
+    Receipt,
+    Status,
+    Text,
+    Update,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id          TEXT PRIMARY KEY,
+    created_at  TEXT NOT NULL,
+    -- Kept in step with the latest update, only so that listings need no scan of updates.
+    updated_at  TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    draft       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_by_update ON incidents (updated_at DESC);
+CREATE TABLE IF NOT EXISTS updates (
+    id              TEXT PRIMARY KEY,
+    incident_id     TEXT NOT NULL REFERENCES incidents (id),
+    seq             INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    impact          TEXT NOT NULL,
+    components      TEXT NOT NULL,
+    regions         TEXT NOT NULL,
+    texts           TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    next_update_at  TEXT,
+    draft           INTEGER NOT NULL,
+    UNIQUE (incident_id, seq)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY,
+    update_id   TEXT NOT NULL REFERENCES updates (id),
+    channel     TEXT NOT NULL,
+    recipient   TEXT NOT NULL DEFAULT '',
+    locale      TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'sent', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    remote_id   TEXT,
+    url         TEXT,
+    error       TEXT,
+    meta        TEXT NOT NULL DEFAULT '{}',
+    updated_at  TEXT NOT NULL,
+    UNIQUE (update_id, channel, recipient)
+);
+CREATE INDEX IF NOT EXISTS deliveries_unfinished ON deliveries (state) WHERE state != 'sent';
+"""
+
+_DELIVERY_COLUMNS = (
+    "d.id, d.update_id, u.incident_id, d.channel, d.recipient, d.locale, d.state, d.attempts,"
+    " d.remote_id, d.url, d.error, d.meta, d.updated_at"
+)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+class SQLiteLedger:
+    """The ledger in one SQLite file (or in memory, for previews with no state yet)."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        *,
+        readonly: bool = False,
+        lock_wait: float = defaults.INCIDENT_LOCK_WAIT,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._lock_wait = lock_wait
+        self._on_wait = on_wait
+        self._mutex = threading.RLock()
+        if path is None:
+            self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        elif readonly:
+            uri = f"{path.resolve().as_uri()}?mode=ro"
+            self._db = sqlite3.connect(
+                uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False
+            )
+        else:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(
+                    path, timeout=30, isolation_level=None, check_same_thread=False
+                )
+                self._db.execute("PRAGMA journal_mode = WAL")
+            except (OSError, sqlite3.Error) as exc:
+                raise SettingsError(f"state.path: cannot open the ledger at {path}: {exc}") from None
+        self._db.execute("PRAGMA foreign_keys = ON")
+        # A delivery marked sent must survive a power cut, or a retry could post it again.
+        self._db.execute("PRAGMA synchronous = FULL")
+        if not readonly:
+            self._migrate()
+
+    @classmethod
+    def for_preview(cls, path: Path) -> SQLiteLedger:
+        """Read-only view of an existing ledger, or an empty one that writes nothing."""
+        return cls(path, readonly=True) if path.exists() else cls(None)
+
+    def _migrate(self) -> None:
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise SettingsError(
+                    f"state.path: {self.path} was written by a newer broadcaster "
+                    f"(schema {version}); upgrade broadcaster"
+                )
+            if version == 0:
+                # executescript would commit early; run the statements inside this transaction.
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        with self._mutex:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._mutex:
+            self._db.close()
+
+    # -- incidents and updates ---------------------------------------------------------
+
+    def incident(self, incident_id: str) -> Incident:
+        found = self._load([incident_id], include_drafts=True)
+        if not found:
+            raise UnknownIncidentError(
+                f"no incident {incident_id!r} in the ledger (see `broadcaster list`)"
+            )
+        return found[0]
+
+    def incidents(
+        self, *, open_only: bool = False, include_drafts: bool = False, limit: int | None = None
+    ) -> list[Incident]:
+        where = []
+        if open_only:
+            where.append("status != 'resolved'")
+        if not include_drafts:
+            where.append("draft = 0")
+        sql = "SELECT id FROM incidents"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY updated_at DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        ids = [row[0] for row in self._read(sql)]
+        return self._load(ids, include_drafts=include_drafts)
+
+    def _load(self, ids: list[str], *, include_drafts: bool) -> list[Incident]:
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        created = dict(self._read(f"SELECT id, created_at FROM incidents WHERE id IN ({marks})", ids))
+        rows = self._read(
+            "SELECT id, incident_id, seq, kind, status, impact, components, regions, texts,"
+            f" created_at, next_update_at, draft FROM updates WHERE incident_id IN ({marks})"
+            " ORDER BY seq",
+            ids,
+        )
+        updates: dict[str, list[Update]] = {i: [] for i in created}
+        for row in rows:
+            update = _update_from_row(row)
+            if include_drafts or not update.draft:
+                updates[update.incident_id].append(update)
+        return [
+            Incident(i, datetime.fromisoformat(created[i]), tuple(updates[i]))
+            for i in ids
+            if i in created and updates[i]
+        ]
+
+    def record(self, update: Update, deliveries: Sequence[NewDelivery]) -> None:
+        with self._write() as db:
+            now = _now()
+            db.execute(
+                "INSERT INTO incidents (id, created_at, updated_at, status, draft)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (update.incident_id, update.created_at.isoformat(), now, update.status, 1),
+            )
+            db.execute(
+                "INSERT INTO updates (id, incident_id, seq, kind, status, impact, components,"
+                " regions, texts, created_at, next_update_at, draft)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _update_to_row(update),
+            )
+            self._insert_deliveries(db, update.id, deliveries, now)
+            self._refresh_incident(db, update.incident_id, now)
+
+    def publish(self, incident_id: str, deliveries: Sequence[NewDelivery]) -> list[Update]:
+        with self._write() as db:
+            now = _now()
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM updates WHERE incident_id = ? AND draft = 1 ORDER BY seq",
+                (incident_id,),
+            )]
+            for update_id in ids:
+                db.execute("UPDATE updates SET draft = 0, created_at = ? WHERE id = ?", (now, update_id))
+                self._insert_deliveries(db, update_id, deliveries, now)
+            self._refresh_incident(db, incident_id, now)
+        incident = self.incident(incident_id)
+        return [u for u in incident.updates if u.id in ids]
+
+    @staticmethod
+    def _insert_deliveries(
+        db: sqlite3.Connection, update_id: str, deliveries: Sequence[NewDelivery], now: str
+    ) -> None:
+        db.executemany(
+            "INSERT INTO deliveries (update_id, channel, recipient, locale, state, updated_at)"
+            " VALUES (?, ?, ?, ?, 'pending', ?)",
+            [(update_id, d.channel, d.recipient, d.locale, now) for d in deliveries],
+        )
+
+    @staticmethod
+    def _refresh_incident(db: sqlite3.Connection, incident_id: str, now: str) -> None:
+        latest = db.execute(
+            "SELECT status FROM updates WHERE incident_id = ? AND draft = 0"
+            " ORDER BY seq DESC LIMIT 1",
+            (incident_id,),
+        ).fetchone()
+        if latest is None:
+            db.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (now, incident_id))
+        else:
+            db.execute(
+                "UPDATE incidents SET updated_at = ?, status = ?, draft = 0 WHERE id = ?",
+                (now, latest[0], incident_id),
+            )
+
+    # -- deliveries ----------------------------------------------------------------------
+
+    def deliveries(
+        self, *, incident_id: str | None = None, update_id: str | None = None,
+        unfinished: bool = False,
+    ) -> list[Delivery]:
+        where, params = [], []
+        if incident_id is not None:
+            where.append("u.incident_id = ?")
+            params.append(incident_id)
+        if update_id is not None:
+            where.append("d.update_id = ?")
+            params.append(update_id)
+        if unfinished:
+            where.append("d.state != 'sent'")
+        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN updates u ON u.id = d.update_id"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY u.seq, d.id"
+        return [_delivery_from_row(r) for r in self._read(sql, params)]
+
+    def unfinished_incidents(self) -> list[str]:
+        rows = self._read(
+            "SELECT DISTINCT u.incident_id FROM deliveries d JOIN updates u ON u.id = d.update_id"
+            " WHERE d.state != 'sent' ORDER BY u.incident_id"
+        )
+        return [r[0] for r in rows]
+
+    def thread(self, incident_id: str, channel: str, before_seq: int) -> list[Receipt]:
+        rows = self._read(
+            "SELECT d.remote_id, d.url, d.meta FROM deliveries d JOIN updates u ON u.id = d.update_id"
+            " WHERE u.incident_id = ? AND d.channel = ? AND u.seq < ? AND d.state = 'sent'"
+            " ORDER BY u.seq, d.id",
+            (incident_id, channel, before_seq),
+        )
+        return [Receipt(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    def start_attempt(self, delivery_id: int) -> None:
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1,"
+                " updated_at = ? WHERE id = ? AND state != 'sent'",
+                (_now(), delivery_id),
+            ).rowcount
+        if not changed:
+            # Only possible if something bypassed the incident lock; refuse to send twice.
+            raise RuntimeError(f"delivery {delivery_id} is already sent")
+
+    def mark_sent(self, delivery_id: int, receipt: Receipt) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, meta = ?,"
+                " error = NULL, updated_at = ? WHERE id = ?",
+                (receipt.remote_id, receipt.url, json.dumps(dict(receipt.meta)), _now(), delivery_id),
+            )
+
+    def mark_failed(self, delivery_id: int, error: str) -> None:
+        with self._write() as db:
+            db.execute(
+                "UPDATE deliveries SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
+                (error, _now(), delivery_id),
+            )
+
+    # -- locking -------------------------------------------------------------------------
+
+    @contextmanager
+    def incident_lock(self, incident_id: str) -> Iterator[None]:
+        if self.path is None:
+            yield
+            return
+        import fcntl
+
+        folder = self.path.parent / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{incident_id}.lock", "a+b") as handle:
+            deadline = time.monotonic() + self._lock_wait
+            told = False
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LockTimeoutError(
+                            f"incident {incident_id} is still busy in another broadcaster "
+                            f"after {self._lock_wait:.0f}s; try again"
+                        ) from None
+                    if not told and self._on_wait is not None:
+                        self._on_wait(f"waiting for another broadcaster working on {incident_id}…")
+                        told = True
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _update_to_row(u: Update) -> tuple:
+    texts = {loc: vars(t) for loc, t in u.texts.items()}
+    return (
+        u.id, u.incident_id, u.seq, u.kind, u.status, u.impact,
+        json.dumps(list(u.components)), json.dumps(list(u.regions)),
+        json.dumps(texts, ensure_ascii=False), u.created_at.isoformat(),
+        u.next_update_at.isoformat() if u.next_update_at else None, int(u.draft),
+    )
+
+
+def _update_from_row(row: tuple) -> Update:
+    (uid, incident_id, seq, kind, status, impact, components, regions, texts,
+     created_at, next_update_at, draft) = row
+    return Update(
+        id=uid,
+        incident_id=incident_id,
+        seq=seq,
+        kind=Kind(kind),
+        status=Status(status),
+        impact=Impact(impact),
+        components=tuple(json.loads(components)),
+        regions=tuple(json.loads(regions)),
+        texts={loc: Text(**t) for loc, t in json.loads(texts).items()},
+        created_at=datetime.fromisoformat(created_at),
+        next_update_at=_when(next_update_at),
+        draft=bool(draft),
+    )
+
+
+def _delivery_from_row(row: tuple) -> Delivery:
+    (did, update_id, incident_id, channel, recipient, locale, state, attempts,
+     remote_id, url, error, meta, updated_at) = row
+    return Delivery(
+        id=did, update_id=update_id, incident_id=incident_id, channel=channel,
+        recipient=recipient, locale=locale, state=DeliveryState(state), attempts=attempts,
+        remote_id=remote_id, url=url, error=error, meta=json.loads(meta),
+        updated_at=datetime.fromisoformat(updated_at),
+    )

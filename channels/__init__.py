@@ -1,0 +1,1 @@
+"""Channels: one module per platform, all behind the interface in `base`."""

@@ -1,0 +1,115 @@
+"""The one small interface every channel implements.
+
+A channel knows its platform and nothing else: how to turn rendered text into a post
+(`compose`), how long a text is by the platform's rules (`length`), and how to send one post,
+raising `TransientDeliveryError` or `PermanentDeliveryError` so the core knows whether to
+retry (`send`). Storage, retries, ordering and the other channels are the core's business.
+
+A channel declares itself in one `ChannelSpec`: its settings model, the environment
+variables holding its secrets, its limit, and whether every post must carry the statement
+link. That one declaration drives settings validation, preflight and the masking of secrets.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import BaseModel, ConfigDict, SecretStr
+
+from broadcaster.model import Receipt
+
+if TYPE_CHECKING:
+    from broadcaster.render import Page
+    from broadcaster.settings import Settings
+
+
+class ChannelSettings(BaseModel):
+    """Settings every channel has; a channel subclasses this to add its own keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = False
+    #: Bind the account to one locale (default: the organisation's first locale).
+    locale: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    """What a channel is, declared once."""
+
+    name: str
+    summary: str
+    settings: type[ChannelSettings] = ChannelSettings
+    #: settings-style name -> environment variable that holds the secret.
+    secrets: Mapping[str, str] = field(default_factory=dict)
+    #: Longest post the platform accepts, measured by `Channel.length`; None for no limit.
+    limit: int | None = None
+    #: Every post must link to the official statement (all channels but the website itself).
+    needs_statement_link: bool = True
+    #: This channel publishes the official statement: it goes first, and nothing else goes
+    #: out until it has succeeded (the website).
+    publishes_statement: bool = False
+    #: One delivery carries every locale (the website); otherwise one locale per delivery.
+    every_locale: bool = False
+    #: Extension of this channel's templates: html is autoescaped, txt is not.
+    template_extension: str = "txt"
+
+
+@dataclass(frozen=True)
+class Post:
+    """What one delivery sends. `text` is what the limit applies to."""
+
+    text: str
+    #: The official statement this post links to.
+    link: str = ""
+    html: str | None = None
+    subject: str | None = None
+    #: For the website: path under output_dir -> file content.
+    files: Mapping[str, str] = field(default_factory=dict)
+
+    def linked_parts(self) -> dict[str, str]:
+        """The parts a reader sees, each of which must carry the statement link."""
+        parts = {"text": self.text}
+        if self.html is not None:
+            parts["html"] = self.html
+        return parts
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What a channel may know about its surroundings."""
+
+    settings: Settings
+    secrets: Mapping[str, SecretStr]
+    timeout: float
+
+
+class Channel(ABC):
+    """Base class for channels. Subclasses set `spec` and implement `send`."""
+
+    spec: ClassVar[ChannelSpec]
+
+    def __init__(self, settings: ChannelSettings, context: ChannelContext) -> None:
+        self.settings = settings
+        self.context = context
+
+    def compose(self, page: Page) -> Post:
+        """Turn the rendered template for this update into the post to send."""
+        return Post(text=page.render(page.kind).strip(), link=page.statement_url)
+
+    def length(self, text: str) -> int:
+        """Length of `text` by the platform's rules (X weighs characters, for instance)."""
+        return len(text)
+
+    @abstractmethod
+    def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
+        """Deliver one post.
+
+        `thread` holds the receipts of this incident's earlier posts on this channel, oldest
+        first, so updates can reply in the incident's thread. `resumed` is true when an earlier
+        attempt may have reached the platform before its answer was lost: the channel must
+        settle that (duplicate detection, a lookup) rather than post again blindly.
+        """

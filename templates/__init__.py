@@ -1,0 +1,1 @@
+"""Shipped templates. A package only so that an installed broadcaster can find its files."""
