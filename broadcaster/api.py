@@ -248,27 +248,40 @@ def _run(
     confirm: Confirm | None,
 ) -> Outcome:
     chans = open_channels(s, channels)
-    ledger: Ledger = SQLiteLedger.for_preview(s.state.path) if dry_run else _open_ledger(s)
+
+    def prepare(ledger: Ledger) -> Preview:
+        previous = None if new else _existing(ledger, incident_id)
+        upd = build(previous, datetime.now(UTC))
+        incident = Incident(
+            incident_id,
+            previous.created_at if previous else upd.created_at,
+            (previous.updates if previous else ()) + (upd,),
+        )
+        pages = page_factory(s, lambda: _site_state(ledger, s, incident))
+        return check(s, chans, pages, upd, incident)
+
+    # First against a read-only view, so that bad input writes nothing at all, not even a ledger.
+    view = SQLiteLedger.for_preview(s.state.path)
+    try:
+        preview = prepare(view)
+    finally:
+        view.close()
+    if dry_run:
+        return Outcome(incident_id, preview.update.id, preview.statement_url, dry_run=True,
+                       preview=preview, warnings=preview.warnings)
+    if confirm is not None and not preview.update.draft and not confirm(preview):
+        raise Cancelled("cancelled; nothing was recorded or sent")
+    ledger = _open_ledger(s)
     try:
         with ledger.incident_lock(incident_id):
-            previous = None if new else _existing(ledger, incident_id)
-            upd = build(previous, datetime.now(UTC))
-            incident = Incident(
-                incident_id,
-                previous.created_at if previous else upd.created_at,
-                (previous.updates if previous else ()) + (upd,),
-            )
-            pages = page_factory(s, lambda: _site_state(ledger, s, incident))
-            preview = check(s, chans, pages, upd, incident)
-            if dry_run:
-                return Outcome(incident_id, upd.id, preview.statement_url, dry_run=True,
-                               preview=preview, warnings=preview.warnings)
+            # Again under the lock: another operator may have added an update meanwhile, and
+            # this update must follow theirs.
+            preview = prepare(ledger)
+            upd = preview.update
             if upd.draft:
                 ledger.record(upd, [])
                 return Outcome(incident_id, upd.id, preview.statement_url, draft=True,
                                preview=preview, warnings=preview.warnings)
-            if confirm is not None and not confirm(preview):
-                raise Cancelled("cancelled; nothing was recorded or sent")
             ledger.record(upd, _new_deliveries(preview))
             _dispatcher(s, ledger).run(_jobs(ledger, preview, chans, upd))
             return _outcome(s, ledger, incident_id, upd.id,

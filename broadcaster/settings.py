@@ -143,42 +143,8 @@ class Settings(_Section):
     _source: Path | None = PrivateAttr(default=None)
     _secrets: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
 
-    @field_validator("channels", mode="before")
-    @classmethod
-    def _channel_settings(cls, value: Any) -> dict[str, ChannelSettings]:
-        if not isinstance(value, dict):
-            raise ValueError("must be a table of [channels.NAME] sections")
-        known = registry.channels()
-        out: dict[str, ChannelSettings] = {}
-        for name, table in value.items():
-            channel = known.get(name)
-            if channel is None:
-                if isinstance(table, dict) and table.get("enabled"):
-                    raise ValueError(
-                        f"no channel named {name!r} is installed (installed: {', '.join(sorted(known))})"
-                    )
-                continue  # a disabled section for a channel this install lacks is harmless
-            if isinstance(table, dict):
-                for key in table:
-                    if key in channel.spec.secrets:
-                        raise ValueError(
-                            f"{name}.{key}: secrets are read only from the environment; "
-                            f"remove it from the file and set {channel.spec.secrets[key]}"
-                        )
-            out[name] = channel.spec.settings.model_validate(table)
-        website = out.get("website")
-        if "website" in known and website is not None and not website.enabled:
-            raise ValueError(
-                "website.enabled: the website publishes the official statement every other "
-                "channel links to; it cannot be disabled"
-            )
-        return out
-
     @model_validator(mode="after")
-    def _website_always_on(self) -> Settings:
-        known = registry.channels()
-        if "website" in known and "website" not in self.channels:
-            self.channels["website"] = known["website"].spec.settings(enabled=True)
+    def _channel_locales(self) -> Settings:
         for name, channel in self.channels.items():
             if channel.locale is not None and channel.locale not in self.organization.locales:
                 raise ValueError(
@@ -254,13 +220,65 @@ def settings_from_dict(
     """Validate settings given as a dict (a parsed file, or built in code by the drill)."""
     label = str(source) if source else "settings"
     base_dir = source.parent if source else Path.cwd()
+    raw = dict(raw)
+    channels, problems = _channel_settings(raw.pop("channels", {}))
+    errors = [_describe(p, label, text) for p in problems]
     try:
-        settings = Settings.model_validate(raw, context={"base_dir": base_dir})
+        settings = Settings.model_validate({**raw, "channels": channels}, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise SettingsError("\n".join(_describe(e, label, text) for e in exc.errors())) from None
+        errors = [_describe(e, label, text) for e in exc.errors()] + errors
+    if errors:
+        raise SettingsError("\n".join(errors))
     settings._source = source
     settings._secrets = _read_secrets(settings, os.environ if environ is None else environ)
     return settings
+
+
+def _channel_settings(raw: Any) -> tuple[dict[str, ChannelSettings], list[dict[str, Any]]]:
+    """Each [channels.NAME] table validated by that channel's own settings model."""
+    if not isinstance(raw, dict):
+        return {}, [_problem(("channels",), "must be a table of [channels.NAME] sections")]
+    known = registry.channels()
+    out: dict[str, ChannelSettings] = {}
+    problems: list[dict[str, Any]] = []
+    for name, table in raw.items():
+        channel = known.get(name)
+        if not isinstance(table, dict):
+            problems.append(_problem(("channels", name), f"must be a table [channels.{name}]"))
+            continue
+        if channel is None:
+            if table.get("enabled"):
+                installed = ", ".join(sorted(known))
+                problems.append(_problem(("channels", name, "enabled"),
+                                         f"no channel named {name!r} is installed (installed: {installed})"))
+            continue  # a disabled section for a channel this install lacks is harmless
+        for key in table:
+            if key in channel.spec.secrets:
+                problems.append(_problem(
+                    ("channels", name, key),
+                    "secrets are read only from the environment; remove it from the file "
+                    f"and set {channel.spec.secrets[key]}",
+                ))
+        try:
+            out[name] = channel.spec.settings.model_validate(
+                {k: v for k, v in table.items() if k not in channel.spec.secrets}
+            )
+        except ValidationError as exc:
+            problems += [{**e, "loc": ("channels", name, *e["loc"])} for e in exc.errors()]
+    if "website" in known:
+        if "website" not in out:
+            out["website"] = known["website"].spec.settings(enabled=True)
+        elif not out["website"].enabled:
+            problems.append(_problem(
+                ("channels", "website", "enabled"),
+                "the website publishes the official statement every other channel links to; "
+                "it cannot be disabled",
+            ))
+    return out, problems
+
+
+def _problem(loc: tuple[str, ...], message: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": message, "type": "value_error"}
 
 
 def _read_secrets(settings: Settings, environ: Mapping[str, str]) -> dict[str, SecretStr]:

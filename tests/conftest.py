@@ -1,0 +1,168 @@
+"""Shared fixtures: a settings file in a temporary folder, the CLI, and a recording channel."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from broadcaster import registry
+from broadcaster.channels.base import Channel, ChannelSettings, ChannelSpec, Post
+from broadcaster.model import Receipt
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+BASE_SETTINGS = """
+[organization]
+name = "Example Corp"
+timezone = "Europe/Madrid"
+locales = ["en", "es"]
+
+[site]
+base_url = "https://status.example.com"
+output_dir = "public"
+
+[state]
+path = "state/ledger.db"
+
+[retry]
+attempts = 3
+initial_wait_seconds = 0
+max_wait_seconds = 5
+"""
+
+
+@dataclass
+class Project:
+    """A folder with a settings file, as an operator would have."""
+
+    root: Path
+    runner: CliRunner = field(default_factory=CliRunner)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "settings.toml"
+
+    @property
+    def public(self) -> Path:
+        return self.root / "public"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def write(self, extra: str = "", base: str = BASE_SETTINGS) -> Path:
+        self.config.write_text(textwrap.dedent(base) + textwrap.dedent(extra), encoding="utf-8")
+        return self.config
+
+    def cli(self, *args: str, env: dict[str, str] | None = None):
+        from broadcaster.cli import app
+
+        return self.runner.invoke(app, ["--config", str(self.config), *args], env=env)
+
+    def announce(self, *args: str) -> str:
+        result = self.cli("announce", "--title", "Payments down", "--message", "Card payments fail.",
+                          "--yes", "--json", *args)
+        assert result.exit_code == 0, result.output
+        import json
+
+        return json.loads(result.stdout)["incident_id"]
+
+    def files(self) -> dict[str, bytes]:
+        """Everything written under the project folder, for 'nothing changed' checks."""
+        return {
+            str(p.relative_to(self.root)): p.read_bytes()
+            for p in sorted(self.root.rglob("*"))
+            # SQLite readers may create -shm (an index) and an empty -wal: neither holds data.
+            if p.is_file() and p.name != "settings.toml" and "locks" not in p.parts
+            and not p.name.endswith("-shm") and not (p.name.endswith("-wal") and not p.stat().st_size)
+        }
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    p = Project(tmp_path)
+    p.write()
+    return p
+
+
+# -- a recording channel: a real Channel implementation that keeps what it is sent ---------
+
+
+class RecorderSettings(ChannelSettings):
+    limit_note: str = ""
+
+
+@dataclass
+class Script:
+    """What the recorder does on each call: an exception to raise, or None to succeed."""
+
+    faults: list[BaseException | None] = field(default_factory=list)
+    received: list[tuple[Post, tuple[Receipt, ...], bool]] = field(default_factory=list)
+    barrier: threading.Barrier | None = None
+    on_send: Callable[[], None] | None = None
+    text: Callable[[object], str] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def recorder(name: str, script: Script, *, secrets: dict[str, str] | None = None,
+             limit: int | None = 280) -> type[Channel]:
+    class Recorder(Channel):
+        spec = ChannelSpec(
+            name=name, summary="records posts (tests)", settings=RecorderSettings,
+            secrets=secrets or {}, limit=limit,
+        )
+
+        def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
+            if script.barrier is not None:
+                script.barrier.wait()
+            if script.on_send is not None:
+                script.on_send()
+            with script.lock:
+                fault = script.faults.pop(0) if script.faults else None
+                if fault is not None:
+                    raise fault
+                script.received.append((post, tuple(thread), resumed))
+                number = len(script.received)
+            return Receipt(remote_id=f"{name}-{number}", url=f"https://{name}.example/{number}")
+
+        def compose(self, page) -> Post:
+            text = (script.text or _social_text)(page)
+            return Post(text=text, link=page.statement_url)
+
+    return Recorder
+
+
+def _social_text(page) -> str:
+    update = page.variables["update"]
+    return f"{update['title']}: {update['message']} {page.statement_url}"
+
+
+@pytest.fixture
+def channel_factory() -> Iterator[Callable[..., Script]]:
+    names: list[str] = []
+
+    def make(name: str = "recorder", **kwargs: object) -> Script:
+        script = Script()
+        registry.register(recorder(name, script, **kwargs))
+        names.append(name)
+        return script
+
+    yield make
+    for name in names:
+        registry.unregister(name)
+
+
+@pytest.fixture(autouse=True)
+def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("BROADCASTER_"):
+            monkeypatch.delenv(name)
