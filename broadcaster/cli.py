@@ -234,9 +234,10 @@ def retry(
 
     def run() -> Any:
         from broadcaster import api
+        from broadcaster.report import RetryReport
 
         outcomes = api.retry(incident, settings=_config["path"])
-        return outcomes[0] if incident else outcomes
+        return outcomes[0] if incident else RetryReport(outcomes)
 
     _finish(run, json)
 

@@ -129,6 +129,10 @@ class Incident:
         return self.latest.created_at
 
     def title(self, locale: str) -> str:
+        """The newest title written in `locale` (an update in one language keeps the others')."""
+        for update in reversed(self.published or self.updates):
+            if locale in update.texts:
+                return update.texts[locale].title
         return self.latest.text(locale).title
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from broadcaster.report import IncidentReport, Outcome, deliveries_table, preview_text
+from broadcaster.report import IncidentReport, Outcome, RetryReport, deliveries_table, preview_text
 
 
 def print_result(result: Any, as_json: bool) -> int:
@@ -17,18 +17,17 @@ def print_result(result: Any, as_json: bool) -> int:
         return _outcome(result, as_json)
     if isinstance(result, IncidentReport):
         return _emit(result.to_json(), as_json, lambda: _incident_text(result))
-    if isinstance(result, list) and all(isinstance(r, IncidentReport) for r in result):
-        return _emit([r.to_json() for r in result], as_json, lambda: _incidents_text(result))
-    if isinstance(result, list):  # retry of every unfinished incident
-        code = max((o.exit_code for o in result), default=0)
+    if isinstance(result, RetryReport):
         if as_json:
-            typer.echo(json.dumps({"incidents": [o.to_json() for o in result]}, indent=2))
-        elif not result:
+            typer.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        elif not result.outcomes:
             typer.echo("Nothing to retry: every delivery is done.")
-        else:
-            for outcome in result:
-                _outcome(outcome, False)
-        return code
+        for outcome in [] if as_json else result.outcomes:
+            _outcome(outcome, False)
+            typer.echo("")
+        return result.exit_code
+    if isinstance(result, list):
+        return _emit([r.to_json() for r in result], as_json, lambda: _incidents_text(result))
     if hasattr(result, "to_json"):
         if as_json:
             typer.echo(json.dumps(result.to_json(), indent=2))

@@ -176,3 +176,17 @@ class IncidentReport:
                 for u in i.updates
             ],
         }
+
+
+@dataclass(frozen=True)
+class RetryReport:
+    """What `retry` did, one outcome per incident it looked at."""
+
+    outcomes: Sequence[Outcome]
+
+    @property
+    def exit_code(self) -> int:
+        return max((o.exit_code for o in self.outcomes), default=0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"incidents": [o.to_json() for o in self.outcomes]}

@@ -146,7 +146,7 @@ class SQLiteLedger:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:

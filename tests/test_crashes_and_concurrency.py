@@ -1,0 +1,69 @@
+"""A killed process, and two operators at once: the ledger stays right and retry finishes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+from conftest import BIN, ROOT
+
+from broadcaster import api
+from broadcaster.settings import load_settings
+
+CRASHING = textwrap.dedent("""
+    import os, signal, sys
+    sys.path.insert(0, {tests!r})
+    from conftest import Script, recorder
+    from broadcaster import api, registry
+
+    def die():
+        os.kill(os.getpid(), signal.SIGKILL)  # killed mid-send: the answer is never recorded
+
+    script = Script(on_send=die)
+    registry.register(recorder("chirp", script))
+    api.announce("Down", "Payments fail.", settings={config!r})
+""")
+
+
+def test_a_killed_process_leaves_work_that_retry_finishes_exactly_once(project, channel_factory):
+    project.write("[channels.chirp]\nenabled = true\n")
+    code = CRASHING.format(tests=str(ROOT / "tests"), config=str(project.config))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    db = sqlite3.connect(project.state / "ledger.db")
+    states = dict(db.execute("SELECT channel, state FROM deliveries").fetchall())
+    assert states == {"website": "sent", "chirp": "in_flight"}
+
+    script = channel_factory("chirp")
+    (outcome,) = api.retry(settings=load_settings(project.config))
+    assert outcome.exit_code == 0
+    ((post, _, resumed),) = script.received
+    assert resumed is True  # the channel is told the lost attempt may have been posted
+    assert outcome.statement_url in post.text
+    assert api.retry(settings=load_settings(project.config)) == []
+    assert len(script.received) == 1
+
+
+def test_operators_updating_one_incident_at_once_all_land_in_order(project):
+    incident = project.announce()
+    operators = [
+        subprocess.Popen(
+            [str(BIN / "broadcaster"), "--config", str(project.config), "update", incident,
+             "--status", "identified", "--message", f"Update from operator {n}.", "--yes", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for n in range(4)
+    ]
+    results = [(p.wait(timeout=60), *p.communicate()) for p in operators]
+    assert all(code == 0 for code, _, _ in results), results
+    update_ids = sorted(json.loads(out)["update_id"] for _, out, _ in results)
+    assert update_ids == [f"{incident}-{n}" for n in (2, 3, 4, 5)]
+    shown = json.loads(project.cli("show", incident, "--json").stdout)
+    assert [u["id"] for u in shown["updates"]] == [f"{incident}-{n}" for n in range(1, 6)]
+    assert all(u["deliveries"][0]["status"] == "sent" for u in shown["updates"])
+    page = (project.public / "incidents" / incident / "index.html").read_text()
+    assert all(f"Update from operator {n}." in page for n in range(4))

@@ -1,0 +1,167 @@
+"""Dispatch: statement first, concurrent fan-out, tenacity retries, failures kept apart."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from broadcaster import api
+from broadcaster.errors import PermanentDeliveryError, TransientDeliveryError
+from broadcaster.settings import load_settings
+
+SECRET = "tok-9f8e7d6c5b4a"
+
+
+@pytest.fixture
+def two_channels(project, channel_factory):
+    chirp = channel_factory("chirp", secrets={"token": "BROADCASTER_CHIRP_TOKEN"})
+    book = channel_factory("book")
+    project.write("[channels.chirp]\nenabled = true\n[channels.book]\nenabled = true\n")
+    return chirp, book
+
+
+def run(project, *args, env=None):
+    env = {"BROADCASTER_CHIRP_TOKEN": SECRET, **(env or {})}
+    confirm = () if args[0] == "retry" else ("--yes",)
+    result = project.cli(*args, *confirm, "--json", env=env)
+    return result, json.loads(result.stdout)
+
+
+def by_channel(data):
+    return {d["channel"]: d for d in data["deliveries"]}
+
+
+def test_every_channel_gets_the_post_with_the_statement_link(project, two_channels):
+    result, data = run(project, "announce", "--title", "Down", "--message", "Payments fail.")
+    assert result.exit_code == 0, result.output
+    for script in two_channels:
+        ((post, thread, resumed),) = script.received
+        assert data["statement_url"] in post.text and post.link == data["statement_url"]
+        assert thread == () and resumed is False
+    assert set(by_channel(data)) == {"website", "chirp", "book"}
+
+
+def test_updates_carry_the_incident_thread(project, two_channels):
+    chirp, _ = two_channels
+    _, data = run(project, "announce", "--title", "Down", "--message", "M")
+    run(project, "update", data["incident_id"], "--status", "identified", "--message", "Cause found.")
+    run(project, "resolve", data["incident_id"], "--message", "Fixed.")
+    threads = [[r.remote_id for r in thread] for _, thread, _ in chirp.received]
+    assert threads == [[], ["chirp-1"], ["chirp-1", "chirp-2"]]
+
+
+def test_transient_errors_are_retried_until_they_succeed(project, two_channels):
+    chirp, book = two_channels
+    chirp.faults = [TransientDeliveryError("503"), TransientDeliveryError("timeout")]
+    result, data = run(project, "announce", "--title", "Down", "--message", "M")
+    assert result.exit_code == 0
+    assert by_channel(data)["chirp"]["attempts"] == 3
+    assert len(chirp.received) == 1 and chirp.received[0][2] is True  # told it may be a re-send
+
+
+def test_a_permanent_error_fails_fast_and_other_channels_still_deliver(project, two_channels):
+    chirp, book = two_channels
+    chirp.faults = [PermanentDeliveryError("401 Unauthorized: check the token")]
+    result, data = run(project, "announce", "--title", "Down", "--message", "M")
+    assert result.exit_code == 3
+    deliveries = by_channel(data)
+    assert deliveries["chirp"] == {**deliveries["chirp"], "status": "failed", "attempts": 1,
+                                   "error": "401 Unauthorized: check the token"}
+    assert deliveries["book"]["status"] == "sent" and len(book.received) == 1
+
+
+def test_retry_finishes_only_what_failed_and_never_resends(project, two_channels):
+    chirp, book = two_channels
+    chirp.faults = [TransientDeliveryError("503")] * 3
+    result, data = run(project, "announce", "--title", "Down", "--message", "M")
+    assert result.exit_code == 3
+    assert "gave up after 3 attempts" in by_channel(data)["chirp"]["error"]
+    result, again = run(project, "retry", data["incident_id"])
+    assert result.exit_code == 0, result.output
+    assert [d["channel"] for d in again["deliveries"]] == ["chirp"]
+    assert len(chirp.received) == 1 and len(book.received) == 1
+    result, third = run(project, "retry", data["incident_id"])
+    assert result.exit_code == 0 and len(chirp.received) == 1
+
+
+def test_nothing_else_goes_out_until_the_statement_is_published(project, two_channels):
+    chirp, book = two_channels
+    # A file where the site's folder should be: the website cannot write (even as root).
+    project.public.write_text("not a folder")
+    result, data = run(project, "announce", "--title", "Down", "--message", "M")
+    assert result.exit_code == 3
+    deliveries = by_channel(data)
+    assert deliveries["website"]["status"] == "failed"
+    assert "cannot write" in deliveries["website"]["error"]
+    assert deliveries["chirp"]["status"] == "pending" and chirp.received == [] == book.received
+    project.public.unlink()  # the operator fixes it
+    result, again = run(project, "retry")
+    assert result.exit_code == 0, result.output
+    assert len(chirp.received) == 1 == len(book.received)
+    assert (project.public / "incidents" / data["incident_id"] / "index.html").exists()
+
+
+def test_channels_are_sent_concurrently(project, two_channels):
+    chirp, book = two_channels
+    # Each channel waits for the other inside send: sequential sending would break the barrier.
+    barrier = threading.Barrier(2, timeout=10)
+    chirp.barrier = book.barrier = barrier
+    result, _ = run(project, "announce", "--title", "Down", "--message", "M")
+    assert result.exit_code == 0, result.output
+    assert not barrier.broken
+
+
+def test_a_rate_limit_reset_time_is_honoured_and_capped(project, channel_factory, monkeypatch):
+    from broadcaster.dispatch import RetryPolicy
+
+    script = channel_factory("chirp")
+    project.write("[channels.chirp]\nenabled = true\n")
+    settings = load_settings(project.config)
+    waits: list[float] = []
+    original = RetryPolicy.from_settings.__func__
+    monkeypatch.setattr(RetryPolicy, "from_settings",
+                        classmethod(lambda cls, retry: original(cls, retry, sleep=waits.append)))
+    script.faults = [TransientDeliveryError("429", retry_at=time.time() + 3),
+                     TransientDeliveryError("429", retry_at=time.time() + 3600)]
+    outcome = api.announce("Down", "M", settings=settings)
+    assert outcome.exit_code == 0
+    assert 2 < waits[0] <= 3 and waits[1] == settings.retry.max_wait_seconds
+
+
+def test_backoff_is_exponential_with_jitter_and_bounded():
+    import tenacity
+
+    from broadcaster.dispatch import RetryPolicy
+
+    policy = RetryPolicy(attempts=8, initial_wait=1, max_wait=10)
+    state = tenacity.RetryCallState(None, None, (), {})
+    for number, ceiling in [(1, 1), (2, 2), (3, 4), (6, 10)]:
+        state.attempt_number = number
+        state.outcome = tenacity.Future.construct(number, TransientDeliveryError("x"), True)
+        waits = {policy.wait(state) for _ in range(50)}
+        assert all(0 <= w <= ceiling for w in waits) and len(waits) > 1
+
+
+def test_a_post_over_the_limit_or_without_the_link_stops_everything(project, two_channels):
+    chirp, book = two_channels
+    book.text = lambda page: "x" * 281 + " " + page.statement_url
+    chirp.text = lambda page: "no link here"
+    result = project.cli("announce", "--title", "Down", "--message", "M", "--yes",
+                         env={"BROADCASTER_CHIRP_TOKEN": SECRET})
+    assert result.exit_code == 2
+    assert "book (en): 330/280 characters" in result.output
+    assert "chirp (en): the text does not link to the statement" in result.output
+    assert chirp.received == [] == book.received and project.files() == {}
+
+
+def test_secrets_never_appear_in_errors_or_output(project, two_channels):
+    chirp, _ = two_channels
+    chirp.faults = [PermanentDeliveryError(f"401 for https://api.example/?token={SECRET}")]
+    result, data = run(project, "announce", "--title", "Down", "--message", "M")
+    assert SECRET not in result.output
+    assert "token=********" in by_channel(data)["chirp"]["error"]
+    shown = project.cli("show", data["incident_id"], "--json").output
+    assert SECRET not in shown and "********" in shown
