@@ -54,7 +54,7 @@ def test_updates_carry_the_incident_thread(project, two_channels):
 
 
 def test_transient_errors_are_retried_until_they_succeed(project, two_channels):
-    chirp, book = two_channels
+    chirp, _book = two_channels
     chirp.faults = [TransientDeliveryError("503"), TransientDeliveryError("timeout")]
     result, data = run(project, "announce", "--title", "Down", "--message", "M")
     assert result.exit_code == 0
@@ -83,7 +83,7 @@ def test_retry_finishes_only_what_failed_and_never_resends(project, two_channels
     assert result.exit_code == 0, result.output
     assert [d["channel"] for d in again["deliveries"]] == ["chirp"]
     assert len(chirp.received) == 1 and len(book.received) == 1
-    result, third = run(project, "retry", data["incident_id"])
+    result, _third = run(project, "retry", data["incident_id"])
     assert result.exit_code == 0 and len(chirp.received) == 1
 
 
@@ -98,7 +98,7 @@ def test_nothing_else_goes_out_until_the_statement_is_published(project, two_cha
     assert "cannot write" in deliveries["website"]["error"]
     assert deliveries["chirp"]["status"] == "pending" and chirp.received == [] == book.received
     project.public.unlink()  # the operator fixes it
-    result, again = run(project, "retry")
+    result, _again = run(project, "retry")
     assert result.exit_code == 0, result.output
     assert len(chirp.received) == 1 == len(book.received)
     assert (project.public / "incidents" / data["incident_id"] / "index.html").exists()
