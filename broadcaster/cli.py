@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from broadcaster.model import Impact, Status
+from broadcaster.vocabulary import Impact, Status
 
 if TYPE_CHECKING:
     from broadcaster.preflight import Preview

@@ -10,42 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
+from broadcaster.vocabulary import DeliveryState, Impact, Kind, Status
 
-class Status(StrEnum):
-    """Where the response stands; `resolved` closes the incident."""
-
-    INVESTIGATING = "investigating"
-    IDENTIFIED = "identified"
-    MONITORING = "monitoring"
-    RESOLVED = "resolved"
-
-
-class Impact(StrEnum):
-    """How bad it is for customers."""
-
-    MINOR = "minor"
-    MAJOR = "major"
-    CRITICAL = "critical"
-
-
-class Kind(StrEnum):
-    """Which template an update is rendered with."""
-
-    ANNOUNCE = "announce"
-    UPDATE = "update"
-    RESOLVE = "resolve"
-    MAINTENANCE = "maintenance"
-
-
-class DeliveryState(StrEnum):
-    """A delivery's life: pending → in_flight → sent | failed (failed and in_flight can retry)."""
-
-    PENDING = "pending"
-    IN_FLIGHT = "in_flight"
-    SENT = "sent"
-    FAILED = "failed"
+__all__ = [
+    "Delivery", "DeliveryState", "Impact", "Incident", "Kind", "Receipt", "Status", "Text", "Update",
+    "is_incident_id", "new_incident_id",
+]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,90 @@
+"""Start-up time of `broadcaster --help` beside `apprise --help` and bare typer apps, in one run.
+
+Goal (issue 2): broadcaster at most 0.6 of apprise. broadcaster is measured as `pip install .`
+gives it (a wheel installed into a temporary folder); the editable install of `make` adds a
+path finder at every start, shown on its own row. Runs are interleaved so that machine
+noise hits every command alike; the table shows the median and the best of N runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BARE_TYPER = """
+import typer
+app = typer.Typer()
+@app.command()
+def announce(title: str = ""):
+    "Announce."
+@app.command()
+def retry(incident: str = ""):
+    "Retry."
+app()
+"""
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, check=True)
+    return time.perf_counter() - start
+
+
+def regular_install(tmp: Path) -> Path:
+    """Install this checkout as users get it (`pip install .`, not editable) into `tmp`."""
+    root = Path(__file__).resolve().parent.parent
+    wheels, target = tmp / "wheels", tmp / "site"
+    pip = [sys.executable, "-m", "pip", "--quiet"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--wheel-dir", str(wheels), str(root)], check=True)
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(target),
+                    *map(str, wheels.glob("*.whl"))], check=True)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    bindir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "TYPER_USE_RICH"}
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = Path(tmp) / "bare_typer.py"
+        bare.write_text(BARE_TYPER)
+        target = regular_install(Path(tmp))
+        installed_env = {**env, "PYTHONPATH": str(target)}
+        script = "import sys; from broadcaster.cli import main; sys.exit(main())"
+        commands = {
+            "broadcaster --help": [sys.executable, "-c", script, "--help"],
+            "  (editable dev install)": [str(bindir / "broadcaster"), "--help"],
+            "apprise --help": [shutil.which("apprise", path=str(bindir)) or "apprise", "--help"],
+            "bare typer app --help": [sys.executable, str(bare), "--help"],
+            "python -c pass": [sys.executable, "-c", "pass"],
+        }
+        envs = {name: installed_env if name == "broadcaster --help" else env for name in commands}
+        for name, command in commands.items():  # warm the file cache
+            timed(command, envs[name])
+        samples: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.runs):
+            for name, command in commands.items():
+                samples[name].append(timed(command, envs[name]))
+    apprise = statistics.median(samples["apprise --help"])
+    print(f"start-up, {args.runs} interleaved runs each, {os.cpu_count()} cores\n")
+    print(f"{'command':<24} {'median ms':>10} {'best ms':>9} {'vs apprise':>11}")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        print(f"{name:<24} {median * 1000:>10.1f} {min(values) * 1000:>9.1f} {median / apprise:>11.2f}")
+    ratio = statistics.median(samples["broadcaster --help"]) / apprise
+    verdict = "meets" if ratio <= 0.6 else "MISSES"
+    print(f"\nbroadcaster / apprise = {ratio:.2f} ({verdict} the goal of <= 0.60)")
+
+
+if __name__ == "__main__":
+    main()

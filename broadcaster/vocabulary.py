@@ -1,0 +1,42 @@
+"""The words of the domain as enums: statuses, impacts, kinds of update, delivery states.
+
+Kept apart from model.py so that the CLI can offer them as choices without paying for the
+dataclasses at start-up.
+"""
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    """Where the response stands; `resolved` closes the incident."""
+
+    INVESTIGATING = "investigating"
+    IDENTIFIED = "identified"
+    MONITORING = "monitoring"
+    RESOLVED = "resolved"
+
+
+class Impact(StrEnum):
+    """How bad it is for customers."""
+
+    MINOR = "minor"
+    MAJOR = "major"
+    CRITICAL = "critical"
+
+
+class Kind(StrEnum):
+    """Which template an update is rendered with."""
+
+    ANNOUNCE = "announce"
+    UPDATE = "update"
+    RESOLVE = "resolve"
+    MAINTENANCE = "maintenance"
+
+
+class DeliveryState(StrEnum):
+    """A delivery's life: pending → in_flight → sent | failed (failed and in_flight can retry)."""
+
+    PENDING = "pending"
+    IN_FLIGHT = "in_flight"
+    SENT = "sent"
+    FAILED = "failed"
