@@ -134,13 +134,6 @@ class Delivery:
     meta: Mapping[str, object]
     updated_at: datetime
 
-    @property
-    def finished(self) -> bool:
-        return self.state is DeliveryState.SENT
-
-    def receipt(self) -> Receipt:
-        return Receipt(self.remote_id, self.url, self.meta)
-
 
 #: Letters of incident ids: lowercase, no look-alikes (0/o, 1/l/i), safe in URLs and paths.
 _ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
