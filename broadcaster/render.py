@@ -184,13 +184,13 @@ class Page:
                 {
                     "code": code,
                     "name": Locale.parse(code, sep="-").get_display_name(code),
-                    "home": view.home(code),
+                    "home": settings.home_url(code),
                     "statement_url": settings.statement_url(self.incident.id, code),
                 }
                 for code in settings.organization.locales
             ],
             "t": self.templates.strings(locale),
-            "home": view.home(locale),
+            "home": settings.home_url(locale),
             "statement_url": self.statement_url,
             "incident": view.incident(self.incident),
             "update": view.update(self.update),
@@ -205,10 +205,6 @@ class IncidentViews:
     def __init__(self, settings: Settings, locale: str) -> None:
         self.settings = settings
         self.locale = locale
-
-    def home(self, locale: str) -> str:
-        default = self.settings.organization.default_locale
-        return self.settings.site.base_url + ("/" if locale == default else f"/{locale}/")
 
     def update(self, update: Update) -> dict[str, Any]:
         text = update.text(self.locale)

@@ -171,10 +171,14 @@ class Settings(_Section):
     def channel_locale(self, name: str) -> str:
         return self.channels[name].locale or self.organization.default_locale
 
-    def statement_url(self, incident_id: str, locale: str | None = None) -> str:
-        """The official statement's address; other locales live under /{locale}/."""
+    def home_url(self, locale: str | None = None) -> str:
+        """The status site's front page in `locale`: the default at the root, others under /{locale}/."""
         prefix = "" if locale in (None, self.organization.default_locale) else f"/{locale}"
-        return f"{self.site.base_url}{prefix}/incidents/{incident_id}/"
+        return f"{self.site.base_url}{prefix}/"
+
+    def statement_url(self, incident_id: str, locale: str | None = None) -> str:
+        """The official statement's address, in `locale`."""
+        return f"{self.home_url(locale)}incidents/{incident_id}/"
 
 
 def _resolve(value: Path, info: ValidationInfo) -> Path:

@@ -40,7 +40,7 @@ class WebsiteChannel(Channel):
         files: dict[str, str] = {}
         default = page.settings.organization.default_locale
         statements = {loc: page.settings.statement_url(page.incident.id, loc) for loc in page.locales}
-        homes = {loc: page.for_locale(loc).variables["home"] for loc in page.locales}
+        homes = {loc: page.settings.home_url(loc) for loc in page.locales}
         for locale in page.locales:
             localized = page.for_locale(locale)
             prefix = "" if locale == default else f"{locale}/"
