@@ -132,6 +132,12 @@ def publish(
 ) -> Outcome:
     """Approve an incident's drafts: they go out through the normal pipeline, in order."""
     s = _settings(settings)
+    view = SQLiteLedger.for_preview(s.state.path)
+    try:  # check first without writing anything: no ledger is created for a wrong id
+        if not any(u.draft for u in _existing(view, incident_id).updates):
+            raise InputError(f"incident {incident_id} has no drafts to publish")
+    finally:
+        view.close()
     ledger = _open_ledger(s)
     try:
         with ledger.incident_lock(incident_id):
@@ -166,9 +172,10 @@ def publish(
 def retry(incident_id: str | None = None, *, settings: SettingsLike = None) -> list[Outcome]:
     """Finish failed or interrupted deliveries (of one incident, or of all); never resend."""
     s = _settings(settings)
+    checked = _checked_id(incident_id) if incident_id else None  # before the ledger is opened
     ledger = _open_ledger(s)
     try:
-        ids = [_checked_id(incident_id)] if incident_id else ledger.unfinished_incidents()
+        ids = [checked] if checked else ledger.unfinished_incidents()
         return [_retry_incident(s, ledger, i) for i in ids]
     finally:
         ledger.close()

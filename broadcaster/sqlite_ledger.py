@@ -30,6 +30,7 @@ from broadcaster.model import (
     Status,
     Text,
     Update,
+    is_incident_id,
 )
 
 SCHEMA_VERSION = 1
@@ -339,6 +340,9 @@ class SQLiteLedger:
 
     @contextmanager
     def incident_lock(self, incident_id: str) -> Iterator[None]:
+        if not is_incident_id(incident_id):
+            # The id names a file: refuse anything that could leave the locks folder.
+            raise UnknownIncidentError(f"{incident_id!r} is not an incident id")
         if self.path is None:
             yield
             return

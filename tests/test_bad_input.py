@@ -36,10 +36,29 @@ def test_unknown_incident_id_is_refused_and_changes_nothing(project):
     _refused(project, result, "no incident 'zzzzzzzzzz'", before=before)
 
 
-@pytest.mark.parametrize("bad_id", ["../../etc", "ABC", "x" * 300, "2026-01-01"])
-def test_malformed_incident_ids_never_reach_a_path(project, bad_id):
-    result = project.cli("resolve", bad_id, "--message", "M", "--yes")
+@pytest.mark.parametrize("command", [("resolve", "--message", "M", "--yes"), ("publish", "--yes"),
+                                     ("retry",), ("show",)])
+@pytest.mark.parametrize("bad_id", ["../../escape", "ABC", "x" * 300, "2026-01-01"])
+def test_malformed_incident_ids_never_reach_a_path(project, bad_id, command):
+    result = project.cli(command[0], bad_id, *command[1:])
     _refused(project, result, "is not an incident id")
+    assert not list(project.root.parent.glob("escape*")), "a file was written outside the project"
+
+
+def test_the_incident_lock_refuses_anything_but_an_incident_id(tmp_path):
+    from broadcaster.errors import UnknownIncidentError
+    from broadcaster.sqlite_ledger import SQLiteLedger
+
+    ledger = SQLiteLedger(tmp_path / "state.db")
+    with pytest.raises(UnknownIncidentError), ledger.incident_lock("../../escape"):
+        pass
+    assert not (tmp_path / "locks").exists() and not list(tmp_path.parent.glob("escape*"))
+
+
+def test_publishing_an_incident_without_drafts_is_refused(project):
+    incident = project.announce()
+    before = project.files()
+    _refused(project, project.cli("publish", incident, "--yes"), "has no drafts", before=before)
 
 
 def test_broken_settings_file_is_refused_naming_its_line(project):
