@@ -22,6 +22,8 @@ from broadcaster import api
 from broadcaster.report import Outcome, deliveries_table
 from broadcaster.settings import Settings, settings_from_dict
 from broadcaster.site_server import SiteServer
+from broadcaster.standins.graph_api import DRILL_PAGE_ID, DRILL_PAGE_TOKEN, GraphStandIn
+from broadcaster.standins.x_api import DRILL_CREDENTIALS, XStandIn
 
 #: The embedded incident, in the spirit of the seed essays: acknowledge, guide, explain, apologise.
 SCRIPT = {
@@ -77,18 +79,33 @@ class DrillResult:
         }
 
 
-def drill_settings(folder: Path, base_url: str) -> Settings:
+@dataclass
+class StandIns:
+    """Everything the drill talks to, all on 127.0.0.1."""
+
+    site: SiteServer
+    x: XStandIn
+    graph: GraphStandIn
+
+
+def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
     """The drill's settings: every channel pointed at a local stand-in."""
     return settings_from_dict(
         {
             "organization": {"name": "Example Corp", "timezone": "Europe/Madrid",
                              "locales": ["en", "es"]},
-            "site": {"base_url": base_url, "output_dir": str(folder / "site")},
+            "site": {"base_url": stand_ins.site.url, "output_dir": str(folder / "site")},
             "state": {"path": str(folder / "state.db")},
-            "channels": {"website": {"enabled": True}},
+            "channels": {
+                "website": {"enabled": True},
+                "twitter": {"enabled": True, "api_base": stand_ins.x.url, "thread_long": True},
+                "facebook": {"enabled": True, "page_id": DRILL_PAGE_ID, "api_base": stand_ins.graph.url,
+                             "locale": "es"},
+            },
             "retry": {"attempts": 3, "initial_wait_seconds": 0.1, "max_wait_seconds": 1},
         },
-        environ={},  # the drill never uses the operator's real credentials
+        # Made-up credentials only the stand-ins accept: never the operator's real ones.
+        environ={**DRILL_CREDENTIALS.environ(), "BROADCASTER_FACEBOOK_PAGE_TOKEN": DRILL_PAGE_TOKEN},
     )
 
 
@@ -97,10 +114,12 @@ def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = Fals
     folder = (output or Path(tempfile.mkdtemp(prefix="broadcaster-drill-"))).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     say: Callable[[str], None] = (lambda _: None) if quiet else typer.echo
-    with SiteServer(folder / "site") as server:
-        settings = drill_settings(folder, server.url)
-        result = DrillResult(folder, server.url)
-        say(f"Drill in {folder}\nStatus site served at {server.url}/ while the drill runs.\n")
+    with SiteServer(folder / "site") as site, XStandIn() as x, GraphStandIn() as graph:
+        stand_ins = StandIns(site, x, graph)
+        settings = drill_settings(folder, stand_ins)
+        result = DrillResult(folder, site.url)
+        say(f"Drill in {folder}\nStatus site served at {site.url}/ while the drill runs; "
+            f"X API stand-in at {x.url}, Graph API stand-in at {graph.url}.\n")
         steps: list[tuple[str, Callable[[str | None], Outcome]]] = [
             ("announce", lambda _: _announce(settings)),
             ("update", lambda incident: _update(settings, incident)),
@@ -116,10 +135,12 @@ def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = Fals
             for line in _received(outcome):
                 say(f"   {line}")
             say("")
-        say(f"Drill {'passed' if result.exit_code == 0 else 'FAILED'}: "
+        for line in _social_view(stand_ins):
+            say(line)
+        say(f"\nDrill {'passed' if result.exit_code == 0 else 'FAILED'}: "
             f"{len(result.steps)} steps, incident {incident}.")
         if hold:
-            say(f"Serving {server.url}/ until Ctrl-C.")
+            say(f"Serving {site.url}/ until Ctrl-C.")
             try:
                 while True:
                     time.sleep(3600)
@@ -153,8 +174,8 @@ def _received(outcome: Outcome) -> list[str]:
     """What a reader gets at each delivered address, fetched over HTTP from the local server."""
     lines = []
     for delivery in outcome.deliveries:
-        if delivery.status != "sent" or not delivery.url:
-            continue
+        if delivery.channel != "website" or delivery.status != "sent" or not delivery.url:
+            continue  # social posts' URLs are on x.com and facebook.com: shown from the stand-ins
         with urllib.request.urlopen(delivery.url, timeout=5) as answer:  # 127.0.0.1 only
             body = answer.read().decode("utf-8")
             title = re.search(r"<title>(.*?)</title>", body, re.S)
@@ -163,3 +184,24 @@ def _received(outcome: Outcome) -> list[str]:
                 f"title {title.group(1).strip() if title else '?'!r}"
             )
     return lines
+
+
+def _social_view(stand_ins: StandIns) -> list[str]:
+    """The incident as followers see it: the X thread, and the Page post with its comments."""
+    lines = []
+    x = stand_ins.x
+    for root in (t for t in x.posted() if t.in_reply_to is None):
+        lines.append(f"X thread of @{x.username}, as the X API stand-in received it:")
+        for depth, tweet in enumerate(x.thread(root.id)):
+            label = f"post {tweet.id}" + (" (reply)" if depth else "")
+            lines += _block(label, tweet.text)
+    for post in stand_ins.graph.feed():
+        lines.append("Facebook Page post with its comments, as the Graph API stand-in received them:")
+        lines += _block(f"post {post.id}, link {post.link}", post.message)
+        for comment in post.comments:
+            lines += _block(f"comment {comment.id}", comment.message, indent="      ")
+    return lines
+
+
+def _block(label: str, text: str, indent: str = "   ") -> list[str]:
+    return [f"{indent}┌ {label}", *(f"{indent}│ {line}".rstrip() for line in text.splitlines())]

@@ -101,8 +101,12 @@ def check(
             continue
         shown_locales.update(settings.organization.locales if spec.every_locale else [locale])
         length = channel.length(post.text)
-        if spec.limit is not None and length > spec.limit:
-            problems.append(f"{label}: {length}/{spec.limit} characters; shorten the text")
+        for number, part in enumerate((post.text, *post.continuation), start=1):
+            part_length = channel.length(part)
+            if spec.limit is not None and part_length > spec.limit:
+                which = f"post {number}: " if post.continuation else ""
+                problems.append(f"{label}: {which}{part_length}/{spec.limit} characters; shorten the text")
+        preview.warnings.extend(f"{label}: {note}" for note in post.notes)
         if spec.needs_statement_link:
             link = settings.statement_url(incident.id, locale)
             for part, content in post.linked_parts().items():

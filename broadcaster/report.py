@@ -133,6 +133,9 @@ def preview_text(preview: Preview) -> str:
         if planned.post.subject:
             lines.append(f"   Subject: {planned.post.subject}")
         lines.extend(f"   {line}" for line in planned.post.text.splitlines())
+        for number, reply in enumerate(planned.post.continuation, start=2):
+            lines.append(f"   ↳ reply {number}:")
+            lines.extend(f"   {line}" for line in reply.splitlines())
     if preview.warnings:
         lines.append("")
         lines.extend(f"warning: {w}" for w in preview.warnings)

@@ -12,6 +12,7 @@ link. That one declaration drives settings validation, preflight and the masking
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,10 @@ class Post:
     subject: str | None = None
     #: For the website: path under output_dir -> file content.
     files: Mapping[str, str] = field(default_factory=dict)
+    #: Further posts that continue this one as replies (a long update as an X thread).
+    continuation: tuple[str, ...] = ()
+    #: What the person sending should know about this post (it was shortened, for instance).
+    notes: tuple[str, ...] = ()
 
     def linked_parts(self) -> dict[str, str]:
         """The parts a reader sees, each of which must carry the statement link."""
@@ -87,6 +92,12 @@ class ChannelContext:
     timeout: float
 
 
+def tidy(text: str) -> str:
+    """Plain text as a post shows it: no trailing spaces, at most one blank line in a row."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines))
+
+
 class Channel(ABC):
     """Base class for channels. Subclasses set `spec` and implement `send`."""
 
@@ -98,7 +109,7 @@ class Channel(ABC):
 
     def compose(self, page: Page) -> Post:
         """Turn the rendered template for this update into the post to send."""
-        return Post(text=page.render(page.kind).strip(), link=page.statement_url)
+        return Post(text=tidy(page.render(page.kind)), link=page.statement_url)
 
     def length(self, text: str) -> int:
         """Length of `text` by the platform's rules (X weighs characters, for instance)."""

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from broadcaster import registry
 from broadcaster.channels.base import Channel, ChannelSettings, ChannelSpec, Post
 from broadcaster.model import Receipt
+from broadcaster.standins.graph_api import DRILL_PAGE_TOKEN, GraphStandIn
+from broadcaster.standins.x_api import DRILL_CREDENTIALS, XStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -166,3 +168,58 @@ def _no_real_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("BROADCASTER_"):
             monkeypatch.delenv(name)
+
+
+# -- the social channels against their local stand-ins -------------------------------------
+
+
+@dataclass
+class Social:
+    """A project whose X and Facebook channels point at running stand-ins."""
+
+    project: Project
+    x: XStandIn
+    graph: GraphStandIn
+
+    def configure(self, twitter: str = "", facebook: str = "", top: str = "") -> None:
+        self.project.write(
+            f"""
+            [channels.twitter]
+            enabled = true
+            api_base = "{self.x.url}"
+            {twitter}
+
+            [channels.facebook]
+            enabled = true
+            page_id = "{self.graph.page_id}"
+            api_base = "{self.graph.url}"
+            {facebook}
+            """,
+            base=top + BASE_SETTINGS,
+        )
+
+    def run(self, *args: str) -> dict:
+        """A command with --json; its parsed output (any exit code)."""
+        import json
+
+        result = self.project.cli(*args, "--yes", "--json")
+        assert result.stdout.strip(), result.output
+        data = json.loads(result.stdout)
+        data["exit_code"] = result.exit_code
+        return data
+
+
+def status_of(outcome: dict, channel: str) -> dict:
+    return next(d for d in outcome["deliveries"] if d["channel"] == channel)
+
+
+@pytest.fixture
+def social(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Social]:
+    with XStandIn() as x, GraphStandIn() as graph:
+        for name, value in {**DRILL_CREDENTIALS.environ(),
+                            "BROADCASTER_FACEBOOK_PAGE_TOKEN": DRILL_PAGE_TOKEN}.items():
+            monkeypatch.setenv(name, value)
+        s = Social(project, x, graph)
+        s.configure()
+        yield s
+        assert x.errors == [] and graph.errors == [], "a stand-in handler crashed"

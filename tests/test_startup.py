@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 HEAVY = ("pydantic", "jinja2", "tenacity", "babel", "markdown_it", "requests", "tweepy",
-         "facebook", "rich", "sqlite3", "http.server", "uvicorn")
+         "facebook", "rich", "sqlite3", "http.server", "uvicorn", "werkzeug",
+         "twitter_text")
 
 
 def test_help_imports_nothing_heavy():
