@@ -16,8 +16,9 @@ duplicate refusal (506).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Literal
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import facebook
 import requests
@@ -113,7 +114,7 @@ class FacebookChannel(Channel):
                 return str(item["id"])
         return None
 
-    def _call(self, request):  # type: ignore[no-untyped-def]
+    def _call(self, request: Callable[[], Any]) -> Any:
         """Run one Graph request, turning every way it can fail into a delivery error."""
         try:
             return request()
@@ -163,8 +164,6 @@ class FacebookChannel(Channel):
             minutes = max(float(u.get("estimated_time_to_regain_access", 0)) for u in usages)
         except (ValueError, TypeError, AttributeError):
             return None
-        import time
-
         return time.time() + minutes * 60 if minutes > 0 else None
 
     @property

@@ -21,7 +21,7 @@ import requests
 import tweepy
 from pydantic import Field
 
-from broadcaster.channels.base import Channel, ChannelSettings, ChannelSpec, Post
+from broadcaster.channels.base import Channel, ChannelContext, ChannelSettings, ChannelSpec, Post
 from broadcaster.channels.http_session import ApiSession, network_problem
 from broadcaster.channels.tweet_text import LIMIT, split, weighted_length
 from broadcaster.errors import PermanentDeliveryError, TransientDeliveryError
@@ -56,7 +56,7 @@ class TwitterChannel(Channel):
     )
     settings: TwitterSettings
 
-    def __init__(self, settings: ChannelSettings, context) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, settings: ChannelSettings, context: ChannelContext) -> None:
         super().__init__(settings, context)
         self._client: tweepy.Client | None = None
         # (text, in_reply_to) -> id of posts this process made, so a retry after a later
@@ -74,8 +74,9 @@ class TwitterChannel(Channel):
             notes = ("the text is longer than X allows and was shortened (set thread_long = true "
                      "to continue it in replies)",)
         elif cut.shortened:
-            notes = (f"the text is longer than X allows and continues in {len(cut.parts) - 1} "
-                     "replies",)
+            replies = len(cut.parts) - 1
+            notes = (f"the text is longer than X allows and continues in {replies} "
+                     f"{'reply' if replies == 1 else 'replies'}",)
         return Post(text=cut.parts[0], link=post.link, continuation=tuple(cut.parts[1:]), notes=notes)
 
     def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:

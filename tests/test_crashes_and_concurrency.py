@@ -8,11 +8,13 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 from conftest import BIN, ROOT
 
 from broadcaster import api
 from broadcaster.settings import load_settings
+from broadcaster.standins.server import Fault
 
 CRASHING = textwrap.dedent("""
     import os, signal, sys
@@ -67,3 +69,33 @@ def test_operators_updating_one_incident_at_once_all_land_in_order(project):
     assert all(u["deliveries"][0]["status"] == "sent" for u in shown["updates"])
     page = (project.public / "incidents" / incident / "index.html").read_text()
     assert all(f"Update from operator {n}." in page for n in range(4))
+
+
+def test_a_process_killed_after_x_and_facebook_posted_is_finished_without_posting_twice(social):
+    """SIGKILL while both platforms have acted but not yet answered; retry settles it."""
+    social.x.fail("create_tweet", Fault.latency(60))
+    social.graph.fail("create_post", Fault.latency(60))
+    command = [str(BIN / "broadcaster"), "--config", str(social.project.config), "announce",
+               "--title", "Payments down", "--message", "Card payments fail.", "--yes"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (social.x.posted() and social.graph.feed()):
+            assert time.monotonic() < deadline and process.poll() is None, "nothing was posted"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        process.kill()
+    db = sqlite3.connect(social.project.state / "ledger.db")
+    states = dict(db.execute("SELECT channel, state FROM deliveries").fetchall())
+    assert states == {"website": "sent", "twitter": "in_flight", "facebook": "in_flight"}
+
+    done = social.project.cli("retry", "--json")
+    assert done.exit_code == 0, done.output
+    assert len(social.x.posted()) == 1 and len(social.graph.feed()) == 1
+    assert [c.status for c in social.x.calls("create_tweet")] == [201, 403], "settled by X's duplicate check"
+    assert len(social.graph.calls("create_post")) == 1, "found by the Graph lookup"
+    receipts = dict(db.execute("SELECT channel, remote_id FROM deliveries").fetchall())
+    assert receipts["twitter"] == social.x.posted()[0].id
+    assert receipts["facebook"] == social.graph.feed()[0].id

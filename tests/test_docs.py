@@ -7,6 +7,7 @@ import re
 import typer.main
 from conftest import ROOT
 
+from broadcaster import registry
 from broadcaster.cli import app
 from broadcaster.settings import Settings
 
@@ -37,6 +38,14 @@ def test_every_setting_is_in_the_settings_reference():
             continue
         for key in model.model_fields:
             assert re.search(rf"`{key}`", README), f"[{section}] {key} is not in the README"
+
+
+def test_every_channel_setting_is_in_the_settings_reference():
+    for name, channel in registry.channels().items():
+        for key in channel.spec.settings.model_fields:
+            assert re.search(rf"`\[channels\.(NAME|{name})\]` `{key}`", README), (
+                f"[channels.{name}] {key} is not in the README's settings reference"
+            )
 
 
 def test_the_quick_start_is_the_two_commands():

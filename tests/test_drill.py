@@ -20,6 +20,20 @@ def test_the_drill_rehearses_a_whole_incident_and_serves_the_site(tmp_path):
         assert f"── {step}" in out
     assert out.count("→ 200") == 3 and "Drill passed" in out
     assert (tmp_path / "drill" / "site" / "es" / "index.html").exists()
+    thread = out.split("X thread of @examplecorp", 1)[1].split("Facebook Page post", 1)[0]
+    assert thread.count("┌ post") == 3 and thread.count("(reply)") == 2
+    page = out.split("Facebook Page post with its comments", 1)[1]
+    assert page.count("┌ post") == 1 and page.count("┌ comment") == 2
+    assert "Resuelto:" in page, "the Page posts in Spanish, as the drill configures it"
+
+
+def test_the_drill_sends_to_every_channel(tmp_path):
+    done = subprocess.run(
+        [str(BIN / "broadcaster"), "drill", "--json", "--output", str(tmp_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    channels = {d["channel"] for s in json.loads(done.stdout)["steps"] for d in s["deliveries"]}
+    assert channels == {"website", "twitter", "facebook"}
 
 
 def test_the_drill_reports_json(tmp_path):
