@@ -16,17 +16,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from broadcaster.channels.base import Channel
 from broadcaster.dispatch import Dispatcher, Job, RetryPolicy
 from broadcaster.errors import BroadcasterError, InputError
 from broadcaster.ledger import Ledger, NewDelivery
 from broadcaster.model import Impact, Incident, Kind, Status, Text, Update, new_incident_id
 from broadcaster.next_update import parse_next_update
-from broadcaster.preflight import Preview, check, open_channels
+from broadcaster.preflight import Audience, Preview, check, open_channels
 from broadcaster.render import SiteState, page_factory
 from broadcaster.report import DeliveryOutcome, IncidentReport, Outcome
 from broadcaster.settings import Settings, load_settings
 from broadcaster.sqlite_ledger import SQLiteLedger
+
+if TYPE_CHECKING:
+    from broadcaster.subscribers import ImportReport, Subscriber, SubscriberList
 
 SettingsLike = Settings | str | Path | None
 Confirm = Callable[[Preview], bool]
@@ -151,8 +156,9 @@ def publish(
             ))
             chans = open_channels(s, channels)
             pages = page_factory(s, lambda: _site_state(ledger, s, live))
-            previews = [check(s, chans, pages, u, live) for u in live.updates if u.id in
-                        {d.id for d in drafts}]
+            audience = _audience(ledger, s, chans, live)
+            previews = [check(s, chans, pages, u, live, audience=audience) for u in live.updates
+                        if u.id in {d.id for d in drafts}]
             for preview in previews:
                 if confirm is not None and not confirm(preview):
                     raise Cancelled("cancelled; nothing was published")
@@ -206,6 +212,82 @@ def show(incident_id: str, *, settings: SettingsLike = None) -> IncidentReport:
         return IncidentReport(incident, s.statement_url(incident_id), deliveries)
     finally:
         ledger.close()
+
+
+# -- subscribers ---------------------------------------------------------------------------
+
+
+def import_subscribers(
+    path: str | Path | None = None, *, resubscribe: bool = False, settings: SettingsLike = None,
+) -> ImportReport:
+    """Add or update subscribers from a CSV (default: `[channels.email] subscribers`).
+
+    Bad rows are reported with their line numbers and the good rows are kept. Addresses that
+    unsubscribed stay unsubscribed unless `resubscribe`.
+    """
+    from broadcaster.subscribers import SubscriberStore, parse_csv
+
+    s = _settings(settings)
+    source = Path(path) if path is not None else _email_settings(s).subscribers
+    rows, problems = parse_csv(source, s.organization.locales)
+    ledger = _open_ledger(s)
+    try:
+        report = SubscriberStore(ledger).save([sub for _, sub in rows], resubscribe=resubscribe)
+    finally:
+        ledger.close()
+    report.problems = problems
+    return report
+
+
+def add_subscriber(
+    email: str, *, locale: str = "", components: Sequence[str] = (), regions: Sequence[str] = (),
+    settings: SettingsLike = None,
+) -> ImportReport:
+    """Add (or sign up again, or change) one subscriber."""
+    from broadcaster.subscribers import SubscriberStore, make_subscriber
+
+    s = _settings(settings)
+    subscriber = make_subscriber(email, locale, _names(components, "--component"),
+                                 _names(regions, "--region"), s.organization.locales)
+    ledger = _open_ledger(s)
+    try:
+        return SubscriberStore(ledger).save([subscriber], resubscribe=True)
+    finally:
+        ledger.close()
+
+
+def remove_subscriber(email: str, *, settings: SettingsLike = None) -> Subscriber:
+    """Unsubscribe one address; it stays on file so a later import does not add it back."""
+    from broadcaster.subscribers import SubscriberStore, normalize_address
+
+    s = _settings(settings)
+    address = normalize_address(email)
+    ledger = _open_ledger(s)
+    try:
+        removed = SubscriberStore(ledger).deactivate(email=address)
+    finally:
+        ledger.close()
+    if removed is None:
+        raise InputError(f"{address} is not an active subscriber (see `broadcaster subscribers list`)")
+    return removed
+
+
+def list_subscribers(*, settings: SettingsLike = None) -> SubscriberList:
+    """Every subscriber on file, active or not (never their tokens)."""
+    from broadcaster.subscribers import SubscriberList, SubscriberStore
+
+    s = _settings(settings)
+    ledger = SQLiteLedger.for_preview(s.state.path)
+    try:
+        return SubscriberList(SubscriberStore(ledger).all())
+    finally:
+        ledger.close()
+
+
+def _email_settings(s: Settings) -> Any:
+    if "email" not in s.channels:
+        raise InputError("no [channels.email] section: give the CSV file to import")
+    return s.channels["email"]
 
 
 # -- the flow shared by announce, update and resolve --------------------------------------
@@ -265,7 +347,7 @@ def _run(
             (previous.updates if previous else ()) + (upd,),
         )
         pages = page_factory(s, lambda: _site_state(ledger, s, incident))
-        return check(s, chans, pages, upd, incident)
+        return check(s, chans, pages, upd, incident, audience=_audience(ledger, s, chans, incident))
 
     # First against a read-only view, so that bad input writes nothing at all, not even a ledger.
     view = SQLiteLedger.for_preview(s.state.path)
@@ -330,15 +412,34 @@ def _retry_incident(s: Settings, ledger: Ledger, incident_id: str) -> Outcome:
 
 
 def _jobs(ledger: Ledger, preview: Preview, chans: Mapping, upd: Update) -> list[Job]:
-    posts = {(p.channel, p.locale, p.recipient): p.post for p in preview.planned}
+    posts = {(p.channel, p.locale): p.post for p in preview.planned}
     return [
-        Job(d, chans[d.channel], posts[d.channel, d.locale, d.recipient], upd.seq)
+        Job(d, chans[d.channel], posts[d.channel, d.locale], upd.seq)
         for d in ledger.deliveries(update_id=upd.id)
     ]
 
 
 def _new_deliveries(preview: Preview) -> list[NewDelivery]:
-    return [NewDelivery(p.channel, p.locale, p.recipient) for p in preview.planned]
+    return [NewDelivery(p.channel, p.locale, recipient)
+            for p in preview.planned for recipient in (p.recipients or ("",))]
+
+
+def _audience(ledger: SQLiteLedger, s: Settings, chans: Mapping[str, Channel],
+              incident: Incident) -> Audience | None:
+    """Per locale, the active subscribers this incident concerns (if a channel has an audience)."""
+    if not any(c.spec.audience for c in chans.values()):
+        return None
+    from broadcaster.subscribers import SubscriberStore
+
+    components = {n for u in incident.updates for n in u.components}
+    regions = {n for u in incident.updates for n in u.regions}
+    locales = s.organization.locales
+    audience: dict[str, list[str]] = {loc: [] for loc in locales}
+    for subscriber in SubscriberStore(ledger).active():
+        if subscriber.follows(components, regions):
+            locale = subscriber.locale if subscriber.locale in locales else locales[0]
+            audience[locale].append(subscriber.email)
+    return audience
 
 
 def _outcome(
@@ -351,8 +452,16 @@ def _outcome(
     )
 
 
-def _dispatcher(s: Settings, ledger: Ledger) -> Dispatcher:
-    return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.secrets.values())
+def _dispatcher(s: Settings, ledger: SQLiteLedger) -> Dispatcher:
+    from broadcaster.progress import reporter
+    from broadcaster.subscribers import SubscriberStore
+
+    def tokens(addresses: Sequence[str]) -> dict[str, str]:
+        found = SubscriberStore(ledger).by_emails(addresses)
+        return {a: sub.token for a, sub in found.items() if sub.active}
+
+    return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.secrets.values(),
+                      tokens=tokens, progress=reporter.get())
 
 
 def _site_state(ledger: Ledger, s: Settings, incident: Incident) -> SiteState:

@@ -300,6 +300,85 @@ def drill(
     _finish(run, json)
 
 
+subscribers_app = typer.Typer(
+    help="Manage email subscribers (kept in the ledger's database).", no_args_is_help=True,
+)
+app.add_typer(subscribers_app, name="subscribers")
+
+
+@subscribers_app.command("import")
+def subscribers_import(
+    file: Annotated[
+        Path | None,
+        typer.Argument(help="CSV: email,locale,components,regions [default: [channels.email] subscribers]."),
+    ] = None,
+    resubscribe: Annotated[
+        bool,
+        typer.Option("--resubscribe", help="Also sign up again addresses that unsubscribed."),
+    ] = False,
+    json: Json = False,
+) -> None:
+    """Add or update subscribers from a CSV; bad rows are reported by line, good rows kept."""
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.import_subscribers(file, resubscribe=resubscribe, settings=_config["path"])
+
+    _finish(run, json)
+
+
+@subscribers_app.command("add")
+def subscribers_add(
+    email: Annotated[str, typer.Argument(help="The subscriber's address.", show_default=False)],
+    locale: Annotated[str, typer.Option("--locale", help="Their language [default: the first locale].")] = "",
+    component: Annotated[
+        list[str] | None, typer.Option("--component", help="Follow only this component (repeatable).")
+    ] = None,
+    region: Annotated[
+        list[str] | None, typer.Option("--region", help="Follow only this region (repeatable).")
+    ] = None,
+    json: Json = False,
+) -> None:
+    """Add one subscriber (or sign them up again, or change what they follow)."""
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.add_subscriber(email, locale=locale, components=component or (),
+                                  regions=region or (), settings=_config["path"])
+
+    _finish(run, json)
+
+
+@subscribers_app.command("remove")
+def subscribers_remove(
+    email: Annotated[str, typer.Argument(help="The address to unsubscribe.", show_default=False)],
+    json: Json = False,
+) -> None:
+    """Unsubscribe one address (kept on file, so an import does not add it back)."""
+
+    def run() -> Any:
+        from broadcaster import api
+        from broadcaster.subscribers import SubscriberList
+
+        return SubscriberList([api.remove_subscriber(email, settings=_config["path"])])
+
+    _finish(run, json)
+
+
+@subscribers_app.command("list")
+def subscribers_list(json: Json = False) -> None:
+    """List subscribers: address, locale, state and what they follow."""
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.list_subscribers(settings=_config["path"])
+
+    _finish(run, json)
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -346,6 +425,10 @@ def _finish(run: Callable[[], Any], json: bool) -> None:
     """Run a command, print its result, and exit with the contract's code."""
     from broadcaster.errors import BroadcasterError, InputError
 
+    if sys.stderr.isatty():
+        from broadcaster.progress import reporter, terminal_bar
+
+        reporter.set(terminal_bar())
     try:
         result = run()
     except InputError as exc:

@@ -8,20 +8,22 @@ one channel's failure never stops another.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import tenacity
 from pydantic import SecretStr
 
 from broadcaster import registry
-from broadcaster.channels.base import Channel, Post
-from broadcaster.errors import PermanentDeliveryError, TransientDeliveryError
+from broadcaster.channels.base import Channel, Post, Recipient
+from broadcaster.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from broadcaster.ledger import Ledger
 from broadcaster.masking import mask
-from broadcaster.model import Delivery, DeliveryState
+from broadcaster.model import Delivery, DeliveryState, Receipt
+from broadcaster.progress import Progress
 from broadcaster.settings import RetrySettings
 
 
@@ -67,10 +69,17 @@ class Job:
 
 
 class Dispatcher:
-    def __init__(self, ledger: Ledger, policy: RetryPolicy, secrets: Iterable[SecretStr]) -> None:
+    def __init__(
+        self, ledger: Ledger, policy: RetryPolicy, secrets: Iterable[SecretStr], *,
+        tokens: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
         self.ledger = ledger
         self.policy = policy
         self.secrets = list(secrets)
+        #: Active subscribers' tokens by address, for channels with an audience.
+        self.tokens = tokens or (lambda addresses: {})
+        self.progress = progress
 
     def run(self, jobs: Sequence[Job]) -> None:
         """Send the statement, then, if it is live, everything else concurrently."""
@@ -98,6 +107,13 @@ class Dispatcher:
         )
 
     def _deliver_all(self, jobs: Sequence[Job]) -> None:
+        if jobs[0].channel.spec.audience:
+            batches: dict[tuple[str, str], list[Job]] = {}
+            for job in jobs:  # one batch per rendered post: (update × locale)
+                batches.setdefault((job.delivery.update_id, job.delivery.locale), []).append(job)
+            for batch in batches.values():
+                AudienceBatch(self, batch).run()
+            return
         for job in jobs:
             self.deliver(job)
 
@@ -127,3 +143,104 @@ class Dispatcher:
 
     def _mask(self, text: str) -> str:
         return mask(text, self.secrets)
+
+
+class AudienceBatch:
+    """One post to many recipients (a mailing list): sent in batches, recorded in batches.
+
+    Per-delivery bookkeeping would cost two fsyncs per email. Instead each round marks all
+    its recipients in flight in one transaction and writes results every `FLUSH_EVERY`
+    recipients. Recipients that hit a transient error go round again after the policy's
+    backoff, until the attempts run out. A recipient who unsubscribed after the update was
+    recorded is skipped, not sent.
+    """
+
+    FLUSH_EVERY = 1000
+
+    def __init__(self, dispatcher: Dispatcher, jobs: Sequence[Job]) -> None:
+        self.d = dispatcher
+        self.jobs = jobs
+        self.channel = jobs[0].channel
+        self.lock = threading.Lock()
+        self.todo: list[Recipient] = []
+        self.sent: list[tuple[int, Receipt]] = []
+        self.failed: list[tuple[int, str]] = []
+        self.again: dict[int, tuple[Recipient, TransientDeliveryError]] = {}
+        self.finished: set[int] = set()
+        self.done = 0
+
+    def run(self) -> None:
+        first = self.jobs[0].delivery
+        tokens = self.d.tokens([j.delivery.recipient for j in self.jobs])
+        gone = [(j.delivery.id, "unsubscribed before this was sent") for j in self.jobs
+                if j.delivery.recipient not in tokens]
+        if gone:
+            self.d.ledger.finish([], [], gone)
+        self.done = len(gone)
+        threads = self.d.ledger.first_receipts(first.incident_id, first.channel, self.jobs[0].seq)
+        self.todo = [
+            Recipient(j.delivery.id, j.delivery.recipient, tokens[j.delivery.recipient],
+                      threads.get(j.delivery.recipient), j.delivery.state is DeliveryState.IN_FLIGHT)
+            for j in self.jobs if j.delivery.recipient in tokens
+        ]
+        rounds = 0
+        try:
+            for attempt in self.d.policy.retrying():
+                with attempt:
+                    rounds += 1
+                    self._round(resumed=rounds > 1)
+        except TransientDeliveryError:
+            self.d.ledger.finish([], [
+                (r.delivery_id, self.d._mask(f"gave up after {rounds} attempts: {error};"
+                                             " `broadcaster retry` resumes"))
+                for r, error in self.again.values()
+            ])
+
+    def _round(self, *, resumed: bool) -> None:
+        """Send to everyone still to do, once; raise if some are left for another round."""
+        todo = [replace(r, resumed=True) for r in self.todo] if resumed else self.todo
+        self.again = {}
+        self.d.ledger.start_attempts([r.delivery_id for r in todo])
+        try:
+            self.channel.send_batch(self.jobs[0].post, todo, self._report)
+        except DeliveryError as exc:  # the channel gave up on everyone (a refused login)
+            self._everyone(todo, exc)
+        except Exception as exc:  # a channel bug must not leave the batch in flight
+            self._everyone(todo, PermanentDeliveryError(f"{type(exc).__name__}: {exc}"))
+        unreported = [r for r in todo if r.delivery_id not in self.finished | set(self.again)]
+        self._everyone(unreported, TransientDeliveryError("the channel did not report this recipient"))
+        self._flush()
+        self.todo = [r for r, _ in self.again.values()]
+        if self.todo:
+            reset = max((e.retry_at or 0 for _, e in self.again.values()), default=0)
+            raise TransientDeliveryError(f"{len(self.todo)} recipients still to deliver",
+                                         retry_at=reset or None)
+
+    def _everyone(self, recipients: Sequence[Recipient], error: DeliveryError) -> None:
+        for r in recipients:
+            self._report(r, error)
+
+    def _report(self, recipient: Recipient, result: Receipt | DeliveryError) -> None:
+        with self.lock:
+            if isinstance(result, TransientDeliveryError):
+                self.again[recipient.delivery_id] = (recipient, result)
+                return
+            if isinstance(result, Receipt):
+                self.sent.append((recipient.delivery_id, result))
+            else:
+                self.failed.append((recipient.delivery_id, self.d._mask(str(result))))
+            self.finished.add(recipient.delivery_id)
+            self.done += 1
+            if self.d.progress is not None:
+                self.d.progress(self.channel.spec.name, self.done, len(self.jobs))
+            if len(self.sent) + len(self.failed) >= self.FLUSH_EVERY:
+                self._flush_locked()
+
+    def _flush(self) -> None:
+        with self.lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self.sent or self.failed:
+            self.d.ledger.finish(self.sent, self.failed)
+            self.sent, self.failed = [], []

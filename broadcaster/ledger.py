@@ -74,6 +74,19 @@ class Ledger(Protocol):
 
     def mark_failed(self, delivery_id: int, error: str) -> None: ...
 
+    def start_attempts(self, delivery_ids: Sequence[int]) -> None:
+        """`start_attempt` for a batch, in one transaction."""
+        ...
+
+    def finish(self, sent: Sequence[tuple[int, Receipt]], failed: Sequence[tuple[int, str]],
+               skipped: Sequence[tuple[int, str]] = ()) -> None:
+        """Mark a batch of deliveries sent, failed or skipped, in one transaction."""
+        ...
+
+    def first_receipts(self, incident_id: str, channel: str, before_seq: int) -> dict[str, Receipt]:
+        """Per recipient, the receipt of their first sent delivery of the incident."""
+        ...
+
     def incident_lock(self, incident_id: str) -> AbstractContextManager[None]:
         """Hold the incident for this process; released even if the process is killed."""
         ...

@@ -30,7 +30,9 @@ def print_result(result: Any, as_json: bool) -> int:
         return _emit([r.to_json() for r in result], as_json, lambda: _incidents_text(result))
     if hasattr(result, "to_json"):
         if as_json:
-            typer.echo(json.dumps(result.to_json(), indent=2))
+            typer.echo(json.dumps(result.to_json(), indent=2, ensure_ascii=False))
+        elif hasattr(result, "text"):
+            typer.echo(result.text())
         return int(getattr(result, "exit_code", 0))
     return 0
 

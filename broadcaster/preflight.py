@@ -7,7 +7,7 @@ worse than a late one, and a wrong post cannot be taken back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from broadcaster import registry
@@ -27,7 +27,8 @@ class Planned:
     post: Post
     length: int
     limit: int | None
-    recipient: str = ""
+    #: For channels with an audience: the subscribers who get this post (one delivery each).
+    recipients: tuple[str, ...] = ()
 
 
 @dataclass
@@ -63,8 +64,14 @@ def open_channels(settings: Settings, only: Sequence[str] | None = None) -> dict
     return out
 
 
-def locales_of(settings: Settings, channel: Channel) -> list[str]:
+#: Per locale, the subscribers an update reaches (for channels with an audience).
+Audience = Mapping[str, Sequence[str]]
+
+
+def locales_of(settings: Settings, channel: Channel, audience: Audience | None = None) -> list[str]:
     """The locales a channel publishes in: one delivery each (all at once for the website)."""
+    if channel.spec.audience:
+        return [loc for loc in settings.organization.locales if (audience or {}).get(loc)]
     if channel.spec.every_locale:
         return [settings.organization.default_locale]
     return [settings.channel_locale(channel.spec.name)]
@@ -77,14 +84,22 @@ def check(
     update: Update,
     incident: Incident,
     targets: Sequence[tuple[str, str]] | None = None,
+    audience: Audience | None = None,
 ) -> Preview:
     """Render and validate (channel, locale) `targets` (default: every channel's locales)."""
     preview = Preview(update, incident, settings.statement_url(incident.id))
     problems: list[str] = []
     if targets is None:
-        targets = [(name, loc) for name, ch in channels.items() for loc in locales_of(settings, ch)]
+        targets = [(name, loc) for name, ch in channels.items()
+                   for loc in locales_of(settings, ch, audience)]
+        preview.warnings.extend(
+            f"{name}: no subscriber follows these components or regions; nobody is emailed"
+            for name, ch in channels.items() if ch.spec.audience and not locales_of(settings, ch, audience)
+        )
     for name in dict.fromkeys(name for name, _ in targets):
         channel = channels[name]
+        if not channel.spec.secrets_required:
+            continue
         for variable in channel.spec.secrets.values():
             if variable not in settings.secrets:
                 problems.append(f"{name}: {variable} is not set (secrets come from the environment)")
@@ -112,7 +127,8 @@ def check(
             for part, content in post.linked_parts().items():
                 if link not in content:
                     problems.append(f"{label}: the {part} does not link to the statement {link}")
-        preview.planned.append(Planned(name, locale, post, length, spec.limit))
+        recipients = tuple((audience or {}).get(locale, ())) if spec.audience else ()
+        preview.planned.append(Planned(name, locale, post, length, spec.limit, recipients))
     for locale in sorted(shown_locales - set(update.texts)):
         fallback = next(iter(update.texts))
         preview.warnings.append(

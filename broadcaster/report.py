@@ -6,6 +6,7 @@ every delivery is done, 3 when some are not and `broadcaster retry` can finish t
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ class DeliveryOutcome:
         status = {
             DeliveryState.SENT: "sent",
             DeliveryState.FAILED: "failed",
+            DeliveryState.SKIPPED: "skipped",
         }.get(delivery.state, "pending")
         error = delivery.error
         if delivery.state is DeliveryState.PENDING and not error:
@@ -87,6 +89,12 @@ class Outcome:
             out["draft"] = True
         if self.warnings:
             out["warnings"] = list(self.warnings)
+        recipients: dict[str, Counter[str]] = {}
+        for d in self.deliveries:
+            if d.recipient:
+                recipients.setdefault(d.channel, Counter())[d.status] += 1
+        if recipients:
+            out["recipients"] = {channel: dict(counts) for channel, counts in recipients.items()}
         if self.preview is not None:
             out["preview"] = [
                 {
@@ -96,21 +104,40 @@ class Outcome:
                     "length": p.length,
                     "limit": p.limit,
                     "files": sorted(p.post.files),
+                    **({"recipients": len(p.recipients)} if p.recipients else {}),
                 }
                 for p in self.preview.planned
             ]
         return out
 
 
-def deliveries_table(deliveries: Sequence[DeliveryOutcome]) -> str:
-    """A plain table a person reads at 3 a.m.: channel, status, where it went, what failed."""
+def deliveries_table(deliveries: Sequence[DeliveryOutcome], failures_shown: int = 10) -> str:
+    """A plain table a person reads at 3 a.m.: channel, status, where it went, what failed.
+
+    A mailing list is one line with its counts, followed by the first recipients that failed.
+    """
     rows = [("CHANNEL", "STATUS", "ATTEMPTS", "WHERE / ERROR")]
+    audiences: dict[str, list[DeliveryOutcome]] = {}
     for d in deliveries:
-        label = d.channel if not d.recipient else f"{d.channel} {d.recipient}"
-        rows.append((label, d.status, str(d.attempts), d.url if d.status == "sent" else d.error or ""))
+        if d.recipient:
+            audiences.setdefault(d.channel, []).append(d)
+        else:
+            where = d.url if d.status == "sent" else d.error or ""
+            rows.append((d.channel, d.status, str(d.attempts), where))
+    for channel, group in audiences.items():
+        counts = Counter(d.status for d in group)
+        unfinished = [d for d in group if d.status in ("failed", "pending")]
+        status = "failed" if counts["failed"] else "pending" if unfinished else "sent"
+        summary = ", ".join(f"{n:,} {state}" for state, n in sorted(counts.items()))
+        rows.append((channel, status, str(max(d.attempts for d in group)),
+                     f"{len(group):,} recipients: {summary}"))
+        rows += [(f"  {d.recipient}", d.status, str(d.attempts), d.error or "")
+                 for d in unfinished[:failures_shown]]
+        if len(unfinished) > failures_shown:
+            rows.append(("", "", "", f"… and {len(unfinished) - failures_shown:,} more (broadcaster show)"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:3])) + "  " + (r[3] or "")
+        ("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:3])) + "  " + (r[3] or "")).rstrip()
         for r in rows
     )
 
@@ -129,6 +156,9 @@ def preview_text(preview: Preview) -> str:
             lines.extend(f"   {path}" for path in sorted(planned.post.files))
             continue
         limit = f"{planned.length}/{planned.limit}" if planned.limit else f"{planned.length} chars"
+        if planned.recipients:
+            count = len(planned.recipients)
+            limit = f"to {count:,} subscriber{'s' * (count != 1)}"
         lines.append(f"── {planned.channel} ({planned.locale}) · {limit}")
         if planned.post.subject:
             lines.append(f"   Subject: {planned.post.subject}")

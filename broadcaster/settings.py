@@ -96,7 +96,7 @@ class SiteSettings(_Section):
     @field_validator("output_dir")
     @classmethod
     def _relative_to_file(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
+        return resolve_path(value, info)
 
 
 class StateSettings(_Section):
@@ -105,7 +105,7 @@ class StateSettings(_Section):
     @field_validator("path")
     @classmethod
     def _relative_to_file(cls, value: Path, info: ValidationInfo) -> Path:
-        return _resolve(value, info)
+        return resolve_path(value, info)
 
 
 class TemplateSettings(_Section):
@@ -117,7 +117,7 @@ class TemplateSettings(_Section):
     def _existing_folder(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         if value is None:
             return None
-        folder = _resolve(value, info)
+        folder = resolve_path(value, info)
         if not folder.is_dir():
             raise ValueError(f"{str(folder)!r} is not a folder")
         return folder
@@ -181,7 +181,8 @@ class Settings(_Section):
         return f"{self.home_url(locale)}incidents/{incident_id}/"
 
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
+def resolve_path(value: Path, info: ValidationInfo) -> Path:
+    """A path from the settings file, relative to that file's folder (for channel settings too)."""
     base = (info.context or {}).get("base_dir")
     value = value.expanduser()
     return value if value.is_absolute() or base is None else Path(base) / value
@@ -225,7 +226,7 @@ def settings_from_dict(
     label = str(source) if source else "settings"
     base_dir = source.parent if source else Path.cwd()
     raw = dict(raw)
-    channels, problems = _channel_settings(raw.pop("channels", {}))
+    channels, problems = _channel_settings(raw.pop("channels", {}), base_dir)
     errors = [_describe(p, label, text) for p in problems]
     try:
         settings = Settings.model_validate({**raw, "channels": channels}, context={"base_dir": base_dir})
@@ -238,7 +239,7 @@ def settings_from_dict(
     return settings
 
 
-def _channel_settings(raw: Any) -> tuple[dict[str, ChannelSettings], list[dict[str, Any]]]:
+def _channel_settings(raw: Any, base_dir: Path) -> tuple[dict[str, ChannelSettings], list[dict[str, Any]]]:
     """Each [channels.NAME] table validated by that channel's own settings model."""
     if not isinstance(raw, dict):
         return {}, [_problem(("channels",), "must be a table of [channels.NAME] sections")]
@@ -265,7 +266,8 @@ def _channel_settings(raw: Any) -> tuple[dict[str, ChannelSettings], list[dict[s
                 ))
         try:
             out[name] = channel.spec.settings.model_validate(
-                {k: v for k, v in table.items() if k not in channel.spec.secrets}
+                {k: v for k, v in table.items() if k not in channel.spec.secrets},
+                context={"base_dir": base_dir},
             )
         except ValidationError as exc:
             problems += [{**e, "loc": ("channels", name, *e["loc"])} for e in exc.errors()]

@@ -33,7 +33,7 @@ from broadcaster.model import (
     is_incident_id,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -77,6 +77,45 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_unfinished ON deliveries (state) WHERE state != 'sent';
 """
+
+#: Each step takes the schema from the version before it to its own.
+_MIGRATIONS = {
+    1: _SCHEMA,
+    2: """
+CREATE TABLE IF NOT EXISTS subscribers (
+    email           TEXT PRIMARY KEY,
+    locale          TEXT NOT NULL,
+    components      TEXT NOT NULL,
+    regions         TEXT NOT NULL,
+    -- Opaque and unguessable: the unsubscribe link carries it, never the address.
+    token           TEXT NOT NULL UNIQUE,
+    active          INTEGER NOT NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+-- 'skipped' (final): the subscriber left between recording and sending.
+CREATE TABLE deliveries_v2 (
+    id          INTEGER PRIMARY KEY,
+    update_id   TEXT NOT NULL REFERENCES updates (id),
+    channel     TEXT NOT NULL,
+    recipient   TEXT NOT NULL DEFAULT '',
+    locale      TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'sent', 'failed', 'skipped')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    remote_id   TEXT,
+    url         TEXT,
+    error       TEXT,
+    meta        TEXT NOT NULL DEFAULT '{}',
+    updated_at  TEXT NOT NULL,
+    UNIQUE (update_id, channel, recipient)
+);
+INSERT INTO deliveries_v2 SELECT * FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v2 RENAME TO deliveries;
+CREATE INDEX deliveries_unfinished ON deliveries (state) WHERE state NOT IN ('sent', 'skipped');
+CREATE INDEX deliveries_by_update ON deliveries (update_id);
+""",
+}
 
 _DELIVERY_COLUMNS = (
     "d.id, d.update_id, u.incident_id, d.channel, d.recipient, d.locale, d.state, d.attempts,"
@@ -135,22 +174,24 @@ class SQLiteLedger:
         return cls(path, readonly=True) if path.exists() else cls(None)
 
     def _migrate(self) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise SettingsError(
                     f"state.path: {self.path} was written by a newer broadcaster "
                     f"(schema {version}); upgrade broadcaster"
                 )
-            if version == 0:
+            for step in range(version + 1, SCHEMA_VERSION + 1):
                 # executescript would commit early; run the statements inside this transaction.
-                for statement in _SCHEMA.split(";"):
+                for statement in _MIGRATIONS[step].split(";"):
                     if statement.strip():
                         db.execute(statement)
+            if version < SCHEMA_VERSION:
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE), rolled back if anything raises."""
         with self._mutex:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -160,7 +201,7 @@ class SQLiteLedger:
                 raise
             self._db.execute("COMMIT")
 
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         with self._mutex:
             return self._db.execute(sql, params).fetchall()
 
@@ -192,15 +233,15 @@ class SQLiteLedger:
         sql += " ORDER BY updated_at DESC"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        ids = [row[0] for row in self._read(sql)]
+        ids = [row[0] for row in self.query(sql)]
         return self._load(ids, include_drafts=include_drafts)
 
     def _load(self, ids: list[str], *, include_drafts: bool) -> list[Incident]:
         if not ids:
             return []
         marks = ",".join("?" * len(ids))
-        created = dict(self._read(f"SELECT id, created_at FROM incidents WHERE id IN ({marks})", ids))
-        rows = self._read(
+        created = dict(self.query(f"SELECT id, created_at FROM incidents WHERE id IN ({marks})", ids))
+        rows = self.query(
             "SELECT id, incident_id, seq, kind, status, impact, components, regions, texts,"
             f" created_at, next_update_at, draft FROM updates WHERE incident_id IN ({marks})"
             " ORDER BY seq",
@@ -218,7 +259,7 @@ class SQLiteLedger:
         ]
 
     def record(self, update: Update, deliveries: Sequence[NewDelivery]) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             now = _now()
             db.execute(
                 "INSERT INTO incidents (id, created_at, updated_at, status, draft)"
@@ -235,7 +276,7 @@ class SQLiteLedger:
             self._refresh_incident(db, update.incident_id, now)
 
     def publish(self, incident_id: str, deliveries: Sequence[NewDelivery]) -> list[Update]:
-        with self._write() as db:
+        with self.transaction() as db:
             now = _now()
             ids = [r[0] for r in db.execute(
                 "SELECT id FROM updates WHERE incident_id = ? AND draft = 1 ORDER BY seq",
@@ -287,22 +328,22 @@ class SQLiteLedger:
             where.append("d.update_id = ?")
             params.append(update_id)
         if unfinished:
-            where.append("d.state != 'sent'")
+            where.append("d.state NOT IN ('sent', 'skipped')")
         sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN updates u ON u.id = d.update_id"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY u.seq, d.id"
-        return [_delivery_from_row(r) for r in self._read(sql, params)]
+        return [_delivery_from_row(r) for r in self.query(sql, params)]
 
     def unfinished_incidents(self) -> list[str]:
-        rows = self._read(
+        rows = self.query(
             "SELECT DISTINCT u.incident_id FROM deliveries d JOIN updates u ON u.id = d.update_id"
-            " WHERE d.state != 'sent' ORDER BY u.incident_id"
+            " WHERE d.state NOT IN ('sent', 'skipped') ORDER BY u.incident_id"
         )
         return [r[0] for r in rows]
 
     def thread(self, incident_id: str, channel: str, before_seq: int) -> list[Receipt]:
-        rows = self._read(
+        rows = self.query(
             "SELECT d.remote_id, d.url, d.meta FROM deliveries d JOIN updates u ON u.id = d.update_id"
             " WHERE u.incident_id = ? AND d.channel = ? AND u.seq < ? AND d.state = 'sent'"
             " ORDER BY u.seq, d.id",
@@ -311,10 +352,10 @@ class SQLiteLedger:
         return [Receipt(r[0], r[1], json.loads(r[2])) for r in rows]
 
     def start_attempt(self, delivery_id: int) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             changed = db.execute(
                 "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1,"
-                " updated_at = ? WHERE id = ? AND state != 'sent'",
+                " updated_at = ? WHERE id = ? AND state NOT IN ('sent', 'skipped')",
                 (_now(), delivery_id),
             ).rowcount
         if not changed:
@@ -322,15 +363,57 @@ class SQLiteLedger:
             raise RuntimeError(f"delivery {delivery_id} is already sent")
 
     def mark_sent(self, delivery_id: int, receipt: Receipt) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute(
                 "UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, meta = ?,"
                 " error = NULL, updated_at = ? WHERE id = ?",
                 (receipt.remote_id, receipt.url, json.dumps(dict(receipt.meta)), _now(), delivery_id),
             )
 
+    def start_attempts(self, delivery_ids: Sequence[int]) -> None:
+        """`start_attempt` for many deliveries in one transaction (a mailing list's batch)."""
+        with self.transaction() as db:
+            now = _now()
+            changed = db.executemany(
+                "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1,"
+                " updated_at = ? WHERE id = ? AND state NOT IN ('sent', 'skipped')",
+                [(now, i) for i in delivery_ids],
+            ).rowcount
+        if changed != len(delivery_ids):
+            raise RuntimeError("some deliveries of the batch are already sent")
+
+    def finish(self, sent: Sequence[tuple[int, Receipt]], failed: Sequence[tuple[int, str]],
+               skipped: Sequence[tuple[int, str]] = ()) -> None:
+        """Record many outcomes in one transaction: one fsync for a whole batch of emails."""
+        with self.transaction() as db:
+            now = _now()
+            db.executemany(
+                "UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, meta = ?,"
+                " error = NULL, updated_at = ? WHERE id = ?",
+                [(r.remote_id, r.url, json.dumps(dict(r.meta)), now, i) for i, r in sent],
+            )
+            db.executemany(
+                "UPDATE deliveries SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
+                [(error, now, i) for i, error in failed],
+            )
+            db.executemany(
+                "UPDATE deliveries SET state = 'skipped', error = ?, updated_at = ? WHERE id = ?",
+                [(why, now, i) for i, why in skipped],
+            )
+
+    def first_receipts(self, incident_id: str, channel: str, before_seq: int) -> dict[str, Receipt]:
+        """Per recipient, the receipt of their first sent delivery of the incident (email threads)."""
+        rows = self.query(
+            "SELECT d.recipient, d.remote_id, d.url, d.meta, MIN(u.seq) FROM deliveries d"
+            " JOIN updates u ON u.id = d.update_id"
+            " WHERE u.incident_id = ? AND d.channel = ? AND u.seq < ? AND d.state = 'sent'"
+            " AND d.recipient != '' GROUP BY d.recipient",
+            (incident_id, channel, before_seq),
+        )
+        return {r[0]: Receipt(r[1], r[2], json.loads(r[3])) for r in rows}
+
     def mark_failed(self, delivery_id: int, error: str) -> None:
-        with self._write() as db:
+        with self.transaction() as db:
             db.execute(
                 "UPDATE deliveries SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
                 (error, _now(), delivery_id),

@@ -34,9 +34,13 @@ class Kind(StrEnum):
 
 
 class DeliveryState(StrEnum):
-    """A delivery's life: pending → in_flight → sent | failed (failed and in_flight can retry)."""
+    """A delivery's life: pending → in_flight → sent | failed (failed and in_flight can retry).
+
+    `skipped` is final: the recipient left (unsubscribed) before their copy went out.
+    """
 
     PENDING = "pending"
     IN_FLIGHT = "in_flight"
     SENT = "sent"
     FAILED = "failed"
+    SKIPPED = "skipped"

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from broadcaster.errors import DeliveryError
 from broadcaster.model import Receipt
 
 if TYPE_CHECKING:
@@ -57,6 +58,11 @@ class ChannelSpec:
     every_locale: bool = False
     #: Extension of this channel's templates: html is autoescaped, txt is not.
     template_extension: str = "txt"
+    #: One delivery per subscriber (email): the core picks who follows the incident, the
+    #: channel sends each rendered post to its recipients in batches (`send_batch`).
+    audience: bool = False
+    #: Whether every variable in `secrets` must be set (false: a login is optional).
+    secrets_required: bool = True
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ class Post:
     continuation: tuple[str, ...] = ()
     #: What the person sending should know about this post (it was shortened, for instance).
     notes: tuple[str, ...] = ()
+    #: The update this post belongs to (email Message-IDs are built from it).
+    update_id: str = ""
 
     def linked_parts(self) -> dict[str, str]:
         """The parts a reader sees, each of which must carry the statement link."""
@@ -81,6 +89,24 @@ class Post:
         if self.html is not None:
             parts["html"] = self.html
         return parts
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One subscriber's copy of a post, for channels with an audience."""
+
+    delivery_id: int
+    address: str
+    #: The subscriber's opaque token (their unsubscribe link carries it).
+    token: str
+    #: The receipt of their first message about this incident, to thread replies under it.
+    first: Receipt | None = None
+    #: An earlier attempt may have reached them (see `Channel.send`).
+    resumed: bool = False
+
+
+#: How a batch reports each recipient: a Receipt, or the DeliveryError that stopped it.
+Report = Callable[[Recipient, "Receipt | DeliveryError"], None]
 
 
 @dataclass(frozen=True)
@@ -109,7 +135,7 @@ class Channel(ABC):
 
     def compose(self, page: Page) -> Post:
         """Turn the rendered template for this update into the post to send."""
-        return Post(text=tidy(page.render(page.kind)), link=page.statement_url)
+        return Post(text=tidy(page.render(page.kind)), link=page.statement_url, update_id=page.update.id)
 
     def length(self, text: str) -> int:
         """Length of `text` by the platform's rules (X weighs characters, for instance)."""
@@ -124,3 +150,12 @@ class Channel(ABC):
         attempt may have reached the platform before its answer was lost: the channel must
         settle that (duplicate detection, a lookup) rather than post again blindly.
         """
+
+    def send_batch(self, post: Post, recipients: Sequence[Recipient], report: Report) -> None:
+        """Deliver `post` to each recipient (channels with an audience only).
+
+        Call `report` once per recipient, from any thread: with a Receipt when delivered,
+        with a TransientDeliveryError to have the core try that recipient again later, or a
+        PermanentDeliveryError when retrying cannot help (the address was refused).
+        """
+        raise NotImplementedError(f"{self.spec.name} has no audience")

@@ -1,0 +1,348 @@
+"""Email subscribers: one personal message each, threaded per incident, fast.
+
+Every subscriber gets their own message (their unsubscribe link is personal, RFC 8058), in
+their language, as `multipart/alternative` text and HTML with the statement link in both.
+Later emails about an incident carry `In-Reply-To` and `References` naming that subscriber's
+first email about it, so mail programs show one conversation per incident.
+
+Building an `EmailMessage` per recipient costs milliseconds; a list of 100,000 would take
+minutes. So each (update × locale) is built once, with the email library, around
+placeholders, and serialised once; each recipient's copy is that byte string with their
+address, Message-ID, thread headers and token substituted. `connections` SMTP connections
+send in parallel. A refused recipient fails alone; a dropped connection is reopened and the
+batch goes on (that recipient is tried again in the next round).
+
+Message-IDs are derived from the update and the subscriber, so a message re-sent after a
+crash carries the same Message-ID as the copy that may have gone out, and mail programs that
+de-duplicate by Message-ID show it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+import smtplib
+import ssl
+import textwrap
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from email import policy as email_policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from broadcaster.channels.base import (
+    Channel,
+    ChannelSettings,
+    ChannelSpec,
+    Post,
+    Recipient,
+    Report,
+    tidy,
+)
+from broadcaster.errors import InputError, PermanentDeliveryError, TransientDeliveryError
+from broadcaster.model import Receipt
+from broadcaster.render import Page
+from broadcaster.settings import resolve_path
+
+#: Placeholders in the message built once per (update × locale): ASCII, unbreakable, and
+#: never folded or encoded by the email library (headers are written without folding).
+TO = "rcpt@placeholder.invalid"
+MESSAGE_ID = "<message@placeholder.invalid>"
+THREAD = "<thread@placeholder.invalid>"
+TOKEN = "BROADCASTER-TOKEN-PLACEHOLDER-7Q"
+THREAD_HEADERS = f"In-Reply-To: {THREAD}\r\nReferences: {THREAD}\r\n".encode()
+#: SMTP's hard limit is 998 octets a line; text is wrapped well below it.
+LINE_LIMIT = 900
+#: Headers as they are: no folding, so no placeholder is ever split or encoded.
+POLICY = email_policy.SMTP.clone(max_line_length=0)
+
+
+class EmailSettings(ChannelSettings):
+    host: str = "localhost"
+    port: int = Field(25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "none"
+    #: From: header, "Name <address>".
+    sender: str = "Status <status@example.com>"
+    #: CSV (email,locale,components,regions) that `broadcaster subscribers import` reads by default.
+    subscribers: Path = Path("subscribers.csv")
+    #: SMTP connections sending in parallel.
+    connections: int = Field(4, ge=1, le=64)
+    #: The one-click unsubscribe URL; {token} is the subscriber's. Default:
+    #: {site.base_url}/unsubscribe/{token} (served by `broadcaster serve`).
+    unsubscribe_url: str | None = None
+    #: The mailbox for mailto: unsubscribe requests (default: the sender's address).
+    unsubscribe_mailto: str | None = None
+    #: A CA bundle to trust for starttls/tls (default: the system's).
+    ca_file: Path | None = None
+
+    @field_validator("subscribers", "ca_file")
+    @classmethod
+    def _relative_to_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return resolve_path(value, info) if value is not None else None
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        _name, address = parseaddr(value)
+        if "@" not in address:
+            raise ValueError(f"{value!r} is not an address like 'Example Status <status@example.com>'")
+        from broadcaster.subscribers import normalize_address
+
+        try:
+            normalize_address(address)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("unsubscribe_url")
+    @classmethod
+    def _unsubscribe(cls, value: str | None) -> str | None:
+        if value is not None and (not re.match(r"^https://[^/\s]+", value) or value.count("{token}") != 1):
+            raise ValueError("must be an https:// URL containing {token} once (RFC 8058 requires HTTPS)")
+        return value
+
+
+class EmailChannel(Channel):
+    spec = ChannelSpec(
+        name="email",
+        summary="one personal email per subscriber who follows the incident, in their language",
+        settings=EmailSettings,
+        secrets={"username": "BROADCASTER_SMTP_USERNAME", "password": "BROADCASTER_SMTP_PASSWORD"},
+        secrets_required=False,
+        audience=True,
+    )
+    settings: EmailSettings
+
+    def compose(self, page: Page) -> Post:
+        extra = {"unsubscribe_url": self.unsubscribe_url(TOKEN)}
+        text = _wrap(tidy(page.render(page.kind, **extra)))
+        html_page = replace(page, extension="html")
+        html = _break_long_lines(html_page.render(page.kind, **extra))
+        subject = " ".join(page.render("subject").split())
+        return Post(text=text, link=page.statement_url, html=html, subject=subject,
+                    update_id=page.update.id)
+
+    def unsubscribe_url(self, token: str) -> str:
+        template = self.settings.unsubscribe_url or (
+            self.context.settings.site.base_url.rstrip("/") + "/unsubscribe/{token}"
+        )
+        return template.replace("{token}", token)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
+        raise PermanentDeliveryError("email is sent to subscribers in batches (send_batch)")
+
+    def send_batch(self, post: Post, recipients: Sequence[Recipient], report: Report) -> None:
+        message = PreparedMessage.build(post, self)
+        lanes = min(self.settings.connections, len(recipients))
+        if lanes <= 1:
+            self._send_lane(message, recipients, report)
+            return
+        threads = [
+            threading.Thread(target=self._send_lane, args=(message, recipients[i::lanes], report),
+                             name=f"smtp-{i}", daemon=True)
+            for i in range(lanes)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    def _send_lane(self, message: PreparedMessage, recipients: Sequence[Recipient], report: Report) -> None:
+        """One SMTP connection's share of the batch, reconnecting when the connection drops."""
+        connection: smtplib.SMTP | None = None
+        for number, recipient in enumerate(recipients):
+            try:
+                if connection is None:
+                    connection = self._connect()
+                options = message.options(connection, recipient.address)
+                connection.sendmail(message.sender, [recipient.address], message.personal(recipient),
+                                    mail_options=options)
+            except smtplib.SMTPRecipientsRefused as exc:
+                code, said = next(iter(exc.recipients.values()))
+                report(recipient, _smtp_error(code, said, f"refused {recipient.address}"))
+            except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
+                report(recipient, _smtp_error(exc.smtp_code, exc.smtp_error, "refused the message"))
+            except smtplib.SMTPAuthenticationError as exc:
+                error = PermanentDeliveryError(
+                    f"the SMTP server refused the login ({exc.smtp_code}): check "
+                    "BROADCASTER_SMTP_USERNAME and BROADCASTER_SMTP_PASSWORD")
+                for r in recipients[number:]:
+                    report(r, error)
+                return
+            except _Unusable as exc:
+                for r in recipients[number:]:
+                    report(r, exc.error)
+                return
+            except (smtplib.SMTPException, OSError) as exc:
+                # Dropped, reset or timed out: start a fresh connection for the rest.
+                report(recipient, TransientDeliveryError(f"SMTP connection lost: {_describe(exc)}"))
+                _close(connection)
+                connection = None
+            else:
+                report(recipient, message.receipt(recipient))
+        _quit(connection)
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        timeout = self.context.timeout
+        try:
+            if s.security == "tls":
+                connection: smtplib.SMTP = smtplib.SMTP_SSL(s.host, s.port, timeout=timeout,
+                                                            context=self._tls())
+            else:
+                connection = smtplib.SMTP(s.host, s.port, timeout=timeout)
+            if s.security == "starttls":
+                connection.ehlo()
+                if not connection.has_extn("starttls"):
+                    raise _Unusable(PermanentDeliveryError(
+                        f"{s.host}:{s.port} does not offer STARTTLS; set security = \"tls\" or \"none\""))
+                connection.starttls(context=self._tls())
+            connection.ehlo_or_helo_if_needed()
+            username = self.context.secrets.get("BROADCASTER_SMTP_USERNAME")
+            password = self.context.secrets.get("BROADCASTER_SMTP_PASSWORD")
+            if username and password:
+                connection.login(username.get_secret_value(), password.get_secret_value())
+            return connection
+        except ssl.SSLError as exc:
+            error = PermanentDeliveryError(f"TLS with {s.host}:{s.port} failed: {exc.reason}")
+            raise _Unusable(error) from None
+        except (OSError, smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected) as exc:
+            if isinstance(exc, smtplib.SMTPAuthenticationError):
+                raise
+            raise _Unusable(TransientDeliveryError(
+                f"cannot reach the SMTP server {s.host}:{s.port}: {_describe(exc)}")) from None
+
+    def _tls(self) -> ssl.SSLContext:
+        ca_file = self.settings.ca_file
+        return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+
+
+@dataclass(frozen=True)
+class PreparedMessage:
+    """One (update × locale) message as bytes, with placeholders for what is personal."""
+
+    data: bytes
+    sender: str
+    update_id: str
+    domain: str
+
+    @classmethod
+    def build(cls, post: Post, channel: EmailChannel) -> PreparedMessage:
+        settings = channel.settings
+        _, sender_address = parseaddr(settings.sender)
+        domain = sender_address.rsplit("@", 1)[1]
+        mailto = settings.unsubscribe_mailto or sender_address
+        message = EmailMessage(policy=POLICY)
+        message["From"] = settings.sender
+        message["To"] = TO
+        message["Subject"] = post.subject or ""
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+        message["Message-ID"] = MESSAGE_ID
+        message["In-Reply-To"] = THREAD
+        message["References"] = THREAD
+        message["List-Unsubscribe"] = (
+            f"<{channel.unsubscribe_url(TOKEN)}>, <mailto:{mailto}?subject={quote('unsubscribe ' + TOKEN)}>"
+        )
+        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        message["Auto-Submitted"] = "auto-generated"
+        message["X-Auto-Response-Suppress"] = "All"
+        message.set_content(post.text, charset="utf-8", cte="8bit")
+        message.add_alternative(post.html or "", subtype="html", charset="utf-8", cte="8bit")
+        data = message.as_bytes()
+        for placeholder in (TO, MESSAGE_ID, THREAD, TOKEN):
+            if placeholder.encode() not in data:  # would mean a personal part went missing
+                raise RuntimeError(f"the prepared email lost its placeholder {placeholder}")
+        return cls(data, sender_address, post.update_id, domain)
+
+    def message_id(self, recipient: Recipient) -> str:
+        """Stable for (update, subscriber): a re-send after a crash carries the same id."""
+        digest = hashlib.sha256(f"{self.update_id}/{recipient.token}".encode()).hexdigest()[:24]
+        return f"<{self.update_id}.{digest}@{self.domain}>"
+
+    def personal(self, recipient: Recipient) -> bytes:
+        data = self.data.replace(TO.encode(), _header_address(recipient.address), 1)
+        data = data.replace(MESSAGE_ID.encode(), self.message_id(recipient).encode(), 1)
+        if recipient.first and recipient.first.remote_id:
+            data = data.replace(THREAD.encode(), recipient.first.remote_id.encode(), 2)
+        else:
+            data = data.replace(THREAD_HEADERS, b"", 1)
+        return data.replace(TOKEN.encode(), recipient.token.encode())
+
+    def receipt(self, recipient: Recipient) -> Receipt:
+        return Receipt(remote_id=self.message_id(recipient))
+
+    @staticmethod
+    def options(connection: smtplib.SMTP, address: str) -> list[str]:
+        options = ["BODY=8BITMIME"] if connection.has_extn("8bitmime") else []
+        if not address.isascii():
+            options.append("SMTPUTF8")
+        return options
+
+
+class _Unusable(Exception):
+    """The connection cannot be made or used at all: every remaining recipient gets `error`."""
+
+    def __init__(self, error: PermanentDeliveryError | TransientDeliveryError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _smtp_error(code: int, said: bytes | str, what: str) -> PermanentDeliveryError | TransientDeliveryError:
+    text = said.decode(errors="replace") if isinstance(said, bytes) else str(said)
+    message = f"the SMTP server {what}: {code} {text}"
+    return PermanentDeliveryError(message) if 500 <= code < 600 else TransientDeliveryError(message)
+
+
+def _header_address(address: str) -> bytes:
+    return str(Address(addr_spec=address)).encode()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _close(connection: smtplib.SMTP | None) -> None:
+    if connection is not None:
+        with contextlib.suppress(OSError):
+            connection.close()
+
+
+def _quit(connection: smtplib.SMTP | None) -> None:
+    if connection is not None:
+        try:
+            connection.quit()
+        except (TimeoutError, smtplib.SMTPException, OSError):
+            _close(connection)
+
+
+def _wrap(text: str) -> str:
+    """Plain text at 78 columns (RFC 5322's advice); long words and URLs are kept whole."""
+    lines = []
+    for line in text.splitlines():
+        lines += textwrap.wrap(line, 78, break_long_words=False, break_on_hyphens=False) or [""]
+    return _break_long_lines("\n".join(lines))
+
+
+def _break_long_lines(text: str) -> str:
+    """Keep every line under SMTP's limit, breaking at a space (HTML does not mind)."""
+    out = []
+    for line in text.splitlines():
+        while len(line) > LINE_LIMIT:
+            cut = line.rfind(" ", 0, LINE_LIMIT)
+            if cut <= 0:
+                raise InputError(f"a line of the email has {len(line)} characters without a space; "
+                                 "SMTP allows 998")
+            out.append(line[:cut])
+            line = line[cut + 1:]
+        out.append(line)
+    return "\n".join(out) + "\n"
