@@ -72,7 +72,7 @@ class EmailSettings(ChannelSettings):
     #: From: header, "Name <address>".
     sender: str = "Status <status@example.com>"
     #: CSV (email,locale,components,regions) that `broadcaster subscribers import` reads by default.
-    subscribers: Path = Path("subscribers.csv")
+    subscribers: Path = Field(Path("subscribers.csv"), validate_default=True)
     #: SMTP connections sending in parallel.
     connections: int = Field(4, ge=1, le=64)
     #: The one-click unsubscribe URL; {token} is the subscriber's. Default:

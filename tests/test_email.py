@@ -1,0 +1,292 @@
+"""The email channel against a real SMTP server (aiosmtpd): headers, tokens, threads, faults."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import ssl
+import subprocess
+
+import pytest
+from conftest import EMAIL_SECTION, Inbox, Project, free_port
+
+from broadcaster.subscribers import SubscriberStore
+
+SUBSCRIBERS = """email,locale,components,regions
+ana@example.com,es,,
+bob@example.com,en,Payments API,
+carl@example.com,en,Search,Madrid
+"""
+
+
+def subscribe(project: Project, rows: str = SUBSCRIBERS) -> None:
+    (project.root / "subscribers.csv").write_text(rows, encoding="utf-8")
+    result = project.cli("subscribers", "import", str(project.root / "subscribers.csv"))
+    assert result.exit_code == 0, result.output
+
+
+def announce(project: Project, *args: str) -> dict:
+    result = project.cli("announce", "--title", "Payments down", "--message", "Card payments fail.",
+                         "--title-es", "Fallan los pagos", "--message-es", "Fallan los pagos con tarjeta.",
+                         "--component", "Payments API", "--yes", "--json", *args)
+    data = json.loads(result.stdout)
+    data["exit_code"] = result.exit_code
+    return data
+
+
+def follow_up(project: Project, command: str, incident: str, *args: str) -> dict:
+    extra = ("--status", "identified") if command == "update" else ()
+    result = project.cli(command, incident, *extra, "--message", f"{command} text.", "--yes", "--json", *args)
+    data = json.loads(result.stdout)
+    data["exit_code"] = result.exit_code
+    return data
+
+
+def tokens(project: Project) -> dict[str, str]:
+    db = sqlite3.connect(project.state / "ledger.db")
+    return dict(db.execute("SELECT email, token FROM subscribers").fetchall())
+
+
+def test_every_message_is_personal_multipart_and_says_how_to_leave(mailing: Project):
+    subscribe(mailing)
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 0, outcome
+    inbox: Inbox = mailing.inbox
+    assert sorted(m.envelope_to[0] for m in inbox.messages) == ["ana@example.com", "bob@example.com"]
+    known = tokens(mailing)
+    for message in inbox.messages:
+        (address,) = message.envelope_to
+        assert message["To"] == address
+        token = known[address]
+        https, mailto = [p.strip(" <>") for p in message["List-Unsubscribe"].split(",")]
+        assert https == f"https://status.example.com/unsubscribe/{token}"
+        assert mailto == f"mailto:status@example.com?subject=unsubscribe%20{token}"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["Auto-Submitted"] == "auto-generated"
+        assert message.get_content_type() == "multipart/alternative"
+        text = message.get_body(("plain",)).get_content()
+        html = message.get_body(("html",)).get_content()
+        statement = outcome["statement_url"] if address == "bob@example.com" else \
+            outcome["statement_url"].replace(".com/", ".com/es/")
+        assert statement in text and statement in html
+        assert https in text and https in html
+        assert max(len(line) for line in message.raw.splitlines()) <= 998
+    spanish = inbox.to("ana@example.com")[0]
+    assert spanish["Subject"].startswith("[Investigando] Fallan los pagos")
+    assert "Fallan los pagos con tarjeta." in spanish.get_body(("plain",)).get_content()
+
+
+def test_tokens_are_unique_unguessable_and_never_listed(mailing: Project):
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(50)))
+    known = tokens(mailing)
+    assert len(set(known.values())) == 50
+    assert all(len(t) >= 32 for t in known.values())
+    listed = mailing.cli("subscribers", "list", "--json").output
+    assert not any(t in listed for t in known.values())
+
+
+def test_later_emails_thread_under_each_subscribers_first(mailing: Project):
+    subscribe(mailing)
+    incident = announce(mailing)["incident_id"]
+    follow_up(mailing, "update", incident)
+    follow_up(mailing, "resolve", incident)
+    for address in ("ana@example.com", "bob@example.com"):
+        first, second, third = mailing.inbox.to(address)
+        assert first["In-Reply-To"] is None and first["References"] is None
+        for later in (second, third):
+            assert later["In-Reply-To"] == first["Message-ID"] == later["References"]
+        assert len({first["Message-ID"], second["Message-ID"], third["Message-ID"]}) == 3
+
+
+def test_subscribers_get_only_what_concerns_them(mailing: Project):
+    subscribe(mailing, SUBSCRIBERS + "dee@example.com,en,,Madrid\n")
+    announce(mailing, "--region", "Madrid")
+    got = sorted(m.envelope_to[0] for m in mailing.inbox.messages)
+    # carl follows Search or Madrid; dee only Madrid; ana everything; bob Payments API.
+    assert got == ["ana@example.com", "bob@example.com", "carl@example.com", "dee@example.com"]
+    mailing.inbox.messages.clear()
+    result = mailing.cli("announce", "--title", "Search slow", "--message", "Slow.", "--component",
+                         "Search", "--yes")
+    assert result.exit_code == 0
+    assert sorted(m.envelope_to[0] for m in mailing.inbox.messages) == ["ana@example.com", "carl@example.com"]
+
+
+def test_a_refused_recipient_fails_alone_and_retry_emails_each_person_once(mailing: Project):
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(20)))
+    mailing.inbox.refuse["user7@example.com"] = "550 5.1.1 no such user"
+    mailing.inbox.refuse["user3@example.com"] = "450 4.2.1 mailbox busy"
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 3
+    states = {d["recipient"]: d for d in outcome["deliveries"] if d["channel"] == "email"}
+    assert states["user7@example.com"]["status"] == "failed"
+    assert "550" in states["user7@example.com"]["error"] and states["user7@example.com"]["attempts"] == 1
+    assert states["user3@example.com"]["status"] == "failed"
+    assert states["user3@example.com"]["attempts"] == 3, "a 4xx is retried until attempts run out"
+    assert len(mailing.inbox.messages) == 18
+    mailing.inbox.refuse.clear()
+    done = mailing.cli("retry", outcome["incident_id"], "--json")
+    assert done.exit_code == 0, done.output
+    assert len(mailing.inbox.messages) == 20
+    assert sorted(a for m in mailing.inbox.messages for a in m.envelope_to) == sorted(
+        f"user{n}@example.com" for n in range(20)), "nobody twice, nobody missed"
+    assert mailing.cli("retry", "--json").exit_code == 0
+    assert len(mailing.inbox.messages) == 20
+
+
+def test_a_dropped_connection_is_reopened_and_the_batch_goes_on(mailing: Project):
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(30)))
+    mailing.inbox.drop_before_storing = 2
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 0, outcome
+    assert sorted(a for m in mailing.inbox.messages for a in m.envelope_to) == sorted(
+        f"user{n}@example.com" for n in range(30))
+
+
+def test_a_resent_copy_after_a_lost_answer_keeps_its_message_id(mailing: Project):
+    subscribe(mailing, "email\nana@example.com\n")
+    mailing.inbox.drop_after_storing = 1
+    announce(mailing)
+    first, again = mailing.inbox.messages
+    assert first["Message-ID"] == again["Message-ID"], "mail programs show such copies once"
+
+
+def test_someone_who_leaves_before_a_retry_is_skipped(mailing: Project):
+    subscribe(mailing, "email\nana@example.com\nbob@example.com\n")
+    mailing.inbox.refuse["bob@example.com"] = "451 4.3.0 try later"
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 3
+    assert mailing.cli("subscribers", "remove", "bob@example.com").exit_code == 0
+    mailing.inbox.refuse.clear()
+    done = json.loads(mailing.cli("retry", outcome["incident_id"], "--json").stdout)
+    bob = next(d for d in done["deliveries"] if d.get("recipient") == "bob@example.com")
+    assert bob["status"] == "skipped" and "unsubscribed" in bob["error"]
+    assert [m.envelope_to for m in mailing.inbox.messages] == [["ana@example.com"]]
+
+
+def test_bad_rows_are_reported_by_line_and_good_rows_kept(mailing: Project):
+    rows = ("email,locale,components,regions\nana@example.com,es,,\nnot-an-address,,,\n"
+            "bob@example.com,fr,,\nana@example.com,en,,\ncarl@example.com,,Payments API;Checkout,\n")
+    (mailing.root / "list.csv").write_text(rows, encoding="utf-8")
+    result = mailing.cli("subscribers", "import", str(mailing.root / "list.csv"))
+    assert result.exit_code == 2
+    assert "list.csv:3: 'not-an-address' is not a valid email address" in result.output
+    assert "list.csv:4: locale 'fr'" in result.output
+    assert "list.csv:5: ana@example.com is already on line 2" in result.output
+    listed = json.loads(mailing.cli("subscribers", "list", "--json").stdout)
+    assert [(s["email"], s["locale"], s["components"]) for s in listed] == [
+        ("ana@example.com", "es", []), ("carl@example.com", "en", ["Payments API", "Checkout"])]
+
+
+def test_an_import_never_signs_up_again_someone_who_left(mailing: Project):
+    subscribe(mailing, "email\nana@example.com\n")
+    assert mailing.cli("subscribers", "remove", "ana@example.com").exit_code == 0
+    again = mailing.cli("subscribers", "import", str(mailing.root / "subscribers.csv"))
+    assert "stay unsubscribed" in again.output
+    assert json.loads(mailing.cli("subscribers", "list", "--json").stdout)[0]["active"] is False
+    assert mailing.cli("subscribers", "add", "ana@example.com").exit_code == 0
+    assert json.loads(mailing.cli("subscribers", "list", "--json").stdout)[0]["active"] is True
+    assert mailing.cli("subscribers", "remove", "nobody@example.com").exit_code == 2
+
+
+def test_the_default_csv_is_the_configured_one(mailing: Project):
+    (mailing.root / "subscribers.csv").write_text("email\nana@example.com\n", encoding="utf-8")
+    result = mailing.cli("subscribers", "import")
+    assert result.exit_code == 0 and "1 added" in result.output, result.output
+
+
+def test_nobody_following_is_a_warning_not_an_error(mailing: Project):
+    result = mailing.cli("announce", "--title", "T", "--message", "M", "--yes")
+    assert result.exit_code == 0
+    assert "no subscriber follows" in result.output
+
+
+def test_a_larger_list_over_parallel_connections_is_delivered_once_each(project: Project, inbox: Inbox):
+    project.write(EMAIL_SECTION.format(port=inbox.port, connections=4))
+    subscribe(project, "email\n" + "".join(f"u{n}@example.com\n" for n in range(400)))
+    outcome = announce(project)
+    assert outcome["exit_code"] == 0 and outcome["recipients"]["email"] == {"sent": 400}
+    addresses = [a for m in inbox.messages for a in m.envelope_to]
+    assert len(addresses) == 400 and len(set(addresses)) == 400
+    assert len({m["Message-ID"] for m in inbox.messages}) == 400
+
+
+def test_smtp_login_uses_the_environment_and_a_refusal_names_the_variables(project: Project, monkeypatch):
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    box = Inbox()
+
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"status" and auth_data.password == b"s3cret-pw"
+        return AuthResult(success=ok, handled=False)
+
+    controller = Controller(box, hostname="127.0.0.1", port=free_port(), authenticator=check,
+                            auth_require_tls=False)
+    controller.start()
+    try:
+        project.write(EMAIL_SECTION.format(port=controller.port, connections=1))
+        subscribe(project, "email\nana@example.com\n")
+        monkeypatch.setenv("BROADCASTER_SMTP_USERNAME", "status")
+        monkeypatch.setenv("BROADCASTER_SMTP_PASSWORD", "wrong-pw-123")
+        outcome = announce(project)
+        error = next(d["error"] for d in outcome["deliveries"] if d["channel"] == "email")
+        assert "BROADCASTER_SMTP_PASSWORD" in error and "wrong-pw-123" not in json.dumps(outcome)
+        monkeypatch.setenv("BROADCASTER_SMTP_PASSWORD", "s3cret-pw")
+        assert project.cli("retry", "--json").exit_code == 0
+        assert len(box.messages) == 1
+    finally:
+        controller.stop()
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is needed to make a test certificate")
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_starttls_and_tls_verify_the_server(project: Project, tmp_path, security: str):
+    from aiosmtpd.controller import Controller
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    box = Inbox()
+    port = free_port()
+    extra = {"tls_context": context, "require_starttls": True} if security == "starttls" else \
+        {"ssl_context": context}
+    controller = Controller(box, hostname="127.0.0.1", port=port, **extra)
+    controller.start()
+    try:
+        section = EMAIL_SECTION.format(port=port, connections=1) + f'security = "{security}"\n'
+        project.write(section)
+        subscribe(project, "email\nana@example.com\n")
+        untrusted = announce(project)
+        error = next(d["error"] for d in untrusted["deliveries"] if d["channel"] == "email")
+        assert "TLS" in error and "CERTIFICATE_VERIFY_FAILED" in error
+        project.write(section + f'ca_file = "{cert}"\n')
+        assert project.cli("retry", "--json").exit_code == 0
+        assert len(box.messages) == 1
+    finally:
+        controller.stop()
+
+
+def test_a_ledger_from_before_subscribers_is_migrated(project: Project):
+    incident = project.announce()
+    db = sqlite3.connect(project.state / "ledger.db")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("SELECT COUNT(*) FROM subscribers").fetchone()[0] == 0
+    assert project.cli("show", incident).exit_code == 0
+
+
+def test_store_keeps_tokens_across_updates(mailing: Project):
+    subscribe(mailing, "email,locale\nana@example.com,en\n")
+    before = tokens(mailing)
+    subscribe(mailing, "email,locale\nana@example.com,es\n")
+    assert tokens(mailing) == before
+    from broadcaster.settings import load_settings
+    from broadcaster.sqlite_ledger import SQLiteLedger
+
+    ledger = SQLiteLedger(load_settings(mailing.config).state.path)
+    (ana,) = SubscriberStore(ledger).active()
+    assert ana.locale == "es"
+    ledger.close()
