@@ -24,7 +24,9 @@ test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
 bench: $(STAMP)
+	scripts/system-packages postfix
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/email_fanout.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info drill-site

@@ -457,8 +457,8 @@ def _dispatcher(s: Settings, ledger: SQLiteLedger) -> Dispatcher:
     from broadcaster.subscribers import SubscriberStore
 
     def tokens(addresses: Sequence[str]) -> dict[str, str]:
-        found = SubscriberStore(ledger).by_emails(addresses)
-        return {a: sub.token for a, sub in found.items() if sub.active}
+        active = SubscriberStore(ledger).active_tokens()
+        return {a: active[a] for a in addresses if a in active}
 
     return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.secrets.values(),
                       tokens=tokens, progress=reporter.get())

@@ -98,12 +98,11 @@ class Dispatcher:
 
     def _statement_live(self, update_ids: set[str]) -> bool:
         """Whether the statement of every update is published (now, or by an earlier run)."""
-        known = registry.channels()
+        statements = [name for name, c in registry.channels().items() if c.spec.publishes_statement]
         return all(
             delivery.state is DeliveryState.SENT
             for update_id in update_ids
-            for delivery in self.ledger.deliveries(update_id=update_id)
-            if delivery.channel in known and known[delivery.channel].spec.publishes_statement
+            for delivery in self.ledger.deliveries(update_id=update_id, channels=statements)
         )
 
     def _deliver_all(self, jobs: Sequence[Job]) -> None:
@@ -207,7 +206,8 @@ class AudienceBatch:
             self._everyone(todo, exc)
         except Exception as exc:  # a channel bug must not leave the batch in flight
             self._everyone(todo, PermanentDeliveryError(f"{type(exc).__name__}: {exc}"))
-        unreported = [r for r in todo if r.delivery_id not in self.finished | set(self.again)]
+        reported = self.finished | set(self.again)
+        unreported = [r for r in todo if r.delivery_id not in reported]
         self._everyone(unreported, TransientDeliveryError("the channel did not report this recipient"))
         self._flush()
         self.todo = [r for r, _ in self.again.values()]
@@ -233,14 +233,19 @@ class AudienceBatch:
             self.done += 1
             if self.d.progress is not None:
                 self.d.progress(self.channel.spec.name, self.done, len(self.jobs))
-            if len(self.sent) + len(self.failed) >= self.FLUSH_EVERY:
-                self._flush_locked()
+            if len(self.sent) + len(self.failed) < self.FLUSH_EVERY:
+                return
+            sent, failed = self._take()
+        # Written outside the lock: the other connections keep sending meanwhile.
+        self.d.ledger.finish(sent, failed)
 
     def _flush(self) -> None:
         with self.lock:
-            self._flush_locked()
+            sent, failed = self._take()
+        if sent or failed:
+            self.d.ledger.finish(sent, failed)
 
-    def _flush_locked(self) -> None:
-        if self.sent or self.failed:
-            self.d.ledger.finish(self.sent, self.failed)
-            self.sent, self.failed = [], []
+    def _take(self) -> tuple[list[tuple[int, Receipt]], list[tuple[int, str]]]:
+        taken = self.sent, self.failed
+        self.sent, self.failed = [], []
+        return taken

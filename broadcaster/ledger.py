@@ -53,9 +53,9 @@ class Ledger(Protocol):
 
     def deliveries(
         self, *, incident_id: str | None = None, update_id: str | None = None,
-        unfinished: bool = False,
+        unfinished: bool = False, channels: Sequence[str] | None = None,
     ) -> list[Delivery]:
-        """Deliveries in the order they were recorded."""
+        """Deliveries in the order they were recorded (of `channels` only, if given)."""
         ...
 
     def unfinished_incidents(self) -> list[str]:

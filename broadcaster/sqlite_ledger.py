@@ -318,9 +318,12 @@ class SQLiteLedger:
 
     def deliveries(
         self, *, incident_id: str | None = None, update_id: str | None = None,
-        unfinished: bool = False,
+        unfinished: bool = False, channels: Sequence[str] | None = None,
     ) -> list[Delivery]:
         where, params = [], []
+        if channels is not None:
+            where.append(f"d.channel IN ({','.join('?' * len(channels))})")
+            params.extend(channels)
         if incident_id is not None:
             where.append("u.incident_id = ?")
             params.append(incident_id)
@@ -373,11 +376,11 @@ class SQLiteLedger:
     def start_attempts(self, delivery_ids: Sequence[int]) -> None:
         """`start_attempt` for many deliveries in one transaction (a mailing list's batch)."""
         with self.transaction() as db:
-            now = _now()
-            changed = db.executemany(
-                "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1,"
-                " updated_at = ? WHERE id = ? AND state NOT IN ('sent', 'skipped')",
-                [(now, i) for i in delivery_ids],
+            # One set-based statement (the ids as a JSON array) rather than one per recipient.
+            changed = db.execute(
+                "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, updated_at = ?"
+                " WHERE id IN (SELECT value FROM json_each(?)) AND state NOT IN ('sent', 'skipped')",
+                (_now(), json.dumps(list(delivery_ids))),
             ).rowcount
         if changed != len(delivery_ids):
             raise RuntimeError("some deliveries of the batch are already sent")
@@ -491,6 +494,6 @@ def _delivery_from_row(row: tuple) -> Delivery:
     return Delivery(
         id=did, update_id=update_id, incident_id=incident_id, channel=channel,
         recipient=recipient, locale=locale, state=DeliveryState(state), attempts=attempts,
-        remote_id=remote_id, url=url, error=error, meta=json.loads(meta),
+        remote_id=remote_id, url=url, error=error, meta=json.loads(meta) if meta != "{}" else {},
         updated_at=datetime.fromisoformat(updated_at),
     )

@@ -173,6 +173,13 @@ class SubscriberStore:
     def all(self) -> list[Subscriber]:
         return self._select("ORDER BY email")
 
+    def active_tokens(self) -> dict[str, str]:
+        """Every active subscriber's token by address (one query, for a whole fan-out)."""
+        try:
+            return dict(self.ledger.query("SELECT email, token FROM subscribers WHERE active = 1"))
+        except sqlite3.OperationalError:
+            return {}
+
     def by_tokens(self, tokens: Sequence[str]) -> dict[str, Subscriber]:
         found: dict[str, Subscriber] = {}
         for start in range(0, len(tokens), 500):
@@ -240,5 +247,9 @@ class SubscriberStore:
             if "no such table" in str(exc):
                 return []  # a read-only view of a ledger written before subscribers existed
             raise
-        return [Subscriber(r[0], r[1], tuple(json.loads(r[2])), tuple(json.loads(r[3])), r[4], bool(r[5]))
+        return [Subscriber(r[0], r[1], _names_from_json(r[2]), _names_from_json(r[3]), r[4], bool(r[5]))
                 for r in rows]
+
+
+def _names_from_json(value: str) -> tuple[str, ...]:
+    return tuple(json.loads(value)) if value != "[]" else ()

@@ -29,7 +29,6 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from email import policy as email_policy
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
 from pathlib import Path
@@ -160,13 +159,15 @@ class EmailChannel(Channel):
     def _send_lane(self, message: PreparedMessage, recipients: Sequence[Recipient], report: Report) -> None:
         """One SMTP connection's share of the batch, reconnecting when the connection drops."""
         connection: smtplib.SMTP | None = None
+        eight_bit: list[str] = []
         for number, recipient in enumerate(recipients):
             try:
                 if connection is None:
                     connection = self._connect()
-                options = message.options(connection, recipient.address)
-                connection.sendmail(message.sender, [recipient.address], message.personal(recipient),
-                                    mail_options=options)
+                    eight_bit = ["BODY=8BITMIME"] if connection.has_extn("8bitmime") else []
+                options = eight_bit if recipient.address.isascii() else [*eight_bit, "SMTPUTF8"]
+                data, receipt = message.personal_with_receipt(recipient)
+                connection.sendmail(message.sender, [recipient.address], data, mail_options=options)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, said = next(iter(exc.recipients.values()))
                 report(recipient, _smtp_error(code, said, f"refused {recipient.address}"))
@@ -189,7 +190,7 @@ class EmailChannel(Channel):
                 _close(connection)
                 connection = None
             else:
-                report(recipient, message.receipt(recipient))
+                report(recipient, receipt)
         _quit(connection)
 
     def _connect(self) -> smtplib.SMTP:
@@ -269,9 +270,10 @@ class PreparedMessage:
         digest = hashlib.sha256(f"{self.update_id}/{recipient.token}".encode()).hexdigest()[:24]
         return f"<{self.update_id}.{digest}@{self.domain}>"
 
-    def personal(self, recipient: Recipient) -> bytes:
-        data = self.data.replace(TO.encode(), _header_address(recipient.address), 1)
-        data = data.replace(MESSAGE_ID.encode(), self.message_id(recipient).encode(), 1)
+    def personal(self, recipient: Recipient, message_id: str | None = None) -> bytes:
+        # The address was validated and normalised on import: an addr-spec is a valid To:.
+        data = self.data.replace(TO.encode(), recipient.address.encode(), 1)
+        data = data.replace(MESSAGE_ID.encode(), (message_id or self.message_id(recipient)).encode(), 1)
         if recipient.first and recipient.first.remote_id:
             data = data.replace(THREAD.encode(), recipient.first.remote_id.encode(), 2)
         else:
@@ -281,12 +283,9 @@ class PreparedMessage:
     def receipt(self, recipient: Recipient) -> Receipt:
         return Receipt(remote_id=self.message_id(recipient))
 
-    @staticmethod
-    def options(connection: smtplib.SMTP, address: str) -> list[str]:
-        options = ["BODY=8BITMIME"] if connection.has_extn("8bitmime") else []
-        if not address.isascii():
-            options.append("SMTPUTF8")
-        return options
+    def personal_with_receipt(self, recipient: Recipient) -> tuple[bytes, Receipt]:
+        message_id = self.message_id(recipient)
+        return self.personal(recipient, message_id), Receipt(remote_id=message_id)
 
 
 class _Unusable(Exception):
@@ -301,10 +300,6 @@ def _smtp_error(code: int, said: bytes | str, what: str) -> PermanentDeliveryErr
     text = said.decode(errors="replace") if isinstance(said, bytes) else str(said)
     message = f"the SMTP server {what}: {code} {text}"
     return PermanentDeliveryError(message) if 500 <= code < 600 else TransientDeliveryError(message)
-
-
-def _header_address(address: str) -> bytes:
-    return str(Address(addr_spec=address)).encode()
 
 
 def _describe(exc: BaseException) -> str:

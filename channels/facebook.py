@@ -18,18 +18,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import facebook
-import requests
 from pydantic import Field, model_validator
 
 from broadcaster.channels.base import Channel, ChannelContext, ChannelSettings, ChannelSpec, Post
-from broadcaster.channels.http_session import ApiSession, network_problem
 from broadcaster.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from broadcaster.model import Receipt
 
-GRAPH_HOST = facebook.FACEBOOK_GRAPH_URL
+if TYPE_CHECKING:
+    import facebook
+
+    from broadcaster.channels.http_session import ApiSession
+
+#: facebook-sdk's FACEBOOK_GRAPH_URL (the SDK is imported only when the channel sends).
+GRAPH_HOST = "https://graph.facebook.com/"
 #: Graph error codes that mean "slow down or try later": unknown, service down, app, user
 #: and Page throttling, posting too fast, Page-level business use case limits.
 TRANSIENT_CODES = {1, 2, 4, 17, 32, 341, 613, 80001}
@@ -116,6 +119,11 @@ class FacebookChannel(Channel):
 
     def _call(self, request: Callable[[], Any]) -> Any:
         """Run one Graph request, turning every way it can fail into a delivery error."""
+        import facebook
+        import requests
+
+        from broadcaster.channels.http_session import network_problem
+
         try:
             return request()
         except facebook.GraphAPIError as exc:
@@ -169,12 +177,16 @@ class FacebookChannel(Channel):
     @property
     def session(self) -> ApiSession:
         if self._session is None:
+            from broadcaster.channels.http_session import ApiSession
+
             self._session = ApiSession(GRAPH_HOST, self.settings.api_base, self.context.timeout)
         return self._session
 
     @property
     def graph(self) -> facebook.GraphAPI:
         if self._graph is None:
+            import facebook
+
             token = self.context.secrets[self.spec.secrets["page_token"]].get_secret_value()
             graph = facebook.GraphAPI(access_token=token, timeout=self.context.timeout, session=self.session)
             graph.version = self.settings.graph_version  # after construction: see the module doc

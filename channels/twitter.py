@@ -16,17 +16,18 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import requests
-import tweepy
 from pydantic import Field
 
 from broadcaster.channels.base import Channel, ChannelContext, ChannelSettings, ChannelSpec, Post
-from broadcaster.channels.http_session import ApiSession, network_problem
 from broadcaster.channels.tweet_text import LIMIT, split, weighted_length
 from broadcaster.errors import PermanentDeliveryError, TransientDeliveryError
 from broadcaster.model import Receipt
 from broadcaster.render import Page
+
+if TYPE_CHECKING:
+    import tweepy
 
 X_HOST = "https://api.twitter.com"
 #: What X answers (403, v2 `detail`) when the same account posts the same text again.
@@ -94,6 +95,12 @@ class TwitterChannel(Channel):
         )
 
     def _post_once(self, text: str, reply_to: str | None, *, resumed: bool) -> str | None:
+        # Imported here: every installed channel is loaded for its settings, enabled or not.
+        import requests
+        import tweepy
+
+        from broadcaster.channels.http_session import network_problem
+
         key = (text, reply_to)
         if key in self._posted:
             return self._posted[key]
@@ -136,6 +143,9 @@ class TwitterChannel(Channel):
 
     def _find(self, text: str) -> str | None:
         """The id of this account's recent post with `text`, or None if X will not say."""
+        import requests
+        import tweepy
+
         try:
             me = self.client.get_me(user_auth=True).data["id"]
             recent = self.client.get_users_tweets(me, max_results=LOOKUP_DEPTH, user_auth=True).data
@@ -150,6 +160,10 @@ class TwitterChannel(Channel):
     @property
     def client(self) -> tweepy.Client:
         if self._client is None:
+            import tweepy
+
+            from broadcaster.channels.http_session import ApiSession
+
             secret = {key: self.context.secrets[var].get_secret_value()
                       for key, var in self.spec.secrets.items()}
             client = tweepy.Client(**secret)

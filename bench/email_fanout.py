@@ -1,0 +1,218 @@
+"""Email fan-out: the whole `broadcaster announce` beside the raw, naive and Apprise ways.
+
+All of them deliver N personalised messages to Postfix's C `smtp-sink` on loopback, in one
+run, and all send the same content: broadcaster's own rendered announcement (text and HTML,
+about 5 KB), taken from a dry run.
+
+- broadcaster: `broadcaster announce --yes` as a user runs it (start-up, preflight, the
+  status site, the ledger, 4 SMTP connections, the report), N subscribers;
+- raw loop: that message built once, only the recipient substituted, 4 reused connections
+  (the ceiling for smtplib on this machine); also shown with a 350-byte text-only message,
+  for reference;
+- naive loop: an `EmailMessage` built and `send_message` per recipient, one connection;
+- Apprise: `mailto://` with the same N recipients (one message per recipient).
+
+Goal (issue 4): the whole announce at >= 0.6 of the raw loop's rate (same message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import smtplib
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SENDER = "status@example.com"
+SUBJECT = "[Investigating] Card payments failing · Example Corp"
+BODY = ("Some card payments fail at checkout. We are investigating.\n\n"
+        "Pay by bank transfer for now, or retry in a few minutes. Your basket is kept.\n\n"
+        "Read the official statement: https://status.example.com/incidents/k7q2m9xw4d/\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Sink:
+    """smtp-sink on a free loopback port (-c counts, 256 is its connection backlog)."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+        if not os.access(binary, os.X_OK):
+            sys.exit("smtp-sink is missing: run `scripts/system-packages postfix` (Debian's postfix)")
+        self.port = free_port()
+        command = [binary, "-c", f"127.0.0.1:{self.port}", "256"]
+        if os.geteuid() == 0:
+            command[1:1] = ["-u", "root"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    sys.exit("smtp-sink did not start")
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+ANNOUNCE = ["announce", "--title", "Card payments failing", "--message",
+            "Some card payments fail at checkout. We are investigating.",
+            "--guidance", "Pay by **bank transfer** for now.", "--next-update", "30m"]
+
+
+def setup(port: int, recipients: list[str], folder: Path) -> tuple[list[str], dict]:
+    """A project with N subscribers; the CLI, and the email broadcaster will send (dry run)."""
+    settings = folder / "settings.toml"
+    settings.write_text(f"""
+[organization]
+name = "Example Corp"
+timezone = "Europe/Madrid"
+locales = ["en", "es"]
+
+[site]
+base_url = "https://status.example.com"
+output_dir = "public"
+
+[state]
+path = "state.db"
+
+[channels.email]
+enabled = true
+host = "127.0.0.1"
+port = {port}
+sender = "Example Corp Status <{SENDER}>"
+connections = 4
+""", encoding="utf-8")
+    csv = folder / "subscribers.csv"
+    csv.write_text("email,locale\n" + "".join(
+        f"{r},{'es' if n % 3 == 0 else 'en'}\n" for n, r in enumerate(recipients)), encoding="utf-8")
+    cli = [str(Path(sys.executable).parent / "broadcaster"), "--config", str(settings)]
+    subprocess.run([*cli, "subscribers", "import"], check=True, stdout=subprocess.DEVNULL)
+    from broadcaster import api
+
+    preview = api.announce(*ANNOUNCE[2:5:2], guidance=ANNOUNCE[6], next_update="30m",
+                           dry_run=True, settings=settings).preview
+    post = next(p.post for p in preview.planned if p.channel == "email" and p.locale == "en")
+    return cli, {"subject": post.subject, "text": post.text, "html": post.html}
+
+
+def broadcaster_announce(cli: list[str], recipients: list[str], folder: Path) -> float:
+    """The whole command, timed from the shell's point of view; then every delivery checked."""
+    start = time.perf_counter()
+    subprocess.run([*cli, *ANNOUNCE, "--yes"], check=True, stdout=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    db = sqlite3.connect(folder / "state.db")
+    sent = db.execute("SELECT COUNT(*) FROM deliveries WHERE channel = 'email' AND state = 'sent'")
+    assert sent.fetchone()[0] == len(recipients), "broadcaster did not deliver every message"
+    return elapsed
+
+
+def build(to: str, content: dict | None) -> EmailMessage:
+    message = EmailMessage()
+    message["From"], message["To"] = SENDER, to
+    if content is None:
+        message["Subject"] = SUBJECT
+        message.set_content(BODY)
+        return message
+    message["Subject"] = content["subject"]
+    message.set_content(content["text"])
+    message.add_alternative(content["html"], subtype="html")
+    return message
+
+
+def raw_loop(port: int, recipients: list[str], content: dict | None, connections: int = 4) -> float:
+    data = build("rcpt@placeholder.invalid", content).as_bytes()
+
+    def lane(share: list[str]) -> None:
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            for r in share:
+                smtp.sendmail(SENDER, [r], data.replace(b"rcpt@placeholder.invalid", r.encode()))
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=lane, args=(recipients[i::connections],)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
+def naive_loop(port: int, recipients: list[str], content: dict) -> float:
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for r in recipients:
+            smtp.send_message(build(r, content))
+    return time.perf_counter() - start
+
+
+def apprise_mailto(port: int, recipients: list[str], content: dict) -> float:
+    import apprise
+
+    notifier = apprise.Apprise()
+    url = f"mailto://127.0.0.1:{port}?from={SENDER}&to={','.join(recipients)}&mode=insecure"
+    if not notifier.add(url):
+        raise RuntimeError("Apprise refused the mailto:// URL")
+    start = time.perf_counter()
+    if not notifier.notify(body=content["html"], title=content["subject"], body_format="html"):
+        raise RuntimeError("Apprise reported a failure")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20_000, help="messages per method (default 20,000)")
+    args = parser.parse_args()
+    recipients = [f"subscriber{n}@example.com" for n in range(args.n)]
+    sink = Sink()
+    rows: list[tuple[str, float]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="broadcaster-bench-") as tmp:
+            folder = Path(tmp)
+            cli, content = setup(sink.port, recipients, folder)
+            size = len(build(recipients[0], content).as_bytes())
+            port = sink.port
+            methods: list[tuple[str, Callable[[], float]]] = [
+                ("raw loop (pre-rendered, 4 connections)", lambda: raw_loop(port, recipients, content)),
+                ("broadcaster announce (whole command)",
+                 lambda: broadcaster_announce(cli, recipients, folder)),
+                ("naive loop (EmailMessage + send_message)", lambda: naive_loop(port, recipients, content)),
+                ("Apprise mailto://", lambda: apprise_mailto(port, recipients, content)),
+                ("raw loop, 350-byte text message (reference)", lambda: raw_loop(port, recipients, None)),
+            ]
+            for name, run in methods:
+                print(f"running {name} …", file=sys.stderr, flush=True)
+                rows.append((name, run()))
+    finally:
+        sink.stop()
+    raw_rate = args.n / rows[0][1]
+    print(f"\n{args.n:,} personalised messages of about {size:,} bytes (text + HTML) to smtp-sink "
+          f"on 127.0.0.1, {os.cpu_count()} cores\n")
+    print(f"{'method':<46} {'seconds':>8} {'msgs/s':>9} {'vs raw':>7}")
+    for name, seconds in rows:
+        rate = args.n / seconds
+        print(f"{name:<46} {seconds:>8.2f} {rate:>9,.0f} {rate / raw_rate:>7.2f}")
+    whole = args.n / rows[1][1] / raw_rate
+    print(f"\ngoal: broadcaster announce >= 0.60 of the raw loop: {'met' if whole >= 0.6 else 'NOT met'} "
+          f"({whole:.2f})")
+
+
+if __name__ == "__main__":
+    main()
