@@ -73,9 +73,15 @@ class Sink:
         self.process.wait(timeout=10)
 
 
-ANNOUNCE = ["announce", "--title", "Card payments failing", "--message",
-            "Some card payments fail at checkout. We are investigating.",
-            "--guidance", "Pay by **bank transfer** for now.", "--next-update", "30m"]
+WORDS = {
+    "en": {"title": "Card payments failing", "guidance": "Pay by **bank transfer** for now.",
+           "message": "Some card payments fail at checkout. We are investigating."},
+    "es": {"title": "Fallan los pagos con tarjeta", "guidance": "Pague por **transferencia** por ahora.",
+           "message": "Algunos pagos con tarjeta fallan. Lo estamos investigando."},
+}
+ANNOUNCE = ["announce", "--next-update", "30m",
+            *(arg for locale, words in WORDS.items() for field, text in words.items()
+              for arg in (f"--{field}" if locale == "en" else f"--{field}-{locale}", text))]
 
 
 def setup(port: int, recipients: list[str], folder: Path) -> tuple[list[str], dict]:
@@ -108,8 +114,9 @@ connections = 4
     subprocess.run([*cli, "subscribers", "import"], check=True, stdout=subprocess.DEVNULL)
     from broadcaster import api
 
-    preview = api.announce(*ANNOUNCE[2:5:2], guidance=ANNOUNCE[6], next_update="30m",
-                           dry_run=True, settings=settings).preview
+    en = WORDS["en"]
+    preview = api.announce(en["title"], en["message"], guidance=en["guidance"], next_update="30m",
+                           translations={"es": WORDS["es"]}, dry_run=True, settings=settings).preview
     post = next(p.post for p in preview.planned if p.channel == "email" and p.locale == "en")
     return cli, {"subject": post.subject, "text": post.text, "html": post.html}
 

@@ -23,6 +23,7 @@ from broadcaster.report import Outcome, deliveries_table
 from broadcaster.settings import Settings, settings_from_dict
 from broadcaster.site_server import SiteServer
 from broadcaster.standins.graph_api import DRILL_PAGE_ID, DRILL_PAGE_TOKEN, GraphStandIn
+from broadcaster.standins.smtp import SmtpStandIn
 from broadcaster.standins.x_api import DRILL_CREDENTIALS, XStandIn
 
 #: The embedded incident, in the spirit of the seed essays: acknowledge, guide, explain, apologise.
@@ -86,6 +87,16 @@ class StandIns:
     site: SiteServer
     x: XStandIn
     graph: GraphStandIn
+    smtp: SmtpStandIn
+
+
+#: The drill's subscribers: one follows everything in Spanish, one the affected component,
+#: one a component the incident does not touch (and so gets nothing).
+SUBSCRIBERS = [
+    ("ana@example.com", "es", (), ()),
+    ("bob@example.com", "en", ("Payments API",), ()),
+    ("carla@example.com", "en", ("Search",), ()),
+]
 
 
 def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
@@ -101,6 +112,8 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
                 "twitter": {"enabled": True, "api_base": stand_ins.x.url, "thread_long": True},
                 "facebook": {"enabled": True, "page_id": DRILL_PAGE_ID, "api_base": stand_ins.graph.url,
                              "locale": "es"},
+                "email": {"enabled": True, "host": "127.0.0.1", "port": stand_ins.smtp.port,
+                          "sender": "Example Corp Status <status@example.com>", "connections": 2},
             },
             "retry": {"attempts": 3, "initial_wait_seconds": 0.1, "max_wait_seconds": 1},
         },
@@ -114,12 +127,15 @@ def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = Fals
     folder = (output or Path(tempfile.mkdtemp(prefix="broadcaster-drill-"))).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     say: Callable[[str], None] = (lambda _: None) if quiet else typer.echo
-    with SiteServer(folder / "site") as site, XStandIn() as x, GraphStandIn() as graph:
-        stand_ins = StandIns(site, x, graph)
+    with SiteServer(folder / "site") as site, XStandIn() as x, GraphStandIn() as graph, \
+            SmtpStandIn() as smtp:
+        stand_ins = StandIns(site, x, graph, smtp)
         settings = drill_settings(folder, stand_ins)
+        _subscribe(settings)
         result = DrillResult(folder, site.url)
         say(f"Drill in {folder}\nStatus site served at {site.url}/ while the drill runs; "
-            f"X API stand-in at {x.url}, Graph API stand-in at {graph.url}.\n")
+            f"X API stand-in at {x.url}, Graph API stand-in at {graph.url}, "
+            f"SMTP server at 127.0.0.1:{smtp.port}.\n")
         steps: list[tuple[str, Callable[[str | None], Outcome]]] = [
             ("announce", lambda _: _announce(settings)),
             ("update", lambda incident: _update(settings, incident)),
@@ -186,6 +202,17 @@ def _received(outcome: Outcome) -> list[str]:
     return lines
 
 
+def _subscribe(settings: Settings) -> None:
+    from broadcaster.sqlite_ledger import SQLiteLedger
+    from broadcaster.subscribers import Subscriber, SubscriberStore
+
+    ledger = SQLiteLedger(settings.state.path)
+    try:
+        SubscriberStore(ledger).save([Subscriber(*row) for row in SUBSCRIBERS], resubscribe=True)
+    finally:
+        ledger.close()
+
+
 def _social_view(stand_ins: StandIns) -> list[str]:
     """The incident as followers see it: the X thread, and the Page post with its comments."""
     lines = []
@@ -200,6 +227,11 @@ def _social_view(stand_ins: StandIns) -> list[str]:
         lines += _block(f"post {post.id}, link {post.link}", post.message)
         for comment in post.comments:
             lines += _block(f"comment {comment.id}", comment.message, indent="      ")
+    lines.append("Emails, as the SMTP server received them (carla follows only Search: none for her):")
+    for message in stand_ins.smtp.messages:
+        threaded = "in reply to the first" if message["In-Reply-To"] else "first of the thread"
+        unsubscribe = "one-click unsubscribe" if message["List-Unsubscribe-Post"] else "NO unsubscribe"
+        lines.append(f"   → {message['To']}: {message['Subject']} ({threaded}; {unsubscribe})")
     return lines
 
 

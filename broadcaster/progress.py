@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextvars import ContextVar
+from typing import TextIO
 
 #: Called as (channel, done, total) as recipients are finished.
 Progress = Callable[[str, int, int], None]
@@ -16,12 +17,14 @@ Progress = Callable[[str, int, int], None]
 reporter: ContextVar[Progress | None] = ContextVar("broadcaster_progress", default=None)
 
 
-def terminal_bar(minimum: int = 100) -> Progress:
+def terminal_bar(minimum: int = 100, stream: TextIO | None = None) -> Progress:
     """A progress bar per channel on stderr, for fan-outs of at least `minimum` recipients."""
     import sys
     import threading
 
     import typer
+
+    stream = stream or sys.stderr
 
     bars: dict[str, tuple[object, int]] = {}
     lock = threading.Lock()
@@ -31,7 +34,7 @@ def terminal_bar(minimum: int = 100) -> Progress:
             return
         with lock:
             if channel not in bars:
-                bar = typer.progressbar(length=total, label=channel, file=sys.stderr, show_pos=True)
+                bar = typer.progressbar(length=total, label=channel, file=stream, show_pos=True)
                 bar.__enter__()
                 bars[channel] = (bar, 0)
             bar, shown = bars[channel]

@@ -17,6 +17,7 @@ from broadcaster import registry
 from broadcaster.channels.base import Channel, ChannelSettings, ChannelSpec, Post
 from broadcaster.model import Receipt
 from broadcaster.standins.graph_api import DRILL_PAGE_TOKEN, GraphStandIn
+from broadcaster.standins.smtp import SmtpStandIn
 from broadcaster.standins.x_api import DRILL_CREDENTIALS, XStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,66 +229,13 @@ def social(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Social
 # -- a real SMTP server (aiosmtpd) ----------------------------------------------------------
 
 
-@dataclass
-class Inbox:
-    """What a real SMTP server received, and how it should misbehave."""
-
-    messages: list = field(default_factory=list)  # email.message.EmailMessage, with .envelope_to
-    #: address -> SMTP reply to its RCPT (e.g. "550 5.1.1 no such user").
-    refuse: dict[str, str] = field(default_factory=dict)
-    #: Close the connection instead of answering the next N DATA commands (after storing or not).
-    drop_after_storing: int = 0
-    drop_before_storing: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    port: int = 0
-
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        if address in self.refuse:
-            return self.refuse[address]
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server, session, envelope):
-        from email import message_from_bytes
-        from email import policy as email_policy
-
-        with self.lock:
-            if self.drop_before_storing:
-                self.drop_before_storing -= 1
-                server.transport.close()
-                return "421 closing"
-            message = message_from_bytes(envelope.original_content, policy=email_policy.default)
-            message.envelope_to = list(envelope.rcpt_tos)
-            message.raw = envelope.original_content
-            self.messages.append(message)
-            if self.drop_after_storing:
-                self.drop_after_storing -= 1
-                server.transport.close()
-                return "421 closing"
-        return "250 Message accepted"
-
-    def to(self, address: str) -> list:
-        return [m for m in self.messages if address in m.envelope_to]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+Inbox = SmtpStandIn
 
 
 @pytest.fixture
-def inbox() -> Iterator[Inbox]:
-    from aiosmtpd.controller import Controller
-
-    box = Inbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    box.port = controller.port
-    yield box
-    controller.stop()
+def inbox() -> Iterator[SmtpStandIn]:
+    with SmtpStandIn() as box:
+        yield box
 
 
 EMAIL_SECTION = """

@@ -9,7 +9,7 @@ import ssl
 import subprocess
 
 import pytest
-from conftest import EMAIL_SECTION, Inbox, Project, free_port
+from conftest import EMAIL_SECTION, Inbox, Project
 
 from broadcaster.subscribers import SubscriberStore
 
@@ -212,20 +212,14 @@ def test_a_larger_list_over_parallel_connections_is_delivered_once_each(project:
 
 
 def test_smtp_login_uses_the_environment_and_a_refusal_names_the_variables(project: Project, monkeypatch):
-    from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
-
-    box = Inbox()
 
     def check(server, session, envelope, mechanism, auth_data):
         ok = auth_data.login == b"status" and auth_data.password == b"s3cret-pw"
         return AuthResult(success=ok, handled=False)
 
-    controller = Controller(box, hostname="127.0.0.1", port=free_port(), authenticator=check,
-                            auth_require_tls=False)
-    controller.start()
-    try:
-        project.write(EMAIL_SECTION.format(port=controller.port, connections=1))
+    with Inbox().start(authenticator=check, auth_require_tls=False) as box:
+        project.write(EMAIL_SECTION.format(port=box.port, connections=1))
         subscribe(project, "email\nana@example.com\n")
         monkeypatch.setenv("BROADCASTER_SMTP_USERNAME", "status")
         monkeypatch.setenv("BROADCASTER_SMTP_PASSWORD", "wrong-pw-123")
@@ -235,29 +229,21 @@ def test_smtp_login_uses_the_environment_and_a_refusal_names_the_variables(proje
         monkeypatch.setenv("BROADCASTER_SMTP_PASSWORD", "s3cret-pw")
         assert project.cli("retry", "--json").exit_code == 0
         assert len(box.messages) == 1
-    finally:
-        controller.stop()
 
 
 @pytest.mark.skipif(not shutil.which("openssl"), reason="openssl is needed to make a test certificate")
 @pytest.mark.parametrize("security", ["starttls", "tls"])
 def test_starttls_and_tls_verify_the_server(project: Project, tmp_path, security: str):
-    from aiosmtpd.controller import Controller
-
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    box = Inbox()
-    port = free_port()
     extra = {"tls_context": context, "require_starttls": True} if security == "starttls" else \
         {"ssl_context": context}
-    controller = Controller(box, hostname="127.0.0.1", port=port, **extra)
-    controller.start()
-    try:
-        section = EMAIL_SECTION.format(port=port, connections=1) + f'security = "{security}"\n'
+    with Inbox().start(**extra) as box:
+        section = EMAIL_SECTION.format(port=box.port, connections=1) + f'security = "{security}"\n'
         project.write(section)
         subscribe(project, "email\nana@example.com\n")
         untrusted = announce(project)
@@ -266,8 +252,6 @@ def test_starttls_and_tls_verify_the_server(project: Project, tmp_path, security
         project.write(section + f'ca_file = "{cert}"\n')
         assert project.cli("retry", "--json").exit_code == 0
         assert len(box.messages) == 1
-    finally:
-        controller.stop()
 
 
 def test_a_ledger_from_before_subscribers_is_migrated(project: Project):
@@ -290,3 +274,22 @@ def test_store_keeps_tokens_across_updates(mailing: Project):
     (ana,) = SubscriberStore(ledger).active()
     assert ana.locale == "es"
     ledger.close()
+
+
+def test_long_fan_outs_report_progress(mailing: Project):
+    import io
+
+    from broadcaster.progress import reporter, terminal_bar
+
+    subscribe(mailing, "email\n" + "".join(f"p{n}@example.com\n" for n in range(150)))
+    seen: list[tuple[str, int, int]] = []
+    stream = io.StringIO()
+    draw = terminal_bar(minimum=100, stream=stream)
+    token = reporter.set(lambda *args: (seen.append(args), draw(*args)))
+    try:
+        assert announce(mailing)["exit_code"] == 0
+    finally:
+        reporter.reset(token)
+    assert seen[-1] == ("email", 150, 150)
+    assert [done for _, done, _ in seen] == list(range(1, 151))
+    assert "email" in stream.getvalue(), "the bar is drawn"
