@@ -401,8 +401,9 @@ def _retry_incident(s: Settings, ledger: Ledger, incident_id: str) -> Outcome:
         for update_id in dict.fromkeys(d.update_id for d in unfinished):
             upd = by_update[update_id]
             mine = [d for d in unfinished if d.update_id == update_id]
-            preview = check(s, chans, pages, upd, incident,
-                            targets=[(d.channel, d.locale) for d in mine])
+            # One render per (channel, locale), however many recipients are unfinished.
+            targets = list(dict.fromkeys((d.channel, d.locale) for d in mine))
+            preview = check(s, chans, pages, upd, incident, targets=targets)
             posts = {(p.channel, p.locale): p.post for p in preview.planned}
             jobs += [Job(d, chans[d.channel], posts[d.channel, d.locale], upd.seq) for d in mine]
         _dispatcher(s, ledger).run(jobs)

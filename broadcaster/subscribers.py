@@ -180,14 +180,6 @@ class SubscriberStore:
         except sqlite3.OperationalError:
             return {}
 
-    def by_tokens(self, tokens: Sequence[str]) -> dict[str, Subscriber]:
-        found: dict[str, Subscriber] = {}
-        for start in range(0, len(tokens), 500):
-            chunk = list(tokens[start:start + 500])
-            marks = ",".join("?" * len(chunk))
-            found.update((s.token, s) for s in self._select(f"WHERE token IN ({marks})", chunk))
-        return found
-
     def by_emails(self, emails: Sequence[str]) -> dict[str, Subscriber]:
         found: dict[str, Subscriber] = {}
         for start in range(0, len(emails), 500):

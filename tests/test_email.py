@@ -293,3 +293,15 @@ def test_long_fan_outs_report_progress(mailing: Project):
     assert seen[-1] == ("email", 150, 150)
     assert [done for _, done, _ in seen] == list(range(1, 151))
     assert "email" in stream.getvalue(), "the bar is drawn"
+
+
+def test_a_whole_list_that_failed_is_finished_by_one_retry(mailing: Project):
+    addresses = [f"r{n}@example.com" for n in range(300)]
+    subscribe(mailing, "email\n" + "\n".join(addresses) + "\n")
+    mailing.inbox.refuse.update({a: "451 4.3.2 system not accepting messages" for a in addresses})
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 3 and outcome["recipients"]["email"] == {"failed": 300}
+    mailing.inbox.refuse.clear()
+    done = json.loads(mailing.cli("retry", outcome["incident_id"], "--json").stdout)
+    assert done["recipients"]["email"] == {"sent": 300}
+    assert sorted(a for m in mailing.inbox.messages for a in m.envelope_to) == sorted(addresses)
