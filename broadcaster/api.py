@@ -32,6 +32,7 @@ from broadcaster.sqlite_ledger import SQLiteLedger
 
 if TYPE_CHECKING:
     from broadcaster.subscribers import ImportReport, Subscriber, SubscriberList
+    from broadcaster.tick import TickReport
 
 SettingsLike = Settings | str | Path | None
 Confirm = Callable[[Preview], bool]
@@ -209,9 +210,29 @@ def show(incident_id: str, *, settings: SettingsLike = None) -> IncidentReport:
     try:
         incident = _existing(ledger, incident_id)
         deliveries = [DeliveryOutcome.of(d) for d in ledger.deliveries(incident_id=incident_id)]
-        return IncidentReport(incident, s.statement_url(incident_id), deliveries)
+        return IncidentReport(incident, s.statement_url(incident_id), deliveries,
+                              _draft_previews(s, ledger, incident))
     finally:
         ledger.close()
+
+
+def _draft_previews(s: Settings, ledger: SQLiteLedger, incident: Incident) -> list[Preview | str]:
+    """Each draft update rendered for every channel, as `publish` would send it now."""
+    drafts = [u for u in incident.updates if u.draft]
+    if not drafts:
+        return []
+    live = Incident(incident.id, incident.created_at,
+                    tuple(replace(u, draft=False) for u in incident.updates))
+    chans = open_channels(s)
+    pages = page_factory(s, lambda: _site_state(ledger, s, live))
+    audience = _audience(ledger, s, chans, live)
+    previews: list[Preview | str] = []
+    for update in drafts:
+        try:
+            previews.append(check(s, chans, pages, replace(update, draft=False), live, audience=audience))
+        except InputError as exc:
+            previews.append(f"{update.id}: {exc}")
+    return previews
 
 
 # -- subscribers ---------------------------------------------------------------------------
@@ -284,6 +305,18 @@ def list_subscribers(*, settings: SettingsLike = None) -> SubscriberList:
         ledger.close()
 
 
+def tick(*, now: datetime | None = None, settings: SettingsLike = None) -> TickReport:
+    """What falls due with time: reminders to staff of overdue promised updates (cron-safe)."""
+    from broadcaster.tick import tick as run_tick
+
+    s = _settings(settings)
+    ledger = _open_ledger(s)
+    try:
+        return run_tick(s, ledger, now)
+    finally:
+        ledger.close()
+
+
 def _email_settings(s: Settings) -> Any:
     if "email" not in s.channels:
         raise InputError("no [channels.email] section: give the CSV file to import")
@@ -347,7 +380,8 @@ def _run(
             (previous.updates if previous else ()) + (upd,),
         )
         pages = page_factory(s, lambda: _site_state(ledger, s, incident))
-        return check(s, chans, pages, upd, incident, audience=_audience(ledger, s, chans, incident))
+        return check(s, chans, pages, upd, incident, audience=_audience(ledger, s, chans, incident),
+                     drafting=upd.draft)
 
     # First against a read-only view, so that bad input writes nothing at all, not even a ledger.
     view = SQLiteLedger.for_preview(s.state.path)

@@ -379,6 +379,34 @@ def subscribers_list(json: Json = False) -> None:
     _finish(run, json)
 
 
+@app.command()
+def tick(json: Json = False) -> None:
+    """Do what falls due: remind staff of overdue promised updates. Cron-safe, every minute."""
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.tick(settings=_config["path"])
+
+    _finish(run, json)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve the signed alert hooks, one-click unsubscribe and /healthz (needs BROADCASTER_HOOK_SECRET)."""
+
+    def run() -> Any:
+        from broadcaster.server import run as serve_forever
+        from broadcaster.settings import load_settings
+
+        serve_forever(load_settings(_config["path"]), host, port)
+
+    _finish(run, False)
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 

@@ -100,4 +100,7 @@ def _incident_text(report: IncidentReport) -> str:
         mine = [d for d in report.deliveries if d.update_id == u.id]
         if mine:
             lines.extend("   " + row for row in deliveries_table(mine).splitlines())
+    for preview in report.previews:
+        lines += ["", "── what `broadcaster publish` would send ──"]
+        lines += [preview] if isinstance(preview, str) else preview_text(preview).splitlines()
     return "\n".join(lines)

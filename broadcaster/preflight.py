@@ -85,8 +85,13 @@ def check(
     incident: Incident,
     targets: Sequence[tuple[str, str]] | None = None,
     audience: Audience | None = None,
+    drafting: bool = False,
 ) -> Preview:
-    """Render and validate (channel, locale) `targets` (default: every channel's locales)."""
+    """Render and validate (channel, locale) `targets` (default: every channel's locales).
+
+    A draft is checked like anything else except for credentials, which are needed only when
+    it is published: the hook server that drafts an alert need not hold the platforms' keys.
+    """
     preview = Preview(update, incident, settings.statement_url(incident.id))
     problems: list[str] = []
     if targets is None:
@@ -98,7 +103,7 @@ def check(
         )
     for name in dict.fromkeys(name for name, _ in targets):
         channel = channels[name]
-        if not channel.spec.secrets_required:
+        if drafting or not channel.spec.secrets_required:
             continue
         for variable in channel.spec.secrets.values():
             if variable not in settings.secrets:

@@ -96,18 +96,7 @@ class Outcome:
         if recipients:
             out["recipients"] = {channel: dict(counts) for channel, counts in recipients.items()}
         if self.preview is not None:
-            out["preview"] = [
-                {
-                    "channel": p.channel,
-                    "locale": p.locale,
-                    "text": p.post.text,
-                    "length": p.length,
-                    "limit": p.limit,
-                    "files": sorted(p.post.files),
-                    **({"recipients": len(p.recipients)} if p.recipients else {}),
-                }
-                for p in self.preview.planned
-            ]
+            out["preview"] = _planned_json(self.preview)
         return out
 
 
@@ -179,11 +168,13 @@ class IncidentReport:
     incident: Incident
     statement_url: str
     deliveries: Sequence[DeliveryOutcome] = ()
+    #: For drafts: each draft update as every channel would send it (`show`), or why it cannot be.
+    previews: Sequence[Preview | str] = ()
 
     def to_json(self) -> dict[str, Any]:
         i = self.incident
         default = next(iter(i.latest.texts))
-        return {
+        out: dict[str, Any] = {
             "id": i.id,
             "title": i.title(default),
             "status": i.status.value,
@@ -209,6 +200,28 @@ class IncidentReport:
                 for u in i.updates
             ],
         }
+        if self.previews:
+            out["previews"] = [
+                {"problems": p} if isinstance(p, str) else
+                {"update_id": p.update.id, "planned": _planned_json(p), "warnings": list(p.warnings)}
+                for p in self.previews
+            ]
+        return out
+
+
+def _planned_json(preview: Preview) -> list[dict[str, Any]]:
+    return [
+        {
+            "channel": p.channel,
+            "locale": p.locale,
+            "text": p.post.text,
+            "length": p.length,
+            "limit": p.limit,
+            "files": sorted(p.post.files),
+            **({"recipients": len(p.recipients)} if p.recipients else {}),
+        }
+        for p in preview.planned
+    ]
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from pydantic import (
 from broadcaster import defaults, registry
 from broadcaster.channels.base import ChannelSettings
 from broadcaster.errors import SettingsError
+from broadcaster.vocabulary import Impact
 
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
 
@@ -42,6 +43,19 @@ class OrganizationSettings(_Section):
     name: str = Field(min_length=1)
     timezone: str = "UTC"
     locales: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+    #: Who `broadcaster tick` reminds, by email, when a promised next update is overdue.
+    staff: list[str] = Field(default_factory=list)
+
+    @field_validator("staff")
+    @classmethod
+    def _staff_addresses(cls, value: list[str]) -> list[str]:
+        from broadcaster.errors import InputError
+        from broadcaster.subscribers import normalize_address
+
+        try:
+            return [normalize_address(a) for a in value]
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("timezone")
     @classmethod
@@ -129,6 +143,25 @@ class RetrySettings(_Section):
     max_wait_seconds: float = Field(defaults.RETRY_MAX_WAIT, ge=0)
 
 
+class AutomationSettings(_Section):
+    """How alerts from monitoring become incidents (`broadcaster serve`)."""
+
+    #: Alert `severity` label -> impact. Unknown severities are "minor".
+    severity_impacts: dict[str, Impact] = Field(default_factory=lambda: {
+        "critical": Impact.CRITICAL, "error": Impact.MAJOR, "warning": Impact.MINOR, "info": Impact.MINOR,
+    })
+    #: The alert labels that name the affected component and region.
+    component_label: str = "component"
+    region_label: str = "region"
+    #: Label value -> the name customers know ("payments-api" -> "Payments API").
+    components: dict[str, str] = Field(default_factory=dict)
+    regions: dict[str, str] = Field(default_factory=dict)
+    #: Impacts that are published at once instead of drafted (default: none, a person approves).
+    publish_impacts: list[Impact] = Field(default_factory=list)
+    #: The channels such an immediate publication goes to (the website always).
+    publish_channels: list[str] = Field(default_factory=lambda: ["website"])
+
+
 class Settings(_Section):
     """The whole settings file, validated. Secrets are kept apart and never printed."""
 
@@ -138,6 +171,7 @@ class Settings(_Section):
     templates: TemplateSettings = TemplateSettings()
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
+    automation: AutomationSettings = AutomationSettings()
     request_timeout_seconds: float = Field(defaults.REQUEST_TIMEOUT, gt=0)
 
     _source: Path | None = PrivateAttr(default=None)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from broadcaster import defaults
 from broadcaster.errors import LockTimeoutError, SettingsError, UnknownIncidentError
@@ -33,7 +34,7 @@ from broadcaster.model import (
     is_incident_id,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -114,6 +115,24 @@ DROP TABLE deliveries;
 ALTER TABLE deliveries_v2 RENAME TO deliveries;
 CREATE INDEX deliveries_unfinished ON deliveries (state) WHERE state NOT IN ('sent', 'skipped');
 CREATE INDEX deliveries_by_update ON deliveries (update_id);
+""",
+    3: """
+-- Alert groups (Alertmanager groupKey, a generic dedupe_key) and the incident each started.
+CREATE TABLE hook_keys (
+    key         TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    created_at  TEXT NOT NULL
+);
+-- Signatures of hook requests already accepted: the same signed request is refused again.
+CREATE TABLE hook_signatures (
+    signature   TEXT PRIMARY KEY,
+    seen_at     REAL NOT NULL
+);
+-- One reminder per promised next update (the update that made the promise).
+CREATE TABLE reminders (
+    update_id   TEXT PRIMARY KEY REFERENCES updates (id),
+    sent_at     TEXT NOT NULL
+);
 """,
 }
 
@@ -289,6 +308,18 @@ class SQLiteLedger:
         incident = self.incident(incident_id)
         return [u for u in incident.updates if u.id in ids]
 
+    def revise_draft(self, update: Update) -> None:
+        """Replace a draft update's words, impact and scope (a re-firing alert); drafts only."""
+        with self.transaction() as db:
+            changed = db.execute(
+                "UPDATE updates SET kind = ?, status = ?, impact = ?, components = ?, regions = ?,"
+                " texts = ?, created_at = ?, next_update_at = ? WHERE id = ? AND draft = 1",
+                (*_update_to_row(update)[3:11], update.id),
+            ).rowcount
+            if not changed:
+                raise UnknownIncidentError(f"{update.id} is not a draft")
+            db.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (_now(), update.incident_id))
+
     @staticmethod
     def _insert_deliveries(
         db: sqlite3.Connection, update_id: str, deliveries: Sequence[NewDelivery], now: str
@@ -429,6 +460,18 @@ class SQLiteLedger:
         if not is_incident_id(incident_id):
             # The id names a file: refuse anything that could leave the locks folder.
             raise UnknownIncidentError(f"{incident_id!r} is not an incident id")
+        with self._file_lock(incident_id, f"incident {incident_id}"):
+            yield
+
+    @contextmanager
+    def service_lock(self, name: Literal["automation", "tick"]) -> Iterator[None]:
+        """Serialise one kind of background work (alert hooks, tick) across processes."""
+        with self._file_lock(name, f"the {name} lock"):
+            yield
+
+    @contextmanager
+    def _file_lock(self, name: str, what: str) -> Iterator[None]:
+        """An flock on locks/{name}.lock: the kernel drops it when its process dies."""
         if self.path is None:
             yield
             return
@@ -436,7 +479,7 @@ class SQLiteLedger:
 
         folder = self.path.parent / "locks"
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{incident_id}.lock", "a+b") as handle:
+        with open(folder / f"{name}.lock", "a+b") as handle:
             deadline = time.monotonic() + self._lock_wait
             told = False
             while True:
@@ -446,11 +489,11 @@ class SQLiteLedger:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise LockTimeoutError(
-                            f"incident {incident_id} is still busy in another broadcaster "
-                            f"after {self._lock_wait:.0f}s; try again"
+                            f"{what} is still busy in another broadcaster after {self._lock_wait:.0f}s; "
+                            "try again"
                         ) from None
                     if not told and self._on_wait is not None:
-                        self._on_wait(f"waiting for another broadcaster working on {incident_id}…")
+                        self._on_wait(f"waiting for another broadcaster holding {what}…")
                         told = True
                     time.sleep(0.05)
             try:

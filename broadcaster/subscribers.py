@@ -180,6 +180,10 @@ class SubscriberStore:
         except sqlite3.OperationalError:
             return {}
 
+    def by_token(self, token: str) -> Subscriber | None:
+        found = self._select("WHERE token = ?", [token])
+        return found[0] if found else None
+
     def by_emails(self, emails: Sequence[str]) -> dict[str, Subscriber]:
         found: dict[str, Subscriber] = {}
         for start in range(0, len(emails), 500):

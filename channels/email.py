@@ -193,6 +193,29 @@ class EmailChannel(Channel):
                 report(recipient, receipt)
         _quit(connection)
 
+    def send_plain(self, to: Sequence[str], subject: str, text: str) -> None:
+        """One plain message to staff (tick's reminders), through the same server and login."""
+        _, sender = parseaddr(self.settings.sender)
+        message = EmailMessage(policy=email_policy.SMTP)
+        message["From"] = self.settings.sender
+        message["To"] = ", ".join(to)
+        message["Subject"] = subject
+        message["Date"] = formatdate(localtime=False, usegmt=True)
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(_wrap(text), charset="utf-8")
+        try:
+            connection = self._connect()
+        except _Unusable as exc:
+            raise exc.error from None
+        try:
+            connection.send_message(message, from_addr=sender, to_addrs=list(to))
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise PermanentDeliveryError(f"the SMTP server refused {', '.join(exc.recipients)}") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientDeliveryError(f"SMTP: {_describe(exc)}") from None
+        finally:
+            _quit(connection)
+
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         timeout = self.context.timeout

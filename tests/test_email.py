@@ -257,7 +257,9 @@ def test_starttls_and_tls_verify_the_server(project: Project, tmp_path, security
 def test_a_ledger_from_before_subscribers_is_migrated(project: Project):
     incident = project.announce()
     db = sqlite3.connect(project.state / "ledger.db")
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    from broadcaster.sqlite_ledger import SCHEMA_VERSION
+
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("SELECT COUNT(*) FROM subscribers").fetchone()[0] == 0
     assert project.cli("show", incident).exit_code == 0
 

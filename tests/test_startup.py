@@ -7,7 +7,7 @@ import sys
 
 HEAVY = ("pydantic", "jinja2", "tenacity", "babel", "markdown_it", "requests", "tweepy",
          "facebook", "rich", "sqlite3", "http.server", "uvicorn", "werkzeug",
-         "twitter_text")
+         "twitter_text", "fastapi", "starlette", "aiosmtpd", "email_validator")
 
 
 def test_help_imports_nothing_heavy():

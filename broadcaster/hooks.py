@@ -1,0 +1,269 @@
+"""Alerts from monitoring become draft incidents: signatures, the payloads, the rules.
+
+A monitoring system may start an announcement, but a false alarm must never reach Twitter on
+its own. So an alert makes a *draft* that a person publishes (`broadcaster publish`), unless
+`[automation] publish_impacts` says otherwise for that impact, and then only to
+`publish_channels`. The same alert group firing again revises that draft instead of opening
+a second incident. A resolved alert drafts the resolution.
+
+Requests are signed: `X-Broadcaster-Signature: sha256=<hex HMAC-SHA256 of "{timestamp}.{raw
+body}">` keyed with BROADCASTER_HOOK_SECRET, `X-Broadcaster-Timestamp` within 300 s of now,
+compared in constant time; the same signed request is accepted once. This module is the
+logic; server.py is the HTTP around it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from broadcaster.model import Impact
+from broadcaster.settings import AutomationSettings, Settings
+
+MAX_BODY = 1 << 20  # 1 MiB
+MAX_SKEW = 300  # seconds
+SECRET_ENV = "BROADCASTER_HOOK_SECRET"
+
+
+class HookRefused(Exception):
+    """A request the hooks refuse, with the HTTP status and what is wrong."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The signature header value a sender computes (used by tests and by senders' docs)."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def check_signature(secret: SecretStr, timestamp: str | None, signature: str | None, body: bytes,
+                    now: float | None = None) -> str:
+    """The verified signature (the replay key), or HookRefused(401) saying what is wrong."""
+    if not timestamp or not signature:
+        raise HookRefused(401, "X-Broadcaster-Timestamp and X-Broadcaster-Signature are required")
+    try:
+        moment = int(timestamp)
+    except ValueError:
+        raise HookRefused(401, "X-Broadcaster-Timestamp must be Unix seconds") from None
+    if abs((now if now is not None else time.time()) - moment) > MAX_SKEW:
+        raise HookRefused(401, f"X-Broadcaster-Timestamp is more than {MAX_SKEW} s away from now")
+    expected = sign(secret.get_secret_value(), timestamp, body)
+    if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+        raise HookRefused(401, "X-Broadcaster-Signature does not match the body")
+    return expected
+
+
+# -- the payloads ------------------------------------------------------------------------
+
+
+class _Payload(BaseModel):
+    """Field names are the senders' own (camelCase); fields we do not use are allowed."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class PrometheusAlert(_Payload):
+    """One alert, as Alertmanager and Grafana send it."""
+
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: str | None = None
+    endsAt: str | None = None
+    generatorURL: str | None = None
+    fingerprint: str | None = None
+
+
+class AlertmanagerPayload(_Payload):
+    """Alertmanager's webhook_config body, version 4."""
+
+    version: str
+    groupKey: str = Field(min_length=1, max_length=1000)
+    truncatedAlerts: int = 0
+    status: Literal["firing", "resolved"]
+    receiver: str = ""
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    alerts: list[PrometheusAlert] = Field(min_length=1, max_length=1000)
+
+
+class GrafanaPayload(AlertmanagerPayload):
+    """Grafana alerting's webhook contact point body (Alertmanager's, plus a few fields)."""
+
+    orgId: int | None = None
+    title: str = ""
+    state: str = ""
+    message: str = ""
+
+
+class GenericPayload(_Payload):
+    """For scripts and systems without an Alertmanager-style webhook."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+    message: str = Field(min_length=1, max_length=20_000)
+    impact: Impact = Impact.MINOR
+    components: list[str] = Field(default_factory=list, max_length=100)
+    regions: list[str] = Field(default_factory=list, max_length=100)
+    status: Literal["firing", "resolved"] = "firing"
+    dedupe_key: str = Field(min_length=1, max_length=500)
+
+
+# -- from a payload to an alert ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Alert:
+    """What any payload says, in broadcaster's terms."""
+
+    key: str
+    firing: bool
+    title: str
+    message: str
+    impact: Impact
+    components: tuple[str, ...]
+    regions: tuple[str, ...]
+
+
+def from_prometheus(source: str, payload: AlertmanagerPayload, rules: AutomationSettings) -> Alert:
+    firing = [a for a in payload.alerts if a.status == "firing"] or payload.alerts
+    common = payload.commonAnnotations
+    name = payload.groupLabels.get("alertname") or payload.commonLabels.get("alertname") or \
+        firing[0].labels.get("alertname", "Service problem")
+    title = common.get("summary") or firing[0].annotations.get("summary") or name
+    described = [a.annotations.get("description") or a.annotations.get("summary") or "" for a in firing]
+    message = common.get("description") or "\n".join(f"- {d}" for d in dict.fromkeys(described) if d)
+    severities = [a.labels.get("severity") or payload.commonLabels.get("severity", "") for a in firing]
+    impacts = [rules.severity_impacts.get(s.lower(), Impact.MINOR) for s in severities]
+    order = list(Impact)
+    return Alert(
+        key=f"{source}:{payload.groupKey}",
+        firing=payload.status == "firing",
+        title=title[:200],
+        message=message or f"Our monitoring reports: {title}.",
+        impact=max(impacts, key=order.index, default=Impact.MINOR),
+        components=_mapped(firing, rules.component_label, rules.components),
+        regions=_mapped(firing, rules.region_label, rules.regions),
+    )
+
+
+def from_generic(payload: GenericPayload) -> Alert:
+    return Alert(
+        key=f"generic:{payload.dedupe_key}", firing=payload.status == "firing",
+        title=payload.title, message=payload.message, impact=payload.impact,
+        components=tuple(payload.components), regions=tuple(payload.regions),
+    )
+
+
+def _mapped(alerts: list[PrometheusAlert], label: str, names: dict[str, str]) -> tuple[str, ...]:
+    values = (a.labels.get(label, "").strip() for a in alerts)
+    return tuple(dict.fromkeys(names.get(v, v) for v in values if v))
+
+
+# -- what an alert does -----------------------------------------------------------------
+
+
+Action = Literal["drafted", "published", "draft_revised", "resolution_drafted", "unchanged"]
+
+
+@dataclass(frozen=True)
+class HookResult:
+    action: Action
+    incident_id: str | None
+    statement_url: str | None
+    outcome: Any = None  # the api Outcome, when something was recorded
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"action": self.action, "incident_id": self.incident_id,
+                               "statement_url": self.statement_url}
+        if self.outcome is not None:
+            out.update(draft=self.outcome.draft,
+                       deliveries=[d.to_json() for d in self.outcome.deliveries])
+        return out
+
+
+def handle(alert: Alert, settings: Settings) -> HookResult:
+    """Draft (or, where the settings allow, publish), revise or resolve the alert's incident."""
+    from broadcaster import api
+    from broadcaster.sqlite_ledger import SQLiteLedger
+
+    ledger = SQLiteLedger(settings.state.path)
+    try:
+        # One alert at a time: two deliveries of the same group must not open two incidents.
+        with ledger.service_lock("automation"):
+            known = ledger.query("SELECT incident_id FROM hook_keys WHERE key = ?", (alert.key,))
+            incident = ledger.incident(known[0][0]) if known else None
+            if incident is not None and not incident.is_open:
+                incident = None  # that incident is over: this is a new one
+            if alert.firing:
+                if incident is None:
+                    return _start(alert, settings, ledger)
+                if incident.is_draft:
+                    return _revise(alert, settings, ledger, incident)
+                return HookResult("unchanged", incident.id, settings.statement_url(incident.id))
+            if incident is None:
+                return HookResult("unchanged", None, None)
+            outcome = api.resolve(incident.id, f"{alert.title}: resolved.", draft=True, settings=settings)
+            return HookResult("resolution_drafted", incident.id, outcome.statement_url, outcome)
+    finally:
+        ledger.close()
+
+
+def _start(alert: Alert, settings: Settings, ledger: Any) -> HookResult:
+    from broadcaster import api
+
+    publish = alert.impact in settings.automation.publish_impacts
+    outcome = api.announce(
+        alert.title, alert.message, impact=alert.impact, components=alert.components,
+        regions=alert.regions, draft=not publish,
+        channels=settings.automation.publish_channels if publish else None, settings=settings,
+    )
+    with ledger.transaction() as db:
+        db.execute("INSERT OR REPLACE INTO hook_keys (key, incident_id, created_at) VALUES (?, ?, ?)",
+                   (alert.key, outcome.incident_id, datetime.now(UTC).isoformat()))
+    return HookResult("published" if publish else "drafted", outcome.incident_id,
+                      outcome.statement_url, outcome)
+
+
+def _revise(alert: Alert, settings: Settings, ledger: Any, incident: Any) -> HookResult:
+    from dataclasses import replace
+
+    from broadcaster.model import Text
+
+    latest = incident.updates[-1]
+    default = settings.organization.default_locale
+    revised = replace(
+        latest, impact=alert.impact, components=alert.components or latest.components,
+        regions=alert.regions or latest.regions,
+        texts={**latest.texts, default: Text(alert.title, alert.message)},
+        created_at=datetime.now(UTC),
+    )
+    ledger.revise_draft(revised)
+    return HookResult("draft_revised", incident.id, settings.statement_url(incident.id))
+
+
+def remember(ledger: Any, signature: str, now: float | None = None) -> bool:
+    """Record an accepted signature; False if it was seen before (a replay)."""
+    import sqlite3
+
+    now = now if now is not None else time.time()
+    with ledger.transaction() as db:
+        db.execute("DELETE FROM hook_signatures WHERE seen_at < ?", (now - 2 * MAX_SKEW,))
+        try:
+            db.execute("INSERT INTO hook_signatures (signature, seen_at) VALUES (?, ?)", (signature, now))
+        except sqlite3.IntegrityError:
+            return False
+    return True

@@ -1,0 +1,245 @@
+"""`broadcaster serve`: the alert hooks, the one-click unsubscribe endpoint, a health check.
+
+FastAPI on uvicorn, with its OpenAPI description at /openapi.json. Hook bodies are read raw
+(at most 1 MiB) and their signature checked *before* they are parsed, so nobody unsigned
+gets to exercise the parser; the payload models are in the OpenAPI description all the same.
+The work itself is hooks.py and the Python API: this module is only HTTP.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from broadcaster import hooks
+from broadcaster.errors import BroadcasterError, InputError
+from broadcaster.settings import Settings
+
+log = logging.getLogger("broadcaster.server")
+#: Unsubscribe tokens are opaque and random; anything else is not one.
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_ERROR = {"content": {"application/json": {"schema": {
+    "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body is not JSON, or a field is wrong (the message says which)", **_ERROR},
+    401: {"description": "Missing or wrong signature, or a timestamp more than 300 s away", **_ERROR},
+    409: {"description": "This signed request was already accepted (a replay)", **_ERROR},
+    413: {"description": "The body is over 1 MiB", **_ERROR},
+}
+
+
+def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
+    """The server for one settings file and one hook secret."""
+    from broadcaster import __version__
+
+    app = FastAPI(title="broadcaster", version=__version__,
+                  description="Alert hooks (drafts for a person to publish), one-click unsubscribe.")
+
+    @app.exception_handler(hooks.HookRefused)
+    async def _refused(request: Request, exc: hooks.HookRefused) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, exc.status)
+
+    async def signed(request: Request, model: type[BaseModel]) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > hooks.MAX_BODY:
+            raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > hooks.MAX_BODY:
+                raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
+        signature = hooks.check_signature(secret, request.headers.get("x-broadcaster-timestamp"),
+                                          request.headers.get("x-broadcaster-signature"), bytes(body))
+        if not await run_in_threadpool(_remember, settings, signature):
+            raise hooks.HookRefused(409, "this signed request was already accepted; sign each request anew")
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise hooks.HookRefused(400, f"the body is not JSON: {exc}") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:10]
+            )
+            raise hooks.HookRefused(400, problems) from None
+
+    async def act(alert: hooks.Alert) -> JSONResponse:
+        try:
+            result = await run_in_threadpool(hooks.handle, alert, settings)
+        except InputError as exc:
+            raise hooks.HookRefused(400, str(exc)) from None
+        except BroadcasterError as exc:
+            log.error("hook failed: %s", exc)
+            return JSONResponse({"error": str(exc)}, 503)
+        return JSONResponse(result.to_json(), 200)
+
+    def hook(path: str, model: type[BaseModel], summary: str,
+             to_alert: Callable[[Any], hooks.Alert]) -> None:
+        @app.post(path, summary=summary, responses=_RESPONSES, openapi_extra=_body(model))
+        async def receive(
+            request: Request,
+            x_broadcaster_timestamp: str | None = Header(None, description="Unix seconds"),
+            x_broadcaster_signature: str | None = Header(
+                None, description='sha256=<hex HMAC-SHA256 of "{timestamp}.{raw body}">'),
+        ) -> JSONResponse:
+            return await act(to_alert(await signed(request, model)))
+
+    rules = settings.automation
+    hook("/hooks/alertmanager", hooks.AlertmanagerPayload, "Alertmanager webhook (version 4)",
+         lambda p: hooks.from_prometheus("alertmanager", p, rules))
+    hook("/hooks/grafana", hooks.GrafanaPayload, "Grafana alerting webhook",
+         lambda p: hooks.from_prometheus("grafana", p, rules))
+    hook("/hooks/generic", hooks.GenericPayload, "Any system: title, message, impact, dedupe_key",
+         hooks.from_generic)
+
+    @app.get("/unsubscribe/{token}", response_class=HTMLResponse, summary="Unsubscribe: confirmation page",
+             responses={404: {"description": "Unknown token"}})
+    async def unsubscribe_page(token: str) -> HTMLResponse:
+        subscriber = await run_in_threadpool(_subscriber, settings, token)
+        if subscriber is None:
+            return _not_found()
+        if not subscriber.active:
+            return HTMLResponse(_page("You are unsubscribed", "<p>You will not receive more emails.</p>"))
+        form = (f"<p>Stop status emails to <strong>{html.escape(subscriber.email)}</strong>?</p>"
+                f'<form method="post" action="/unsubscribe/{html.escape(token)}">'
+                '<button type="submit">Unsubscribe</button></form>')
+        return HTMLResponse(_page("Unsubscribe", form))
+
+    @app.post("/unsubscribe/{token}", response_class=PlainTextResponse,
+              summary="Unsubscribe (RFC 8058 one-click: no cookies, no redirect)",
+              responses={404: {"description": "Unknown token"}})
+    async def unsubscribe(token: str) -> PlainTextResponse:
+        done = await run_in_threadpool(_unsubscribe, settings, token)
+        if not done:
+            return _not_found()
+        return PlainTextResponse("You are unsubscribed: you will not receive more status emails.\n")
+
+    @app.get("/healthz", summary="Health check for the load balancer")
+    async def healthz() -> JSONResponse:
+        try:
+            await run_in_threadpool(_ledger_readable, settings)
+        except Exception as exc:  # the load balancer only needs to know it is not healthy
+            log.error("health check failed: %s", exc)
+            return JSONResponse({"status": "unavailable"}, 503)
+        return JSONResponse({"status": "ok"})
+
+    return app
+
+
+def run(settings: Settings, host: str, port: int) -> None:
+    """Serve until interrupted; refuse to start without the hook secret."""
+    import os
+
+    import uvicorn
+
+    value = os.environ.get(hooks.SECRET_ENV, "")
+    if not value:
+        raise InputError(f"{hooks.SECRET_ENV} is not set: `serve` refuses to accept unsigned hooks. "
+                         "Set it to a long random value shared with your monitoring.")
+    if len(value) < 16:
+        raise InputError(f"{hooks.SECRET_ENV} is too short: use at least 16 random characters")
+    logging.getLogger("uvicorn.access").addFilter(_HideTokens())
+    uvicorn.run(create_app(settings, SecretStr(value)), host=host, port=port, log_level="info")
+
+
+class _HideTokens(logging.Filter):
+    """Access logs show /unsubscribe/… without the subscriber's token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(re.sub(r"/unsubscribe/[^/\s?]+", "/unsubscribe/…", a)
+                                if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+# -- the pieces that touch the ledger (run in a worker thread) ---------------------------
+
+
+def _remember(settings: Settings, signature: str) -> bool:
+    from broadcaster.sqlite_ledger import SQLiteLedger
+
+    ledger = SQLiteLedger(settings.state.path)
+    try:
+        return hooks.remember(ledger, signature)
+    finally:
+        ledger.close()
+
+
+def _subscriber(settings: Settings, token: str) -> Any:
+    if not _TOKEN.match(token):
+        return None
+    from broadcaster.sqlite_ledger import SQLiteLedger
+    from broadcaster.subscribers import SubscriberStore
+
+    ledger = SQLiteLedger.for_preview(settings.state.path)
+    try:
+        return SubscriberStore(ledger).by_token(token)
+    finally:
+        ledger.close()
+
+
+def _unsubscribe(settings: Settings, token: str) -> bool:
+    """True if the token is known (unsubscribed now or before)."""
+    if _subscriber(settings, token) is None:
+        return False
+    from broadcaster.sqlite_ledger import SQLiteLedger
+    from broadcaster.subscribers import SubscriberStore
+
+    ledger = SQLiteLedger(settings.state.path)
+    try:
+        SubscriberStore(ledger).deactivate(token=token)
+    finally:
+        ledger.close()
+    return True
+
+
+def _ledger_readable(settings: Settings) -> None:
+    from broadcaster.sqlite_ledger import SQLiteLedger
+
+    ledger = SQLiteLedger.for_preview(settings.state.path)
+    try:
+        ledger.query("SELECT 1")
+    finally:
+        ledger.close()
+
+
+# -- small helpers -------------------------------------------------------------------------
+
+
+def _not_found() -> HTMLResponse:
+    """The same answer for any unknown token: nothing is revealed."""
+    return HTMLResponse(_page("Not found", "<p>This link is not valid.</p>"), 404)
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
+            '</title><meta name="viewport" content="width=device-width"></head>'
+            f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>")
+
+
+def _body(model: type[BaseModel]) -> dict[str, Any]:
+    """The request body for OpenAPI, with the model's $defs inlined (they cannot be refs here)."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node and node["$ref"].startswith("#/$defs/"):
+                return inline(definitions[node["$ref"].rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": inline(schema)}}}}

@@ -1,0 +1,97 @@
+"""`broadcaster tick`: the work that falls due with time, safe every minute and twice at once.
+
+Today that is reminding staff, by email, when a promised next update is overdue: once per
+promise (the update that made it), to `[organization] staff`, through the SMTP server of
+`[channels.email]`. A reminder is claimed in the ledger before it is sent and the claim is
+dropped if sending fails, so two ticks at once send it once, and a failed one is tried again
+at the next tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from broadcaster.errors import DeliveryError
+from broadcaster.settings import Settings
+from broadcaster.sqlite_ledger import SQLiteLedger
+
+
+@dataclass
+class TickReport:
+    reminded: list[str] = field(default_factory=list)  # update ids whose promise was overdue
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.problems else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reminded": self.reminded, "problems": self.problems, "exit_code": self.exit_code}
+
+    def text(self) -> str:
+        lines = [f"Reminded staff of {len(self.reminded)} overdue update(s)." if self.reminded
+                 else "Nothing due."]
+        lines += [f"problem: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def tick(settings: Settings, ledger: SQLiteLedger, now: datetime | None = None) -> TickReport:
+    now = now or datetime.now(UTC)
+    report = TickReport()
+    with ledger.service_lock("tick"):
+        for incident in ledger.incidents(open_only=True):
+            promise = next((u for u in reversed(incident.published) if u.next_update_at), None)
+            if promise is None or promise.next_update_at is None or promise.next_update_at > now:
+                continue
+            if promise is not incident.published[-1]:
+                continue  # a later update came out, so the promise was kept
+            if not settings.organization.staff:
+                report.problems.append(f"incident {incident.id}: the next update is overdue, but "
+                                       "[organization] staff is empty: nobody to remind")
+                continue
+            if not _claim(ledger, promise.id, now):
+                continue  # reminded already (by this tick or another)
+            try:
+                _remind(settings, incident, promise, now)
+            except DeliveryError as exc:
+                _release(ledger, promise.id)
+                report.problems.append(f"incident {incident.id}: reminder not sent: {exc}")
+            else:
+                report.reminded.append(promise.id)
+    return report
+
+
+def _claim(ledger: SQLiteLedger, update_id: str, now: datetime) -> bool:
+    with ledger.transaction() as db:
+        return db.execute("INSERT OR IGNORE INTO reminders (update_id, sent_at) VALUES (?, ?)",
+                          (update_id, now.isoformat())).rowcount == 1
+
+
+def _release(ledger: SQLiteLedger, update_id: str) -> None:
+    with ledger.transaction() as db:
+        db.execute("DELETE FROM reminders WHERE update_id = ?", (update_id,))
+
+
+def _remind(settings: Settings, incident: Any, promise: Any, now: datetime) -> None:
+    from broadcaster.channels.base import ChannelContext
+    from broadcaster.channels.email import EmailChannel
+    from broadcaster.errors import PermanentDeliveryError
+
+    email = settings.channels.get("email")
+    if email is None:
+        raise PermanentDeliveryError("reminders are emailed: add a [channels.email] section (host, sender)")
+    secrets = {v: settings.secrets[v] for v in EmailChannel.spec.secrets.values() if v in settings.secrets}
+    channel = EmailChannel(email, ChannelContext(settings, secrets, settings.request_timeout_seconds))
+    default = settings.organization.default_locale
+    late = int((now - promise.next_update_at).total_seconds() // 60)
+    subject = f"Overdue: the next update on \"{incident.title(default)}\" ({incident.id})"
+    text = (
+        f"The last update on incident {incident.id} promised the next one by "
+        f"{promise.next_update_at:%Y-%m-%d %H:%M} UTC. That was {late} minutes ago, and customers are "
+        f"waiting.\n\nStatement: {settings.statement_url(incident.id)}\n\n"
+        f"Post it with:\n  broadcaster update {incident.id} --status identified --message \"…\" "
+        "--next-update 30m\n\n-- broadcaster tick (one reminder per promise)\n"
+    )
+    channel.send_plain(settings.organization.staff, subject, text)
