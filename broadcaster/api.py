@@ -25,12 +25,14 @@ from broadcaster.ledger import Ledger, NewDelivery
 from broadcaster.model import Impact, Incident, Kind, Status, Text, Update, new_incident_id
 from broadcaster.next_update import parse_next_update
 from broadcaster.preflight import Audience, Preview, check, open_channels
-from broadcaster.render import SiteState, page_factory
+from broadcaster.render import page_factory
 from broadcaster.report import DeliveryOutcome, IncidentReport, Outcome
 from broadcaster.settings import Settings, load_settings
+from broadcaster.site import SiteState
 from broadcaster.sqlite_ledger import SQLiteLedger
 
 if TYPE_CHECKING:
+    from broadcaster.report import BuildReport
     from broadcaster.subscribers import ImportReport, Subscriber, SubscriberList
     from broadcaster.tick import TickReport
 
@@ -71,7 +73,7 @@ def announce(
         return Update(
             id=f"{incident_id}-1", incident_id=incident_id, seq=1, kind=Kind.ANNOUNCE,
             status=Status.INVESTIGATING, impact=_impact(impact),
-            components=_names(components, "--component"), regions=_names(regions, "--region"),
+            components=s.known_names(components, "component"), regions=s.known_names(regions, "region"),
             texts=_texts(s, words, translations, None), created_at=now,
             next_update_at=parse_next_update(next_update, now, s.organization.zone),
             draft=draft,
@@ -250,7 +252,7 @@ def import_subscribers(
 
     s = _settings(settings)
     source = Path(path) if path is not None else _email_settings(s).subscribers
-    rows, problems = parse_csv(source, s.organization.locales)
+    rows, problems = parse_csv(source, s)
     ledger = _open_ledger(s)
     try:
         report = SubscriberStore(ledger).save([sub for _, sub in rows], resubscribe=resubscribe)
@@ -268,8 +270,8 @@ def add_subscriber(
     from broadcaster.subscribers import SubscriberStore, make_subscriber
 
     s = _settings(settings)
-    subscriber = make_subscriber(email, locale, _names(components, "--component"),
-                                 _names(regions, "--region"), s.organization.locales)
+    subscriber = make_subscriber(email, locale, s.known_names(components, "component"),
+                                 s.known_names(regions, "region"), s.organization.locales)
     ledger = _open_ledger(s)
     try:
         return SubscriberStore(ledger).save([subscriber], resubscribe=True)
@@ -303,6 +305,50 @@ def list_subscribers(*, settings: SettingsLike = None) -> SubscriberList:
         return SubscriberList(SubscriberStore(ledger).all())
     finally:
         ledger.close()
+
+
+def build_site(*, settings: SettingsLike = None) -> BuildReport:
+    """Rewrite the whole status site from the ledger: every statement, every month, every feed.
+
+    Updates rewrite only what they touch; this is for a new output_dir, changed templates or
+    settings, or a site that was lost. Unchanged files are not rewritten.
+    """
+    from broadcaster.channels.base import ChannelContext, Post
+    from broadcaster.channels.website import WebsiteChannel, site_files
+    from broadcaster.errors import DeliveryError
+    from broadcaster.render import Page, Templates
+    from broadcaster.report import BuildReport
+    from broadcaster.site import site_state
+
+    s = _settings(settings)
+    ledger = SQLiteLedger.for_preview(s.state.path)
+    try:
+        incidents = ledger.incidents()
+        if not incidents:
+            return BuildReport(0, 0, "no published incidents yet: the site is written with the first one")
+        templates = Templates(s)
+        state = site_state(ledger, s)
+        default = s.organization.default_locale
+
+        def page(incident: Incident, site: SiteState) -> Page:
+            return Page("website", "html", incident.latest, incident, default, templates, site)
+
+        files = site_files(page(incidents[0], state), statement=False, month=False, shared=True)
+        for incident in incidents:
+            files.update(site_files(page(incident, state), statement=True, month=False, shared=False))
+        for key, _ in state.months:
+            of_month = ledger.incidents_of_month(key)
+            month_state = replace(state, month=(key, of_month))
+            month_page = page(of_month[0], month_state)
+            files.update(site_files(month_page, statement=False, month=True, shared=False))
+    finally:
+        ledger.close()
+    website = WebsiteChannel(s.channels["website"], ChannelContext(s, {}, s.request_timeout_seconds))
+    try:
+        receipt = website.send(Post(text="", files=files), (), resumed=False)
+    except DeliveryError as exc:
+        return BuildReport(0, len(files), str(exc), failed=True)
+    return BuildReport(len(receipt.meta["written"]), len(files))
 
 
 def tick(*, now: datetime | None = None, settings: SettingsLike = None) -> TickReport:
@@ -346,8 +392,8 @@ def _follow_up(
             id=f"{incident_id}-{seq}", incident_id=incident_id, seq=seq, kind=kind,
             status=status,
             impact=_impact(impact) if impact is not None else previous.impact,
-            components=_names(components, "--component") if components else previous.components,
-            regions=_names(regions, "--region") if regions else previous.regions,
+            components=s.known_names(components, "component") if components else previous.components,
+            regions=s.known_names(regions, "region") if regions else previous.regions,
             texts=_texts(s, words, translations, previous.latest),
             created_at=now,
             next_update_at=parse_next_update(next_update, now, s.organization.zone),
@@ -501,17 +547,9 @@ def _dispatcher(s: Settings, ledger: SQLiteLedger) -> Dispatcher:
 
 def _site_state(ledger: Ledger, s: Settings, incident: Incident) -> SiteState:
     """The site's lists as they will be once `incident` is recorded."""
-    def merged(found: list[Incident], belongs: bool) -> list[Incident]:
-        rest = [i for i in found if i.id != incident.id]
-        if belongs and not incident.is_draft:
-            rest.append(incident)
-        return sorted(rest, key=lambda i: i.updated_at, reverse=True)
+    from broadcaster.site import site_state
 
-    open_now = merged(ledger.incidents(open_only=True), incident.is_open)
-    recent = [i for i in ledger.incidents(limit=s.site.recent_history + len(open_now) + 1)
-              if not i.is_open]
-    recent = merged(recent, not incident.is_open)[: s.site.recent_history]
-    return SiteState(open_now, recent)
+    return site_state(ledger, s, incident)
 
 
 # -- input checks --------------------------------------------------------------------------
@@ -555,13 +593,6 @@ def _status(value: Status | str) -> Status:
         raise InputError(
             f"--status {value!r}: not one of {', '.join(s.value for s in Status)}"
         ) from None
-
-
-def _names(values: Sequence[str], option: str) -> tuple[str, ...]:
-    cleaned = tuple(dict.fromkeys(v.strip() for v in values))
-    if any(not v for v in cleaned):
-        raise InputError(f"{option}: a name cannot be empty")
-    return cleaned
 
 
 def _texts(

@@ -379,6 +379,22 @@ def subscribers_list(json: Json = False) -> None:
     _finish(run, json)
 
 
+site_app = typer.Typer(help="The status site.", no_args_is_help=True)
+app.add_typer(site_app, name="site")
+
+
+@site_app.command("build")
+def site_build(json: Json = False) -> None:
+    """Rewrite the whole status site from the ledger (unchanged files are left alone)."""
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.build_site(settings=_config["path"])
+
+    _finish(run, json)
+
+
 @app.command()
 def tick(json: Json = False) -> None:
     """Do what falls due: remind staff of overdue promised updates. Cron-safe, every minute."""

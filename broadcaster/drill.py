@@ -107,6 +107,10 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
                              "locales": ["en", "es"]},
             "site": {"base_url": stand_ins.site.url, "output_dir": str(folder / "site")},
             "state": {"path": str(folder / "state.db")},
+            "components": [{"name": "Payments API", "group": "Payments"},
+                           {"name": "Checkout", "group": "Payments"}, {"name": "Search"}],
+            "regions": [{"name": "Madrid", "postcodes": ["28"]},
+                        {"name": "Barcelona", "postcodes": ["08"]}, {"name": "Sevilla", "postcodes": ["41"]}],
             "channels": {
                 "website": {"enabled": True},
                 "twitter": {"enabled": True, "api_base": stand_ins.x.url, "thread_long": True},

@@ -43,6 +43,14 @@ class Ledger(Protocol):
         """Incidents, most recently updated first."""
         ...
 
+    def months(self) -> list[tuple[str, int]]:
+        """("YYYY-MM", number of incidents that started then), newest first."""
+        ...
+
+    def incidents_of_month(self, month: str) -> list[Incident]:
+        """Published incidents that started in `month`, newest first."""
+        ...
+
     def record(self, update: Update, deliveries: Sequence[NewDelivery]) -> None:
         """Store the update and its pending deliveries in one transaction."""
         ...

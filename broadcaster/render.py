@@ -26,6 +26,7 @@ from broadcaster import markup
 from broadcaster.errors import InputError
 from broadcaster.model import Incident, Kind, Update
 from broadcaster.settings import Settings
+from broadcaster.site import SiteState
 
 
 def shipped_templates() -> Path:
@@ -123,14 +124,6 @@ def _format_time(context: Any, value: datetime | None) -> str:
     return format_time(value, "HH:mm zzz", tzinfo=context["timezone"], locale=context["babel_locale"])
 
 
-@dataclass(frozen=True)
-class SiteState:
-    """What the status site lists besides the incident at hand."""
-
-    open: Sequence[Incident] = ()
-    recent: Sequence[Incident] = ()
-
-
 @dataclass
 class Page:
     """One (channel × update × locale) ready to render; what a channel's `compose` gets."""
@@ -196,7 +189,31 @@ class Page:
             "update": view.update(self.update),
             "open_incidents": [view.incident(i) for i in self.site.open],
             "recent_incidents": [view.incident(i) for i in self.site.recent],
+            "indicator": self.site.indicator,
+            "component_groups": _grouped(self.site.components),
+            "regions": [r.name for r in settings.regions],
+            "months": [{"key": key, "count": count, "name": _month_name(key, locale)}
+                       for key, count in self.site.months],
+            "month": {"key": self.site.month[0], "name": _month_name(self.site.month[0], locale),
+                      "incidents": [view.incident(i) for i in self.site.month[1]]}
+            if self.site.month else None,
+            # Relative path from this locale's pages to the site root (JSON and feeds live there).
+            "root": "" if locale == settings.organization.default_locale else "../",
         }
+
+
+def _grouped(states: Sequence[Any]) -> list[dict[str, Any]]:
+    """Components in their groups, in the order configured (ungrouped ones on their own)."""
+    groups: dict[str | None, list[Any]] = {}
+    for state in states:
+        groups.setdefault(state.group, []).append(state)
+    return [{"name": name, "components": [vars(s) for s in members]} for name, members in groups.items()]
+
+
+def _month_name(key: str, locale: str) -> str:
+    from babel.dates import format_skeleton
+
+    return format_skeleton("yMMMM", datetime.strptime(key, "%Y-%m"), locale=locale.replace("-", "_"))
 
 
 class IncidentViews:

@@ -225,6 +225,28 @@ def _planned_json(preview: Preview) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class BuildReport:
+    """What `site build` wrote."""
+
+    written: int
+    files: int
+    note: str = ""
+    failed: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.failed else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"written": self.written, "files": self.files, "note": self.note or None,
+                "exit_code": self.exit_code}
+
+    def text(self) -> str:
+        done = f"{self.files} files in the site; {self.written} written (the rest were unchanged)."
+        return f"{done}\n{self.note}" if self.note else done
+
+
+@dataclass(frozen=True)
 class RetryReport:
     """What `retry` did, one outcome per incident it looked at."""
 

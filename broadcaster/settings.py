@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -143,6 +143,30 @@ class RetrySettings(_Section):
     max_wait_seconds: float = Field(defaults.RETRY_MAX_WAIT, ge=0)
 
 
+class ComponentSettings(_Section):
+    """A service customers know by name, shown with its state on the status site."""
+
+    name: str = Field(min_length=1, max_length=100)
+    group: str | None = Field(None, min_length=1, max_length=100)
+    description: str = ""
+
+
+class RegionSettings(_Section):
+    """An area; `postcodes` are the prefixes of the postcodes that belong to it."""
+
+    name: str = Field(min_length=1, max_length=100)
+    postcodes: list[str] = Field(default_factory=list)
+
+    @field_validator("postcodes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        cleaned = [p.strip().upper().replace(" ", "") for p in value]
+        bad = [p for p in cleaned if not re.fullmatch(r"[0-9A-Z-]{1,10}", p)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a postcode prefix (letters, digits and '-', at most 10)")
+        return cleaned
+
+
 class AutomationSettings(_Section):
     """How alerts from monitoring become incidents (`broadcaster serve`)."""
 
@@ -172,10 +196,42 @@ class Settings(_Section):
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
     automation: AutomationSettings = AutomationSettings()
+    components: list[ComponentSettings] = Field(default_factory=list)
+    regions: list[RegionSettings] = Field(default_factory=list)
     request_timeout_seconds: float = Field(defaults.REQUEST_TIMEOUT, gt=0)
 
     _source: Path | None = PrivateAttr(default=None)
     _secrets: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        for kind, items in (("components", self.components), ("regions", self.regions)):
+            seen: set[str] = set()
+            for item in items:
+                if item.name.casefold() in seen:
+                    raise ValueError(f"{kind}: {item.name!r} is listed twice")
+                seen.add(item.name.casefold())
+        return self
+
+    def known_names(self, names: Sequence[str], kind: Literal["component", "region"]) -> tuple[str, ...]:
+        """`names` as configured (case-insensitive); any name when none are configured.
+
+        InputError names the unknown one and lists the known ones.
+        """
+        from broadcaster.errors import InputError
+
+        configured = [c.name for c in (self.components if kind == "component" else self.regions)]
+        cleaned = tuple(dict.fromkeys(n.strip() for n in names))
+        if any(not n for n in cleaned):
+            raise InputError(f"a {kind} name cannot be empty")
+        if not configured:
+            return cleaned
+        by_key = {c.casefold(): c for c in configured}
+        unknown = [n for n in cleaned if n.casefold() not in by_key]
+        if unknown:
+            raise InputError(f"{kind} {unknown[0]!r} is not one of the configured {kind}s: "
+                             f"{', '.join(configured)}")
+        return tuple(dict.fromkeys(by_key[n.casefold()] for n in cleaned))
 
     @model_validator(mode="after")
     def _channel_locales(self) -> Settings:

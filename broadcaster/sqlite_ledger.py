@@ -34,7 +34,7 @@ from broadcaster.model import (
     is_incident_id,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -133,6 +133,10 @@ CREATE TABLE reminders (
     update_id   TEXT PRIMARY KEY REFERENCES updates (id),
     sent_at     TEXT NOT NULL
 );
+""",
+    4: """
+-- The status site's history pages list incidents by the month they started.
+CREATE INDEX incidents_by_start ON incidents (created_at);
 """,
 }
 
@@ -254,6 +258,21 @@ class SQLiteLedger:
             sql += f" LIMIT {int(limit)}"
         ids = [row[0] for row in self.query(sql)]
         return self._load(ids, include_drafts=include_drafts)
+
+    def months(self) -> list[tuple[str, int]]:
+        """("YYYY-MM", number of published incidents that started then), newest first (UTC)."""
+        return [(r[0], r[1]) for r in self.query(
+            "SELECT substr(created_at, 1, 7) AS month, COUNT(*) FROM incidents WHERE draft = 0"
+            " GROUP BY month ORDER BY month DESC"
+        )]
+
+    def incidents_of_month(self, month: str) -> list[Incident]:
+        """Published incidents that started in `month` ("YYYY-MM", UTC), newest first."""
+        ids = [r[0] for r in self.query(
+            "SELECT id FROM incidents WHERE draft = 0 AND created_at >= ? AND created_at < ?"
+            " ORDER BY created_at DESC", (month, month + "-99"),
+        )]
+        return self._load(ids, include_drafts=False)
 
     def _load(self, ids: list[str], *, include_drafts: bool) -> list[Incident]:
         if not ids:

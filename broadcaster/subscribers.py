@@ -18,9 +18,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broadcaster.errors import InputError
 from broadcaster.sqlite_ledger import SQLiteLedger
+
+if TYPE_CHECKING:
+    from broadcaster.settings import Settings
 
 CSV_COLUMNS = ("email", "locale", "components", "regions")
 
@@ -108,7 +112,7 @@ def normalize_address(address: str) -> str:
     return checked.ascii_email or checked.normalized
 
 
-def parse_csv(path: Path, locales: Sequence[str]) -> tuple[list[tuple[int, Subscriber]], list[str]]:
+def parse_csv(path: Path, settings: Settings) -> tuple[list[tuple[int, Subscriber]], list[str]]:
     """Good rows with their line numbers, and a message for each bad row (file:line: why)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -125,7 +129,7 @@ def parse_csv(path: Path, locales: Sequence[str]) -> tuple[list[tuple[int, Subsc
         if line == 1 and cells[0].strip().casefold() == "email":
             continue  # the header row
         try:
-            subscriber = _row(cells, locales)
+            subscriber = _row(cells, settings)
         except InputError as exc:
             problems.append(f"{path}:{line}: {exc}")
             continue
@@ -138,12 +142,13 @@ def parse_csv(path: Path, locales: Sequence[str]) -> tuple[list[tuple[int, Subsc
     return rows, problems
 
 
-def _row(cells: list[str], locales: Sequence[str]) -> Subscriber:
+def _row(cells: list[str], settings: Settings) -> Subscriber:
     if len(cells) > len(CSV_COLUMNS):
         raise InputError(f"{len(cells)} columns; expected at most {len(CSV_COLUMNS)}: "
                          f"{', '.join(CSV_COLUMNS)}")
     email, locale, components, regions = [*(c.strip() for c in cells), "", "", ""][:4]
-    return make_subscriber(email, locale, _names(components), _names(regions), locales)
+    return make_subscriber(email, locale, settings.known_names(_names(components), "component"),
+                           settings.known_names(_names(regions), "region"), settings.organization.locales)
 
 
 def make_subscriber(email: str, locale: str, components: Sequence[str], regions: Sequence[str],

@@ -37,18 +37,8 @@ class WebsiteChannel(Channel):
     )
 
     def compose(self, page: Page) -> Post:
-        files: dict[str, str] = {}
-        default = page.settings.organization.default_locale
-        statements = {loc: page.settings.statement_url(page.incident.id, loc) for loc in page.locales}
-        homes = {loc: page.settings.home_url(loc) for loc in page.locales}
-        for locale in page.locales:
-            localized = page.for_locale(locale)
-            prefix = "" if locale == default else f"{locale}/"
-            if not page.incident.is_draft:
-                files[f"{prefix}incidents/{page.incident.id}/index.html"] = localized.render(
-                    "statement", alternates=statements
-                )
-            files[f"{prefix}index.html"] = localized.render("index", alternates=homes)
+        """Every file this update touches: its statement, the indexes, its month, feeds, JSON."""
+        files = site_files(page, statement=not page.incident.is_draft, month=page.site.month is not None)
         return Post(text=page.statement_url, link=page.statement_url, files=files)
 
     def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
@@ -85,6 +75,40 @@ class WebsiteChannel(Channel):
             )
 
 
+def site_files(page: Page, *, statement: bool, month: bool, shared: bool = True) -> dict[str, str]:
+    """The pages (every locale) and shared files of the site that `page` touches.
+
+    `statement`: the incident's own page; `month`: its month in the history; `shared`: the
+    index, the history index, the feeds and the JSON, which every write refreshes.
+    """
+    from broadcaster import feeds, statuspage
+
+    settings = page.settings
+    default = settings.organization.default_locale
+    pages: dict[str, str] = {}
+    if statement:
+        pages[f"incidents/{page.incident.id}/index.html"] = "statement"
+    if month and page.site.month is not None:
+        pages[f"history/{page.site.month[0]}/index.html"] = "month"
+    if shared:
+        pages["index.html"] = "index"
+        pages["history/index.html"] = "history"
+    files: dict[str, str] = {}
+    for locale in page.locales:
+        localized = page.for_locale(locale)
+        prefix = "" if locale == default else f"{locale}/"
+        for path, template in pages.items():
+            folder = path.removesuffix("index.html")
+            alternates = {loc: settings.home_url(loc) + folder for loc in page.locales}
+            files[prefix + path] = localized.render(template, alternates=alternates)
+        if shared:
+            words = localized.variables["t"]["status"]
+            files[f"{prefix}feed.atom"] = feeds.atom(settings, page.site, locale, words.__getitem__)
+    if shared:
+        files.update(statuspage.files(settings, page.site))
+    return files
+
+
 def _index_last(item: tuple[str, str]) -> tuple[bool, str]:
-    """Write statements before indexes, so no index ever links to a page not yet written."""
-    return ("incidents/" not in item[0], item[0])
+    """Write statements before anything else, so nothing ever links to a page not yet written."""
+    return ("incidents/" not in item[0] or item[0].endswith(".json"), item[0])

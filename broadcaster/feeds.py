@@ -1,0 +1,45 @@
+"""The status site's Atom feed (one per locale), with feedgen: one entry per update."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from broadcaster import markup
+from broadcaster.settings import Settings
+from broadcaster.site import SiteState
+
+#: Entries in a feed: the newest updates of the newest incidents.
+ENTRIES = 50
+
+
+def atom(settings: Settings, state: SiteState, locale: str, status_word: Callable[[str], str]) -> str:
+    """The feed for `locale`; `status_word` turns a status into that locale's word."""
+    from feedgen.feed import FeedGenerator
+
+    home = settings.home_url(locale)
+    updates = sorted(((u, i) for i in state.newest for u in i.published),
+                     key=lambda pair: pair[0].created_at, reverse=True)[:ENTRIES]
+    feed = FeedGenerator()
+    feed.id(home)
+    feed.title(f"{settings.organization.name} · status")
+    feed.author({"name": settings.organization.name})
+    feed.link(href=home, rel="alternate")
+    feed.link(href=f"{home}feed.atom", rel="self")
+    feed.language(locale)
+    feed.updated(updates[0][0].created_at if updates else _epoch())
+    for update, incident in reversed(updates):  # feedgen puts the last added first
+        url = f"{settings.statement_url(incident.id, locale)}#update-{update.seq}"
+        entry = feed.add_entry()
+        entry.id(url)
+        entry.title(f"{status_word(update.status.value)}: {incident.title(locale)}")
+        entry.link(href=url, rel="alternate")
+        entry.published(update.created_at)
+        entry.updated(update.created_at)
+        entry.content(markup.to_html(update.text(locale).message), type="html")
+    return feed.atom_str(pretty=True).decode("utf-8")
+
+
+def _epoch():  # a feed with no entries still needs an <updated>
+    from datetime import UTC, datetime
+
+    return datetime(2000, 1, 1, tzinfo=UTC)

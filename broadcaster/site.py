@@ -1,0 +1,122 @@
+"""The status site's state: what its pages and feeds show besides the incident at hand.
+
+Every write reads only bounded slices of the ledger (open incidents, the newest incidents,
+the month of the incident being written, the list of months), so the cost of publishing an
+update does not grow with years of history. `broadcaster site build` is the one operation
+that walks everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from broadcaster.ledger import Ledger
+from broadcaster.model import Impact, Incident
+from broadcaster.settings import Settings
+
+#: Statuspage's component states, best to worst; an open incident's impact sets the state.
+COMPONENT_STATES = ("operational", "under_maintenance", "degraded_performance", "partial_outage",
+                    "major_outage")
+BY_IMPACT = {Impact.MINOR: "degraded_performance", Impact.MAJOR: "partial_outage",
+             Impact.CRITICAL: "major_outage"}
+#: Statuspage's overall indicator by the worst open impact.
+INDICATOR = {None: "none", Impact.MINOR: "minor", Impact.MAJOR: "major", Impact.CRITICAL: "critical"}
+#: How many incidents the feeds, the JSON and the index consider (Statuspage lists 50).
+NEWEST = 50
+
+
+@dataclass(frozen=True)
+class ComponentState:
+    name: str
+    group: str | None
+    status: str
+    description: str = ""
+    #: Open incidents touching it.
+    incidents: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SiteState:
+    """What the status site lists besides the incident at hand."""
+
+    open: Sequence[Incident] = ()
+    recent: Sequence[Incident] = ()
+    #: The newest incidents, open or not (feeds and incidents.json).
+    newest: Sequence[Incident] = ()
+    #: The month page being written: ("YYYY-MM", its incidents).
+    month: tuple[str, Sequence[Incident]] | None = None
+    months: Sequence[tuple[str, int]] = ()
+    components: Sequence[ComponentState] = field(default_factory=tuple)
+
+    @property
+    def worst_impact(self) -> Impact | None:
+        order = list(Impact)
+        return max((i.impact for i in self.open), key=order.index, default=None)
+
+    @property
+    def indicator(self) -> str:
+        return INDICATOR[self.worst_impact]
+
+
+def component_states(settings: Settings, open_incidents: Sequence[Incident]) -> list[ComponentState]:
+    """Each configured component's state, from the open incidents that name it."""
+    states = []
+    for component in settings.components:
+        touching = [i for i in open_incidents
+                    if component.name.casefold() in {c.casefold() for c in i.components}]
+        worst = "operational"
+        for incident in touching:
+            status = BY_IMPACT[incident.impact]
+            if COMPONENT_STATES.index(status) > COMPONENT_STATES.index(worst):
+                worst = status
+        states.append(ComponentState(component.name, component.group, worst, component.description,
+                                     tuple(i.id for i in touching)))
+    return states
+
+
+def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = None) -> SiteState:
+    """The site as it will be once `incident` (about to be recorded) is in the ledger."""
+
+    def merged(found: Sequence[Incident], belongs: bool) -> list[Incident]:
+        rest = [i for i in found if incident is None or i.id != incident.id]
+        if incident is not None and belongs and not incident.is_draft:
+            rest.append(incident)
+        return sorted(rest, key=lambda i: i.updated_at, reverse=True)
+
+    open_now = merged(ledger.incidents(open_only=True), incident is not None and incident.is_open)
+    newest = merged(ledger.incidents(limit=NEWEST), True)[:NEWEST]
+    recent = [i for i in newest if not i.is_open][: settings.site.recent_history]
+    month = None
+    months = dict(ledger.months())
+    if incident is not None and not incident.is_draft:
+        key = incident.created_at.strftime("%Y-%m")
+        of_month = merged(ledger.incidents_of_month(key), True)
+        months[key] = len(of_month)
+        month = (key, sorted(of_month, key=lambda i: i.created_at, reverse=True))
+    return SiteState(
+        open=open_now, recent=recent, newest=newest, month=month,
+        months=sorted(months.items(), reverse=True),
+        components=component_states(settings, open_now),
+    )
+
+
+def lookup_data(settings: Settings, state: SiteState) -> dict[str, Any]:
+    """What the page's postcode and region lookup reads (api/v2/regions.json)."""
+    locales = settings.organization.locales
+    return {
+        "regions": [{"name": r.name, "postcodes": r.postcodes} for r in settings.regions],
+        "incidents": [
+            {
+                "id": i.id,
+                "impact": i.impact.value,
+                "status": i.status.value,
+                "regions": list(i.regions),
+                "components": list(i.components),
+                "title": {loc: i.title(loc) for loc in locales},
+                "url": {loc: settings.statement_url(i.id, loc) for loc in locales},
+            }
+            for i in state.open
+        ],
+    }

@@ -1,0 +1,130 @@
+"""The status site's JSON, in the shapes and values of Statuspage's public API v2.
+
+Widgets, monitors and chat integrations that read a Statuspage page (summary.json,
+status.json, components.json, incidents.json, incidents/unresolved.json,
+scheduled-maintenances.json) read these files unchanged. Ids are stable hashes of names, so
+they survive rebuilds. `regions.json` is broadcaster's own: what the postcode lookup reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from broadcaster import markup
+from broadcaster.model import Incident, Status
+from broadcaster.settings import Settings
+from broadcaster.site import BY_IMPACT, COMPONENT_STATES, SiteState, lookup_data
+
+DESCRIPTIONS = {"none": "All Systems Operational", "minor": "Minor Service Outage",
+                "major": "Partial System Outage", "critical": "Major System Outage"}
+
+
+def files(settings: Settings, state: SiteState) -> dict[str, str]:
+    """Path under output_dir -> JSON text, for every file of the API."""
+    page = _page(settings, state)
+    components = _components(settings, state)
+    unresolved = [_incident(settings, i) for i in state.open]
+    status = {"indicator": state.indicator, "description": DESCRIPTIONS[state.indicator]}
+    out = {
+        "summary.json": {"page": page, "components": components, "incidents": unresolved,
+                         "scheduled_maintenances": [], "status": status},
+        "status.json": {"page": page, "status": status},
+        "components.json": {"page": page, "components": components},
+        "incidents.json": {"page": page, "incidents": [_incident(settings, i) for i in state.newest]},
+        "incidents/unresolved.json": {"page": page, "incidents": unresolved},
+        "scheduled-maintenances.json": {"page": page, "scheduled_maintenances": []},
+        "regions.json": lookup_data(settings, state),
+    }
+    return {f"api/v2/{name}": json.dumps(body, ensure_ascii=False, indent=1) for name, body in out.items()}
+
+
+def _id(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:12]
+
+
+def _time(value: datetime | None, settings: Settings) -> str | None:
+    return value.astimezone(settings.organization.zone).isoformat(timespec="milliseconds") if value else None
+
+
+def _page(settings: Settings, state: SiteState) -> dict[str, Any]:
+    updated = max((i.updated_at for i in state.newest), default=None)
+    return {"id": _id(settings.site.base_url), "name": settings.organization.name,
+            "url": settings.home_url(), "time_zone": settings.organization.timezone,
+            "updated_at": _time(updated, settings)}
+
+
+def _components(settings: Settings, state: SiteState) -> list[dict[str, Any]]:
+    page_id = _id(settings.site.base_url)
+    out: list[dict[str, Any]] = []
+    groups: dict[str, dict[str, Any]] = {}
+    for position, c in enumerate(state.components, start=1):
+        group_id = _id(settings.site.base_url, "group", c.group) if c.group else None
+        if c.group and c.group not in groups:
+            groups[c.group] = {
+                "id": group_id, "name": c.group, "status": "operational", "created_at": None,
+                "updated_at": None, "position": position, "description": None, "showcase": False,
+                "start_date": None, "group_id": None, "page_id": page_id, "group": True,
+                "only_show_if_degraded": False, "components": [],
+            }
+            out.append(groups[c.group])
+        component_id = _id(settings.site.base_url, "component", c.name)
+        out.append({
+            "id": component_id, "name": c.name, "status": c.status, "created_at": None,
+            "updated_at": None, "position": position, "description": c.description or None,
+            "showcase": True, "start_date": None, "group_id": group_id, "page_id": page_id,
+            "group": False, "only_show_if_degraded": False,
+        })
+        if c.group:
+            group = groups[c.group]
+            group["components"].append(component_id)
+            if COMPONENT_STATES.index(c.status) > COMPONENT_STATES.index(group["status"]):
+                group["status"] = c.status
+    return out
+
+
+def _incident(settings: Settings, incident: Incident) -> dict[str, Any]:
+    default = settings.organization.default_locale
+    updates = incident.published
+    monitoring = next((u.created_at for u in updates if u.status is Status.MONITORING), None)
+    resolved = next((u.created_at for u in reversed(updates) if u.status is Status.RESOLVED), None)
+    affected = [
+        {"code": _id(settings.site.base_url, "component", name), "name": name,
+         "old_status": "operational",
+         "new_status": "operational" if not incident.is_open else BY_IMPACT[incident.impact]}
+        for name in incident.components
+    ]
+    return {
+        "id": incident.id,
+        "name": incident.title(default),
+        "status": incident.status.value,
+        "created_at": _time(incident.created_at, settings),
+        "updated_at": _time(incident.updated_at, settings),
+        "monitoring_at": _time(monitoring, settings),
+        "resolved_at": _time(resolved, settings),
+        "impact": incident.impact.value,
+        "shortlink": settings.statement_url(incident.id),
+        "started_at": _time(incident.created_at, settings),
+        "page_id": _id(settings.site.base_url),
+        "incident_updates": [
+            {
+                "id": u.id,
+                "status": u.status.value,
+                "body": markup.to_plain(u.text(default).message),
+                "incident_id": incident.id,
+                "created_at": _time(u.created_at, settings),
+                "updated_at": _time(u.created_at, settings),
+                "display_at": _time(u.created_at, settings),
+                "affected_components": affected or None,
+                "deliver_notifications": True,
+                "custom_tweet": None,
+                "tweet_id": None,
+            }
+            for u in reversed(updates)
+        ],
+        "components": [
+            {"id": a["code"], "name": a["name"], "status": a["new_status"]} for a in affected
+        ],
+    }

@@ -1,0 +1,94 @@
+"""The status site in a real headless browser (Debian's chromium): it renders with no console
+messages, and the postcode lookup finds the regional incident. Screenshots are kept in
+tests/artifacts/.
+
+On a machine without chromium these tests skip and say why; CI installs it and sets
+BROADCASTER_REQUIRE_TOOLS=1, so there a missing browser fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, Project
+from test_site import SITE
+
+from broadcaster.site_server import SiteServer
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "tests" / "artifacts"
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("BROADCASTER_REQUIRE_TOOLS"),
+    reason="Debian's chromium is not installed (scripts/system-packages chromium)",
+)
+
+
+def browse(url: str, profile: Path, *, screenshot: Path | None = None) -> tuple[str, list[str]]:
+    """The DOM after scripts ran, and every console message the page produced."""
+    assert CHROMIUM, "chromium is required here (BROADCASTER_REQUIRE_TOOLS is set)"
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+             "--virtual-time-budget=5000", "--window-size=1024,1400"]
+    done = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    if screenshot is not None:
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([*flags, f"--screenshot={screenshot}", url], capture_output=True, timeout=120,
+                       check=True)
+    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+    return done.stdout, console
+
+
+@pytest.fixture
+def served(project: Project) -> Iterator[tuple[Project, str, str]]:
+    """A site with a Madrid incident, served on loopback; (project, base url, incident id)."""
+    with SiteServer(project.public) as server:
+        project.write(SITE, base=project.config.read_text().replace(
+            "https://status.example.com", server.url))
+        incident = project.announce("--region", "Madrid", "--component", "Payments API",
+                                    "--impact", "major", "--title-es", "Fallan los pagos",
+                                    "--message-es", "Fallan los pagos con tarjeta.")
+        yield project, server.url, incident
+
+
+def test_index_and_statement_render_with_no_console_messages(served, tmp_path):
+    _, url, incident = served
+    index, console = browse(url + "/", tmp_path / "p1", screenshot=ARTIFACTS / "index.png")
+    assert console == [], console
+    assert "Some services have problems" in index and "Partial outage" in index
+    statement, console = browse(f"{url}/es/incidents/{incident}/", tmp_path / "p2",
+                                screenshot=ARTIFACTS / "statement-es.png")
+    assert console == [], console
+    assert "Fallan los pagos con tarjeta." in statement and 'lang="es"' in statement
+    assert (ARTIFACTS / "index.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(("where", "says"), [
+    ("postcode=28013", "Known problems affecting Madrid:"),
+    ("postcode=08001", "No known problems in Barcelona."),
+    ("postcode=99999", "We do not know that postcode"),
+    ("region=Madrid", "Known problems affecting Madrid:"),
+])
+def test_the_lookup_finds_the_regional_incident(served, tmp_path, where: str, says: str):
+    _, url, incident = served
+    dom, console = browse(f"{url}/#{where}", tmp_path / "profile")
+    assert console == [], console
+    result = dom.split('id="lookup-result"', 1)[1].split("</div>", 1)[0]
+    assert says in result
+    assert (f"/incidents/{incident}/" in result) == says.startswith("Known problems")
+
+
+def test_the_lookup_in_spanish_links_the_spanish_statement(served, tmp_path):
+    _, url, incident = served
+    dom, console = browse(f"{url}/es/#postcode=28001", tmp_path / "profile",
+                          screenshot=ARTIFACTS / "lookup-es.png")
+    assert console == []
+    result = dom.split('id="lookup-result"', 1)[1].split("</div>", 1)[0]
+    assert "Problemas conocidos que afectan a Madrid:" in result
+    assert f"/es/incidents/{incident}/" in result and "Fallan los pagos" in result
