@@ -22,6 +22,7 @@ _API = {
     "list_incidents": "broadcaster.api",
     "show": "broadcaster.api",
     "tick": "broadcaster.api",
+    "schedule_maintenance": "broadcaster.api",
     "build_site": "broadcaster.api",
     "import_subscribers": "broadcaster.api",
     "add_subscriber": "broadcaster.api",

@@ -30,6 +30,7 @@ from broadcaster.report import DeliveryOutcome, IncidentReport, Outcome
 from broadcaster.settings import Settings, load_settings
 from broadcaster.site import SiteState
 from broadcaster.sqlite_ledger import SQLiteLedger
+from broadcaster.vocabulary import UpdateStatus
 
 if TYPE_CHECKING:
     from broadcaster.report import BuildReport
@@ -83,6 +84,66 @@ def announce(
                 draft=draft, confirm=confirm)
 
 
+def schedule_maintenance(
+    title: str,
+    message: str,
+    *,
+    starts: datetime | str,
+    ends: datetime | str,
+    components: Sequence[str] = (),
+    regions: Sequence[str] = (),
+    translations: Translations | None = None,
+    channels: Sequence[str] | None = None,
+    dry_run: bool = False,
+    draft: bool = False,
+    confirm: Confirm | None = None,
+    settings: SettingsLike = None,
+) -> Outcome:
+    """Announce a planned maintenance window through every channel; `tick` moves it along."""
+    s = _settings(settings)
+    incident_id = new_incident_id()
+    words = {"title": title, "message": message}
+    window = (_moment(starts, "--starts", s), _moment(ends, "--ends", s))
+    if window[1] <= window[0]:
+        raise InputError("--ends must be after --starts")
+    if window[1] <= datetime.now(UTC):
+        raise InputError("--ends is in the past: a maintenance is announced before it ends")
+
+    def build(previous: Incident | None, now: datetime) -> Update:
+        return Update(
+            id=f"{incident_id}-1", incident_id=incident_id, seq=1, kind=Kind.MAINTENANCE,
+            status=Status.SCHEDULED, impact=Impact.MINOR,
+            components=s.known_names(components, "component"), regions=s.known_names(regions, "region"),
+            texts=_texts(s, words, translations, None), created_at=now, draft=draft,
+            starts_at=window[0], ends_at=window[1],
+        )
+
+    return _run(s, incident_id, build, new=True, channels=channels, dry_run=dry_run,
+                draft=draft, confirm=confirm)
+
+
+def advance_maintenance(incident_id: str, status: Status, *, settings: SettingsLike = None) -> Outcome:
+    """Move a maintenance to in_progress or completed (what `tick` does when it is due)."""
+    s = _settings(settings)
+
+    def build(previous: Incident | None, now: datetime) -> Update:
+        assert previous is not None
+        allowed = {Status.IN_PROGRESS: {Status.SCHEDULED},
+                   Status.COMPLETED: {Status.SCHEDULED, Status.IN_PROGRESS}}.get(status, set())
+        if not previous.is_maintenance or previous.status not in allowed:
+            raise InputError(f"{incident_id}: a maintenance that is {previous.status.value} "
+                             f"cannot move to {status.value}")
+        last = previous.updates[-1]
+        texts = {}
+        for locale in s.organization.locales:
+            strings = _strings(s, locale)
+            texts[locale] = Text(previous.title(locale), strings["maintenance"][status.value])
+        return replace(last, id=f"{incident_id}-{last.seq + 1}", seq=last.seq + 1, status=status,
+                       texts=texts, created_at=now, next_update_at=None, draft=False)
+
+    return _run(s, incident_id, build, new=False, channels=None, dry_run=False, draft=False, confirm=None)
+
+
 def update(
     incident_id: str,
     message: str,
@@ -106,6 +167,8 @@ def update(
     new_status = _status(status)
     if new_status is Status.RESOLVED:
         raise InputError("--status resolved: use `broadcaster resolve` to close an incident")
+    if new_status.value not in {s.value for s in UpdateStatus}:
+        raise InputError(f"--status {new_status.value}: not one of investigating, identified, monitoring")
     words = {"title": title or "", "message": message, "guidance": guidance}
     return _follow_up(s, incident_id, Kind.UPDATE, new_status, words, impact, components,
                       regions, next_update, translations, channels, dry_run, draft, confirm)
@@ -563,6 +626,23 @@ def _open_ledger(s: Settings) -> SQLiteLedger:
     import sys
 
     return SQLiteLedger(s.state.path, on_wait=lambda msg: print(msg, file=sys.stderr))
+
+
+def _moment(value: datetime | str, option: str, s: Settings) -> datetime:
+    """An ISO date and time; without an offset it is in the organisation's time zone."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InputError(f"{option} {value!r}: not an ISO date and time such as "
+                             "2026-12-01T02:00") from None
+    return value if value.tzinfo else value.replace(tzinfo=s.organization.zone)
+
+
+def _strings(s: Settings, locale: str) -> dict[str, Any]:
+    from broadcaster.render import Templates
+
+    return Templates(s).strings(locale)
 
 
 def _checked_id(incident_id: str) -> str:

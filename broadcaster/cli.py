@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from broadcaster.vocabulary import Impact, Status
+from broadcaster.vocabulary import Impact, UpdateStatus
 
 if TYPE_CHECKING:
     from broadcaster.preflight import Preview
@@ -142,7 +142,9 @@ def announce(
 def update(
     ctx: typer.Context,
     incident: IncidentArg,
-    status: Annotated[Status, typer.Option("--status", help="investigating, identified or monitoring.")],
+    status: Annotated[
+        UpdateStatus, typer.Option("--status", help="investigating, identified or monitoring.")
+    ],
     message: Annotated[str | None, typer.Option("--message", help="What changed (Markdown).")] = None,
     title: Annotated[str | None, typer.Option("--title", help="A new title, if it should change.")] = None,
     impact: Annotated[Impact | None, typer.Option("--impact", help="A new impact, if it changed.")] = None,
@@ -375,6 +377,46 @@ def subscribers_list(json: Json = False) -> None:
         from broadcaster import api
 
         return api.list_subscribers(settings=_config["path"])
+
+    _finish(run, json)
+
+
+maintenance_app = typer.Typer(help="Planned maintenance.", no_args_is_help=True)
+app.add_typer(maintenance_app, name="maintenance")
+
+
+@maintenance_app.command("schedule", context_settings=_EXTRA_ARGS)
+def maintenance_schedule(
+    ctx: typer.Context,
+    title: Annotated[str | None, typer.Option("--title", help="What is maintained.")] = None,
+    message: Annotated[str | None, typer.Option("--message", help="What customers will notice (Markdown).")]
+    = None,
+    starts: Annotated[str, typer.Option("--starts", help="Start, ISO (local time unless it has an offset).",
+                                        show_default=False)] = "",
+    ends: Annotated[str, typer.Option("--ends", help="End, ISO.", show_default=False)] = "",
+    component: Components = None,
+    region: Regions = None,
+    message_file: MessageFile = None,
+    channel: Channels = None,
+    dry_run: DryRun = False,
+    draft: Draft = False,
+    yes: Yes = False,
+    json: Json = False,
+) -> None:
+    """Announce a maintenance window on every channel; `tick` starts and completes it."""
+
+    def run() -> Outcome:
+        from broadcaster import api
+        from broadcaster.errors import InputError
+
+        if not starts or not ends:
+            raise InputError("--starts and --ends are required (ISO, e.g. 2026-12-01T02:00)")
+        return api.schedule_maintenance(
+            title or "", message or "", starts=starts, ends=ends, components=component or (),
+            regions=region or (), translations=_words(ctx, message_file), channels=channel,
+            dry_run=dry_run, draft=draft, confirm=_confirmation(yes, dry_run, json),
+            settings=_config["path"],
+        )
 
     _finish(run, json)
 

@@ -45,6 +45,9 @@ class Update:
     created_at: datetime
     next_update_at: datetime | None = None
     draft: bool = False
+    #: A planned maintenance's window (on every update of a maintenance).
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
 
     def text(self, locale: str) -> Text:
         """The text in `locale`, or in the default locale (the first one given) when missing."""
@@ -89,7 +92,12 @@ class Incident:
 
     @property
     def is_open(self) -> bool:
-        return self.status is not Status.RESOLVED
+        return self.status not in (Status.RESOLVED, Status.COMPLETED)
+
+    @property
+    def is_maintenance(self) -> bool:
+        """Planned maintenance rather than an incident (its first update says so)."""
+        return self.updates[0].kind is Kind.MAINTENANCE
 
     @property
     def is_draft(self) -> bool:

@@ -188,6 +188,7 @@ class Page:
             "incident": view.incident(self.incident),
             "update": view.update(self.update),
             "open_incidents": [view.incident(i) for i in self.site.open],
+            "maintenance": [view.incident(i) for i in self.site.maintenance],
             "recent_incidents": [view.incident(i) for i in self.site.recent],
             "indicator": self.site.indicator,
             "component_groups": _grouped(self.site.components),
@@ -239,12 +240,14 @@ class IncidentViews:
             "apology": text.apology,
             "created_at": update.created_at,
             "next_update_at": update.next_update_at,
+            "starts_at": update.starts_at,
+            "ends_at": update.ends_at,
             "translated": self.locale in update.texts,
         }
 
     def incident(self, incident: Incident) -> dict[str, Any]:
         published = incident.published or incident.updates
-        resolved = [u for u in published if u.status.value == "resolved"]
+        resolved = [u for u in published if u.status.value in ("resolved", "completed")]
         return {
             "id": incident.id,
             "title": incident.title(self.locale),
@@ -256,6 +259,9 @@ class IncidentViews:
             "updated_at": incident.updated_at,
             "resolved_at": resolved[-1].created_at if resolved else None,
             "is_open": incident.is_open,
+            "is_maintenance": incident.is_maintenance,
+            "starts_at": incident.updates[0].starts_at,
+            "ends_at": incident.updates[0].ends_at,
             "statement_url": self.settings.statement_url(incident.id, self.locale),
             "updates": [self.update(u) for u in reversed(published)],
         }

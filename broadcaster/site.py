@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broadcaster.ledger import Ledger
-from broadcaster.model import Impact, Incident
+from broadcaster.model import Impact, Incident, Status
 from broadcaster.settings import Settings
 
 #: Statuspage's component states, best to worst; an open incident's impact sets the state.
@@ -42,6 +42,8 @@ class SiteState:
     """What the status site lists besides the incident at hand."""
 
     open: Sequence[Incident] = ()
+    #: Planned maintenance not yet completed: scheduled or in progress.
+    maintenance: Sequence[Incident] = ()
     recent: Sequence[Incident] = ()
     #: The newest incidents, open or not (feeds and incidents.json).
     newest: Sequence[Incident] = ()
@@ -60,13 +62,19 @@ class SiteState:
         return INDICATOR[self.worst_impact]
 
 
-def component_states(settings: Settings, open_incidents: Sequence[Incident]) -> list[ComponentState]:
-    """Each configured component's state, from the open incidents that name it."""
+def component_states(settings: Settings, open_incidents: Sequence[Incident],
+                     maintenance: Sequence[Incident] = ()) -> list[ComponentState]:
+    """Each configured component's state, from the open incidents and maintenance naming it."""
     states = []
     for component in settings.components:
-        touching = [i for i in open_incidents
-                    if component.name.casefold() in {c.casefold() for c in i.components}]
+
+        def names(i: Incident, name: str = component.name) -> bool:
+            return name.casefold() in {c.casefold() for c in i.components}
+
+        touching = [i for i in open_incidents if names(i)]
         worst = "operational"
+        if any(names(m) and m.status is Status.IN_PROGRESS for m in maintenance):
+            worst = "under_maintenance"
         for incident in touching:
             status = BY_IMPACT[incident.impact]
             if COMPONENT_STATES.index(status) > COMPONENT_STATES.index(worst):
@@ -85,9 +93,11 @@ def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = N
             rest.append(incident)
         return sorted(rest, key=lambda i: i.updated_at, reverse=True)
 
-    open_now = merged(ledger.incidents(open_only=True), incident is not None and incident.is_open)
+    open_all = merged(ledger.incidents(open_only=True), incident is not None and incident.is_open)
+    open_now = [i for i in open_all if not i.is_maintenance]
+    maintenance = sorted((i for i in open_all if i.is_maintenance), key=lambda i: i.updates[0].starts_at)
     newest = merged(ledger.incidents(limit=NEWEST), True)[:NEWEST]
-    recent = [i for i in newest if not i.is_open][: settings.site.recent_history]
+    recent = [i for i in newest if not i.is_open and not i.is_maintenance][: settings.site.recent_history]
     month = None
     months = dict(ledger.months())
     if incident is not None and not incident.is_draft:
@@ -96,9 +106,9 @@ def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = N
         months[key] = len(of_month)
         month = (key, sorted(of_month, key=lambda i: i.created_at, reverse=True))
     return SiteState(
-        open=open_now, recent=recent, newest=newest, month=month,
+        open=open_now, maintenance=maintenance, recent=recent, newest=newest, month=month,
         months=sorted(months.items(), reverse=True),
-        components=component_states(settings, open_now),
+        components=component_states(settings, open_now, maintenance),
     )
 
 

@@ -34,7 +34,7 @@ from broadcaster.model import (
     is_incident_id,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -137,6 +137,11 @@ CREATE TABLE reminders (
     4: """
 -- The status site's history pages list incidents by the month they started.
 CREATE INDEX incidents_by_start ON incidents (created_at);
+""",
+    5: """
+-- A planned maintenance's window.
+ALTER TABLE updates ADD COLUMN starts_at TEXT;
+ALTER TABLE updates ADD COLUMN ends_at TEXT;
 """,
 }
 
@@ -247,7 +252,7 @@ class SQLiteLedger:
     ) -> list[Incident]:
         where = []
         if open_only:
-            where.append("status != 'resolved'")
+            where.append("status NOT IN ('resolved', 'completed')")
         if not include_drafts:
             where.append("draft = 0")
         sql = "SELECT id FROM incidents"
@@ -281,7 +286,8 @@ class SQLiteLedger:
         created = dict(self.query(f"SELECT id, created_at FROM incidents WHERE id IN ({marks})", ids))
         rows = self.query(
             "SELECT id, incident_id, seq, kind, status, impact, components, regions, texts,"
-            f" created_at, next_update_at, draft FROM updates WHERE incident_id IN ({marks})"
+            " created_at, next_update_at, draft, starts_at, ends_at"
+            f" FROM updates WHERE incident_id IN ({marks})"
             " ORDER BY seq",
             ids,
         )
@@ -306,8 +312,8 @@ class SQLiteLedger:
             )
             db.execute(
                 "INSERT INTO updates (id, incident_id, seq, kind, status, impact, components,"
-                " regions, texts, created_at, next_update_at, draft)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " regions, texts, created_at, next_update_at, draft, starts_at, ends_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _update_to_row(update),
             )
             self._insert_deliveries(db, update.id, deliveries, now)
@@ -528,12 +534,13 @@ def _update_to_row(u: Update) -> tuple:
         json.dumps(list(u.components)), json.dumps(list(u.regions)),
         json.dumps(texts, ensure_ascii=False), u.created_at.isoformat(),
         u.next_update_at.isoformat() if u.next_update_at else None, int(u.draft),
+        u.starts_at.isoformat() if u.starts_at else None, u.ends_at.isoformat() if u.ends_at else None,
     )
 
 
 def _update_from_row(row: tuple) -> Update:
     (uid, incident_id, seq, kind, status, impact, components, regions, texts,
-     created_at, next_update_at, draft) = row
+     created_at, next_update_at, draft, starts_at, ends_at) = row
     return Update(
         id=uid,
         incident_id=incident_id,
@@ -547,6 +554,8 @@ def _update_from_row(row: tuple) -> Update:
         created_at=datetime.fromisoformat(created_at),
         next_update_at=_when(next_update_at),
         draft=bool(draft),
+        starts_at=_when(starts_at),
+        ends_at=_when(ends_at),
     )
 
 

@@ -27,15 +27,22 @@ def files(settings: Settings, state: SiteState) -> dict[str, str]:
     page = _page(settings, state)
     components = _components(settings, state)
     unresolved = [_incident(settings, i) for i in state.open]
+    planned = [_maintenance(settings, i) for i in state.maintenance]
+    recent_planned = [_maintenance(settings, i) for i in state.newest if i.is_maintenance]
+    incidents = [_incident(settings, i) for i in state.newest if not i.is_maintenance]
     status = {"indicator": state.indicator, "description": DESCRIPTIONS[state.indicator]}
     out = {
         "summary.json": {"page": page, "components": components, "incidents": unresolved,
-                         "scheduled_maintenances": [], "status": status},
+                         "scheduled_maintenances": planned, "status": status},
         "status.json": {"page": page, "status": status},
         "components.json": {"page": page, "components": components},
-        "incidents.json": {"page": page, "incidents": [_incident(settings, i) for i in state.newest]},
+        "incidents.json": {"page": page, "incidents": incidents},
         "incidents/unresolved.json": {"page": page, "incidents": unresolved},
-        "scheduled-maintenances.json": {"page": page, "scheduled_maintenances": []},
+        "scheduled-maintenances.json": {"page": page, "scheduled_maintenances": recent_planned},
+        "scheduled-maintenances/upcoming.json": {
+            "page": page, "scheduled_maintenances": [m for m in planned if m["status"] == "scheduled"]},
+        "scheduled-maintenances/active.json": {
+            "page": page, "scheduled_maintenances": [m for m in planned if m["status"] == "in_progress"]},
         "regions.json": lookup_data(settings, state),
     }
     return {f"api/v2/{name}": json.dumps(body, ensure_ascii=False, indent=1) for name, body in out.items()}
@@ -85,15 +92,32 @@ def _components(settings: Settings, state: SiteState) -> list[dict[str, Any]]:
     return out
 
 
+def _component_status(incident: Incident) -> str:
+    if not incident.is_open:
+        return "operational"
+    if incident.is_maintenance:
+        return "under_maintenance" if incident.status is Status.IN_PROGRESS else "operational"
+    return BY_IMPACT[incident.impact]
+
+
+def _maintenance(settings: Settings, incident: Incident) -> dict[str, Any]:
+    """A maintenance as Statuspage lists it: an incident with its window; impact "maintenance"."""
+    first = incident.updates[0]
+    return {**_incident(settings, incident), "impact": "maintenance",
+            "scheduled_for": _time(first.starts_at, settings),
+            "scheduled_until": _time(first.ends_at, settings)}
+
+
 def _incident(settings: Settings, incident: Incident) -> dict[str, Any]:
     default = settings.organization.default_locale
     updates = incident.published
     monitoring = next((u.created_at for u in updates if u.status is Status.MONITORING), None)
-    resolved = next((u.created_at for u in reversed(updates) if u.status is Status.RESOLVED), None)
+    resolved = next((u.created_at for u in reversed(updates)
+                     if u.status in (Status.RESOLVED, Status.COMPLETED)), None)
     affected = [
         {"code": _id(settings.site.base_url, "component", name), "name": name,
          "old_status": "operational",
-         "new_status": "operational" if not incident.is_open else BY_IMPACT[incident.impact]}
+         "new_status": _component_status(incident)}
         for name in incident.components
     ]
     return {

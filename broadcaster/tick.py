@@ -1,10 +1,12 @@
 """`broadcaster tick`: the work that falls due with time, safe every minute and twice at once.
 
-Today that is reminding staff, by email, when a promised next update is overdue: once per
-promise (the update that made it), to `[organization] staff`, through the SMTP server of
-`[channels.email]`. A reminder is claimed in the ledger before it is sent and the claim is
-dropped if sending fails, so two ticks at once send it once, and a failed one is tried again
-at the next tick.
+Two things fall due. Planned maintenance moves from scheduled to in progress at its start and
+to completed at its end, each step announced through every channel like any update. And
+staff are reminded, by email, when a promised next update is overdue: once per promise (the
+update that made it), to `[organization] staff`, through the SMTP server of
+`[channels.email]`. Ticks take a lock, so two at once do the work once. A reminder is
+claimed in the ledger before it is sent and the claim is dropped if sending fails, so a
+failed one is tried again at the next tick.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from broadcaster.sqlite_ledger import SQLiteLedger
 @dataclass
 class TickReport:
     reminded: list[str] = field(default_factory=list)  # update ids whose promise was overdue
+    maintenance: list[str] = field(default_factory=list)  # "id: new status"
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -28,11 +31,15 @@ class TickReport:
         return 3 if self.problems else 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"reminded": self.reminded, "problems": self.problems, "exit_code": self.exit_code}
+        return {"reminded": self.reminded, "maintenance": self.maintenance, "problems": self.problems,
+                "exit_code": self.exit_code}
 
     def text(self) -> str:
-        lines = [f"Reminded staff of {len(self.reminded)} overdue update(s)." if self.reminded
-                 else "Nothing due."]
+        lines = [f"maintenance {m}" for m in self.maintenance]
+        if self.reminded:
+            lines.append(f"Reminded staff of {len(self.reminded)} overdue update(s).")
+        if not lines:
+            lines.append("Nothing due.")
         lines += [f"problem: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -42,6 +49,9 @@ def tick(settings: Settings, ledger: SQLiteLedger, now: datetime | None = None) 
     report = TickReport()
     with ledger.service_lock("tick"):
         for incident in ledger.incidents(open_only=True):
+            if incident.is_maintenance:
+                _advance(settings, incident, now, report)
+                continue
             promise = next((u for u in reversed(incident.published) if u.next_update_at), None)
             if promise is None or promise.next_update_at is None or promise.next_update_at > now:
                 continue
@@ -61,6 +71,30 @@ def tick(settings: Settings, ledger: SQLiteLedger, now: datetime | None = None) 
             else:
                 report.reminded.append(promise.id)
     return report
+
+
+def _advance(settings: Settings, incident: Any, now: datetime, report: TickReport) -> None:
+    """Scheduled → in progress at its start, → completed at its end, announced on every channel."""
+    from broadcaster import api
+    from broadcaster.errors import BroadcasterError
+    from broadcaster.model import Status
+
+    first = incident.updates[0]
+    steps = []
+    if incident.status is Status.SCHEDULED and first.starts_at <= now:
+        steps.append(Status.IN_PROGRESS)
+    if incident.status in (Status.SCHEDULED, Status.IN_PROGRESS) and first.ends_at <= now:
+        steps.append(Status.COMPLETED)
+    for status in steps:
+        try:
+            outcome = api.advance_maintenance(incident.id, status, settings=settings)
+        except BroadcasterError as exc:
+            report.problems.append(f"maintenance {incident.id}: could not move to {status.value}: {exc}")
+            return
+        report.maintenance.append(f"{incident.id}: {status.value}")
+        if outcome.exit_code:
+            report.problems.append(f"maintenance {incident.id}: {status.value} recorded, some channels not "
+                                   f"done; `broadcaster retry {incident.id}` finishes them")
 
 
 def _claim(ledger: SQLiteLedger, update_id: str, now: datetime) -> bool:

@@ -8,12 +8,24 @@ from enum import StrEnum
 
 
 class Status(StrEnum):
-    """Where the response stands; `resolved` closes the incident."""
+    """Where the response stands; `resolved` closes an incident, `completed` a maintenance."""
 
     INVESTIGATING = "investigating"
     IDENTIFIED = "identified"
     MONITORING = "monitoring"
     RESOLVED = "resolved"
+    # Planned maintenance (Statuspage's words): announced, under way, done.
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    COMPLETED = "completed"
+
+
+class UpdateStatus(StrEnum):
+    """The statuses a person gives with `broadcaster update`."""
+
+    INVESTIGATING = "investigating"
+    IDENTIFIED = "identified"
+    MONITORING = "monitoring"
 
 
 class Impact(StrEnum):

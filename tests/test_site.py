@@ -157,12 +157,12 @@ def test_an_update_rewrites_only_what_it_touches(site: Project):
     written = [d for d in show(outcome["incident_id"], settings=site.config).deliveries
                if d.channel == "website"]
     assert written[0].status == "sent"
-    # statement, index, history, month, feed in 2 locales, and 7 JSON files: the same with 6 or 6,000.
+    # statement, index, history, month, feed in 2 locales, and 9 JSON files: the same with 6 or 6,000.
     import sqlite3
 
     meta = sqlite3.connect(site.state / "ledger.db").execute(
         "SELECT meta FROM deliveries WHERE channel = 'website' ORDER BY id DESC LIMIT 1").fetchone()[0]
-    assert len(json.loads(meta)["written"]) == 17
+    assert len(json.loads(meta)["written"]) == 19
 
 
 def test_site_build_rewrites_everything_from_the_ledger(site: Project):
