@@ -27,6 +27,7 @@ bench: $(STAMP)
 	scripts/system-packages postfix
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/email_fanout.py
+	$(BIN)/python bench/site_publish.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info drill-site

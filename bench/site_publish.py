@@ -1,0 +1,109 @@
+"""Publishing an update as history grows: broadcaster's incremental writes beside a full rebuild.
+
+For ledgers holding H resolved incidents spread over the past years (H = 100, 1,000, 10,000),
+time one `update` of an open incident through the whole pipeline with the website (what an
+operator waits for), and beside it the naive way: regenerating the whole site
+(`broadcaster site build`) on every update. Goal (issue 5): the update's cost does not grow
+with years of history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+SETTINGS = """
+[organization]
+name = "Example Corp"
+timezone = "Europe/Madrid"
+locales = ["en", "es"]
+
+[site]
+base_url = "https://status.example.com"
+output_dir = "public"
+
+[state]
+path = "state.db"
+
+[[components]]
+name = "Payments API"
+
+[[regions]]
+name = "Madrid"
+postcodes = ["28"]
+"""
+
+
+def seed(folder: Path, history: int) -> Path:
+    """A ledger with `history` resolved incidents over the past years, and one open incident."""
+    from broadcaster.model import Impact, Kind, Status, Text, Update, new_incident_id
+    from broadcaster.sqlite_ledger import SQLiteLedger
+
+    settings = folder / "settings.toml"
+    settings.write_text(SETTINGS, encoding="utf-8")
+    ledger = SQLiteLedger(folder / "state.db")
+    ledger.query("PRAGMA synchronous = OFF")  # seeding only; the timed commands use the real settings
+    start = datetime.now(UTC) - timedelta(days=5 * 365)
+    step = timedelta(days=5 * 365) / max(history, 1)
+    texts = {"en": Text("Card payments failing", "Some card payments fail."),
+             "es": Text("Fallan los pagos", "Fallan algunos pagos.")}
+    for n in range(history):
+        incident = new_incident_id()
+        when = start + step * n
+        for seq, (kind, status) in enumerate([(Kind.ANNOUNCE, Status.INVESTIGATING),
+                                              (Kind.RESOLVE, Status.RESOLVED)], start=1):
+            ledger.record(Update(f"{incident}-{seq}", incident, seq, kind, status, Impact.MAJOR,
+                                 ("Payments API",), ("Madrid",), texts, when + timedelta(hours=seq)), [])
+    ledger.close()
+    return settings
+
+
+def timed(run: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    run()
+    return time.perf_counter() - began
+
+
+def measure(history: int, updates: int, rebuild_up_to: int) -> tuple[int, int, float, float | None]:
+    """(history, files in the site, median update seconds, full rebuild seconds or None)."""
+    from broadcaster import api
+
+    with tempfile.TemporaryDirectory(prefix="broadcaster-site-bench-") as tmp:
+        print(f"seeding {history:,} incidents …", file=sys.stderr, flush=True)
+        settings = seed(Path(tmp), history)
+        api.build_site(settings=settings)
+        incident = api.announce("Checkout slow", "Checkout is slow.", settings=settings).incident_id
+        samples = [timed(lambda n=n: api.update(incident, f"Still slow ({n}).", status="identified",
+                                                settings=settings))
+                   for n in range(updates)]
+        rebuild = timed(lambda: api.build_site(settings=settings)) if history <= rebuild_up_to else None
+        files = sum(1 for p in (Path(tmp) / "public").rglob("*") if p.is_file())
+    return history, files, statistics.median(samples), rebuild
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,1000,10000", help="history sizes (comma-separated)")
+    parser.add_argument("--rebuild-up-to", type=int, default=1000,
+                        help="time the full rebuild only up to this history size (it grows linearly)")
+    parser.add_argument("--updates", type=int, default=5, help="updates timed per size (median shown)")
+    args = parser.parse_args()
+    rows = [measure(int(size), args.updates, args.rebuild_up_to) for size in args.sizes.split(",")]
+    print(f"\nOne update (website only, 2 locales) as history grows; median of {args.updates} updates\n")
+    print(f"{'incidents':>10} {'site files':>11} {'update ms':>10} {'full rebuild s':>15}")
+    for history, files, update, rebuild in rows:
+        rebuilt = f"{rebuild:.2f}" if rebuild is not None else "(skipped)"
+        print(f"{history:>10,} {files:>11,} {update * 1000:>10.0f} {rebuilt:>15}")
+    first, last = rows[0][2], rows[-1][2]
+    print(f"\nupdate cost at {rows[-1][0]:,} vs {rows[0][0]:,} incidents: x{last / first:.2f} "
+          f"({'flat' if last / first < 1.5 else 'GROWS'})")
+
+
+if __name__ == "__main__":
+    main()
