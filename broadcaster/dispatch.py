@@ -119,9 +119,10 @@ class Dispatcher:
     def deliver(self, job: Job) -> None:
         """One delivery through tenacity; the ledger hears of every attempt and the outcome."""
         delivery = job.delivery
-        # In flight from an earlier, dead process: its answer may have been lost after the
-        # platform acted, so the channel must settle that before posting again.
-        resumed = delivery.state is DeliveryState.IN_FLIGHT
+        # Any earlier attempt (left in flight by a dead process, or given up on after a
+        # timeout) may have reached the platform before its answer was lost: the channel must
+        # settle that before posting again. Failed is not proof that nothing was posted.
+        resumed = delivery.attempts > 0
         thread = self.ledger.thread(delivery.incident_id, delivery.channel, job.seq)
         attempts = 0
         try:
@@ -179,7 +180,7 @@ class AudienceBatch:
         threads = self.d.ledger.first_receipts(first.incident_id, first.channel, self.jobs[0].seq)
         self.todo = [
             Recipient(j.delivery.id, j.delivery.recipient, tokens[j.delivery.recipient],
-                      threads.get(j.delivery.recipient), j.delivery.state is DeliveryState.IN_FLIGHT)
+                      threads.get(j.delivery.recipient), j.delivery.attempts > 0)
             for j in self.jobs if j.delivery.recipient in tokens
         ]
         rounds = 0

@@ -99,3 +99,21 @@ def test_a_process_killed_after_x_and_facebook_posted_is_finished_without_postin
     receipts = dict(db.execute("SELECT channel, remote_id FROM deliveries").fetchall())
     assert receipts["twitter"] == social.x.posted()[0].id
     assert receipts["facebook"] == social.graph.feed()[0].id
+
+
+def test_two_operators_at_once_on_x_keep_one_thread_in_order(social):
+    outcome = social.run("announce", "--title", "Payments down", "--message", "Card payments fail.",
+                         "--channel", "twitter")
+    incident = outcome["incident_id"]
+    operators = [
+        subprocess.Popen(
+            [str(BIN / "broadcaster"), "--config", str(social.project.config), "update", incident,
+             "--status", "identified", "--message", f"Operator {n} says hello.", "--channel", "twitter",
+             "--yes", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in range(2)
+    ]
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in operators]
+    assert sorted(r["update_id"] for r in results) == [f"{incident}-2", f"{incident}-3"]
+    tweets = social.x.posted()
+    chain = social.x.thread(tweets[0].id)
+    assert len(tweets) == 3 and [t.id for t in chain] == [t.id for t in tweets], "one thread, in order"

@@ -130,3 +130,13 @@ def test_a_page_id_is_required_when_enabled(project):
     result = project.cli("announce", "--title", "T", "--message", "M", "--dry-run")
     assert result.exit_code == 2
     assert "channels.facebook" in result.output and "page_id" in result.output
+
+
+def test_a_lost_answer_on_the_last_attempt_is_settled_by_retry_without_a_second_post(social: Social):
+    """Found by the fault suite: 'failed' after a timeout is not proof that nothing was posted."""
+    social.graph.fail("create_post", GraphStandIn.server_error(), GraphStandIn.server_error(),
+                      Fault.lost_answer())
+    outcome = social.run(*ANNOUNCE)
+    assert status_of(outcome, "facebook")["status"] == "failed"
+    assert social.project.cli("retry", "--json").exit_code == 0
+    assert len(social.graph.feed()) == 1

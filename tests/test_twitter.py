@@ -173,3 +173,13 @@ def test_no_secret_reaches_any_output_or_the_ledger(social: Social, monkeypatch)
     for secret in secrets:
         for text in [*outputs, rows]:
             assert secret not in text
+
+
+def test_a_lost_answer_on_the_last_attempt_is_settled_by_retry_without_a_second_post(social: Social):
+    social.x.fail("create_tweet", XStandIn.server_error(), XStandIn.server_error(), Fault.lost_answer())
+    outcome = social.run(*ANNOUNCE)
+    assert status_of(outcome, "twitter")["status"] == "failed"
+    done = social.project.cli("retry", "--json")
+    assert done.exit_code == 0, done.output
+    assert len(social.x.posted()) == 1
+    assert [c.status for c in social.x.calls("create_tweet")][-1] == 403, "settled by X's duplicate check"
