@@ -67,21 +67,9 @@ def announce(
 ) -> Outcome:
     """Announce a new incident: statement first, then every enabled channel."""
     s = _settings(settings)
-    incident_id = new_incident_id()
-    words = {"title": title, "message": message, "guidance": guidance}
-
-    def build(previous: Incident | None, now: datetime) -> Update:
-        return Update(
-            id=f"{incident_id}-1", incident_id=incident_id, seq=1, kind=Kind.ANNOUNCE,
-            status=Status.INVESTIGATING, impact=_impact(impact),
-            components=s.known_names(components, "component"), regions=s.known_names(regions, "region"),
-            texts=_texts(s, words, translations, None), created_at=now,
-            next_update_at=parse_next_update(next_update, now, s.organization.zone),
-            draft=draft,
-        )
-
-    return _run(s, incident_id, build, new=True, channels=channels, dry_run=dry_run,
-                draft=draft, confirm=confirm)
+    return _open(s, Kind.ANNOUNCE, Status.INVESTIGATING, _impact(impact),
+                 {"title": title, "message": message, "guidance": guidance}, components, regions,
+                 translations, channels, dry_run, draft, confirm, next_update=next_update)
 
 
 def schedule_maintenance(
@@ -101,21 +89,32 @@ def schedule_maintenance(
 ) -> Outcome:
     """Announce a planned maintenance window through every channel; `tick` moves it along."""
     s = _settings(settings)
-    incident_id = new_incident_id()
-    words = {"title": title, "message": message}
     window = (_moment(starts, "--starts", s), _moment(ends, "--ends", s))
     if window[1] <= window[0]:
         raise InputError("--ends must be after --starts")
     if window[1] <= datetime.now(UTC):
         raise InputError("--ends is in the past: a maintenance is announced before it ends")
+    return _open(s, Kind.MAINTENANCE, Status.SCHEDULED, Impact.MINOR,
+                 {"title": title, "message": message}, components, regions, translations, channels,
+                 dry_run, draft, confirm, window=window)
+
+
+def _open(
+    s: Settings, kind: Kind, status: Status, impact: Impact, words: dict[str, str],
+    components: Sequence[str], regions: Sequence[str], translations: Translations | None,
+    channels: Sequence[str] | None, dry_run: bool, draft: bool, confirm: Confirm | None,
+    *, next_update: NextUpdate = None, window: tuple[datetime, datetime] | None = None,
+) -> Outcome:
+    """A new incident (or maintenance) with its first update, through the one pipeline."""
+    incident_id = new_incident_id()
 
     def build(previous: Incident | None, now: datetime) -> Update:
         return Update(
-            id=f"{incident_id}-1", incident_id=incident_id, seq=1, kind=Kind.MAINTENANCE,
-            status=Status.SCHEDULED, impact=Impact.MINOR,
-            components=s.known_names(components, "component"), regions=s.known_names(regions, "region"),
-            texts=_texts(s, words, translations, None), created_at=now, draft=draft,
-            starts_at=window[0], ends_at=window[1],
+            id=f"{incident_id}-1", incident_id=incident_id, seq=1, kind=kind, status=status,
+            impact=impact, components=s.known_names(components, "component"),
+            regions=s.known_names(regions, "region"), texts=_texts(s, words, translations, None),
+            created_at=now, next_update_at=parse_next_update(next_update, now, s.organization.zone),
+            draft=draft, starts_at=window[0] if window else None, ends_at=window[1] if window else None,
         )
 
     return _run(s, incident_id, build, new=True, channels=channels, dry_run=dry_run,
