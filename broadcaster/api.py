@@ -24,7 +24,7 @@ from broadcaster.errors import BroadcasterError, InputError
 from broadcaster.ledger import Ledger, NewDelivery
 from broadcaster.model import Impact, Incident, Kind, Status, Text, Update, new_incident_id
 from broadcaster.next_update import parse_next_update
-from broadcaster.preflight import Audience, Preview, check, open_channels
+from broadcaster.preflight import Audience, Preview, check, open_channel, open_channels
 from broadcaster.render import page_factory
 from broadcaster.report import DeliveryOutcome, IncidentReport, Outcome
 from broadcaster.settings import Settings, load_settings
@@ -133,10 +133,11 @@ def advance_maintenance(incident_id: str, status: Status, *, settings: SettingsL
             raise InputError(f"{incident_id}: a maintenance that is {previous.status.value} "
                              f"cannot move to {status.value}")
         last = previous.updates[-1]
-        texts = {}
-        for locale in s.organization.locales:
-            strings = _strings(s, locale)
-            texts[locale] = Text(previous.title(locale), strings["maintenance"][status.value])
+        from broadcaster.render import Templates
+
+        templates = Templates(s)  # the words of "started" and "complete", in each locale
+        texts = {loc: Text(previous.title(loc), templates.strings(loc)["maintenance"][status.value])
+                 for loc in s.organization.locales}
         return replace(last, id=f"{incident_id}-{last.seq + 1}", seq=last.seq + 1, status=status,
                        texts=texts, created_at=now, next_update_at=None, draft=False)
 
@@ -375,8 +376,8 @@ def build_site(*, settings: SettingsLike = None) -> BuildReport:
     Updates rewrite only what they touch; this is for a new output_dir, changed templates or
     settings, or a site that was lost. Unchanged files are not rewritten.
     """
-    from broadcaster.channels.base import ChannelContext, Post
-    from broadcaster.channels.website import WebsiteChannel, site_files
+    from broadcaster.channels.base import Post
+    from broadcaster.channels.website import site_files
     from broadcaster.errors import DeliveryError
     from broadcaster.render import Page, Templates
     from broadcaster.report import BuildReport
@@ -405,7 +406,7 @@ def build_site(*, settings: SettingsLike = None) -> BuildReport:
             files.update(site_files(month_page, statement=False, month=True, shared=False))
     finally:
         ledger.close()
-    website = WebsiteChannel(s.channels["website"], ChannelContext(s, {}, s.request_timeout_seconds))
+    website = open_channel(s, "website")
     try:
         receipt = website.send(Post(text="", files=files), (), resumed=False)
     except DeliveryError as exc:
@@ -636,12 +637,6 @@ def _moment(value: datetime | str, option: str, s: Settings) -> datetime:
             raise InputError(f"{option} {value!r}: not an ISO date and time such as "
                              "2026-12-01T02:00") from None
     return value if value.tzinfo else value.replace(tzinfo=s.organization.zone)
-
-
-def _strings(s: Settings, locale: str) -> dict[str, Any]:
-    from broadcaster.render import Templates
-
-    return Templates(s).strings(locale)
 
 
 def _checked_id(incident_id: str) -> str:

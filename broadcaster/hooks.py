@@ -19,12 +19,16 @@ import hmac
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from broadcaster.model import Impact
 from broadcaster.settings import AutomationSettings, Settings
+
+if TYPE_CHECKING:
+    from broadcaster.model import Incident
+    from broadcaster.sqlite_ledger import SQLiteLedger
 
 MAX_BODY = 1 << 20  # 1 MiB
 MAX_SKEW = 300  # seconds
@@ -222,7 +226,7 @@ def handle(alert: Alert, settings: Settings) -> HookResult:
         ledger.close()
 
 
-def _start(alert: Alert, settings: Settings, ledger: Any) -> HookResult:
+def _start(alert: Alert, settings: Settings, ledger: SQLiteLedger) -> HookResult:
     from broadcaster import api
 
     publish = alert.impact in settings.automation.publish_impacts
@@ -238,7 +242,7 @@ def _start(alert: Alert, settings: Settings, ledger: Any) -> HookResult:
                       outcome.statement_url, outcome)
 
 
-def _revise(alert: Alert, settings: Settings, ledger: Any, incident: Any) -> HookResult:
+def _revise(alert: Alert, settings: Settings, ledger: SQLiteLedger, incident: Incident) -> HookResult:
     from dataclasses import replace
 
     from broadcaster.model import Text
@@ -255,7 +259,7 @@ def _revise(alert: Alert, settings: Settings, ledger: Any, incident: Any) -> Hoo
     return HookResult("draft_revised", incident.id, settings.statement_url(incident.id))
 
 
-def remember(ledger: Any, signature: str, now: float | None = None) -> bool:
+def remember(ledger: SQLiteLedger, signature: str, now: float | None = None) -> bool:
     """Record an accepted signature; False if it was seen before (a replay)."""
     import sqlite3
 

@@ -54,14 +54,14 @@ def open_channels(settings: Settings, only: Sequence[str] | None = None) -> dict
         names = [n for n in enabled if n in only or registry.channels()[n].spec.publishes_statement]
     else:
         names = enabled
-    known = registry.channels()
-    out: dict[str, Channel] = {}
-    for name in names:
-        cls = known[name]
-        secrets = {v: settings.secrets[v] for v in cls.spec.secrets.values() if v in settings.secrets}
-        context = ChannelContext(settings, secrets, settings.request_timeout_seconds)
-        out[name] = cls(settings.channels[name], context)
-    return out
+    return {name: open_channel(settings, name) for name in names}
+
+
+def open_channel(settings: Settings, name: str) -> Channel:
+    """One configured channel (enabled or not) with its secrets and the request timeout."""
+    cls = registry.channels()[name]
+    secrets = {v: settings.secrets[v] for v in cls.spec.secrets.values() if v in settings.secrets}
+    return cls(settings.channels[name], ChannelContext(settings, secrets, settings.request_timeout_seconds))
 
 
 #: Per locale, the subscribers an update reaches (for channels with an audience).
@@ -120,9 +120,9 @@ def check(
             problems.append(f"{label}: {exc}")
             continue
         shown_locales.update(settings.organization.locales if spec.every_locale else [locale])
-        length = channel.length(post.text)
-        for number, part in enumerate((post.text, *post.continuation), start=1):
-            part_length = channel.length(part)
+        lengths = [channel.length(part) for part in (post.text, *post.continuation)]
+        length = lengths[0]
+        for number, part_length in enumerate(lengths, start=1):
             if spec.limit is not None and part_length > spec.limit:
                 which = f"post {number}: " if post.continuation else ""
                 problems.append(f"{label}: {which}{part_length}/{spec.limit} characters; shorten the text")

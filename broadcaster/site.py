@@ -8,7 +8,7 @@ that walks everything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +33,6 @@ class ComponentState:
     group: str | None
     status: str
     description: str = ""
-    #: Open incidents touching it.
-    incidents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,23 +63,19 @@ class SiteState:
 def component_states(settings: Settings, open_incidents: Sequence[Incident],
                      maintenance: Sequence[Incident] = ()) -> list[ComponentState]:
     """Each configured component's state, from the open incidents and maintenance naming it."""
+    affected = [(BY_IMPACT[i.impact], i) for i in open_incidents]
+    affected += [("under_maintenance", m) for m in maintenance if m.status is Status.IN_PROGRESS]
     states = []
     for component in settings.components:
-
-        def names(i: Incident, name: str = component.name) -> bool:
-            return name.casefold() in {c.casefold() for c in i.components}
-
-        touching = [i for i in open_incidents if names(i)]
-        worst = "operational"
-        if any(names(m) and m.status is Status.IN_PROGRESS for m in maintenance):
-            worst = "under_maintenance"
-        for incident in touching:
-            status = BY_IMPACT[incident.impact]
-            if COMPONENT_STATES.index(status) > COMPONENT_STATES.index(worst):
-                worst = status
-        states.append(ComponentState(component.name, component.group, worst, component.description,
-                                     tuple(i.id for i in touching)))
+        key = component.name.casefold()
+        status = worst(cause for cause, i in affected if key in {c.casefold() for c in i.components})
+        states.append(ComponentState(component.name, component.group, status, component.description))
     return states
+
+
+def worst(states: Iterable[str]) -> str:
+    """The worst of some component states (operational when there are none)."""
+    return max(states, key=COMPONENT_STATES.index, default="operational")
 
 
 def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = None) -> SiteState:

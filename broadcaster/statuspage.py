@@ -16,7 +16,7 @@ from typing import Any
 from broadcaster import markup
 from broadcaster.model import Incident, Status
 from broadcaster.settings import Settings
-from broadcaster.site import BY_IMPACT, COMPONENT_STATES, SiteState, lookup_data
+from broadcaster.site import BY_IMPACT, SiteState, lookup_data, worst
 
 DESCRIPTIONS = {"none": "All Systems Operational", "minor": "Minor Service Outage",
                 "major": "Partial System Outage", "critical": "Major System Outage"}
@@ -87,8 +87,7 @@ def _components(settings: Settings, state: SiteState) -> list[dict[str, Any]]:
         if c.group:
             group = groups[c.group]
             group["components"].append(component_id)
-            if COMPONENT_STATES.index(c.status) > COMPONENT_STATES.index(group["status"]):
-                group["status"] = c.status
+            group["status"] = worst([group["status"], c.status])
     return out
 
 

@@ -109,15 +109,12 @@ def _release(ledger: SQLiteLedger, update_id: str) -> None:
 
 
 def _remind(settings: Settings, incident: Any, promise: Any, now: datetime) -> None:
-    from broadcaster.channels.base import ChannelContext
-    from broadcaster.channels.email import EmailChannel
     from broadcaster.errors import PermanentDeliveryError
+    from broadcaster.preflight import open_channel
 
-    email = settings.channels.get("email")
-    if email is None:
+    if "email" not in settings.channels:
         raise PermanentDeliveryError("reminders are emailed: add a [channels.email] section (host, sender)")
-    secrets = {v: settings.secrets[v] for v in EmailChannel.spec.secrets.values() if v in settings.secrets}
-    channel = EmailChannel(email, ChannelContext(settings, secrets, settings.request_timeout_seconds))
+    channel = open_channel(settings, "email")
     default = settings.organization.default_locale
     late = int((now - promise.next_update_at).total_seconds() // 60)
     subject = f"Overdue: the next update on \"{incident.title(default)}\" ({incident.id})"

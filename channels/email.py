@@ -166,7 +166,7 @@ class EmailChannel(Channel):
                     connection = self._connect()
                     eight_bit = ["BODY=8BITMIME"] if connection.has_extn("8bitmime") else []
                 options = eight_bit if recipient.address.isascii() else [*eight_bit, "SMTPUTF8"]
-                data, receipt = message.personal_with_receipt(recipient)
+                data, receipt = message.personal(recipient)
                 connection.sendmail(message.sender, [recipient.address], data, mail_options=options)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, said = next(iter(exc.recipients.values()))
@@ -303,24 +303,19 @@ class PreparedMessage:
         digest = hashlib.sha256(f"{self.update_id}/{recipient.token}".encode()).hexdigest()[:24]
         return f"<{self.update_id}.{digest}@{self.domain}>"
 
-    def personal(self, recipient: Recipient, message_id: str | None = None) -> bytes:
+    def personal(self, recipient: Recipient) -> tuple[bytes, Receipt]:
+        """The recipient's copy, and the receipt that records its Message-ID."""
+        message_id = self.message_id(recipient)
         first = recipient.first.remote_id if recipient.first else None
         values = {
             # The address was validated and normalised on import: an addr-spec is a valid To:.
             _TO: recipient.address.encode(),
-            _MESSAGE_ID: (message_id or self.message_id(recipient)).encode(),
+            _MESSAGE_ID: message_id.encode(),
             THREAD_HEADERS: f"In-Reply-To: {first}\r\nReferences: {first}\r\n".encode() if first else b"",
             _TOKEN: recipient.token.encode(),
         }
-        parts = self.parts
-        return b"".join(values[p] if i % 2 else p for i, p in enumerate(parts))
-
-    def receipt(self, recipient: Recipient) -> Receipt:
-        return Receipt(remote_id=self.message_id(recipient))
-
-    def personal_with_receipt(self, recipient: Recipient) -> tuple[bytes, Receipt]:
-        message_id = self.message_id(recipient)
-        return self.personal(recipient, message_id), Receipt(remote_id=message_id)
+        data = b"".join(values[p] if i % 2 else p for i, p in enumerate(self.parts))
+        return data, Receipt(remote_id=message_id)
 
 
 class _Unusable(Exception):

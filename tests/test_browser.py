@@ -92,3 +92,15 @@ def test_the_lookup_in_spanish_links_the_spanish_statement(served, tmp_path):
     result = dom.split('id="lookup-result"', 1)[1].split("</div>", 1)[0]
     assert "Problemas conocidos que afectan a Madrid:" in result
     assert f"/es/incidents/{incident}/" in result and "Fallan los pagos" in result
+
+
+def test_the_console_check_does_see_console_messages(tmp_path):
+    """Keeps the 'no console messages' checks above honest: a page that logs is caught."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "noisy.html").write_text("<!doctype html><title>x</title><script>console.log('seen-it');"
+                                     "undefinedFunction();</script>", encoding="utf-8")
+    with SiteServer(site) as server:
+        _, console = browse(server.url + "/noisy.html", tmp_path / "profile")
+    assert any("seen-it" in line for line in console)
+    assert any("undefinedFunction" in line for line in console)

@@ -307,3 +307,28 @@ def test_a_whole_list_that_failed_is_finished_by_one_retry(mailing: Project):
     done = json.loads(mailing.cli("retry", outcome["incident_id"], "--json").stdout)
     assert done["recipients"]["email"] == {"sent": 300}
     assert sorted(a for m in mailing.inbox.messages for a in m.envelope_to) == sorted(addresses)
+
+
+def test_a_message_refused_at_data_fails_for_that_recipient_only(mailing: Project):
+    subscribe(mailing, "email\nana@example.com\nbob@example.com\n")
+    mailing.inbox.refuse_data["bob@example.com"] = "554 5.7.1 message rejected as spam"
+    outcome = announce(mailing)
+    bob = next(d for d in outcome["deliveries"] if d.get("recipient") == "bob@example.com")
+    assert outcome["exit_code"] == 3 and bob["status"] == "failed" and "554" in bob["error"]
+    assert bob["attempts"] == 1, "a 5xx is not retried"
+    assert [m.envelope_to for m in mailing.inbox.messages] == [["ana@example.com"]]
+
+
+def test_starttls_required_but_not_offered_is_a_clear_permanent_error(mailing: Project):
+    mailing.write(EMAIL_SECTION.format(port=mailing.inbox.port, connections=1) + 'security = "starttls"\n')
+    subscribe(mailing, "email\nana@example.com\n")
+    outcome = announce(mailing)
+    error = next(d["error"] for d in outcome["deliveries"] if d["channel"] == "email")
+    assert "does not offer STARTTLS" in error and mailing.inbox.messages == []
+
+
+def test_a_line_too_long_for_smtp_is_refused_before_anything_is_sent(mailing: Project):
+    subscribe(mailing, "email\nana@example.com\n")
+    result = mailing.cli("announce", "--title", "T", "--message", "x" * 1200, "--yes")
+    assert result.exit_code == 2 and "SMTP allows 998" in result.output
+    assert mailing.inbox.messages == [] and not mailing.public.exists()

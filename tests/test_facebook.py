@@ -140,3 +140,12 @@ def test_a_lost_answer_on_the_last_attempt_is_settled_by_retry_without_a_second_
     assert status_of(outcome, "facebook")["status"] == "failed"
     assert social.project.cli("retry", "--json").exit_code == 0
     assert len(social.graph.feed()) == 1
+
+
+def test_a_token_without_page_permissions_says_which_it_needs(social: Social):
+    from broadcaster.standins.graph_api import graph_error
+
+    social.graph.fail("create_post", Fault(status=403, body=graph_error(
+        "(#200) The user hasn't authorized the application to perform this action", 200)))
+    error = status_of(social.run(*ANNOUNCE), "facebook")["error"]
+    assert "pages_manage_posts" in error and len(social.graph.calls("create_post")) == 1

@@ -269,3 +269,21 @@ def test_schemathesis_finds_no_server_error(server: Server, tmp_path):
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def test_alerts_about_published_or_unknown_incidents_change_nothing(server: Server):
+    incident = server.post("/hooks/alertmanager", alertmanager()).json()["incident_id"]
+    assert server.project.cli("publish", incident, "--yes").exit_code == 0
+    again = server.post("/hooks/alertmanager", alertmanager(summary="Still failing")).json()
+    assert again == {"action": "unchanged", "incident_id": incident,
+                     "statement_url": f"https://status.example.com/incidents/{incident}/"}
+    stray = server.post("/hooks/alertmanager", alertmanager("resolved", group="never-fired")).json()
+    assert stray["action"] == "unchanged" and stray["incident_id"] is None
+
+
+def test_healthz_is_503_when_the_ledger_cannot_be_read(project: Project):
+    for server in start(project):
+        project.state.mkdir(parents=True, exist_ok=True)
+        (project.state / "ledger.db").write_bytes(b"this is not a database" * 100)
+        answer = requests.get(server.url + "/healthz", timeout=30)
+        assert answer.status_code == 503 and answer.json() == {"status": "unavailable"}

@@ -178,3 +178,9 @@ def test_site_build_rewrites_everything_from_the_ledger(site: Project):
     assert all((site.public / "incidents" / i / "index.html").exists() for i in incidents)
     again = json.loads(site.cli("site", "build", "--json").stdout)
     assert again["written"] == 0, "unchanged files are left alone"
+
+
+def test_site_build_with_nothing_published_says_so(site: Project):
+    result = site.cli("site", "build", "--json")
+    assert result.exit_code == 0 and "no published incidents" in json.loads(result.stdout)["note"]
+    assert not site.public.exists()

@@ -85,3 +85,11 @@ def test_two_ticks_at_once_send_one_reminder(project: Project, inbox):
     reports = [json.loads(t.communicate(timeout=60)[0]) for t in ticks]
     assert sorted(len(r["reminded"]) for r in reports) == [0, 1]
     assert len(inbox.messages) == 1
+
+
+def test_reminders_without_an_email_section_say_what_to_add(project: Project):
+    project.write(base=BASE_SETTINGS.replace(BASE_SETTINGS.split("[site]")[0], "\n" + STAFF + "\n"))
+    project.announce("--next-update", "30m")
+    report = api.tick(now=later(31), settings=project.config)
+    assert report.exit_code == 3 and "add a [channels.email] section" in report.problems[0]
+    assert api.tick(now=later(32), settings=project.config).exit_code == 3, "not claimed: tried again"

@@ -26,6 +26,8 @@ class SmtpStandIn:
         self.messages: list[Received] = []
         #: address -> the SMTP reply to its RCPT (e.g. "550 5.1.1 no such user").
         self.refuse: dict[str, str] = {}
+        #: address -> the SMTP reply to DATA for a message to it (e.g. "554 5.7.1 rejected").
+        self.refuse_data: dict[str, str] = {}
         #: Close the connection instead of answering the next N DATA commands.
         self.drop_before_storing = 0
         self.drop_after_storing = 0
@@ -66,6 +68,9 @@ class SmtpStandIn:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        refused = [self.refuse_data[a] for a in envelope.rcpt_tos if a in self.refuse_data]
+        if refused:
+            return refused[0]
         with self.lock:
             if self.drop_before_storing:
                 self.drop_before_storing -= 1
