@@ -18,6 +18,7 @@ _API = {
     "update": "broadcaster.api",
     "resolve": "broadcaster.api",
     "publish": "broadcaster.api",
+    "discard": "broadcaster.api",
     "retry": "broadcaster.api",
     "list_incidents": "broadcaster.api",
     "show": "broadcaster.api",

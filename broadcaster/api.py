@@ -80,6 +80,7 @@ def schedule_maintenance(
     ends: datetime | str,
     components: Sequence[str] = (),
     regions: Sequence[str] = (),
+    guidance: str = "",
     translations: Translations | None = None,
     channels: Sequence[str] | None = None,
     dry_run: bool = False,
@@ -95,7 +96,8 @@ def schedule_maintenance(
     if window[1] <= datetime.now(UTC):
         raise InputError("--ends is in the past: a maintenance is announced before it ends")
     return _open(s, Kind.MAINTENANCE, Status.SCHEDULED, Impact.MINOR,
-                 {"title": title, "message": message}, components, regions, translations, channels,
+                 {"title": title, "message": message, "guidance": guidance}, components, regions,
+                 translations, channels,
                  dry_run, draft, confirm, window=window)
 
 
@@ -136,7 +138,10 @@ def advance_maintenance(incident_id: str, status: Status, *, settings: SettingsL
         from broadcaster.render import Templates
 
         templates = Templates(s)  # the words of "started" and "complete", in each locale
-        texts = {loc: Text(previous.title(loc), templates.strings(loc)["maintenance"][status.value])
+        # What to do during the window still holds while it runs; once it is over, it does not.
+        guidance = {loc: t.guidance for loc, t in last.texts.items()} if status is Status.IN_PROGRESS else {}
+        texts = {loc: Text(previous.title(loc), templates.strings(loc)["maintenance"][status.value],
+                           guidance=guidance.get(loc, ""))
                  for loc in s.organization.locales}
         return replace(last, id=f"{incident_id}-{last.seq + 1}", seq=last.seq + 1, status=status,
                        texts=texts, created_at=now, next_update_at=None, draft=False)
@@ -154,6 +159,7 @@ def update(
     components: Sequence[str] | None = None,
     regions: Sequence[str] | None = None,
     guidance: str = "",
+    clear_guidance: bool = False,
     next_update: NextUpdate = None,
     translations: Translations | None = None,
     channels: Sequence[str] | None = None,
@@ -162,16 +168,24 @@ def update(
     confirm: Confirm | None = None,
     settings: SettingsLike = None,
 ) -> Outcome:
-    """Post an update to an open incident; it replies in each channel's incident thread."""
+    """Post an update to an open incident; it replies in each channel's incident thread.
+
+    The guidance carries over from the update before unless `guidance` replaces it or
+    `clear_guidance` drops it. On an incident whose latest update is an unpublished draft,
+    a draft update revises that draft in place.
+    """
     s = _settings(settings)
     new_status = _status(status)
     if new_status is Status.RESOLVED:
         raise InputError("--status resolved: use `broadcaster resolve` to close an incident")
     if new_status.value not in {s.value for s in UpdateStatus}:
         raise InputError(f"--status {new_status.value}: not one of investigating, identified, monitoring")
+    if clear_guidance and (guidance or any((t or {}).get("guidance") for t in (translations or {}).values())):
+        raise InputError("--clear-guidance and --guidance: give one or the other")
     words = {"title": title or "", "message": message, "guidance": guidance}
     return _follow_up(s, incident_id, Kind.UPDATE, new_status, words, impact, components,
-                      regions, next_update, translations, channels, dry_run, draft, confirm)
+                      regions, next_update, translations, channels, dry_run, draft, confirm,
+                      clear_guidance=clear_guidance)
 
 
 def resolve(
@@ -179,6 +193,8 @@ def resolve(
     message: str,
     *,
     apology: str = "",
+    no_apology: bool = False,
+    guidance: str = "",
     title: str | None = None,
     translations: Translations | None = None,
     channels: Sequence[str] | None = None,
@@ -187,11 +203,18 @@ def resolve(
     confirm: Confirm | None = None,
     settings: SettingsLike = None,
 ) -> Outcome:
-    """Close an incident with its explanation and apology."""
+    """Close an incident with its explanation and apology.
+
+    A major or critical incident is not closed without an apology unless `no_apology` says
+    that is deliberate. Earlier guidance does not carry over (it was for while it was down);
+    `guidance` gives any that still holds.
+    """
     s = _settings(settings)
-    words = {"title": title or "", "message": message, "apology": apology}
+    if no_apology and (apology or any((t or {}).get("apology") for t in (translations or {}).values())):
+        raise InputError("--no-apology and --apology: give one or the other")
+    words = {"title": title or "", "message": message, "apology": apology, "guidance": guidance}
     return _follow_up(s, incident_id, Kind.RESOLVE, Status.RESOLVED, words, None, None, None,
-                      None, translations, channels, dry_run, draft, confirm)
+                      None, translations, channels, dry_run, draft, confirm, no_apology=no_apology)
 
 
 def publish(
@@ -234,9 +257,32 @@ def publish(
                 for job in _jobs(ledger, p, chans, u)
             ]
             _dispatcher(s, ledger).run(jobs)
-            return _outcome(s, ledger, incident_id, published[-1].id,
-                            [d for u in published for d in ledger.deliveries(update_id=u.id)],
-                            previews[-1].warnings)
+            outcome = _outcome(s, ledger, incident_id, published[-1].id,
+                               [d for u in published for d in ledger.deliveries(update_id=u.id)],
+                               [w for p in previews for w in p.warnings])
+            labels = [(u.id, f"#{u.seq} {u.kind.value} · {u.status.value}") for u in published]
+            return replace(outcome, published=labels)
+    finally:
+        ledger.close()
+
+
+def discard(incident_id: str, *, settings: SettingsLike = None) -> Outcome:
+    """Drop an incident's unpublished drafts (a false alarm): kept in the ledger for the record,
+    gone from lists, the site and the JSON. Nothing is sent."""
+    s = _settings(settings)
+    view = SQLiteLedger.for_preview(s.state.path)
+    try:  # check first without writing anything: no ledger is created for a wrong id
+        if not _existing(view, incident_id).drafts:
+            raise InputError(f"incident {incident_id} has no drafts to discard")
+    finally:
+        view.close()
+    ledger = _open_ledger(s)
+    try:
+        with ledger.incident_lock(incident_id):
+            if not _existing(ledger, incident_id).drafts:
+                raise InputError(f"incident {incident_id} has no drafts to discard")
+            gone = ledger.discard_drafts(incident_id)
+        return Outcome(incident_id, gone[-1], s.statement_url(incident_id), discarded=tuple(gone))
     finally:
         ledger.close()
 
@@ -257,13 +303,14 @@ def list_incidents(
     *, open_only: bool = False, drafts: bool = False, limit: int | None = 50,
     settings: SettingsLike = None,
 ) -> list[IncidentReport]:
-    """Incidents from the ledger, most recently updated first (only drafts with `drafts`)."""
+    """Incidents from the ledger, most recently updated first, drafts included and marked
+    (only those with a draft waiting, with `drafts`)."""
     s = _settings(settings)
     ledger = SQLiteLedger.for_preview(s.state.path)
     try:
-        found = ledger.incidents(open_only=open_only, include_drafts=drafts, limit=limit)
-        found = [i for i in found if i.is_draft] if drafts else found
-        return [IncidentReport(i, s.statement_url(i.id)) for i in found]
+        found = ledger.incidents(open_only=open_only, include_drafts=True, limit=None if drafts else limit)
+        found = [i for i in found if i.drafts][:limit] if drafts else found
+        return [IncidentReport(i, s.statement_url(i.id), timezone=s.organization.zone) for i in found]
     finally:
         ledger.close()
 
@@ -276,7 +323,7 @@ def show(incident_id: str, *, settings: SettingsLike = None) -> IncidentReport:
         incident = _existing(ledger, incident_id)
         deliveries = [DeliveryOutcome.of(d) for d in ledger.deliveries(incident_id=incident_id)]
         return IncidentReport(incident, s.statement_url(incident_id), deliveries,
-                              _draft_previews(s, ledger, incident))
+                              _draft_previews(s, ledger, incident), timezone=s.organization.zone)
     finally:
         ledger.close()
 
@@ -440,27 +487,44 @@ def _follow_up(
     impact: Impact | str | None, components: Sequence[str] | None,
     regions: Sequence[str] | None, next_update: NextUpdate, translations: Translations | None,
     channels: Sequence[str] | None, dry_run: bool, draft: bool, confirm: Confirm | None,
+    *, clear_guidance: bool = False, no_apology: bool = False,
 ) -> Outcome:
     _checked_id(incident_id)
 
     def build(previous: Incident | None, now: datetime) -> Update:
         assert previous is not None
-        if not previous.is_open:
+        last = previous.updates[-1]
+        as_draft = draft or previous.is_draft
+        # A draft on top of a draft of the same kind revises it: a reviewed draft is one update.
+        revising = as_draft and last.draft and (
+            (kind is Kind.UPDATE and last.kind in (Kind.ANNOUNCE, Kind.UPDATE)) or kind is last.kind
+        )
+        before = Incident(previous.id, previous.created_at, previous.updates[:-1]) if revising else previous
+        if before.updates and not before.is_open:
             raise InputError(
                 f"incident {incident_id} is resolved; announce a new incident instead"
             )
-        last = previous.updates[-1]
-        seq = last.seq + 1
+        if last.draft and not as_draft:
+            raise InputError(
+                f"incident {incident_id} has a draft waiting (update {last.seq}, {last.kind.value}): "
+                f"publish it (`broadcaster publish {incident_id}`), revise it with --draft, or "
+                f"discard it (`broadcaster discard {incident_id}`) first"
+            )
+        seq = last.seq if revising else last.seq + 1
+        carry = kind is not Kind.RESOLVE and not clear_guidance
         return Update(
-            id=f"{incident_id}-{seq}", incident_id=incident_id, seq=seq, kind=kind,
+            id=f"{incident_id}-{seq}", incident_id=incident_id, seq=seq,
+            kind=last.kind if revising else kind,
             status=status,
-            impact=_impact(impact) if impact is not None else previous.impact,
-            components=s.known_names(components, "component") if components else previous.components,
-            regions=s.known_names(regions, "region") if regions else previous.regions,
-            texts=_texts(s, words, translations, previous.latest),
+            impact=_impact(impact) if impact is not None else last.impact,
+            components=s.known_names(components, "component") if components else last.components,
+            regions=s.known_names(regions, "region") if regions else last.regions,
+            texts=_texts(s, words, translations, last, carry_guidance=carry),
             created_at=now,
             next_update_at=parse_next_update(next_update, now, s.organization.zone),
-            draft=draft or previous.is_draft,
+            draft=as_draft,
+            starts_at=last.starts_at, ends_at=last.ends_at,
+            apology_waived=no_apology,
         )
 
     return _run(s, incident_id, build, new=False, channels=channels, dry_run=dry_run,
@@ -483,11 +547,8 @@ def _run(
     def prepare(ledger: Ledger) -> Preview:
         previous = None if new else _existing(ledger, incident_id)
         upd = build(previous, datetime.now(UTC))
-        incident = Incident(
-            incident_id,
-            previous.created_at if previous else upd.created_at,
-            (previous.updates if previous else ()) + (upd,),
-        )
+        before = tuple(u for u in (previous.updates if previous else ()) if u.seq != upd.seq)
+        incident = Incident(incident_id, previous.created_at if previous else upd.created_at, (*before, upd))
         pages = page_factory(s, lambda: _site_state(ledger, s, incident))
         return check(s, chans, pages, upd, incident, audience=_audience(ledger, s, chans, incident),
                      drafting=upd.draft)
@@ -511,9 +572,13 @@ def _run(
             preview = prepare(ledger)
             upd = preview.update
             if upd.draft:
-                ledger.record(upd, [])
+                revised = not new and upd.seq == _existing(ledger, incident_id).updates[-1].seq
+                if revised:
+                    ledger.revise_draft(upd)
+                else:
+                    ledger.record(upd, [])
                 return Outcome(incident_id, upd.id, preview.statement_url, draft=True,
-                               preview=preview, warnings=preview.warnings)
+                               preview=preview, warnings=preview.warnings, revised=revised)
             ledger.record(upd, _new_deliveries(preview))
             _dispatcher(s, ledger).run(_jobs(ledger, preview, chans, upd))
             return _outcome(s, ledger, incident_id, upd.id,
@@ -671,15 +736,22 @@ def _status(value: Status | str) -> Status:
 
 def _texts(
     s: Settings, words: Mapping[str, str], translations: Translations | None,
-    previous: Update | None,
+    previous: Update | None, *, carry_guidance: bool = False,
 ) -> dict[str, Text]:
-    """The update's words per locale; the default locale's are required, others optional."""
+    """The update's words per locale; the default locale's are required, others optional.
+
+    What a locale leaves out stays empty here (readers get the default locale's words, and
+    `message_rules` warns the sender). The title carries over from `previous`; with
+    `carry_guidance` so does the guidance, unless any locale gives new guidance, in which case
+    every locale must (old guidance beside new would contradict it).
+    """
     locales = s.organization.locales
     default = locales[0]
     # Explicit options win over a message file's table for the same locale.
     given: dict[str, Mapping[str, str]] = dict(translations or {})
     given[default] = {**given.get(default, {}), **{k: v for k, v in words.items() if v}}
     given = {default: given.pop(default), **given}
+    carry = carry_guidance and previous is not None and not any(f.get("guidance") for f in given.values())
     texts: dict[str, Text] = {}
     for locale, fields in given.items():
         where = "" if locale == default else f" ({locale})"
@@ -690,23 +762,37 @@ def _texts(
         unknown = set(fields) - {"title", "message", "guidance", "apology"}
         if unknown:
             raise InputError(f"unknown text field{where}: {', '.join(sorted(unknown))}")
+        for name, value in fields.items():
+            _check_characters(value, f"--{name}" + (f"-{locale}" if locale != default else ""))
+        before = previous.texts.get(locale) if previous is not None else None
+        guidance = (fields.get("guidance") or "").strip()
+        if not guidance and carry and before is not None:
+            guidance = before.guidance
         message = (fields.get("message") or "").strip()
         if not message:
             if locale != default and not any(fields.values()):
-                continue
+                continue  # nothing in this locale this time: its readers get the default's words
             raise InputError(f"message{where}: required and cannot be empty")
-        title = (fields.get("title") or "").strip()
-        if not title and previous is not None:
-            title = previous.text(locale).title
-        if not title and locale != default:
-            title = texts[default].title
-        if not title:
+        title = (fields.get("title") or "").strip() or (before.title if before is not None else "")
+        if not title and locale == default:
             raise InputError("title: required and cannot be empty")
-        base = texts.get(default)
-        texts[locale] = Text(
-            title=title,
-            message=message,
-            guidance=(fields.get("guidance") or "").strip() or (base.guidance if base else ""),
-            apology=(fields.get("apology") or "").strip() or (base.apology if base else ""),
-        )
+        texts[locale] = Text(title=title, message=message, guidance=guidance,
+                             apology=(fields.get("apology") or "").strip())
     return texts
+
+
+def _check_characters(value: str, option: str) -> None:
+    """Refuse characters no person types: controls (but tab and newline) and noncharacters.
+
+    Noncharacters mark the shortenable explanation inside templates (see fitting); control
+    characters break posts, headers and terminals.
+    """
+    import unicodedata
+
+    for index, char in enumerate(value):
+        if char in "\t\n\r":
+            continue
+        code = ord(char)
+        if unicodedata.category(char) == "Cc" or 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE:
+            raise InputError(f"{option}: character U+{code:04X} at position {index + 1} is not allowed "
+                             "in a message (a control character or a noncharacter)")

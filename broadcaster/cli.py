@@ -150,7 +150,10 @@ def update(
     impact: Annotated[Impact | None, typer.Option("--impact", help="A new impact, if it changed.")] = None,
     component: Components = None,
     region: Regions = None,
-    guidance: Guidance = "",
+    guidance: Annotated[str, typer.Option(
+        "--guidance", help="What customers can do now (Markdown); replaces the guidance so far.")] = "",
+    clear_guidance: Annotated[bool, typer.Option(
+        "--clear-guidance", help="Drop the guidance carried over from earlier updates.")] = False,
     next_update: NextUpdate = None,
     message_file: MessageFile = None,
     channel: Channels = None,
@@ -159,14 +162,19 @@ def update(
     yes: Yes = False,
     json: Json = False,
 ) -> None:
-    """Post an update to an open incident; it continues each channel's thread."""
+    """Post an update to an open incident; it continues each channel's thread.
+
+    The guidance carries over until --guidance replaces it or --clear-guidance drops it. On an
+    incident whose latest update is a draft, --draft revises that draft in place.
+    """
 
     def run() -> Outcome:
         from broadcaster import api
 
         return api.update(
             incident, message or "", status=status, title=title, impact=impact,
-            components=component, regions=region, guidance=guidance, next_update=next_update,
+            components=component, regions=region, guidance=guidance,
+            clear_guidance=clear_guidance, next_update=next_update,
             translations=_words(ctx, message_file), channels=channel, dry_run=dry_run, draft=draft,
             confirm=_confirmation(yes, dry_run, json), settings=_config["path"],
         )
@@ -186,6 +194,10 @@ def resolve(
         ),
     ] = None,
     apology: Annotated[str, typer.Option("--apology", help="The apology (Markdown).")] = "",
+    no_apology: Annotated[bool, typer.Option(
+        "--no-apology", help="Resolve a major or critical incident without an apology, on purpose.")] = False,
+    guidance: Annotated[str, typer.Option(
+        "--guidance", help="What customers should still do (Markdown); earlier guidance ends here.")] = "",
     title: Annotated[str | None, typer.Option("--title", help="A final title, if it should change.")] = None,
     message_file: MessageFile = None,
     channel: Channels = None,
@@ -200,7 +212,8 @@ def resolve(
         from broadcaster import api
 
         return api.resolve(
-            incident, message or "", apology=apology, title=title,
+            incident, message or "", apology=apology, no_apology=no_apology, guidance=guidance,
+            title=title,
             translations=_words(ctx, message_file), channels=channel,
             dry_run=dry_run, draft=draft, confirm=_confirmation(yes, dry_run, json),
             settings=_config["path"],
@@ -218,6 +231,18 @@ def publish(incident: IncidentArg, channel: Channels = None, yes: Yes = False, j
 
         return api.publish(incident, channels=channel, confirm=_confirmation(yes, False, json),
                            settings=_config["path"])
+
+    _finish(run, json)
+
+
+@app.command()
+def discard(incident: IncidentArg, json: Json = False) -> None:
+    """Drop an incident's unpublished drafts (a false alarm); kept in the ledger for the record."""
+
+    def run() -> Outcome:
+        from broadcaster import api
+
+        return api.discard(incident, settings=_config["path"])
 
     _finish(run, json)
 
@@ -247,11 +272,11 @@ def retry(
 @app.command("list")
 def list_(
     open_only: Annotated[bool, typer.Option("--open", help="Only incidents not yet resolved.")] = False,
-    drafts: Annotated[bool, typer.Option("--drafts", help="Only incidents waiting as drafts.")] = False,
+    drafts: Annotated[bool, typer.Option("--drafts", help="Only incidents with a draft waiting.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
     json: Json = False,
 ) -> None:
-    """List incidents, most recently updated first."""
+    """List incidents, most recently updated first; drafts are marked and counted."""
 
     def run() -> Any:
         from broadcaster import api
@@ -396,6 +421,8 @@ def maintenance_schedule(
     ends: Annotated[str, typer.Option("--ends", help="End, ISO.", show_default=False)] = "",
     component: Components = None,
     region: Regions = None,
+    guidance: Annotated[str, typer.Option(
+        "--guidance", help="What customers can do during the window (Markdown).")] = "",
     message_file: MessageFile = None,
     channel: Channels = None,
     dry_run: DryRun = False,
@@ -413,7 +440,7 @@ def maintenance_schedule(
             raise InputError("--starts and --ends are required (ISO, e.g. 2026-12-01T02:00)")
         return api.schedule_maintenance(
             title or "", message or "", starts=starts, ends=ends, components=component or (),
-            regions=region or (), translations=_words(ctx, message_file), channels=channel,
+            regions=region or (), guidance=guidance, translations=_words(ctx, message_file), channels=channel,
             dry_run=dry_run, draft=draft, confirm=_confirmation(yes, dry_run, json),
             settings=_config["path"],
         )
@@ -439,7 +466,8 @@ def site_build(json: Json = False) -> None:
 
 @app.command()
 def tick(json: Json = False) -> None:
-    """Do what falls due: remind staff of overdue promised updates. Cron-safe, every minute."""
+    """Do what falls due: start and complete maintenance windows, remind staff of overdue
+    promised updates. Cron-safe, every minute."""
 
     def run() -> Any:
         from broadcaster import api

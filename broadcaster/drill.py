@@ -31,16 +31,14 @@ SCRIPT = {
     "announce": {
         "title": "Card payments failing",
         "message": "Some card payments fail at checkout. We are investigating.",
-        "guidance": "Pay by **bank transfer** for now, or retry in a few minutes. "
-        "Your basket is kept.",
+        "guidance": "Pay by **bank transfer** for now; your basket is kept.",
         "impact": "major",
         "components": ["Payments API", "Checkout"],
         "regions": ["Madrid", "Barcelona"],
         "es": {
             "title": "Fallan los pagos con tarjeta",
             "message": "Algunos pagos con tarjeta fallan al pagar. Lo estamos investigando.",
-            "guidance": "Pague por **transferencia** por ahora o inténtelo en unos minutos. "
-            "Su cesta se conserva.",
+            "guidance": "Pague por **transferencia** por ahora; su cesta se conserva.",
         },
     },
     "update": {

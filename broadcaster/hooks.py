@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from broadcaster.errors import UnknownIncidentError
 from broadcaster.model import Impact
 from broadcaster.settings import AutomationSettings, Settings
 
@@ -164,17 +165,24 @@ def from_prometheus(source: str, payload: AlertmanagerPayload, rules: Automation
     )
 
 
-def from_generic(payload: GenericPayload) -> Alert:
+def from_generic(payload: GenericPayload, rules: AutomationSettings) -> Alert:
+    """A generic body names components and regions as monitoring knows them, like labels do:
+    the same `[automation]` mappings turn them into the names customers know."""
     return Alert(
         key=f"generic:{payload.dedupe_key}", firing=payload.status == "firing",
         title=payload.title, message=payload.message, impact=payload.impact,
-        components=tuple(payload.components), regions=tuple(payload.regions),
+        components=_renamed(payload.components, rules.components),
+        regions=_renamed(payload.regions, rules.regions),
     )
 
 
 def _mapped(alerts: list[PrometheusAlert], label: str, names: dict[str, str]) -> tuple[str, ...]:
-    values = (a.labels.get(label, "").strip() for a in alerts)
-    return tuple(dict.fromkeys(names.get(v, v) for v in values if v))
+    return _renamed([a.labels.get(label, "") for a in alerts], names)
+
+
+def _renamed(values: list[str], names: dict[str, str]) -> tuple[str, ...]:
+    stripped = (v.strip() for v in values)
+    return tuple(dict.fromkeys(names.get(v, v) for v in stripped if v))
 
 
 # -- what an alert does -----------------------------------------------------------------
@@ -209,7 +217,10 @@ def handle(alert: Alert, settings: Settings) -> HookResult:
         # One alert at a time: two deliveries of the same group must not open two incidents.
         with ledger.service_lock("automation"):
             known = ledger.query("SELECT incident_id FROM hook_keys WHERE key = ?", (alert.key,))
-            incident = ledger.incident(known[0][0]) if known else None
+            try:
+                incident = ledger.incident(known[0][0]) if known else None
+            except UnknownIncidentError:
+                incident = None  # a person discarded it as a false alarm: this firing is new
             if incident is not None and not incident.is_open:
                 incident = None  # that incident is over: this is a new one
             if alert.firing:
@@ -257,6 +268,13 @@ def _revise(alert: Alert, settings: Settings, ledger: SQLiteLedger, incident: In
     )
     ledger.revise_draft(revised)
     return HookResult("draft_revised", incident.id, settings.statement_url(incident.id))
+
+
+def forget(ledger: SQLiteLedger, signature: str) -> None:
+    """Drop a signature whose request was refused as bad input: it was not accepted, so the
+    sender may correct nothing else and send it again, and be told what is wrong again."""
+    with ledger.transaction() as db:
+        db.execute("DELETE FROM hook_signatures WHERE signature = ?", (signature,))
 
 
 def remember(ledger: SQLiteLedger, signature: str, now: float | None = None) -> bool:

@@ -59,6 +59,14 @@ class Ledger(Protocol):
         """Turn the incident's drafts into published updates, recording their deliveries."""
         ...
 
+    def revise_draft(self, update: Update) -> None:
+        """Replace a draft update in place (same id and place in the incident)."""
+        ...
+
+    def discard_drafts(self, incident_id: str) -> list[str]:
+        """Set the incident's unpublished drafts aside for the record; their ids."""
+        ...
+
     def deliveries(
         self, *, incident_id: str | None = None, update_id: str | None = None,
         unfinished: bool = False, channels: Sequence[str] | None = None,

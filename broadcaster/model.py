@@ -48,12 +48,20 @@ class Update:
     #: A planned maintenance's window (on every update of a maintenance).
     starts_at: datetime | None = None
     ends_at: datetime | None = None
+    #: A resolution of a major or critical incident that deliberately carries no apology.
+    apology_waived: bool = False
 
     def text(self, locale: str) -> Text:
-        """The text in `locale`, or in the default locale (the first one given) when missing."""
-        if locale in self.texts:
-            return self.texts[locale]
-        return next(iter(self.texts.values()))
+        """The words in `locale`; what that locale lacks is the default locale's (the first).
+
+        The fallback is for readers; `message_rules` warns the sender about each one.
+        """
+        default = next(iter(self.texts.values()))
+        own = self.texts.get(locale)
+        if own is None or own is default:
+            return default
+        return Text(own.title or default.title, own.message or default.message,
+                    own.guidance or default.guidance, own.apology or default.apology)
 
 
 @dataclass(frozen=True)
@@ -104,13 +112,24 @@ class Incident:
         return not self.published
 
     @property
+    def drafts(self) -> tuple[Update, ...]:
+        """Updates waiting for a person to publish them (or discard them)."""
+        return tuple(u for u in self.updates if u.draft)
+
+    @property
+    def max_impact(self) -> Impact:
+        """The worst impact the incident has had (a resolution speaks to that)."""
+        order = list(Impact)
+        return max((u.impact for u in self.updates), key=order.index)
+
+    @property
     def updated_at(self) -> datetime:
         return self.latest.created_at
 
     def title(self, locale: str) -> str:
         """The newest title written in `locale` (an update in one language keeps the others')."""
         for update in reversed(self.published or self.updates):
-            if locale in update.texts:
+            if locale in update.texts and update.texts[locale].title:
                 return update.texts[locale].title
         return self.latest.text(locale).title
 

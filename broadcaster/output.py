@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime, tzinfo
 from typing import Any
 
 import typer
@@ -50,14 +51,28 @@ def _outcome(outcome: Outcome, as_json: bool) -> int:
         typer.echo(preview_text(outcome.preview))
         typer.echo("\nDry run: nothing was recorded or sent.")
         return 0
+    if outcome.discarded:
+        count = len(outcome.discarded)
+        typer.echo(f"Discarded {count} draft{'s' * (count != 1)} of incident {outcome.incident_id} "
+                   f"({', '.join(outcome.discarded)}); nothing was sent. They stay in the ledger "
+                   "for the record and appear nowhere else.")
+        return 0
     if outcome.draft:
-        typer.echo(f"Draft recorded for incident {outcome.incident_id}; nothing was sent.")
+        done = "revised in place" if outcome.revised else "recorded"
+        typer.echo(f"Draft {done} for incident {outcome.incident_id}; nothing was sent.")
+        for warning in outcome.warnings:
+            typer.echo(f"warning: {warning}", err=True)
         typer.echo(f"Review it with `broadcaster show {outcome.incident_id}`, "
                    f"send it with `broadcaster publish {outcome.incident_id}`.")
         return 0
     typer.echo(f"Incident {outcome.incident_id} · update {outcome.update_id}")
     typer.echo(f"Statement: {outcome.statement_url}\n")
-    typer.echo(deliveries_table(outcome.deliveries))
+    if outcome.published:  # publish: one table per update, labelled, in the order they went out
+        for update_id, label in outcome.published:
+            typer.echo(f"── {label}")
+            typer.echo(deliveries_table([d for d in outcome.deliveries if d.update_id == update_id]))
+    else:
+        typer.echo(deliveries_table(outcome.deliveries))
     for warning in outcome.warnings:
         typer.echo(f"warning: {warning}", err=True)
     if outcome.exit_code:
@@ -67,16 +82,23 @@ def _outcome(outcome: Outcome, as_json: bool) -> int:
 
 
 def _incidents_text(reports: Sequence[IncidentReport]) -> str:
+    """One line per incident; drafts are marked and counted, so none waits unseen at 3 a.m."""
     if not reports:
         return "No incidents."
     rows = [("ID", "STATUS", "IMPACT", "UPDATED", "TITLE")]
+    waiting = 0
     for r in reports:
         i = r.incident
-        status = "draft" if i.is_draft else i.status.value
+        status = "DRAFT" if i.is_draft else i.status.value + (" + DRAFT" if i.drafts else "")
+        waiting += bool(i.drafts)
         title = i.title(next(iter(i.latest.texts)))
-        rows.append((i.id, status, i.impact.value, i.updated_at.strftime("%Y-%m-%d %H:%M"), title))
+        rows.append((i.id, status, i.impact.value, _when(i.updated_at, r.timezone), title))
     widths = [max(len(row[c]) for row in rows) for c in range(4)]
-    return "\n".join("  ".join(row[c].ljust(widths[c]) for c in range(4)) + "  " + row[4] for row in rows)
+    lines = ["  ".join(row[c].ljust(widths[c]) for c in range(4)) + "  " + row[4] for row in rows]
+    if waiting:
+        lines += ["", f"{waiting} incident{'s' * (waiting != 1)} with a draft waiting for review: "
+                      "`broadcaster show ID`, then `broadcaster publish ID` or `broadcaster discard ID`."]
+    return "\n".join(lines)
 
 
 def _incident_text(report: IncidentReport) -> str:
@@ -93,7 +115,7 @@ def _incident_text(report: IncidentReport) -> str:
         lines.append(f"regions {', '.join(i.regions)}")
     for u in i.updates:
         lines.append("")
-        lines.append(f"#{u.seq} {u.kind.value} · {u.status.value} · {u.created_at:%Y-%m-%d %H:%M} UTC"
+        lines.append(f"#{u.seq} {u.kind.value} · {u.status.value} · {_when(u.created_at, report.timezone)}"
                      + (" · draft" if u.draft else ""))
         for line in u.text(default).message.splitlines():
             lines.append(f"   {line}")
@@ -104,3 +126,8 @@ def _incident_text(report: IncidentReport) -> str:
         lines += ["", "── what `broadcaster publish` would send ──"]
         lines += [preview] if isinstance(preview, str) else preview_text(preview).splitlines()
     return "\n".join(lines)
+
+
+def _when(moment: datetime, zone: tzinfo) -> str:
+    """A time as the organisation speaks it (its zone, named), like the site and the posts."""
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from broadcaster import registry
+from broadcaster import message_rules, registry
 from broadcaster.channels.base import Channel, ChannelContext, Post
 from broadcaster.errors import InputError, PreflightError
 from broadcaster.model import Incident, Update
@@ -94,6 +95,7 @@ def check(
     """
     preview = Preview(update, incident, settings.statement_url(incident.id))
     problems: list[str] = []
+    fresh = targets is None
     if targets is None:
         targets = [(name, loc) for name, ch in channels.items()
                    for loc in locales_of(settings, ch, audience)]
@@ -101,8 +103,12 @@ def check(
             f"{name}: no subscriber follows these components or regions; nobody is emailed"
             for name, ch in channels.items() if ch.spec.audience and not locales_of(settings, ch, audience)
         )
+    today = datetime.now(settings.organization.zone).date()
     for name in dict.fromkeys(name for name, _ in targets):
         channel = channels[name]
+        refusals, warnings = channel.readiness(today)
+        problems.extend(f"{name}: {p}" for p in ([] if drafting else refusals))
+        preview.warnings.extend(f"{name}: {w}" for w in (warnings + refusals if drafting else warnings))
         if drafting or not channel.spec.secrets_required:
             continue
         for variable in channel.spec.secrets.values():
@@ -139,6 +145,12 @@ def check(
         preview.warnings.append(
             f"no {locale!r} text given; readers in {locale!r} will see the {fallback!r} text"
         )
+    if fresh:  # a retry finishes what was already checked and sent in part: no second opinion
+        subjects = [(p.locale, p.post.subject) for p in preview.planned if p.post.subject]
+        findings = message_rules.review(update, incident, default_locale=settings.organization.default_locale,
+                                        subjects=subjects, drafting=drafting)
+        problems.extend(findings.refusals)
+        preview.warnings.extend(findings.warnings)
     if problems:
         raise PreflightError(problems)
     return preview

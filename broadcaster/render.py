@@ -23,6 +23,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from markupsafe import Markup
 
 from broadcaster import markup
+from broadcaster.channels.fitting import shortenable, unmarked
 from broadcaster.errors import InputError
 from broadcaster.model import Incident, Kind, Update
 from broadcaster.settings import Settings
@@ -58,6 +59,9 @@ class Templates:
         env.filters["plain"] = markup.to_plain
         env.filters["datetime"] = jinja2.pass_context(_format_datetime)
         env.filters["time"] = jinja2.pass_context(_format_time)
+        env.filters["window"] = jinja2.pass_context(_format_window)
+        env.filters["shortenable"] = shortenable
+        env.filters["few"] = _few
         self.env = env
         self._strings: dict[str, dict[str, Any]] = {}
 
@@ -117,11 +121,39 @@ def _format_datetime(context: Any, value: datetime | None, style: str = "medium"
 
 
 def _format_time(context: Any, value: datetime | None) -> str:
+    """"14:30 CET": the zone named the same way in every locale (babel's names differ)."""
     from babel.dates import format_time
 
     if value is None:
         return ""
-    return format_time(value, "HH:mm zzz", tzinfo=context["timezone"], locale=context["babel_locale"])
+    zone = context["timezone"]
+    clock = format_time(value, "HH:mm", tzinfo=zone, locale=context["babel_locale"])
+    return f"{clock} {value.astimezone(zone).tzname()}"
+
+
+def _few(names: Sequence[str]) -> str:
+    """The first name and how many more: "Madrid +2" (where room is short, as in subjects)."""
+    if not names:
+        return ""
+    return names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
+
+
+def _format_window(context: Any, starts: datetime | None, ends: datetime | None) -> str:
+    """A maintenance window as people write it: "24 Nov 2026, 02:00–05:00 CET", no seconds."""
+    from babel.dates import format_date, format_time
+
+    if starts is None or ends is None:
+        return ""
+    zone, locale = context["timezone"], context["babel_locale"]
+    start, end = starts.astimezone(zone), ends.astimezone(zone)
+
+    def clock(moment: datetime) -> str:
+        return format_time(moment, "HH:mm", tzinfo=zone, locale=locale)
+
+    day = format_date(start, "medium", locale=locale)
+    if start.date() == end.date():
+        return f"{day}, {clock(start)}–{clock(end)} {end.tzname()}"
+    return f"{day}, {clock(start)} – {format_date(end, 'medium', locale=locale)}, {clock(end)} {end.tzname()}"
 
 
 @dataclass
@@ -156,10 +188,21 @@ class Page:
         return Page(self.channel, self.extension, self.update, self.incident, locale,
                     self.templates, self.site)
 
-    def render(self, name: str, **extra: Any) -> str:
-        """Render `<channel>/<name>.<locale>.<ext>` with the standard variables."""
+    def render(self, name: str, *, marked: bool = False, **extra: Any) -> str:
+        """Render `<channel>/<name>.<locale>.<ext>` with the standard variables.
+
+        `marked` keeps the marks of the shortenable explanation for `fitting`; any other
+        caller gets the text as a reader sees it.
+        """
         template = self.templates.find(self.channel, name, self.locale, self.extension)
-        return self.templates.render(template, {**self.variables, **extra})
+        text = self.templates.render(template, {**self.variables, **extra})
+        return text if marked else unmarked(text)
+
+    def essentials(self) -> dict[str, str]:
+        """The update's never-cut fields as they read in this locale, by name (for refusals)."""
+        text = self.update.text(self.locale)
+        return {"title": self.incident.title(self.locale), "guidance": markup.to_plain(text.guidance),
+                "apology": markup.to_plain(text.apology)}
 
     @cached_property
     def variables(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
 from typing import Any
 
 from broadcaster.model import Delivery, DeliveryState, Incident
@@ -27,6 +28,9 @@ class DeliveryOutcome:
     recipient: str = ""
     attempts: int = 0
     update_id: str | None = None
+    #: What the operator should know about a delivery that went out differently (X refused
+    #: a reply, so the post stands alone).
+    note: str | None = None
 
     @classmethod
     def of(cls, delivery: Delivery) -> DeliveryOutcome:
@@ -38,9 +42,11 @@ class DeliveryOutcome:
         error = delivery.error
         if delivery.state is DeliveryState.PENDING and not error:
             error = WAITING_FOR_STATEMENT
+        note = delivery.meta.get("note")
         return cls(
             delivery.channel, status, delivery.url, error, delivery.locale,
             delivery.recipient, delivery.attempts, delivery.update_id,
+            str(note) if note else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -55,6 +61,8 @@ class DeliveryOutcome:
         }
         if self.recipient:
             out["recipient"] = self.recipient
+        if self.note:
+            out["note"] = self.note
         return out
 
 
@@ -70,6 +78,12 @@ class Outcome:
     draft: bool = False
     preview: Preview | None = None
     warnings: Sequence[str] = field(default_factory=list)
+    #: The draft was revised in place rather than added.
+    revised: bool = False
+    #: For `publish`: each update sent, in order, as (update id, label such as "#2 update · identified").
+    published: Sequence[tuple[str, str]] = ()
+    #: For `discard`: the draft updates set aside.
+    discarded: Sequence[str] = ()
 
     @property
     def exit_code(self) -> int:
@@ -87,6 +101,11 @@ class Outcome:
             out["dry_run"] = True
         if self.draft:
             out["draft"] = True
+            out["revised"] = self.revised
+        if self.discarded:
+            out["discarded"] = list(self.discarded)
+        if self.published:
+            out["published"] = [{"update_id": uid, "label": label} for uid, label in self.published]
         if self.warnings:
             out["warnings"] = list(self.warnings)
         recipients: dict[str, Counter[str]] = {}
@@ -112,6 +131,8 @@ def deliveries_table(deliveries: Sequence[DeliveryOutcome], failures_shown: int 
             audiences.setdefault(d.channel, []).append(d)
         else:
             where = d.url if d.status == "sent" else d.error or ""
+            if d.note:
+                where = f"{where} ({d.note})"
             rows.append((d.channel, d.status, str(d.attempts), where))
     for channel, group in audiences.items():
         counts = Counter(d.status for d in group)
@@ -141,6 +162,8 @@ def preview_text(preview: Preview) -> str:
     for planned in preview.planned:
         lines.append("")
         if planned.post.files:
+            lines.append(f"── {planned.channel}: the statement says")
+            lines.extend(f"   {line}" for line in planned.post.text.splitlines())
             lines.append(f"── {planned.channel}: {len(planned.post.files)} files")
             lines.extend(f"   {path}" for path in sorted(planned.post.files))
             continue
@@ -148,6 +171,9 @@ def preview_text(preview: Preview) -> str:
         if planned.recipients:
             count = len(planned.recipients)
             limit = f"to {count:,} subscriber{'s' * (count != 1)}"
+        if planned.post.cost is not None:
+            posts = 1 + len(planned.post.continuation)
+            limit += f" · {posts} post{'s' * (posts != 1)}, about ${planned.post.cost:.2f}"
         lines.append(f"── {planned.channel} ({planned.locale}) · {limit}")
         if planned.post.subject:
             lines.append(f"   Subject: {planned.post.subject}")
@@ -170,6 +196,8 @@ class IncidentReport:
     deliveries: Sequence[DeliveryOutcome] = ()
     #: For drafts: each draft update as every channel would send it (`show`), or why it cannot be.
     previews: Sequence[Preview | str] = ()
+    #: The organisation's time zone, in which a person reads the times.
+    timezone: tzinfo = UTC
 
     def to_json(self) -> dict[str, Any]:
         i = self.incident
@@ -182,6 +210,7 @@ class IncidentReport:
             "components": list(i.components),
             "regions": list(i.regions),
             "draft": i.is_draft,
+            "drafts_waiting": len(i.drafts),
             "created_at": i.created_at.isoformat(),
             "updated_at": i.updated_at.isoformat(),
             "statement_url": self.statement_url,
@@ -218,7 +247,10 @@ def _planned_json(preview: Preview) -> list[dict[str, Any]]:
             "length": p.length,
             "limit": p.limit,
             "files": sorted(p.post.files),
+            "replies": list(p.post.continuation),
             **({"recipients": len(p.recipients)} if p.recipients else {}),
+            **({"subject": p.post.subject} if p.post.subject else {}),
+            **({"cost_usd": p.post.cost} if p.post.cost is not None else {}),
         }
         for p in preview.planned
     ]

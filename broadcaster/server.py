@@ -62,21 +62,16 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
         if not await run_in_threadpool(_remember, settings, signature):
             raise hooks.HookRefused(409, "this signed request was already accepted; sign each request anew")
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise hooks.HookRefused(400, f"the body is not JSON: {exc}") from None
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:10]
-            )
-            raise hooks.HookRefused(400, problems) from None
+            return signature, _parsed(body, model)
+        except hooks.HookRefused:
+            await run_in_threadpool(_forget, settings, signature)  # refused is not accepted
+            raise
 
-    async def act(alert: hooks.Alert) -> JSONResponse:
+    async def act(signature: str, alert: hooks.Alert) -> JSONResponse:
         try:
             result = await run_in_threadpool(hooks.handle, alert, settings)
         except InputError as exc:
+            await run_in_threadpool(_forget, settings, signature)
             raise hooks.HookRefused(400, str(exc)) from None
         except BroadcasterError as exc:
             log.error("hook failed: %s", exc)
@@ -92,7 +87,8 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
             x_broadcaster_signature: str | None = Header(
                 None, description='sha256=<hex HMAC-SHA256 of "{timestamp}.{raw body}">'),
         ) -> JSONResponse:
-            return await act(to_alert(await signed(request, model)))
+            signature, payload = await signed(request, model)
+            return await act(signature, to_alert(payload))
 
     rules = settings.automation
     hook("/hooks/alertmanager", hooks.AlertmanagerPayload, "Alertmanager webhook (version 4)",
@@ -100,7 +96,7 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
     hook("/hooks/grafana", hooks.GrafanaPayload, "Grafana alerting webhook",
          lambda p: hooks.from_prometheus("grafana", p, rules))
     hook("/hooks/generic", hooks.GenericPayload, "Any system: title, message, impact, dedupe_key",
-         hooks.from_generic)
+         lambda p: hooks.from_generic(p, rules))
 
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse, summary="Unsubscribe: confirmation page",
              responses={404: {"description": "Unknown token"}})
@@ -173,6 +169,31 @@ def _remember(settings: Settings, signature: str) -> bool:
         return hooks.remember(ledger, signature)
     finally:
         ledger.close()
+
+
+def _forget(settings: Settings, signature: str) -> None:
+    from broadcaster.sqlite_ledger import SQLiteLedger
+
+    ledger = SQLiteLedger(settings.state.path)
+    try:
+        hooks.forget(ledger, signature)
+    finally:
+        ledger.close()
+
+
+def _parsed(body: bytes, model: type[BaseModel]) -> Any:
+    """The body as `model`, or HookRefused(400) naming what is wrong."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise hooks.HookRefused(400, f"the body is not JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:10]
+        )
+        raise hooks.HookRefused(400, problems) from None
 
 
 def _subscriber(settings: Settings, token: str) -> Any:

@@ -34,7 +34,7 @@ from broadcaster.model import (
     is_incident_id,
 )
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -143,6 +143,12 @@ CREATE INDEX incidents_by_start ON incidents (created_at);
 ALTER TABLE updates ADD COLUMN starts_at TEXT;
 ALTER TABLE updates ADD COLUMN ends_at TEXT;
 """,
+    6: """
+-- A resolution that deliberately carries no apology (resolve --no-apology).
+ALTER TABLE updates ADD COLUMN apology_waived INTEGER NOT NULL DEFAULT 0;
+-- Drafts a person discarded: kept for the record, gone from every list, page and feed.
+ALTER TABLE updates ADD COLUMN discarded_at TEXT;
+""",
 }
 
 _DELIVERY_COLUMNS = (
@@ -242,6 +248,10 @@ class SQLiteLedger:
     def incident(self, incident_id: str) -> Incident:
         found = self._load([incident_id], include_drafts=True)
         if not found:
+            if self.query("SELECT 1 FROM incidents WHERE id = ? AND status = 'discarded'", (incident_id,)):
+                raise UnknownIncidentError(
+                    f"incident {incident_id} was discarded (its drafts stay in the ledger for the record)"
+                )
             raise UnknownIncidentError(
                 f"no incident {incident_id!r} in the ledger (see `broadcaster list`)"
             )
@@ -250,7 +260,7 @@ class SQLiteLedger:
     def incidents(
         self, *, open_only: bool = False, include_drafts: bool = False, limit: int | None = None
     ) -> list[Incident]:
-        where = []
+        where = ["status != 'discarded'"]
         if open_only:
             where.append("status NOT IN ('resolved', 'completed')")
         if not include_drafts:
@@ -286,8 +296,8 @@ class SQLiteLedger:
         created = dict(self.query(f"SELECT id, created_at FROM incidents WHERE id IN ({marks})", ids))
         rows = self.query(
             "SELECT id, incident_id, seq, kind, status, impact, components, regions, texts,"
-            " created_at, next_update_at, draft, starts_at, ends_at"
-            f" FROM updates WHERE incident_id IN ({marks})"
+            " created_at, next_update_at, draft, starts_at, ends_at, apology_waived"
+            f" FROM updates WHERE incident_id IN ({marks}) AND discarded_at IS NULL"
             " ORDER BY seq",
             ids,
         )
@@ -312,8 +322,8 @@ class SQLiteLedger:
             )
             db.execute(
                 "INSERT INTO updates (id, incident_id, seq, kind, status, impact, components,"
-                " regions, texts, created_at, next_update_at, draft, starts_at, ends_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " regions, texts, created_at, next_update_at, draft, starts_at, ends_at, apology_waived)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _update_to_row(update),
             )
             self._insert_deliveries(db, update.id, deliveries, now)
@@ -323,7 +333,8 @@ class SQLiteLedger:
         with self.transaction() as db:
             now = _now()
             ids = [r[0] for r in db.execute(
-                "SELECT id FROM updates WHERE incident_id = ? AND draft = 1 ORDER BY seq",
+                "SELECT id FROM updates WHERE incident_id = ? AND draft = 1 AND discarded_at IS NULL"
+                " ORDER BY seq",
                 (incident_id,),
             )]
             for update_id in ids:
@@ -334,16 +345,41 @@ class SQLiteLedger:
         return [u for u in incident.updates if u.id in ids]
 
     def revise_draft(self, update: Update) -> None:
-        """Replace a draft update's words, impact and scope (a re-firing alert); drafts only."""
+        """Replace a draft update's words, impact and scope (a re-firing alert, a person's
+        revision); drafts only."""
+        row = _update_to_row(update)
         with self.transaction() as db:
             changed = db.execute(
                 "UPDATE updates SET kind = ?, status = ?, impact = ?, components = ?, regions = ?,"
-                " texts = ?, created_at = ?, next_update_at = ? WHERE id = ? AND draft = 1",
-                (*_update_to_row(update)[3:11], update.id),
+                " texts = ?, created_at = ?, next_update_at = ?, starts_at = ?, ends_at = ?,"
+                " apology_waived = ? WHERE id = ? AND draft = 1 AND discarded_at IS NULL",
+                (*row[3:11], *row[12:], update.id),
             ).rowcount
             if not changed:
                 raise UnknownIncidentError(f"{update.id} is not a draft")
             db.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (_now(), update.incident_id))
+
+    def discard_drafts(self, incident_id: str) -> list[str]:
+        """Set an incident's unpublished drafts aside (kept for the record); their ids.
+
+        An incident that was never published is then discarded as a whole: no list shows it.
+        """
+        with self.transaction() as db:
+            now = _now()
+            ids = [r[0] for r in db.execute(
+                "SELECT id FROM updates WHERE incident_id = ? AND draft = 1 AND discarded_at IS NULL"
+                " ORDER BY seq", (incident_id,),
+            )]
+            db.execute("UPDATE updates SET discarded_at = ? WHERE incident_id = ? AND draft = 1"
+                       " AND discarded_at IS NULL", (now, incident_id))
+            published = db.execute("SELECT 1 FROM updates WHERE incident_id = ? AND draft = 0 LIMIT 1",
+                                   (incident_id,)).fetchone()
+            if published is None:
+                db.execute("UPDATE incidents SET status = 'discarded', updated_at = ? WHERE id = ?",
+                           (now, incident_id))
+            else:
+                db.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (now, incident_id))
+        return ids
 
     @staticmethod
     def _insert_deliveries(
@@ -535,12 +571,13 @@ def _update_to_row(u: Update) -> tuple:
         json.dumps(texts, ensure_ascii=False), u.created_at.isoformat(),
         u.next_update_at.isoformat() if u.next_update_at else None, int(u.draft),
         u.starts_at.isoformat() if u.starts_at else None, u.ends_at.isoformat() if u.ends_at else None,
+        int(u.apology_waived),
     )
 
 
 def _update_from_row(row: tuple) -> Update:
     (uid, incident_id, seq, kind, status, impact, components, regions, texts,
-     created_at, next_update_at, draft, starts_at, ends_at) = row
+     created_at, next_update_at, draft, starts_at, ends_at, apology_waived) = row
     return Update(
         id=uid,
         incident_id=incident_id,
@@ -556,6 +593,7 @@ def _update_from_row(row: tuple) -> Update:
         draft=bool(draft),
         starts_at=_when(starts_at),
         ends_at=_when(ends_at),
+        apology_waived=bool(apology_waived),
     )
 
 

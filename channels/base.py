@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -80,6 +81,8 @@ class Post:
     continuation: tuple[str, ...] = ()
     #: What the person sending should know about this post (it was shortened, for instance).
     notes: tuple[str, ...] = ()
+    #: What the platform charges for this post and its replies, in US dollars (X), if anything.
+    cost: float | None = None
     #: The update this post belongs to (email Message-IDs are built from it).
     update_id: str = ""
 
@@ -128,14 +131,45 @@ class Channel(ABC):
     """Base class for channels. Subclasses set `spec` and implement `send`."""
 
     spec: ClassVar[ChannelSpec]
+    #: A post can go on in replies (`Post.continuation`), as on X. Then essentials that do not
+    #: fit one post follow as replies; otherwise they must fit one post or preflight refuses.
+    replies: ClassVar[bool] = False
 
     def __init__(self, settings: ChannelSettings, context: ChannelContext) -> None:
         self.settings = settings
         self.context = context
 
     def compose(self, page: Page) -> Post:
-        """Turn the rendered template for this update into the post to send."""
-        return Post(text=tidy(page.render(page.kind)), link=page.statement_url, update_id=page.update.id)
+        """Turn the rendered template for this update into the post (or posts) to send."""
+        return self.fitted(page, tidy(page.render(page.kind, marked=True)))
+
+    def fitted(self, page: Page, text: str) -> Post:
+        """`text` fitted into this channel's limit: only the marked explanation is shortened.
+
+        See `fitting`: the guidance, apology, window, next-update promise and link are never
+        cut; what does not fit one post follows in replies where the channel has them.
+        """
+        from broadcaster.channels.fitting import fit, unmarked
+
+        post = Post(text=unmarked(text), link=page.statement_url, update_id=page.update.id)
+        if self.spec.limit is None:
+            return post
+        # A reply leaves room for the link, should the platform refuse it in the thread.
+        room = self.spec.limit - self.length("\n\n" + page.statement_url)
+        fitted = fit(text, limit=self.spec.limit, length=self.length, link=page.statement_url,
+                     thread_long=self.thread_long, replies=self.replies, fields=page.essentials(),
+                     reply_limit=room if self.replies else None)
+        return replace(post, text=fitted.parts[0], continuation=fitted.parts[1:], notes=fitted.notes())
+
+    def readiness(self, today: date) -> tuple[list[str], list[str]]:
+        """Problems (refuse) and warnings about the channel's own set-up on `today`: an API
+        version near or past its end, for instance. Nothing by default."""
+        return [], []
+
+    @property
+    def thread_long(self) -> bool:
+        """Continue a shortened explanation in replies rather than leave it to the statement."""
+        return False
 
     def length(self, text: str) -> int:
         """Length of `text` by the platform's rules (X weighs characters, for instance)."""

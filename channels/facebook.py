@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
@@ -42,13 +43,27 @@ DUPLICATE = 506
 PERMISSION_CODES = {10, *range(200, 300)}
 #: How many of the Page's latest posts (or a post's latest comments) a lost answer is looked for in.
 LOOKUP_DEPTH = 25
+#: The Graph API version used unless the settings name another.
+GRAPH_VERSION = "v25.0"
+#: When each Graph API version stops working ("Available Until" in Meta's changelog,
+#: developers.facebook.com/docs/graph-api/changelog/versions, read 2026-11-23). Versions
+#: older than the oldest listed are retired; newer ones not listed yet have no date.
+GRAPH_VERSION_ENDS = {
+    "v20.0": date(2026, 9, 24), "v21.0": date(2027, 1, 21), "v22.0": date(2027, 5, 20),
+    "v23.0": date(2027, 10, 8), "v24.0": date(2028, 2, 18), "v25.0": date(2028, 7, 29),
+}
+#: Warn this long before the configured version stops working.
+GRAPH_VERSION_WARNING = timedelta(days=60)
+#: What a Page token needs: posting on the Page, reading it (to settle a lost answer), and
+#: commenting as the Page (updates are comments on the announcement).
+PERMISSIONS = "pages_manage_posts, pages_read_engagement and pages_manage_engagement"
 
 
 class FacebookSettings(ChannelSettings):
     #: The numeric id of the Page (Page settings → About → Page ID).
     page_id: str = Field("", pattern=r"^\d*$")
-    #: Graph API version, such as v21.0 (facebook-sdk's own check knows only 2.8–3.1).
-    graph_version: str = Field("v21.0", pattern=r"^v\d+\.\d+$")
+    #: Graph API version, such as v25.0 (facebook-sdk's own check knows only 2.8–3.1).
+    graph_version: str = Field(GRAPH_VERSION, pattern=r"^v\d+\.\d+$")
     api_base: str = Field(GRAPH_HOST.rstrip("/"), pattern=r"^https?://[^/\s]+(/[^\s]*)?$")
     #: Updates and the resolution as comments on the announcement, or as new posts.
     updates: Literal["comment", "post"] = "comment"
@@ -74,6 +89,23 @@ class FacebookChannel(Channel):
         super().__init__(settings, context)
         self._graph: facebook.GraphAPI | None = None
         self._session: ApiSession | None = None
+
+    def readiness(self, today: date) -> tuple[list[str], list[str]]:
+        """Refuse a Graph API version Meta has retired; warn 60 days before it is."""
+        version = self.settings.graph_version
+        ends = GRAPH_VERSION_ENDS.get(version)
+        oldest = min(GRAPH_VERSION_ENDS, key=_version_number)
+        if ends is None and _version_number(version) < _version_number(oldest):
+            ends = GRAPH_VERSION_ENDS[oldest]  # retired before the oldest still listed
+        if ends is None:
+            return [], []
+        if today >= ends:
+            return [f"graph_version {version} stopped working on {ends:%Y-%m-%d}: set "
+                    f"[channels.facebook] graph_version = \"{GRAPH_VERSION}\""], []
+        if ends - today <= GRAPH_VERSION_WARNING:
+            return [], [f"graph_version {version} stops working on {ends:%Y-%m-%d} "
+                        f"({(ends - today).days} days): move to {GRAPH_VERSION}"]
+        return [], []
 
     def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
         root = next((str(r.meta["post_id"]) for r in thread if r.meta.get("post_id")), None)
@@ -152,7 +184,7 @@ class FacebookChannel(Channel):
         if code in PERMISSION_CODES:
             return PermanentDeliveryError(
                 f"the Page token may not post on Page {self.settings.page_id}: {said}. It needs "
-                "pages_manage_posts and pages_read_engagement"
+                f"{PERMISSIONS} (commenting as the Page needs the last)"
             )
         return PermanentDeliveryError(f"Facebook refused the post: {said}")
 
@@ -196,3 +228,7 @@ class FacebookChannel(Channel):
 
 class _Duplicate(Exception):
     """Graph's 506: the same message was just posted."""
+
+
+def _version_number(version: str) -> tuple[int, ...]:
+    return tuple(int(n) for n in version.lstrip("v").split("."))

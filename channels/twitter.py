@@ -3,8 +3,13 @@
 The announcement starts the thread; every update and the resolution reply to the
 incident's last post (`in_reply_to_tweet_id`, kept in the ledger as each delivery's
 receipt), so a follower who finds any post sees the whole incident. The statement link is
-always in the first post of each update; a text that does not fit X's weighted 280 is
-shortened at a word boundary, or with `thread_long` continued in replies.
+always in the first post of each update. A text that does not fit X's weighted 280 is
+fitted by `fitting`: the explanation is shortened (or with `thread_long` continued in
+replies), the guidance, apology, window and next-update promise never are.
+
+X restricts programmatic replies for self-serve apps. When it refuses a reply, the update is
+posted as a standalone post (each such post carries the statement link) and the receipt says
+so, so the report can tell the operator the thread is broken there.
 
 A post whose answer was lost (a timeout, a dropped connection) may exist. The retry posts the
 same text again, and X refuses it as duplicate content: that refusal means "already
@@ -16,12 +21,13 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from broadcaster.channels.base import Channel, ChannelContext, ChannelSettings, ChannelSpec, Post
-from broadcaster.channels.tweet_text import LIMIT, split, weighted_length
+from broadcaster.channels.tweet_text import LIMIT, weighted_length
 from broadcaster.errors import PermanentDeliveryError, TransientDeliveryError
 from broadcaster.model import Receipt
 from broadcaster.render import Page
@@ -32,6 +38,14 @@ if TYPE_CHECKING:
 X_HOST = "https://api.twitter.com"
 #: What X answers (403, v2 `detail`) when the same account posts the same text again.
 DUPLICATE = "duplicate content"
+#: What X answers (403) when it does not let this app reply in a conversation.
+REPLY_REFUSED = "Reply to this conversation is not allowed"
+#: X's pay-per-use prices per post, US dollars ("Content: Create" and "Content: Create (with
+#: URL)" on docs.x.com/x-api/getting-started/pricing, checked 2026-11; in force since
+#: 2026-04-20). Every first post carries the statement link, so it is the URL price.
+PRICE_PER_POST = 0.015
+PRICE_PER_POST_WITH_URL = 0.20
+_URL = re.compile(r"https?://\S")
 #: How many of the account's latest posts a lost answer is looked for in.
 LOOKUP_DEPTH = 20
 
@@ -40,6 +54,9 @@ class TwitterSettings(ChannelSettings):
     api_base: str = Field(X_HOST, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")
     #: Continue a text too long for one post in replies, instead of shortening it.
     thread_long: bool = False
+    #: What X charges, for the estimate `--dry-run` shows (US dollars per post).
+    price_per_post: float = Field(PRICE_PER_POST, ge=0)
+    price_per_post_with_url: float = Field(PRICE_PER_POST_WITH_URL, ge=0)
 
 
 class TwitterChannel(Channel):
@@ -64,35 +81,42 @@ class TwitterChannel(Channel):
         # part failed does not repeat the parts that went out.
         self._posted: dict[tuple[str, str | None], str] = {}
 
+    replies = True
+
     def length(self, text: str) -> int:
         return weighted_length(text)
 
+    @property
+    def thread_long(self) -> bool:
+        return self.settings.thread_long
+
     def compose(self, page: Page) -> Post:
         post = super().compose(page)
-        cut = split(post.text, post.link, thread=self.settings.thread_long)
-        notes: tuple[str, ...] = ()
-        if cut.shortened and len(cut.parts) == 1:
-            notes = ("the text is longer than X allows and was shortened (set thread_long = true "
-                     "to continue it in replies)",)
-        elif cut.shortened:
-            replies = len(cut.parts) - 1
-            notes = (f"the text is longer than X allows and continues in {replies} "
-                     f"{'reply' if replies == 1 else 'replies'}",)
-        return Post(text=cut.parts[0], link=post.link, continuation=tuple(cut.parts[1:]), notes=notes)
+        prices = (self.settings.price_per_post_with_url if _URL.search(part) else self.settings.price_per_post
+                  for part in (post.text, *post.continuation))
+        return replace(post, cost=round(sum(prices), 3))
 
     def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
         reply_to = next((r.remote_id for r in reversed(thread) if r.remote_id), None)
         ids: list[str | None] = []
-        for text in (post.text, *post.continuation):
-            tweet_id = self._post_once(text, reply_to, resumed=resumed)
+        standalone = 0
+        for number, text in enumerate((post.text, *post.continuation)):
+            try:
+                tweet_id = self._post_once(text, reply_to, resumed=resumed)
+            except _ReplyRefused:
+                # Out of the thread, a part must carry the link on its own (fitting left room).
+                alone = text if number == 0 else f"{text}\n\n{post.link}"
+                tweet_id = self._post_once(alone, None, resumed=resumed)
+                standalone += 1
             ids.append(tweet_id)
             reply_to = tweet_id or reply_to
         first = ids[0]
-        return Receipt(
-            remote_id=reply_to,
-            url=f"https://x.com/i/web/status/{first}" if first else None,
-            meta={"ids": ids, "in_reply_to": thread[-1].remote_id if thread else None},
-        )
+        meta: dict[str, object] = {"ids": ids, "in_reply_to": thread[-1].remote_id if thread else None}
+        if standalone:
+            meta["note"] = (f"X refused {standalone} {'reply' if standalone == 1 else 'replies'} in the "
+                            "incident's thread; posted standalone, each with the statement link")
+        return Receipt(remote_id=reply_to, url=f"https://x.com/i/web/status/{first}" if first else None,
+                       meta=meta)
 
     def _post_once(self, text: str, reply_to: str | None, *, resumed: bool) -> str | None:
         # Imported here: every installed channel is loaded for its settings, enabled or not.
@@ -108,6 +132,8 @@ class TwitterChannel(Channel):
             answer = self.client.create_tweet(text=text, in_reply_to_tweet_id=reply_to, user_auth=True)
             tweet_id = str(answer.data["id"])
         except tweepy.Forbidden as exc:
+            if reply_to is not None and REPLY_REFUSED in str(exc):
+                raise _ReplyRefused() from None
             if DUPLICATE not in str(exc):
                 raise PermanentDeliveryError(
                     f"X refused the post (403): {_detail(exc)}. Check that the app has Read and "
@@ -170,6 +196,10 @@ class TwitterChannel(Channel):
             client.session = ApiSession(X_HOST, self.settings.api_base, self.context.timeout)
             self._client = client
         return self._client
+
+
+class _ReplyRefused(Exception):
+    """X does not let this app reply here; the caller posts standalone instead."""
 
 
 def _detail(exc: tweepy.HTTPException) -> str:

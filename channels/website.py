@@ -10,10 +10,11 @@ from __future__ import annotations
 import shlex
 import subprocess
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from broadcaster.atomic import write_atomic
-from broadcaster.channels.base import Channel, ChannelSettings, ChannelSpec, Post
+from broadcaster.channels.base import Channel, ChannelSettings, ChannelSpec, Post, tidy
 from broadcaster.errors import PermanentDeliveryError, TransientDeliveryError
 from broadcaster.model import Receipt
 from broadcaster.render import Page
@@ -39,7 +40,10 @@ class WebsiteChannel(Channel):
     def compose(self, page: Page) -> Post:
         """Every file this update touches: its statement, the indexes, its month, feeds, JSON."""
         files = site_files(page, statement=not page.incident.is_draft, month=page.site.month is not None)
-        return Post(text=page.statement_url, link=page.statement_url, files=files)
+        # What the statement says in each locale, as the preview shows it before publishing.
+        words = [tidy(replace(page.for_locale(loc), extension="txt").render("statement"))
+                 for loc in page.locales]
+        return Post(text="\n\n".join(words), link=page.statement_url, files=files)
 
     def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
         # Writing the same files again is harmless, so a resumed attempt needs no special care.

@@ -73,7 +73,8 @@ def test_every_message_is_personal_multipart_and_says_how_to_leave(mailing: Proj
         assert https in text and https in html
         assert max(len(line) for line in message.raw.splitlines()) <= 998
     spanish = inbox.to("ana@example.com")[0]
-    assert spanish["Subject"].startswith("[Investigando] Fallan los pagos")
+    # Where it stands, then the service (and place), then the title: what phones show first.
+    assert spanish["Subject"] == "Investigando · Payments API: Fallan los pagos"
     assert "Fallan los pagos con tarjeta." in spanish.get_body(("plain",)).get_content()
 
 

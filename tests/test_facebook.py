@@ -22,7 +22,7 @@ def test_the_announcement_is_a_page_post_and_updates_are_its_comments(social: So
     assert last["exit_code"] == 0
     (post,) = social.graph.feed()
     assert post.link == link and link in post.message
-    assert [c.message.split(":")[0] for c in post.comments] == ["Identified", "Resolved"]
+    assert [c.message.split(":")[0] for c in post.comments] == ["Cause identified", "Resolved"]
     assert all(link in c.message for c in post.comments)
     assert status_of(first, "facebook")["url"] == f"https://www.facebook.com/{post.id}"
     comment_id = post.comments[-1].id.split("_")[-1]
@@ -120,9 +120,15 @@ def test_graphs_duplicate_refusal_after_a_lost_answer_means_it_was_posted(social
 
 
 def test_a_retired_graph_version_is_refused_with_the_reason(social: Social):
+    import requests
+
     social.configure(facebook='graph_version = "v3.1"')
-    delivery = status_of(social.run(*ANNOUNCE), "facebook")
-    assert delivery["status"] == "failed" and "v3.1 is no longer available" in delivery["error"]
+    refused = social.run(*ANNOUNCE)
+    assert refused["exit_code"] == 2 and "v3.1 stopped working" in refused["error"], "caught before sending"
+    # And the stand-in refuses it as Meta does, should a client get past preflight.
+    answer = requests.post(f"{social.graph.url}/v3.1/{social.graph.page_id}/feed",
+                           data={"message": "m", "access_token": "drill-page-token"}, timeout=10)
+    assert "v3.1 is no longer available" in answer.json()["error"]["message"]
 
 
 def test_a_page_id_is_required_when_enabled(project):

@@ -42,7 +42,8 @@ def test_a_window_is_announced_listed_and_in_the_json(project: Project, inbox):
     upcoming = json.loads((project.public / "api/v2/scheduled-maintenances/upcoming.json").read_text())
     assert [m["id"] for m in upcoming["scheduled_maintenances"]] == [outcome["incident_id"]]
     (email,) = inbox.messages
-    assert "[Scheduled]" in email["Subject"] and "When:" in email.get_body(("plain",)).get_content()
+    assert email["Subject"].startswith("Planned maintenance") and "(Scheduled)" not in email["Subject"]
+    assert "When:" in email.get_body(("plain",)).get_content()
 
 
 def test_tick_starts_and_completes_it_on_every_channel(project: Project):

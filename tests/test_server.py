@@ -180,6 +180,12 @@ def test_draft_then_resolution_then_publish_goes_through_the_normal_pipeline(ser
     assert resolved["action"] == "resolution_drafted" and resolved["incident_id"] == incident
     shown = server.project.cli("show", incident)
     assert "what `broadcaster publish` would send" in shown.output
+    assert "without an apology" in shown.output, "a critical resolution needs one before publishing"
+    refused = server.project.cli("publish", incident, "--yes")
+    assert refused.exit_code == 2 and "apology" in refused.output
+    revised = server.project.cli("resolve", incident, "--message", "Payments work again.", "--apology",
+                                 "We are sorry.", "--draft", "--json")
+    assert revised.exit_code == 0 and json.loads(revised.stdout)["revised"] is True
     published = server.project.cli("publish", incident, "--yes", "--json")
     assert published.exit_code == 0, published.output
     page = (server.project.public / "incidents" / incident / "index.html").read_text()
@@ -202,6 +208,43 @@ def test_generic_hook_dedupes_by_key(server: Server):
     assert again["incident_id"] == first["incident_id"] and again["action"] == "draft_revised"
     assert server.post("/hooks/generic", {**body, "status": "resolved"}).json()["action"] == \
         "resolution_drafted"
+
+
+def test_the_generic_hook_maps_names_like_alertmanager_and_a_refusal_is_not_an_acceptance(project: Project):
+    project.write('''
+        [automation]
+        components = { "payments-api" = "Payments API" }
+        regions = { "mad" = "Madrid" }
+
+        [[components]]
+        name = "Payments API"
+
+        [[regions]]
+        name = "Madrid"
+        postcodes = ["28"]
+        ''')
+    for server in start(project):
+        body = {"title": "Payments down", "message": "Errors.", "dedupe_key": "pay",
+                "components": ["payments-api"], "regions": ["mad"]}
+        assert server.post("/hooks/generic", body).status_code == 200
+        (draft,) = server.drafts()
+        assert draft["components"] == ["Payments API"] and draft["regions"] == ["Madrid"]
+        # An unknown name is bad input: 400, and the same signed request is refused the same way
+        # again (not "409 already accepted": it never was).
+        raw = json.dumps({**body, "dedupe_key": "other", "components": ["billing"]}).encode()
+        stamp = str(int(time.time()))
+        first = server.post("/hooks/generic", raw, timestamp=int(stamp))
+        again = server.post("/hooks/generic", raw, timestamp=int(stamp))
+        assert first.status_code == 400 and "billing" in first.json()["error"]
+        assert again.status_code == 400, again.text
+        assert len(server.drafts()) == 1
+
+
+def test_a_discarded_false_alarm_firing_again_makes_a_new_draft(server: Server):
+    first = server.post("/hooks/alertmanager", alertmanager()).json()
+    assert server.project.cli("discard", first["incident_id"]).exit_code == 0
+    again = server.post("/hooks/alertmanager", alertmanager(), timestamp=int(time.time()) - 1).json()
+    assert again["action"] == "drafted" and again["incident_id"] != first["incident_id"]
 
 
 def test_settings_may_publish_chosen_impacts_at_once_to_chosen_channels(project: Project):

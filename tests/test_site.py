@@ -83,7 +83,7 @@ def test_component_states_follow_open_incidents_and_their_impact(site: Project):
              "--yes")
     assert {c["name"]: c["status"] for c in api(site, "components.json")["components"]}["Payments API"] \
         == "major_outage"
-    site.cli("resolve", incident, "--message", "Fixed.", "--yes")
+    site.cli("resolve", incident, "--message", "Fixed.", "--apology", "Sorry.", "--yes")
     assert all(c["status"] == "operational" for c in api(site, "components.json")["components"])
     assert api(site, "status.json")["status"]["indicator"] == "none"
     assert "All systems operational" in (site.public / "index.html").read_text()
@@ -112,7 +112,7 @@ def test_the_json_has_statuspages_shapes_and_values(site: Project):
     assert api(site, "incidents/unresolved.json")["incidents"][0]["id"] == incident
     assert api(site, "incidents.json")["incidents"][0]["id"] == incident
     assert api(site, "scheduled-maintenances.json") == {"page": summary["page"], "scheduled_maintenances": []}
-    site.cli("resolve", incident, "--message", "Fixed.", "--yes")
+    site.cli("resolve", incident, "--message", "Fixed.", "--apology", "Sorry.", "--yes")
     assert api(site, "incidents/unresolved.json")["incidents"] == []
     resolved = api(site, "incidents.json")["incidents"][0]
     assert resolved["status"] == "resolved" and resolved["resolved_at"]
@@ -124,7 +124,8 @@ def test_the_feed_is_atom_with_one_entry_per_update_linking_to_the_statement(sit
     feed = feedparser.parse((site.public / "feed.atom").read_bytes())
     assert not feed.bozo, feed.bozo_exception
     assert feed.version == "atom10"
-    assert [e.title for e in feed.entries] == ["Identified: Payments down", "Investigating: Payments down"]
+    assert [e.title for e in feed.entries] == [
+        "Cause identified: Payments down", "Investigating: Payments down"]
     assert feed.entries[0].link == f"https://status.example.com/incidents/{incident}/#update-2"
     spanish = feedparser.parse((site.public / "es" / "feed.atom").read_bytes())
     assert spanish.entries[1].title == "Investigando: Pagos caídos"
@@ -133,7 +134,7 @@ def test_the_feed_is_atom_with_one_entry_per_update_linking_to_the_statement(sit
 
 def test_history_lists_incidents_by_month_in_every_locale(site: Project):
     first = site.announce()
-    site.cli("resolve", first, "--message", "Fixed.", "--yes")
+    site.cli("resolve", first, "--message", "Fixed.", "--apology", "Sorry.", "--yes")
     second = site.announce()
     month = next(p.name for p in (site.public / "history").iterdir() if p.is_dir())
     page = (site.public / "history" / month / "index.html").read_text()
@@ -147,7 +148,7 @@ def test_history_lists_incidents_by_month_in_every_locale(site: Project):
 def test_an_update_rewrites_only_what_it_touches(site: Project):
     old = [site.announce() for _ in range(6)]
     for incident in old:
-        site.cli("resolve", incident, "--message", "Fixed.", "--yes")
+        site.cli("resolve", incident, "--message", "Fixed.", "--apology", "Sorry.", "--yes")
     before = {p: p.stat().st_mtime_ns for p in site.public.rglob("incidents/*/index.html")}
     outcome = json.loads(site.cli("announce", "--title", "New", "--message", "M", "--yes", "--json").stdout)
     after = {p: p.stat().st_mtime_ns for p in site.public.rglob("incidents/*/index.html")}

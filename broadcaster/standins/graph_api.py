@@ -23,8 +23,9 @@ from werkzeug.wrappers import Request, Response
 
 from broadcaster.standins.server import Fault, StandIn, json_response
 
-#: The oldest Graph API version the stand-in (like Meta, late 2026) still serves.
-OLDEST_VERSION = (19, 0)
+#: The oldest Graph API version the stand-in (like Meta, late 2026: v20.0 ended 2026-09-24)
+#: still serves.
+OLDEST_VERSION = (21, 0)
 DRILL_PAGE_ID = "104857600000001"
 DRILL_PAGE_TOKEN = "drill-page-token"
 

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -36,7 +36,9 @@ class Fault:
     #: Answer with this status (and `body`) instead of acting.
     status: int | None = None
     body: str | Mapping[str, Any] = ""
-    headers: Mapping[str, str] = field(default_factory=dict)
+    #: Headers of the answer, or a function that makes them when the request arrives (a
+    #: rate-limit reset is relative to then, not to when the test scripted the fault).
+    headers: Mapping[str, str] | Callable[[], Mapping[str, str]] = field(default_factory=dict)
     #: Seconds to wait before acting (a platform slow to start).
     delay: float = 0.0
     #: Seconds to wait after acting, before answering (longer than the client's timeout:
@@ -46,10 +48,11 @@ class Fault:
     drop: Literal["before", "after"] | None = None
 
     def response(self) -> Response:
+        headers = dict(self.headers() if callable(self.headers) else self.headers)
         if isinstance(self.body, Mapping):
-            return Response(json.dumps(self.body), self.status or 500, dict(self.headers),
+            return Response(json.dumps(self.body), self.status or 500, headers,
                             content_type="application/json; charset=utf-8")
-        return Response(self.body, self.status or 500, dict(self.headers), content_type="text/html")
+        return Response(self.body, self.status or 500, headers, content_type="text/html")
 
     @classmethod
     def html_502(cls) -> Fault:
@@ -82,6 +85,10 @@ class Seen:
     status: int | str
     fault: Fault | None
     at: float = field(default_factory=time.monotonic)
+    #: Wall-clock time of arrival, to compare with times the stand-in sent (a rate-limit reset).
+    wall: float = field(default_factory=time.time)
+    #: The answer's headers (empty for a dropped connection).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class _Dropped(ConnectionAbortedError):
@@ -180,7 +187,7 @@ class StandIn:
         # Recorded as soon as the platform has acted, whatever happens to the answer.
         dropping = fault is not None and fault.drop == "after"
         self._record(request, endpoint, f"{response.status_code}, dropped" if dropping
-                     else response.status_code, fault)
+                     else response.status_code, fault, dict(response.headers))
         if fault and fault.answer_delay:
             time.sleep(fault.answer_delay)
         if dropping:
@@ -195,9 +202,11 @@ class StandIn:
         """The platform's answer to a path it does not have."""
         return json_response({"error": f"no route {request.method} {request.path}"}, 404)
 
-    def _record(self, request: Request, endpoint: str, status: int | str, fault: Fault | None) -> None:
+    def _record(self, request: Request, endpoint: str, status: int | str, fault: Fault | None,
+                headers: Mapping[str, str] | None = None) -> None:
         with self.lock:
-            self.seen.append(Seen(request.method, request.path, endpoint, status, fault))
+            self.seen.append(Seen(request.method, request.path, endpoint, status, fault,
+                                  headers=dict(headers or {})))
 
 
 def _drop(environ: dict[str, Any]) -> None:

@@ -27,6 +27,9 @@ from werkzeug.wrappers import Request, Response
 from broadcaster.standins.server import Fault, StandIn, json_response
 
 DUPLICATE_DETAIL = "You are not allowed to create a Tweet with duplicate content."
+#: X's refusal (403) of a programmatic reply for apps on self-serve access (2026).
+REPLY_REFUSED_DETAIL = ("Reply to this conversation is not allowed because you have not been mentioned "
+                        "or otherwise engaged by the author of the post you are replying to.")
 #: Posts per user per 15-minute window on X's paid tiers.
 POST_LIMIT = 200
 WINDOW_SECONDS = 15 * 60
@@ -83,6 +86,8 @@ class XStandIn(StandIn):
         self.username = username
         self.user_id = "1720000000000000001"
         self.post_limit = post_limit
+        #: Refuse every reply as X does for self-serve apps (set by a test or the drill).
+        self.refuse_replies = False
         self.tweets: dict[str, Tweet] = {}
         self._ids = itertools.count(1860000000000000000)
         self._nonces: set[str] = set()
@@ -92,11 +97,14 @@ class XStandIn(StandIn):
 
     @staticmethod
     def rate_limited(reset_in: float) -> Fault:
-        reset = int(time.time() + reset_in)
+        """A 429 whose reset is `reset_in` seconds after the request arrives (whole seconds,
+        as X sends it)."""
+        def headers() -> dict[str, str]:
+            return {"x-rate-limit-limit": str(POST_LIMIT), "x-rate-limit-remaining": "0",
+                    "x-rate-limit-reset": str(int(time.time() + reset_in))}
+
         return Fault(status=429, body={"title": "Too Many Requests", "detail": "Too Many Requests",
-                                       "type": "about:blank", "status": 429},
-                     headers={"x-rate-limit-limit": str(POST_LIMIT), "x-rate-limit-remaining": "0",
-                              "x-rate-limit-reset": str(reset)})
+                                       "type": "about:blank", "status": 429}, headers=headers)
 
     @staticmethod
     def server_error(status: int = 503) -> Fault:
@@ -144,6 +152,8 @@ class XStandIn(StandIn):
             if parent is not None and (parent not in self.tweets or self.tweets[parent].deleted):
                 return problem(403, "Forbidden", "You attempted to reply to a Tweet that is deleted or "
                                                  "not visible to you.")
+            if parent is not None and self.refuse_replies:
+                return problem(403, "Forbidden", REPLY_REFUSED_DETAIL)
             if any(t.text == text and not t.deleted for t in self.tweets.values()):
                 return problem(403, "Forbidden", DUPLICATE_DETAIL)
             headers = self._spend()
