@@ -28,13 +28,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def browse(url: str, profile: Path, *, screenshot: Path | None = None) -> tuple[str, list[str]]:
+def browse(url: str, profile: Path, *, screenshot: Path | None = None,
+           size: str = "1024,1400") -> tuple[str, list[str]]:
     """The DOM after scripts ran, and every console message the page produced."""
     assert CHROMIUM, "chromium is required here (BROADCASTER_REQUIRE_TOOLS is set)"
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=5000", "--window-size=1024,1400"]
+             "--virtual-time-budget=5000", f"--window-size={size}"]
     done = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     if screenshot is not None:
@@ -53,7 +54,9 @@ def served(project: Project) -> Iterator[tuple[Project, str, str]]:
             "https://status.example.com", server.url))
         incident = project.announce("--region", "Madrid", "--component", "Payments API",
                                     "--impact", "major", "--title-es", "Fallan los pagos",
-                                    "--message-es", "Fallan los pagos con tarjeta.")
+                                    "--message-es", "Fallan los pagos con tarjeta.",
+                                    "--guidance", "Pay by transfer for now.",
+                                    "--guidance-es", "Pague por transferencia por ahora.")
         yield project, server.url, incident
 
 
@@ -67,6 +70,24 @@ def test_index_and_statement_render_with_no_console_messages(served, tmp_path):
     assert console == [], console
     assert "Fallan los pagos con tarjeta." in statement and 'lang="es"' in statement
     assert (ARTIFACTS / "index.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+def test_the_statement_puts_the_current_guidance_first_in_each_language(served, tmp_path, width: str):
+    project, url, incident = served
+    result = project.cli("update", incident, "--status", "identified", "--message", "A gateway certificate "
+                         "expired.", "--message-es", "Caducó un certificado de la pasarela.",
+                         "--next-update", "30m", "--yes")
+    assert result.exit_code == 0, result.output
+    size = "1024,1000" if width == "desktop" else "390,844"
+    pages = (("en", "", "What you can do now", "Pay by transfer"),
+             ("es", "/es", "Qué puede hacer ahora", "Pague por transferencia"))
+    for locale, prefix, guidance, words in pages:
+        dom, console = browse(f"{url}{prefix}/incidents/{incident}/", tmp_path / f"{locale}-{width}",
+                              screenshot=ARTIFACTS / f"statement-{locale}-{width}.png", size=size)
+        assert console == [], console
+        assert words in dom and guidance in dom, "the guidance carried over from the announcement"
+        assert dom.index(guidance) < dom.index('class="timeline"'), "the guidance comes before the timeline"
 
 
 @pytest.mark.parametrize(("where", "says"), [
