@@ -67,7 +67,9 @@ def test_throttling_honours_the_regain_access_estimate(social: Social):
     outcome = social.run(*ANNOUNCE)
     first, second = social.graph.calls("create_post")
     assert status_of(outcome, "facebook")["status"] == "sent"
-    assert 0.9 <= second.at - first.at < 3, "waited for the estimate, capped by max_wait_seconds"
+    # Waited (at least the 1 s cap), but not the 30 minutes Graph estimated: the upper bound is
+    # loose on purpose, so a loaded machine cannot fail it.
+    assert 0.9 <= second.at - first.at < 60, "waited for the estimate, capped by max_wait_seconds"
 
 
 def test_an_expired_token_fails_at_once_and_says_to_renew_it(social: Social):
@@ -154,4 +156,5 @@ def test_a_token_without_page_permissions_says_which_it_needs(social: Social):
     social.graph.fail("create_post", Fault(status=403, body=graph_error(
         "(#200) The user hasn't authorized the application to perform this action", 200)))
     error = status_of(social.run(*ANNOUNCE), "facebook")["error"]
-    assert "pages_manage_posts" in error and len(social.graph.calls("create_post")) == 1
+    assert "pages_manage_posts" in error and "pages_manage_engagement" in error
+    assert len(social.graph.calls("create_post")) == 1

