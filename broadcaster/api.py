@@ -226,19 +226,12 @@ def publish(
 ) -> Outcome:
     """Approve an incident's drafts: they go out through the normal pipeline, in order."""
     s = _settings(settings)
-    view = SQLiteLedger.for_preview(s.state.path)
-    try:  # check first without writing anything: no ledger is created for a wrong id
-        if not any(u.draft for u in _existing(view, incident_id).updates):
-            raise InputError(f"incident {incident_id} has no drafts to publish")
-    finally:
-        view.close()
+    _drafts_of(s, None, incident_id, "publish")
     ledger = _open_ledger(s)
     try:
         with ledger.incident_lock(incident_id):
-            incident = _existing(ledger, incident_id)
-            drafts = [u for u in incident.updates if u.draft]
-            if not drafts:
-                raise InputError(f"incident {incident_id} has no drafts to publish")
+            incident = _drafts_of(s, ledger, incident_id, "publish")
+            drafts = incident.drafts
             now = datetime.now(UTC)
             live = Incident(incident.id, incident.created_at, tuple(
                 replace(u, draft=False, created_at=now) if u.draft else u for u in incident.updates
@@ -270,21 +263,29 @@ def discard(incident_id: str, *, settings: SettingsLike = None) -> Outcome:
     """Drop an incident's unpublished drafts (a false alarm): kept in the ledger for the record,
     gone from lists, the site and the JSON. Nothing is sent."""
     s = _settings(settings)
-    view = SQLiteLedger.for_preview(s.state.path)
-    try:  # check first without writing anything: no ledger is created for a wrong id
-        if not _existing(view, incident_id).drafts:
-            raise InputError(f"incident {incident_id} has no drafts to discard")
-    finally:
-        view.close()
+    _drafts_of(s, None, incident_id, "discard")
     ledger = _open_ledger(s)
     try:
         with ledger.incident_lock(incident_id):
-            if not _existing(ledger, incident_id).drafts:
-                raise InputError(f"incident {incident_id} has no drafts to discard")
+            _drafts_of(s, ledger, incident_id, "discard")
             gone = ledger.discard_drafts(incident_id)
         return Outcome(incident_id, gone[-1], s.statement_url(incident_id), discarded=tuple(gone))
     finally:
         ledger.close()
+
+
+def _drafts_of(s: Settings, ledger: Ledger | None, incident_id: str, verb: str) -> Incident:
+    """The incident, which must have drafts to `verb`. Without a ledger, a read-only view is
+    checked first, so a wrong id or an incident with no drafts creates no ledger at all."""
+    view = ledger or SQLiteLedger.for_preview(s.state.path)
+    try:
+        incident = _existing(view, incident_id)
+    finally:
+        if ledger is None:
+            view.close()
+    if not incident.drafts:
+        raise InputError(f"incident {incident_id} has no drafts to {verb}")
+    return incident
 
 
 def retry(incident_id: str | None = None, *, settings: SettingsLike = None) -> list[Outcome]:
