@@ -24,6 +24,8 @@ _API = {
     "show": "broadcaster.api",
     "tick": "broadcaster.api",
     "schedule_maintenance": "broadcaster.api",
+    "cancel_maintenance": "broadcaster.api",
+    "reschedule_maintenance": "broadcaster.api",
     "build_site": "broadcaster.api",
     "import_subscribers": "broadcaster.api",
     "add_subscriber": "broadcaster.api",

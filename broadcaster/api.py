@@ -90,11 +90,7 @@ def schedule_maintenance(
 ) -> Outcome:
     """Announce a planned maintenance window through every channel; `tick` moves it along."""
     s = _settings(settings)
-    window = (_moment(starts, "--starts", s), _moment(ends, "--ends", s))
-    if window[1] <= window[0]:
-        raise InputError("--ends must be after --starts")
-    if window[1] <= datetime.now(UTC):
-        raise InputError("--ends is in the past: a maintenance is announced before it ends")
+    window = _window(starts, ends, s)
     return _open(s, Kind.MAINTENANCE, Status.SCHEDULED, Impact.MINOR,
                  {"title": title, "message": message, "guidance": guidance}, components, regions,
                  translations, channels,
@@ -125,28 +121,81 @@ def _open(
 
 def advance_maintenance(incident_id: str, status: Status, *, settings: SettingsLike = None) -> Outcome:
     """Move a maintenance to in_progress or completed (what `tick` does when it is due)."""
+    return _maintenance_step(_settings(settings), incident_id, status)
+
+
+def cancel_maintenance(
+    incident_id: str, *, message: str = "", translations: Translations | None = None,
+    channels: Sequence[str] | None = None, dry_run: bool = False, confirm: Confirm | None = None,
+    settings: SettingsLike = None,
+) -> Outcome:
+    """Call off a planned maintenance that has not finished: every channel is told it will not
+    happen (or stops), the site and the JSON stop listing it."""
+    return _maintenance_step(_settings(settings), incident_id, Status.CANCELLED, message=message,
+                             translations=translations, channels=channels, dry_run=dry_run,
+                             confirm=confirm)
+
+
+def reschedule_maintenance(
+    incident_id: str, *, starts: datetime | str, ends: datetime | str, message: str = "",
+    translations: Translations | None = None, channels: Sequence[str] | None = None,
+    dry_run: bool = False, confirm: Confirm | None = None, settings: SettingsLike = None,
+) -> Outcome:
+    """Move a planned maintenance to a new window, announced on every channel. A window already
+    running keeps running (only its end can move)."""
     s = _settings(settings)
+    window = _window(starts, ends, s)
+    return _maintenance_step(s, incident_id, None, window=window, message=message,
+                             translations=translations, channels=channels, dry_run=dry_run,
+                             confirm=confirm)
+
+
+#: Which maintenance statuses each step may start from.
+_MAINTENANCE_STEPS = {
+    Status.IN_PROGRESS: {Status.SCHEDULED},
+    Status.COMPLETED: {Status.SCHEDULED, Status.IN_PROGRESS},
+    Status.CANCELLED: {Status.SCHEDULED, Status.IN_PROGRESS},
+    None: {Status.SCHEDULED, Status.IN_PROGRESS},  # a reschedule
+}
+
+
+def _maintenance_step(
+    s: Settings, incident_id: str, status: Status | None, *, window: tuple[datetime, datetime] | None = None,
+    message: str = "", translations: Translations | None = None, channels: Sequence[str] | None = None,
+    dry_run: bool = False, confirm: Confirm | None = None,
+) -> Outcome:
+    """One step of a maintenance's life, in words from the strings unless a message is given."""
+    _checked_id(incident_id)
+    step = status.value if status else "rescheduled"
 
     def build(previous: Incident | None, now: datetime) -> Update:
         assert previous is not None
-        allowed = {Status.IN_PROGRESS: {Status.SCHEDULED},
-                   Status.COMPLETED: {Status.SCHEDULED, Status.IN_PROGRESS}}.get(status, set())
-        if not previous.is_maintenance or previous.status not in allowed:
+        if not previous.is_maintenance or previous.status not in _MAINTENANCE_STEPS[status]:
             raise InputError(f"{incident_id}: a maintenance that is {previous.status.value} "
-                             f"cannot move to {status.value}")
+                             f"cannot be {'moved to ' + status.value if status else 'rescheduled'}")
         last = previous.updates[-1]
+        new_status = status or last.status
+        starts, ends = window or (last.starts_at, last.ends_at)
+        if status is None and last.status is Status.IN_PROGRESS and starts != last.starts_at:
+            raise InputError(f"{incident_id}: the window has started; only --ends can move")
         from broadcaster.render import Templates
 
-        templates = Templates(s)  # the words of "started" and "complete", in each locale
-        # What to do during the window still holds while it runs; once it is over, it does not.
-        guidance = {loc: t.guidance for loc, t in last.texts.items()} if status is Status.IN_PROGRESS else {}
-        texts = {loc: Text(previous.title(loc), templates.strings(loc)["maintenance"][status.value],
-                           guidance=guidance.get(loc, ""))
+        templates = Templates(s)  # the words of "started", "complete", "cancelled", "moved"
+        # What to do during the window still holds until it is over or called off.
+        keeps = new_status in (Status.SCHEDULED, Status.IN_PROGRESS)
+        words = {loc: (w.get("message") or "").strip() for loc, w in (translations or {}).items()}
+        words[s.organization.default_locale] = message.strip()
+        for loc, text in words.items():
+            _check_characters(text, "--message" + ("" if loc == s.organization.default_locale else f"-{loc}"))
+        texts = {loc: Text(previous.title(loc), words.get(loc) or templates.strings(loc)["maintenance"][step],
+                           guidance=last.texts[loc].guidance if keeps and loc in last.texts else "")
                  for loc in s.organization.locales}
-        return replace(last, id=f"{incident_id}-{last.seq + 1}", seq=last.seq + 1, status=status,
-                       texts=texts, created_at=now, next_update_at=None, draft=False)
+        return replace(last, id=f"{incident_id}-{last.seq + 1}", seq=last.seq + 1, status=new_status,
+                       texts=texts, created_at=now, next_update_at=None, draft=False,
+                       starts_at=starts, ends_at=ends)
 
-    return _run(s, incident_id, build, new=False, channels=None, dry_run=False, draft=False, confirm=None)
+    return _run(s, incident_id, build, new=False, channels=channels, dry_run=dry_run, draft=False,
+                confirm=confirm)
 
 
 def update(
@@ -375,14 +424,14 @@ def import_subscribers(
 
 def add_subscriber(
     email: str, *, locale: str = "", components: Sequence[str] = (), regions: Sequence[str] = (),
-    settings: SettingsLike = None,
+    postcodes: Sequence[str] = (), settings: SettingsLike = None,
 ) -> ImportReport:
     """Add (or sign up again, or change) one subscriber."""
     from broadcaster.subscribers import SubscriberStore, make_subscriber
 
     s = _settings(settings)
     subscriber = make_subscriber(email, locale, s.known_names(components, "component"),
-                                 s.known_names(regions, "region"), s.organization.locales)
+                                 s.known_names(regions, "region"), s.organization.locales, postcodes)
     ledger = _open_ledger(s)
     try:
         return SubscriberStore(ledger).save([subscriber], resubscribe=True)
@@ -639,14 +688,16 @@ def _audience(ledger: SQLiteLedger, s: Settings, chans: Mapping[str, Channel],
     """Per locale, the active subscribers this incident concerns (if a channel has an audience)."""
     if not any(c.spec.audience for c in chans.values()):
         return None
+    from broadcaster.places import Places
     from broadcaster.subscribers import SubscriberStore
 
-    components = {n for u in incident.updates for n in u.components}
-    regions = {n for u in incident.updates for n in u.regions}
+    components = list(dict.fromkeys(n for u in incident.updates for n in u.components))
+    regions = list(dict.fromkeys(n for u in incident.updates for n in u.regions))
+    places = Places.of(s.regions)
     locales = s.organization.locales
     audience: dict[str, list[str]] = {loc: [] for loc in locales}
     for subscriber in SubscriberStore(ledger).active():
-        if subscriber.follows(components, regions):
+        if subscriber.follows(components, regions, places):
             locale = subscriber.locale if subscriber.locale in locales else locales[0]
             audience[locale].append(subscriber.email)
     return audience
@@ -692,6 +743,16 @@ def _open_ledger(s: Settings) -> SQLiteLedger:
     import sys
 
     return SQLiteLedger(s.state.path, on_wait=lambda msg: print(msg, file=sys.stderr))
+
+
+def _window(starts: datetime | str, ends: datetime | str, s: Settings) -> tuple[datetime, datetime]:
+    """A maintenance window: ISO times, the end after the start and still to come."""
+    window = (_moment(starts, "--starts", s), _moment(ends, "--ends", s))
+    if window[1] <= window[0]:
+        raise InputError("--ends must be after --starts")
+    if window[1] <= datetime.now(UTC):
+        raise InputError("--ends is in the past: a maintenance is announced before it ends")
+    return window
 
 
 def _moment(value: datetime | str, option: str, s: Settings) -> datetime:

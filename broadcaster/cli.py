@@ -337,7 +337,8 @@ app.add_typer(subscribers_app, name="subscribers")
 def subscribers_import(
     file: Annotated[
         Path | None,
-        typer.Argument(help="CSV: email,locale,components,regions [default: [channels.email] subscribers]."),
+        typer.Argument(help="CSV: email,locale,components,regions,postcodes "
+                       "[default: [channels.email] subscribers]."),
     ] = None,
     resubscribe: Annotated[
         bool,
@@ -365,6 +366,9 @@ def subscribers_add(
     region: Annotated[
         list[str] | None, typer.Option("--region", help="Follow only this region (repeatable).")
     ] = None,
+    postcode: Annotated[
+        list[str] | None, typer.Option("--postcode", help="Follow the regions of this postcode (repeatable).")
+    ] = None,
     json: Json = False,
 ) -> None:
     """Add one subscriber (or sign them up again, or change what they follow)."""
@@ -373,7 +377,7 @@ def subscribers_add(
         from broadcaster import api
 
         return api.add_subscriber(email, locale=locale, components=component or (),
-                                  regions=region or (), settings=_config["path"])
+                                  regions=region or (), postcodes=postcode or (), settings=_config["path"])
 
     _finish(run, json)
 
@@ -443,6 +447,63 @@ def maintenance_schedule(
             regions=region or (), guidance=guidance, translations=_words(ctx, message_file), channels=channel,
             dry_run=dry_run, draft=draft, confirm=_confirmation(yes, dry_run, json),
             settings=_config["path"],
+        )
+
+    _finish(run, json)
+
+
+@maintenance_app.command("cancel", context_settings=_EXTRA_ARGS)
+def maintenance_cancel(
+    ctx: typer.Context,
+    incident: IncidentArg,
+    message: Annotated[str | None, typer.Option(
+        "--message", help="Why, or what happens instead (Markdown) [default: a standard notice].")] = None,
+    message_file: MessageFile = None,
+    channel: Channels = None,
+    dry_run: DryRun = False,
+    yes: Yes = False,
+    json: Json = False,
+) -> None:
+    """Call off a planned maintenance; every channel, the site and the JSON say so."""
+
+    def run() -> Outcome:
+        from broadcaster import api
+
+        return api.cancel_maintenance(
+            incident, message=message or "", translations=_words(ctx, message_file), channels=channel,
+            dry_run=dry_run, confirm=_confirmation(yes, dry_run, json), settings=_config["path"],
+        )
+
+    _finish(run, json)
+
+
+@maintenance_app.command("reschedule", context_settings=_EXTRA_ARGS)
+def maintenance_reschedule(
+    ctx: typer.Context,
+    incident: IncidentArg,
+    starts: Annotated[str, typer.Option(
+        "--starts", help="New start, ISO (local time unless it has an offset).", show_default=False)] = "",
+    ends: Annotated[str, typer.Option("--ends", help="New end, ISO.", show_default=False)] = "",
+    message: Annotated[str | None, typer.Option(
+        "--message", help="Why it moved (Markdown) [default: a standard notice].")] = None,
+    message_file: MessageFile = None,
+    channel: Channels = None,
+    dry_run: DryRun = False,
+    yes: Yes = False,
+    json: Json = False,
+) -> None:
+    """Move a planned maintenance to a new window, announced on every channel."""
+
+    def run() -> Outcome:
+        from broadcaster import api
+        from broadcaster.errors import InputError
+
+        if not starts or not ends:
+            raise InputError("--starts and --ends are required (ISO, e.g. 2026-12-01T02:00)")
+        return api.reschedule_maintenance(
+            incident, starts=starts, ends=ends, message=message or "",
+            translations=_words(ctx, message_file), channels=channel, dry_run=dry_run,
+            confirm=_confirmation(yes, dry_run, json), settings=_config["path"],
         )
 
     _finish(run, json)

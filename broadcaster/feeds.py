@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Any
 
 from broadcaster import markup
 from broadcaster.settings import Settings
@@ -12,8 +13,8 @@ from broadcaster.site import SiteState
 ENTRIES = 50
 
 
-def atom(settings: Settings, state: SiteState, locale: str, status_word: Callable[[str], str]) -> str:
-    """The feed for `locale`; `status_word` turns a status into that locale's word."""
+def atom(settings: Settings, state: SiteState, locale: str, words: Mapping[str, Any]) -> str:
+    """The feed for `locale`; `words` are that locale's interface words (strings.<locale>.toml)."""
     from feedgen.feed import FeedGenerator
 
     home = settings.home_url(locale)
@@ -21,7 +22,7 @@ def atom(settings: Settings, state: SiteState, locale: str, status_word: Callabl
                      key=lambda pair: pair[0].created_at, reverse=True)[:ENTRIES]
     feed = FeedGenerator()
     feed.id(home)
-    feed.title(f"{settings.organization.name} · status")
+    feed.title(f"{settings.organization.name} · {words['site']['title']}")
     feed.author({"name": settings.organization.name})
     feed.link(href=home, rel="alternate")
     feed.link(href=f"{home}feed.atom", rel="self")
@@ -31,7 +32,8 @@ def atom(settings: Settings, state: SiteState, locale: str, status_word: Callabl
         url = f"{settings.statement_url(incident.id, locale)}#update-{update.seq}"
         entry = feed.add_entry()
         entry.id(url)
-        entry.title(f"{status_word(update.status.value)}: {incident.title(locale)}")
+        heading = (words["maintenance"]["heading"] if incident.is_maintenance else words["status"])
+        entry.title(f"{heading[update.status.value]}: {incident.title(locale)}")
         entry.link(href=url, rel="alternate")
         entry.published(update.created_at)
         entry.updated(update.created_at)

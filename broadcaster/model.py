@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from broadcaster.vocabulary import DeliveryState, Impact, Kind, Status
+from broadcaster.vocabulary import CLOSED, DeliveryState, Impact, Kind, Status
 
 __all__ = [
     "Delivery", "DeliveryState", "Impact", "Incident", "Kind", "Receipt", "Status", "Text", "Update",
@@ -100,7 +100,7 @@ class Incident:
 
     @property
     def is_open(self) -> bool:
-        return self.status not in (Status.RESOLVED, Status.COMPLETED)
+        return self.status not in CLOSED
 
     @property
     def is_maintenance(self) -> bool:
@@ -110,6 +110,15 @@ class Incident:
     @property
     def is_draft(self) -> bool:
         return not self.published
+
+    @property
+    def starts_at(self) -> datetime | None:
+        """A maintenance's window as it stands now (a reschedule moves it)."""
+        return self.latest.starts_at
+
+    @property
+    def ends_at(self) -> datetime | None:
+        return self.latest.ends_at
 
     @property
     def drafts(self) -> tuple[Update, ...]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,12 @@ from markupsafe import Markup
 
 from broadcaster import markup
 from broadcaster.channels.fitting import shortenable, unmarked
+from broadcaster.clock import Clock
 from broadcaster.errors import InputError
 from broadcaster.model import Incident, Kind, Update
 from broadcaster.settings import Settings
-from broadcaster.site import SiteState
+from broadcaster.site import SiteState, areas
+from broadcaster.vocabulary import CLOSED
 
 
 def shipped_templates() -> Path:
@@ -58,6 +60,7 @@ class Templates:
         env.filters["markdown"] = lambda text: Markup(markup.to_html(text))
         env.filters["plain"] = markup.to_plain
         env.filters["datetime"] = jinja2.pass_context(_format_datetime)
+        env.filters["date"] = jinja2.pass_context(_format_date)
         env.filters["time"] = jinja2.pass_context(_format_time)
         env.filters["window"] = jinja2.pass_context(_format_window)
         env.filters["shortenable"] = shortenable
@@ -112,23 +115,20 @@ def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
             into[key] = value
 
 
-def _format_datetime(context: Any, value: datetime | None, style: str = "medium") -> str:
-    from babel.dates import format_datetime
+def _format_datetime(context: Any, value: datetime | None) -> str:
+    return context["clock"].datetime(value)
 
-    if value is None:
-        return ""
-    return format_datetime(value, style, tzinfo=context["timezone"], locale=context["babel_locale"])
+
+def _format_date(context: Any, value: datetime | None) -> str:
+    return context["clock"].date(value)
 
 
 def _format_time(context: Any, value: datetime | None) -> str:
-    """"14:30 CET": the zone named the same way in every locale (babel's names differ)."""
-    from babel.dates import format_time
+    return context["clock"].time(value)
 
-    if value is None:
-        return ""
-    zone = context["timezone"]
-    clock = format_time(value, "HH:mm", tzinfo=zone, locale=context["babel_locale"])
-    return f"{clock} {value.astimezone(zone).tzname()}"
+
+def _format_window(context: Any, starts: datetime | None, ends: datetime | None) -> str:
+    return context["clock"].window(starts, ends)
 
 
 def _few(names: Sequence[str]) -> str:
@@ -136,24 +136,6 @@ def _few(names: Sequence[str]) -> str:
     if not names:
         return ""
     return names[0] if len(names) == 1 else f"{names[0]} +{len(names) - 1}"
-
-
-def _format_window(context: Any, starts: datetime | None, ends: datetime | None) -> str:
-    """A maintenance window as people write it: "24 Nov 2026, 02:00–05:00 CET", no seconds."""
-    from babel.dates import format_date, format_time
-
-    if starts is None or ends is None:
-        return ""
-    zone, locale = context["timezone"], context["babel_locale"]
-    start, end = starts.astimezone(zone), ends.astimezone(zone)
-
-    def clock(moment: datetime) -> str:
-        return format_time(moment, "HH:mm", tzinfo=zone, locale=locale)
-
-    day = format_date(start, "medium", locale=locale)
-    if start.date() == end.date():
-        return f"{day}, {clock(start)}–{clock(end)} {end.tzname()}"
-    return f"{day}, {clock(start)} – {format_date(end, 'medium', locale=locale)}, {clock(end)} {end.tzname()}"
 
 
 @dataclass
@@ -206,27 +188,15 @@ class Page:
 
     @cached_property
     def variables(self) -> dict[str, Any]:
-        from babel import Locale
-
         settings = self.settings
         locale = self.locale
         view = IncidentViews(settings, locale)
         return {
-            "organization": {"name": settings.organization.name},
-            "locale": locale,
-            "babel_locale": Locale.parse(locale, sep="-"),
-            "timezone": settings.organization.zone,
+            **common_variables(self.templates, locale),
             "locales": [
-                {
-                    "code": code,
-                    "name": Locale.parse(code, sep="-").get_display_name(code),
-                    "home": settings.home_url(code),
-                    "statement_url": settings.statement_url(self.incident.id, code),
-                }
-                for code in settings.organization.locales
+                {**entry, "statement_url": settings.statement_url(self.incident.id, entry["code"])}
+                for entry in common_variables(self.templates, locale)["locales"]
             ],
-            "t": self.templates.strings(locale),
-            "home": settings.home_url(locale),
             "statement_url": self.statement_url,
             "incident": view.incident(self.incident),
             "update": view.update(self.update),
@@ -234,8 +204,12 @@ class Page:
             "maintenance": [view.incident(i) for i in self.site.maintenance],
             "recent_incidents": [view.incident(i) for i in self.site.recent],
             "indicator": self.site.indicator,
-            "component_groups": _grouped(self.site.components),
-            "regions": [r.name for r in settings.regions],
+            "component_groups": _grouped(self.site.components, settings, locale),
+            "regions": [{"name": r.name, "label": r.names.get(locale, r.name), "postcodes": r.postcodes}
+                        for r in settings.regions],
+            # What concerns each region, for readers without JavaScript (the lookup's answers).
+            "areas": [{"label": settings.label(name, locale), "items": [view.incident(i) for i in items]}
+                      for name, items in areas(settings, self.site, datetime.now(UTC))],
             "months": [{"key": key, "count": count, "name": _month_name(key, locale)}
                        for key, count in self.site.months],
             "month": {"key": self.site.month[0], "name": _month_name(self.site.month[0], locale),
@@ -246,18 +220,43 @@ class Page:
         }
 
 
-def _grouped(states: Sequence[Any]) -> list[dict[str, Any]]:
-    """Components in their groups, in the order configured (ungrouped ones on their own)."""
+def common_variables(templates: Templates, locale: str) -> dict[str, Any]:
+    """What every page in `locale` has, incident or not: the organisation, the words, the clock,
+    the languages (a page of `broadcaster serve`, such as unsubscribe, uses these alone)."""
+    from babel import Locale
+
+    settings = templates.settings
+    return {
+        "organization": {"name": settings.organization.name},
+        "locale": locale,
+        "babel_locale": Locale.parse(locale, sep="-"),
+        "timezone": settings.organization.zone,
+        "clock": Clock(settings, locale),
+        "locales": [{"code": code, "name": Locale.parse(code, sep="-").get_display_name(code),
+                     "home": settings.home_url(code)} for code in settings.organization.locales],
+        "t": templates.strings(locale),
+        "home": settings.home_url(locale),
+        "alternates": {code: settings.home_url(code) for code in settings.organization.locales},
+    }
+
+
+def _grouped(states: Sequence[Any], settings: Settings, locale: str) -> list[dict[str, Any]]:
+    """Components in their groups, in the order configured (ungrouped ones on their own), named
+    as readers of `locale` know them."""
     groups: dict[str | None, list[Any]] = {}
     for state in states:
         groups.setdefault(state.group, []).append(state)
-    return [{"name": name, "components": [vars(s) for s in members]} for name, members in groups.items()]
+    return [{"name": settings.label(name, locale) if name else None,
+             "components": [{**vars(s), "name": settings.label(s.name, locale)} for s in members]}
+            for name, members in groups.items()]
 
 
 def _month_name(key: str, locale: str) -> str:
+    """"November 2026", "Noviembre de 2026": a heading, so capitalised in every language."""
     from babel.dates import format_skeleton
 
-    return format_skeleton("yMMMM", datetime.strptime(key, "%Y-%m"), locale=locale.replace("-", "_"))
+    name = format_skeleton("yMMMM", datetime.strptime(key, "%Y-%m"), locale=locale.replace("-", "_"))
+    return name[:1].upper() + name[1:]
 
 
 class IncidentViews:
@@ -275,8 +274,8 @@ class IncidentViews:
             "kind": update.kind.value,
             "status": update.status.value,
             "impact": update.impact.value,
-            "components": list(update.components),
-            "regions": list(update.regions),
+            "components": self.settings.labels(update.components, self.locale),
+            "regions": self.settings.labels(update.regions, self.locale),
             "title": text.title,
             "message": text.message,
             "guidance": text.guidance,
@@ -290,21 +289,21 @@ class IncidentViews:
 
     def incident(self, incident: Incident) -> dict[str, Any]:
         published = incident.published or incident.updates
-        resolved = [u for u in published if u.status.value in ("resolved", "completed")]
+        resolved = [u for u in published if u.status in CLOSED]
         return {
             "id": incident.id,
             "title": incident.title(self.locale),
             "status": incident.status.value,
             "impact": incident.impact.value,
-            "components": list(incident.components),
-            "regions": list(incident.regions),
+            "components": self.settings.labels(incident.components, self.locale),
+            "regions": self.settings.labels(incident.regions, self.locale),
             "created_at": incident.created_at,
             "updated_at": incident.updated_at,
             "resolved_at": resolved[-1].created_at if resolved else None,
             "is_open": incident.is_open,
             "is_maintenance": incident.is_maintenance,
-            "starts_at": incident.updates[0].starts_at,
-            "ends_at": incident.updates[0].ends_at,
+            "starts_at": incident.starts_at,
+            "ends_at": incident.ends_at,
             "statement_url": self.settings.statement_url(incident.id, self.locale),
             "updates": [self.update(u) for u in reversed(published)],
         }

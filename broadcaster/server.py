@@ -8,7 +8,6 @@ The work itself is hooks.py and the Python API: this module is only HTTP.
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import re
@@ -17,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from broadcaster import hooks
@@ -103,21 +102,22 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
     async def unsubscribe_page(token: str) -> HTMLResponse:
         subscriber = await run_in_threadpool(_subscriber, settings, token)
         if subscriber is None:
-            return _not_found()
+            return _not_found(settings)
         if not subscriber.active:
-            return HTMLResponse(_page("You are unsubscribed", "<p>You will not receive more emails.</p>"))
-        form = (f"<p>Stop status emails to <strong>{html.escape(subscriber.email)}</strong>?</p>"
-                f'<form method="post" action="/unsubscribe/{html.escape(token)}">'
-                '<button type="submit">Unsubscribe</button></form>')
-        return HTMLResponse(_page("Unsubscribe", form))
+            return HTMLResponse(_page(settings, subscriber.locale, "done"))
+        return HTMLResponse(_page(settings, subscriber.locale, "confirm", email=subscriber.email,
+                                  action=f"/unsubscribe/{token}"))
 
     @app.post("/unsubscribe/{token}", response_class=PlainTextResponse,
               summary="Unsubscribe (RFC 8058 one-click: no cookies, no redirect)",
               responses={404: {"description": "Unknown token"}})
-    async def unsubscribe(token: str) -> PlainTextResponse:
+    async def unsubscribe(token: str, request: Request) -> Response:
         done = await run_in_threadpool(_unsubscribe, settings, token)
-        if not done:
-            return _not_found()
+        if done is None:
+            return _not_found(settings)
+        form = await request.body()
+        if b"from=page" in form:  # the button on our own page: answer a person, in their language
+            return HTMLResponse(_page(settings, done.locale, "done"))
         return PlainTextResponse("You are unsubscribed: you will not receive more status emails.\n")
 
     @app.get("/healthz", summary="Health check for the load balancer")
@@ -209,10 +209,11 @@ def _subscriber(settings: Settings, token: str) -> Any:
         ledger.close()
 
 
-def _unsubscribe(settings: Settings, token: str) -> bool:
-    """True if the token is known (unsubscribed now or before)."""
-    if _subscriber(settings, token) is None:
-        return False
+def _unsubscribe(settings: Settings, token: str) -> Any:
+    """The subscriber if the token is known (unsubscribed now or before), else None."""
+    subscriber = _subscriber(settings, token)
+    if subscriber is None:
+        return None
     from broadcaster.sqlite_ledger import SQLiteLedger
     from broadcaster.subscribers import SubscriberStore
 
@@ -221,7 +222,7 @@ def _unsubscribe(settings: Settings, token: str) -> bool:
         SubscriberStore(ledger).deactivate(token=token)
     finally:
         ledger.close()
-    return True
+    return subscriber
 
 
 def _ledger_readable(settings: Settings) -> None:
@@ -237,15 +238,21 @@ def _ledger_readable(settings: Settings) -> None:
 # -- small helpers -------------------------------------------------------------------------
 
 
-def _not_found() -> HTMLResponse:
+def _not_found(settings: Settings) -> HTMLResponse:
     """The same answer for any unknown token: nothing is revealed."""
-    return HTMLResponse(_page("Not found", "<p>This link is not valid.</p>"), 404)
+    return HTMLResponse(_page(settings, settings.organization.default_locale, "invalid"), 404)
 
 
-def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}'
-            '</title><meta name="viewport" content="width=device-width"></head>'
-            f"<body><main><h1>{html.escape(title)}</h1>{body}</main></body></html>")
+def _page(settings: Settings, locale: str, state: str, **extra: str) -> str:
+    """An unsubscribe page in `locale`, with the status site's look (templates/website)."""
+    from broadcaster.render import Templates, common_variables
+
+    templates = Templates(settings)
+    words = templates.strings(locale)["unsubscribe"]
+    heading = {"confirm": words["title"], "done": words["done_title"]}.get(state, words["invalid_title"])
+    template = templates.find("website", "unsubscribe", locale, "html")
+    return templates.render(template, {**common_variables(templates, locale), "state": state,
+                                       "heading": heading, **extra})
 
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,6 +44,9 @@ class OrganizationSettings(_Section):
     name: str = Field(min_length=1)
     timezone: str = "UTC"
     locales: list[str] = Field(default_factory=lambda: ["en"], min_length=1)
+    #: How times name the zone, the same in every locale ("CET"); default: the zone's own
+    #: abbreviation at that moment (CET in winter, CEST in summer).
+    timezone_label: str | None = Field(None, min_length=1, max_length=20)
     #: Who `broadcaster tick` reminds, by email, when a promised next update is overdue.
     staff: list[str] = Field(default_factory=list)
 
@@ -90,6 +94,10 @@ class OrganizationSettings(_Section):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def zone_label(self, moment: datetime) -> str:
+        """How a time names its zone, the same in every locale: "CET" (or `timezone_label`)."""
+        return self.timezone_label or moment.astimezone(self.zone).tzname() or self.timezone
 
 
 class SiteSettings(_Section):
@@ -149,6 +157,15 @@ class ComponentSettings(_Section):
     name: str = Field(min_length=1, max_length=100)
     group: str | None = Field(None, min_length=1, max_length=100)
     description: str = ""
+    #: The name in other locales: { es = "Fibra" }. The JSON keeps `name`.
+    names: dict[str, str] = Field(default_factory=dict)
+
+
+class GroupSettings(_Section):
+    """A group of components, to translate its name: [[groups]] name = "Internet", names = {…}."""
+
+    name: str = Field(min_length=1, max_length=100)
+    names: dict[str, str] = Field(default_factory=dict)
 
 
 class RegionSettings(_Section):
@@ -156,6 +173,7 @@ class RegionSettings(_Section):
 
     name: str = Field(min_length=1, max_length=100)
     postcodes: list[str] = Field(default_factory=list)
+    names: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("postcodes")
     @classmethod
@@ -197,6 +215,7 @@ class Settings(_Section):
     retry: RetrySettings = RetrySettings()
     automation: AutomationSettings = AutomationSettings()
     components: list[ComponentSettings] = Field(default_factory=list)
+    groups: list[GroupSettings] = Field(default_factory=list)
     regions: list[RegionSettings] = Field(default_factory=list)
     request_timeout_seconds: float = Field(defaults.REQUEST_TIMEOUT, gt=0)
 
@@ -205,13 +224,30 @@ class Settings(_Section):
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
-        for kind, items in (("components", self.components), ("regions", self.regions)):
+        locales = self.organization.locales
+        for kind, items in (("components", self.components), ("groups", self.groups),
+                            ("regions", self.regions)):
             seen: set[str] = set()
             for item in items:
                 if item.name.casefold() in seen:
                     raise ValueError(f"{kind}: {item.name!r} is listed twice")
                 seen.add(item.name.casefold())
+                unknown = [loc for loc in item.names if loc not in locales]
+                if unknown:
+                    raise ValueError(f"{kind}: {item.name!r} names: {unknown[0]!r} is not one of "
+                                     f"[organization] locales {locales}")
         return self
+
+    def label(self, name: str, locale: str) -> str:
+        """A component, group or region's name as readers of `locale` know it."""
+        key = name.casefold()
+        for item in (*self.components, *self.groups, *self.regions):
+            if item.name.casefold() == key:
+                return item.names.get(locale, item.name)
+        return name
+
+    def labels(self, names: Sequence[str], locale: str) -> list[str]:
+        return [self.label(n, locale) for n in names]
 
     def known_names(self, names: Sequence[str], kind: Literal["component", "region"]) -> tuple[str, ...]:
         """`names` as configured (case-insensitive); any name when none are configured.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from broadcaster.ledger import Ledger
@@ -21,7 +22,8 @@ COMPONENT_STATES = ("operational", "under_maintenance", "degraded_performance", 
                     "major_outage")
 BY_IMPACT = {Impact.MINOR: "degraded_performance", Impact.MAJOR: "partial_outage",
              Impact.CRITICAL: "major_outage"}
-#: Statuspage's overall indicator by the worst open impact.
+#: Statuspage's overall indicator by the worst open impact ("maintenance" while a window runs
+#: and nothing is broken).
 INDICATOR = {None: "none", Impact.MINOR: "minor", Impact.MAJOR: "major", Impact.CRITICAL: "critical"}
 #: How many incidents the feeds, the JSON and the index consider (Statuspage lists 50).
 NEWEST = 50
@@ -56,7 +58,14 @@ class SiteState:
         return max((i.impact for i in self.open), key=order.index, default=None)
 
     @property
+    def in_progress(self) -> list[Incident]:
+        """Maintenance windows running now."""
+        return [m for m in self.maintenance if m.status is Status.IN_PROGRESS]
+
+    @property
     def indicator(self) -> str:
+        if self.worst_impact is None and self.in_progress:
+            return "maintenance"
         return INDICATOR[self.worst_impact]
 
 
@@ -89,7 +98,7 @@ def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = N
 
     open_all = merged(ledger.incidents(open_only=True), incident is not None and incident.is_open)
     open_now = [i for i in open_all if not i.is_maintenance]
-    maintenance = sorted((i for i in open_all if i.is_maintenance), key=lambda i: i.updates[0].starts_at)
+    maintenance = sorted((i for i in open_all if i.is_maintenance), key=lambda i: i.starts_at)
     newest = merged(ledger.incidents(limit=NEWEST), True)[:NEWEST]
     recent = [i for i in newest if not i.is_open and not i.is_maintenance][: settings.site.recent_history]
     month = None
@@ -106,21 +115,57 @@ def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = N
     )
 
 
+#: How far ahead the lookup shows planned maintenance for a place.
+MAINTENANCE_AHEAD = timedelta(days=7)
+
+
 def lookup_data(settings: Settings, state: SiteState) -> dict[str, Any]:
-    """What the page's postcode and region lookup reads (api/v2/regions.json)."""
+    """What the page's postcode and region lookup reads (api/v2/regions.json).
+
+    Names are canonical (the JSON's); `label` gives each locale's. The script applies the
+    nesting rules of `places` and shows maintenance running or starting within 7 days.
+    """
+    from broadcaster.clock import Clock
+
     locales = settings.organization.locales
+    clocks = {loc: Clock(settings, loc) for loc in locales}
+
+    def entry(i: Incident) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": i.id,
+            "kind": "maintenance" if i.is_maintenance else "incident",
+            "impact": i.impact.value,
+            "status": i.status.value,
+            "regions": list(i.regions),
+            "components": list(i.components),
+            "title": {loc: i.title(loc) for loc in locales},
+            "url": {loc: settings.statement_url(i.id, loc) for loc in locales},
+        }
+        if i.is_maintenance:
+            out.update(starts_at=i.starts_at.isoformat() if i.starts_at else None,
+                       ends_at=i.ends_at.isoformat() if i.ends_at else None,
+                       window={loc: clocks[loc].window(i.starts_at, i.ends_at) for loc in locales})
+        return out
+
     return {
-        "regions": [{"name": r.name, "postcodes": r.postcodes} for r in settings.regions],
-        "incidents": [
-            {
-                "id": i.id,
-                "impact": i.impact.value,
-                "status": i.status.value,
-                "regions": list(i.regions),
-                "components": list(i.components),
-                "title": {loc: i.title(loc) for loc in locales},
-                "url": {loc: settings.statement_url(i.id, loc) for loc in locales},
-            }
-            for i in state.open
-        ],
+        "regions": [{"name": r.name, "postcodes": r.postcodes,
+                     "label": {loc: r.names.get(loc, r.name) for loc in locales}} for r in settings.regions],
+        "incidents": [entry(i) for i in state.open],
+        "maintenance": [entry(m) for m in state.maintenance],
     }
+
+
+def soon(maintenance: Incident, now: datetime) -> bool:
+    """Running now, or starting within `MAINTENANCE_AHEAD`: what a place's lookup lists."""
+    return maintenance.status is Status.IN_PROGRESS or (
+        maintenance.starts_at is not None and maintenance.starts_at - now <= MAINTENANCE_AHEAD)
+
+
+def areas(settings: Settings, state: SiteState, now: datetime) -> list[tuple[str, list[Incident]]]:
+    """Each configured region with what concerns it now (the lookup's answers, for readers
+    without JavaScript): open incidents, and maintenance running or starting soon."""
+    from broadcaster.places import Places
+
+    places = Places.of(settings.regions)
+    items = [*state.open, *(m for m in state.maintenance if soon(m, now))]
+    return [(r.name, [i for i in items if places.touches(i.regions, [r.name])]) for r in settings.regions]

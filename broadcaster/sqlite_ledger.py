@@ -34,7 +34,7 @@ from broadcaster.model import (
     is_incident_id,
 )
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -149,6 +149,10 @@ ALTER TABLE updates ADD COLUMN apology_waived INTEGER NOT NULL DEFAULT 0;
 -- Drafts a person discarded: kept for the record, gone from every list, page and feed.
 ALTER TABLE updates ADD COLUMN discarded_at TEXT;
 """,
+    7: """
+-- Postcodes a subscriber follows: each stands for every region it lies in, now or later.
+ALTER TABLE subscribers ADD COLUMN postcodes TEXT NOT NULL DEFAULT '[]';
+""",
 }
 
 _DELIVERY_COLUMNS = (
@@ -262,7 +266,7 @@ class SQLiteLedger:
     ) -> list[Incident]:
         where = ["status != 'discarded'"]
         if open_only:
-            where.append("status NOT IN ('resolved', 'completed')")
+            where.append("status NOT IN ('resolved', 'completed', 'cancelled')")
         if not include_drafts:
             where.append("draft = 0")
         sql = "SELECT id FROM incidents"

@@ -17,9 +17,11 @@ from broadcaster import markup
 from broadcaster.model import Incident, Status
 from broadcaster.settings import Settings
 from broadcaster.site import BY_IMPACT, SiteState, lookup_data, worst
+from broadcaster.vocabulary import CLOSED
 
 DESCRIPTIONS = {"none": "All Systems Operational", "minor": "Minor Service Outage",
-                "major": "Partial System Outage", "critical": "Major System Outage"}
+                "major": "Partial System Outage", "critical": "Major System Outage",
+                "maintenance": "Service Under Maintenance"}
 
 
 def files(settings: Settings, state: SiteState) -> dict[str, str]:
@@ -101,10 +103,12 @@ def _component_status(incident: Incident) -> str:
 
 def _maintenance(settings: Settings, incident: Incident) -> dict[str, Any]:
     """A maintenance as Statuspage lists it: an incident with its window; impact "maintenance"."""
-    first = incident.updates[0]
-    return {**_incident(settings, incident), "impact": "maintenance",
-            "scheduled_for": _time(first.starts_at, settings),
-            "scheduled_until": _time(first.ends_at, settings)}
+    out = {**_incident(settings, incident), "impact": "maintenance",
+           "scheduled_for": _time(incident.starts_at, settings),
+           "scheduled_until": _time(incident.ends_at, settings)}
+    if incident.status is Status.CANCELLED:  # Statuspage has no such status: done, and said why
+        out.update(status="completed", cancelled=True)
+    return out
 
 
 def _incident(settings: Settings, incident: Incident) -> dict[str, Any]:
@@ -112,7 +116,7 @@ def _incident(settings: Settings, incident: Incident) -> dict[str, Any]:
     updates = incident.published
     monitoring = next((u.created_at for u in updates if u.status is Status.MONITORING), None)
     resolved = next((u.created_at for u in reversed(updates)
-                     if u.status in (Status.RESOLVED, Status.COMPLETED)), None)
+                     if u.status in CLOSED), None)
     affected = [
         {"code": _id(settings.site.base_url, "component", name), "name": name,
          "old_status": "operational",

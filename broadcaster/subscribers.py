@@ -14,19 +14,20 @@ import io
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from broadcaster.errors import InputError
+from broadcaster.places import Places, normal_postcode, touches_components
 from broadcaster.sqlite_ledger import SQLiteLedger
 
 if TYPE_CHECKING:
     from broadcaster.settings import Settings
 
-CSV_COLUMNS = ("email", "locale", "components", "regions")
+CSV_COLUMNS = ("email", "locale", "components", "regions", "postcodes")
 
 
 @dataclass(frozen=True)
@@ -37,13 +38,14 @@ class Subscriber:
     regions: tuple[str, ...] = ()
     token: str = ""
     active: bool = True
+    #: Postcodes followed: they stand for every region they lie in, configured now or later.
+    postcodes: tuple[str, ...] = ()
 
-    def follows(self, components: Iterable[str], regions: Iterable[str]) -> bool:
-        """Whether an incident touching these components and regions concerns them."""
-        if not self.components and not self.regions:
-            return True
-        mine = {n.casefold() for n in (*self.components, *self.regions)}
-        return any(n.casefold() in mine for n in (*components, *regions))
+    def follows(self, components: Sequence[str], regions: Sequence[str], places: Places) -> bool:
+        """Whether an incident touching these components and regions concerns them: one of
+        their components in one of their places (see `places` for how regions nest)."""
+        return (touches_components(components, self.components)
+                and places.touches(regions, self.regions, self.postcodes))
 
 
 @dataclass
@@ -88,14 +90,15 @@ class SubscriberList:
 
     def to_json(self) -> list[dict[str, object]]:
         return [{"email": s.email, "locale": s.locale, "components": list(s.components),
-                 "regions": list(s.regions), "active": s.active} for s in self.subscribers]
+                 "regions": list(s.regions), "postcodes": list(s.postcodes), "active": s.active}
+                for s in self.subscribers]
 
     def text(self) -> str:
         if not self.subscribers:
             return "No subscribers."
         rows = [("EMAIL", "LOCALE", "STATE", "FOLLOWS")]
         for s in self.subscribers:
-            follows = "; ".join((*s.components, *s.regions)) or "everything"
+            follows = "; ".join((*s.components, *s.regions, *s.postcodes)) or "everything"
             rows.append((s.email, s.locale, "active" if s.active else "unsubscribed", follows))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows)
@@ -146,20 +149,27 @@ def _row(cells: list[str], settings: Settings) -> Subscriber:
     if len(cells) > len(CSV_COLUMNS):
         raise InputError(f"{len(cells)} columns; expected at most {len(CSV_COLUMNS)}: "
                          f"{', '.join(CSV_COLUMNS)}")
-    email, locale, components, regions = [*(c.strip() for c in cells), "", "", ""][:4]
+    email, locale, components, regions, postcodes = [*(c.strip() for c in cells), "", "", "", ""][:5]
     return make_subscriber(email, locale, settings.known_names(_names(components), "component"),
-                           settings.known_names(_names(regions), "region"), settings.organization.locales)
+                           settings.known_names(_names(regions), "region"), settings.organization.locales,
+                           _names(postcodes))
 
 
 def make_subscriber(email: str, locale: str, components: Sequence[str], regions: Sequence[str],
-                    locales: Sequence[str]) -> Subscriber:
-    """A validated subscriber (address normalised, locale known)."""
+                    locales: Sequence[str], postcodes: Sequence[str] = ()) -> Subscriber:
+    """A validated subscriber (address normalised, locale known, postcodes well formed)."""
+    import re
+
     if not email:
         raise InputError("the email column is empty")
     locale = locale or locales[0]
     if locale not in locales:
         raise InputError(f"locale {locale!r} is not one of [organization] locales: {', '.join(locales)}")
-    return Subscriber(normalize_address(email), locale, tuple(components), tuple(regions))
+    codes = tuple(dict.fromkeys(normal_postcode(p) for p in postcodes))
+    bad = [p for p in codes if not re.fullmatch(r"[0-9A-Z-]{2,10}", p)]
+    if bad:
+        raise InputError(f"postcode {bad[0]!r} is not a postcode (letters, digits and '-', 2 to 10)")
+    return Subscriber(normalize_address(email), locale, tuple(components), tuple(regions), postcodes=codes)
 
 
 def _names(cell: str) -> tuple[str, ...]:
@@ -207,23 +217,25 @@ class SubscriberStore:
                 old = existing.get(new.email)
                 if old is None:
                     db.execute(
-                        "INSERT INTO subscribers (email, locale, components, regions, token, active,"
-                        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+                        "INSERT INTO subscribers (email, locale, components, regions, postcodes, token,"
+                        " active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
                         (new.email, new.locale, json.dumps(new.components, ensure_ascii=False),
-                         json.dumps(new.regions, ensure_ascii=False), secrets.token_urlsafe(24), now, now),
+                         json.dumps(new.regions, ensure_ascii=False), json.dumps(new.postcodes),
+                         secrets.token_urlsafe(24), now, now),
                     )
                     report.added += 1
                 elif not old.active and not resubscribe:
                     report.kept_unsubscribed.append(new.email)
-                elif (old.locale, old.components, old.regions, old.active) == (
-                        new.locale, new.components, new.regions, True):
+                elif (old.locale, old.components, old.regions, old.postcodes, old.active) == (
+                        new.locale, new.components, new.regions, new.postcodes, True):
                     report.unchanged += 1
                 else:
                     db.execute(
-                        "UPDATE subscribers SET locale = ?, components = ?, regions = ?, active = 1,"
-                        " updated_at = ? WHERE email = ?",
+                        "UPDATE subscribers SET locale = ?, components = ?, regions = ?, postcodes = ?,"
+                        " active = 1, updated_at = ? WHERE email = ?",
                         (new.locale, json.dumps(new.components, ensure_ascii=False),
-                         json.dumps(new.regions, ensure_ascii=False), now, new.email),
+                         json.dumps(new.regions, ensure_ascii=False), json.dumps(new.postcodes), now,
+                         new.email),
                     )
                     report.updated += 1
         return report
@@ -242,14 +254,15 @@ class SubscriberStore:
     def _select(self, where: str, params: Sequence[object] = ()) -> list[Subscriber]:
         try:
             rows = self.ledger.query(
-                f"SELECT email, locale, components, regions, token, active FROM subscribers {where}", params
+                "SELECT email, locale, components, regions, token, active, postcodes"
+                f" FROM subscribers {where}", params
             )
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []  # a read-only view of a ledger written before subscribers existed
             raise
-        return [Subscriber(r[0], r[1], _names_from_json(r[2]), _names_from_json(r[3]), r[4], bool(r[5]))
-                for r in rows]
+        return [Subscriber(r[0], r[1], _names_from_json(r[2]), _names_from_json(r[3]), r[4], bool(r[5]),
+                           _names_from_json(r[6])) for r in rows]
 
 
 def _names_from_json(value: str) -> tuple[str, ...]:

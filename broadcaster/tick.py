@@ -79,11 +79,10 @@ def _advance(settings: Settings, incident: Any, now: datetime, report: TickRepor
     from broadcaster.errors import BroadcasterError
     from broadcaster.model import Status
 
-    first = incident.updates[0]
     steps = []
-    if incident.status is Status.SCHEDULED and first.starts_at <= now:
+    if incident.status is Status.SCHEDULED and incident.starts_at <= now:
         steps.append(Status.IN_PROGRESS)
-    if incident.status in (Status.SCHEDULED, Status.IN_PROGRESS) and first.ends_at <= now:
+    if incident.status in (Status.SCHEDULED, Status.IN_PROGRESS) and incident.ends_at <= now:
         steps.append(Status.COMPLETED)
     for status in steps:
         try:
@@ -120,8 +119,9 @@ def _remind(settings: Settings, incident: Any, promise: Any, now: datetime) -> N
     subject = f"Overdue: the next update on \"{incident.title(default)}\" ({incident.id})"
     text = (
         f"The last update on incident {incident.id} promised the next one by "
-        f"{promise.next_update_at:%Y-%m-%d %H:%M} UTC. That was {late} minutes ago, and customers are "
-        f"waiting.\n\nStatement: {settings.statement_url(incident.id)}\n\n"
+        f"{promise.next_update_at.astimezone(settings.organization.zone):%Y-%m-%d %H:%M} "
+        f"{settings.organization.zone_label(promise.next_update_at)}. That was {late} minutes ago, "
+        f"and customers are waiting.\n\nStatement: {settings.statement_url(incident.id)}\n\n"
         f"Post it with:\n  broadcaster update {incident.id} --status identified --message \"…\" "
         "--next-update 30m\n\n-- broadcaster tick (one reminder per promise)\n"
     )

@@ -8,7 +8,8 @@ from enum import StrEnum
 
 
 class Status(StrEnum):
-    """Where the response stands; `resolved` closes an incident, `completed` a maintenance."""
+    """Where the response stands; `resolved` closes an incident, `completed` or `cancelled` a
+    maintenance."""
 
     INVESTIGATING = "investigating"
     IDENTIFIED = "identified"
@@ -18,6 +19,11 @@ class Status(StrEnum):
     SCHEDULED = "scheduled"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+#: The statuses that close an incident or a maintenance.
+CLOSED = (Status.RESOLVED, Status.COMPLETED, Status.CANCELLED)
 
 
 class UpdateStatus(StrEnum):

@@ -106,8 +106,7 @@ def site_files(page: Page, *, statement: bool, month: bool, shared: bool = True)
             alternates = {loc: settings.home_url(loc) + folder for loc in page.locales}
             files[prefix + path] = localized.render(template, alternates=alternates)
         if shared:
-            words = localized.variables["t"]["status"]
-            files[f"{prefix}feed.atom"] = feeds.atom(settings, page.site, locale, words.__getitem__)
+            files[f"{prefix}feed.atom"] = feeds.atom(settings, page.site, locale, localized.variables["t"])
     if shared:
         files.update(statuspage.files(settings, page.site))
     return files

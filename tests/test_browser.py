@@ -8,7 +8,9 @@ BROADCASTER_REQUIRE_TOOLS=1, so there a missing browser fails instead.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -35,7 +37,7 @@ def browse(url: str, profile: Path, *, screenshot: Path | None = None,
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=5000", f"--window-size={size}"]
+             "--virtual-time-budget=5000", "--hide-scrollbars", f"--window-size={size}"]
     done = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     if screenshot is not None:
@@ -91,10 +93,10 @@ def test_the_statement_puts_the_current_guidance_first_in_each_language(served, 
 
 
 @pytest.mark.parametrize(("where", "says"), [
-    ("postcode=28013", "Known problems affecting Madrid:"),
-    ("postcode=08001", "No known problems in Barcelona."),
+    ("postcode=28013", "Known problems and planned work in 28013 (Madrid):"),
+    ("postcode=08001", "No known problems or planned work in 08001 (Barcelona)."),
     ("postcode=99999", "We do not know that postcode"),
-    ("region=Madrid", "Known problems affecting Madrid:"),
+    ("region=Madrid", "Known problems and planned work in Madrid:"),
 ])
 def test_the_lookup_finds_the_regional_incident(served, tmp_path, where: str, says: str):
     _, url, incident = served
@@ -111,7 +113,7 @@ def test_the_lookup_in_spanish_links_the_spanish_statement(served, tmp_path):
                           screenshot=ARTIFACTS / "lookup-es.png")
     assert console == []
     result = dom.split('id="lookup-result"', 1)[1].split("</div>", 1)[0]
-    assert "Problemas conocidos que afectan a Madrid:" in result
+    assert "Problemas conocidos y trabajos programados en 28001 (Madrid):" in result
     assert f"/es/incidents/{incident}/" in result and "Fallan los pagos" in result
 
 
@@ -125,3 +127,125 @@ def test_the_console_check_does_see_console_messages(tmp_path):
         _, console = browse(server.url + "/noisy.html", tmp_path / "profile")
     assert any("seen-it" in line for line in console)
     assert any("undefinedFunction" in line for line in console)
+
+
+NESTED = """
+[[components]]
+name = "Fibre"
+names = { es = "Fibra" }
+
+[[components]]
+name = "Mobile"
+names = { es = "Móvil" }
+
+[[regions]]
+name = "Madrid region"
+postcodes = ["28"]
+names = { es = "Comunidad de Madrid" }
+
+[[regions]]
+name = "Madrid city"
+postcodes = ["280"]
+names = { es = "Madrid capital" }
+
+[[regions]]
+name = "Barcelona"
+postcodes = ["08"]
+"""
+
+
+@pytest.fixture
+def nested(project: Project) -> Iterator[tuple[Project, str, dict[str, str]]]:
+    """A telecom's site: an outage on the whole Madrid region, works under way in Barcelona,
+    works tomorrow in Madrid city; served on loopback."""
+    from datetime import UTC, datetime, timedelta
+
+    with SiteServer(project.public) as server:
+        base = project.config.read_text().replace("https://status.example.com", server.url)
+        project.write(NESTED, base=base)
+        now = datetime.now(UTC)
+        ids = {"outage": project.announce("--region", "Madrid region", "--component", "Fibre", "--impact",
+                                          "major", "--title", "Fibre outage", "--title-es", "Corte de fibra",
+                                          "--message-es", "Sin fibra.", "--guidance", "Use mobile data.",
+                                          "--guidance-es", "Use los datos móviles.", "--next-update", "1h")}
+        for key, region, starts, hours in (("running", "Barcelona", now - timedelta(minutes=5), 3),
+                                           ("tomorrow", "Madrid city", now + timedelta(days=1), 2)):
+            result = project.cli("maintenance", "schedule", "--title", f"Network works ({key})",
+                                 "--title-es", f"Obras en la red ({key})", "--message", "New equipment.",
+                                 "--message-es", "Equipos nuevos.", "--region", region,
+                                 "--component", "Mobile", "--starts", starts.isoformat(),
+                                 "--ends", (starts + timedelta(hours=hours)).isoformat(), "--yes", "--json")
+            assert result.exit_code == 0, result.output
+            ids[key] = json.loads(result.stdout)["incident_id"]
+        assert project.cli("tick").exit_code == 0  # the Barcelona window has started
+        yield project, server.url, ids
+
+
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+def test_the_lookup_answers_for_nested_regions_with_maintenance_in_both_languages(nested, tmp_path, width):
+    _, url, ids = nested
+    # A phone is 390 px wide; the screenshot is tall so the whole page can be read from it
+    # (headless screenshots do not follow a scroll: see the next test for that).
+    size = "1024,1400" if width == "desktop" else "390,2400"
+    cases = [
+        # 28013 lies in Madrid city and in the Madrid region: the region-wide outage concerns it,
+        # and so do tomorrow's works in the city.
+        ("", "postcode=28013", "Known problems and planned work in 28013 (Madrid region, Madrid city):",
+         ["outage", "tomorrow"], ["running"]),
+        ("/es", "postcode=28013", "Problemas conocidos y trabajos programados en 28013 (Comunidad de Madrid, "
+         "Madrid capital):", ["outage", "tomorrow"], ["running"]),
+        # Barcelona: no outage, but works under way, shown as maintenance with their window.
+        ("", "postcode=08001", "Known problems and planned work in 08001 (Barcelona):", ["running"],
+         ["outage", "tomorrow"]),
+        # The whole region includes what happens in the city inside it.
+        ("/es", "region=Madrid%20region", "en Comunidad de Madrid:", ["outage", "tomorrow"], ["running"]),
+    ]
+    for number, (prefix, where, says, listed, absent) in enumerate(cases):
+        shot = ARTIFACTS / f"lookup-nested-{'es' if prefix else 'en'}-{width}-{number}.png"
+        dom, console = browse(f"{url}{prefix}/#{where}", tmp_path / f"p{number}", screenshot=shot, size=size)
+        assert console == [], console
+        result = dom.split('id="lookup-result"', 1)[1].split("</div>", 1)[0]
+        assert says in result, result
+        for key in listed:
+            assert f"/incidents/{ids[key]}/" in result, (key, result)
+        for key in absent:
+            assert f"/incidents/{ids[key]}/" not in result, (key, result)
+    dom, _ = browse(f"{url}/#postcode=08001", tmp_path / "last", size=size)
+    result = dom.split('id="lookup-result"', 1)[1].split("</div>", 1)[0]
+    assert "Maintenance under way" in result and "When:" in result and "CET" in result
+    assert "Impact" not in result, "maintenance is not an outage: no impact"
+
+
+def test_without_javascript_the_area_list_answers_and_maintenance_is_not_an_outage(nested):
+    project, _, ids = nested
+    index = (project.public / "es" / "index.html").read_text()
+    areas = index.split('id="areas"', 1)[1].split("</details>", 1)[0]
+    madrid_city = areas.split("Madrid capital", 1)[1].split("<li><strong>", 1)[0]
+    assert f"/incidents/{ids['outage']}/" in madrid_city and f"/incidents/{ids['tomorrow']}/" in madrid_city
+    barcelona = areas.split("Barcelona", 1)[1]
+    assert f"/incidents/{ids['running']}/" in barcelona and f"/incidents/{ids['outage']}/" not in barcelona
+    assert "Mantenimiento en curso" in barcelona
+    assert "Móvil" in index and "Fibra" in index, "component names in Spanish"
+    english = (project.public / "index.html").read_text()
+    assert "Fibra" not in english and "Madrid region" in english
+    statement = (project.public / "incidents" / ids["running"] / "index.html").read_text()
+    assert "Impact" not in statement and "Resolved" not in statement and "badge maintenance" in statement
+
+
+def test_on_a_phone_the_answer_is_scrolled_into_view_and_focused(nested, tmp_path):
+    """A 390 × 844 frame runs the lookup; the probe page reads where the answer ended up."""
+    project, url, _ = nested
+    (project.public / "probe.html").write_text(
+        '<!doctype html><body><iframe id="f" src="/#postcode=08001" width="390" height="844"></iframe>'
+        '<script>document.getElementById("f").onload = function () { setTimeout(function () {'
+        ' var w = document.getElementById("f").contentWindow;'
+        ' var r = w.document.getElementById("lookup-result"), data = document.body.dataset;'
+        ' data.scrolled = w.scrollY; data.top = r.getBoundingClientRect().top;'
+        ' data.focus = w.document.activeElement.tagName; }, 1500); };</script></body>',
+        encoding="utf-8")
+    dom, console = browse(f"{url}/probe.html", tmp_path / "probe")
+    assert console == [], console
+    found = dict(re.findall(r'data-(scrolled|top|focus)="([^"]*)"', dom))
+    assert float(found["scrolled"]) > 0, "the page scrolled to the answer"
+    assert 0 <= float(found["top"]) < 844, f"the answer is on screen: {found}"
+    assert found["focus"] == "H3", "focus moved to the answer, so a screen reader reads it"

@@ -104,13 +104,16 @@ def test_subscribers_get_only_what_concerns_them(mailing: Project):
     subscribe(mailing, SUBSCRIBERS + "dee@example.com,en,,Madrid\n")
     announce(mailing, "--region", "Madrid")
     got = sorted(m.envelope_to[0] for m in mailing.inbox.messages)
-    # carl follows Search or Madrid; dee only Madrid; ana everything; bob Payments API.
+    # An incident on Madrid touching no named service concerns every service there: ana follows
+    # everything, bob Payments API anywhere, carl Search in Madrid, dee everything in Madrid.
     assert got == ["ana@example.com", "bob@example.com", "carl@example.com", "dee@example.com"]
     mailing.inbox.messages.clear()
     result = mailing.cli("announce", "--title", "Search slow", "--message", "Slow.", "--component",
                          "Search", "--yes")
     assert result.exit_code == 0
-    assert sorted(m.envelope_to[0] for m in mailing.inbox.messages) == ["ana@example.com", "carl@example.com"]
+    # Search everywhere: not bob's service; carl's service in his place; dee's place (all services).
+    assert sorted(m.envelope_to[0] for m in mailing.inbox.messages) == [
+        "ana@example.com", "carl@example.com", "dee@example.com"]
 
 
 def test_a_refused_recipient_fails_alone_and_retry_emails_each_person_once(mailing: Project):

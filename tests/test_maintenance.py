@@ -62,7 +62,7 @@ def test_tick_starts_and_completes_it_on_every_channel(project: Project):
     assert summary(project)["scheduled_maintenances"] == []
     assert all(c["status"] == "operational" for c in summary(project)["components"])
     statement = (project.public / "incidents" / incident / "index.html").read_text()
-    assert "The planned maintenance is complete." in statement and "Completed" in statement
+    assert "The planned maintenance is complete." in statement and "Maintenance completed" in statement
     shown = json.loads(project.cli("show", incident, "--json").stdout)
     assert [u["status"] for u in shown["updates"]] == ["scheduled", "in_progress", "completed"]
 
