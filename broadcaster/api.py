@@ -360,7 +360,7 @@ def list_incidents(
     try:
         found = ledger.incidents(open_only=open_only, include_drafts=True, limit=None if drafts else limit)
         found = [i for i in found if i.drafts][:limit] if drafts else found
-        return [IncidentReport(i, s.statement_url(i.id), timezone=s.organization.zone) for i in found]
+        return [IncidentReport(i, s.statement_url(i.id), local_time=s.organization.local_time) for i in found]
     finally:
         ledger.close()
 
@@ -373,7 +373,7 @@ def show(incident_id: str, *, settings: SettingsLike = None) -> IncidentReport:
         incident = _existing(ledger, incident_id)
         deliveries = [DeliveryOutcome.of(d) for d in ledger.deliveries(incident_id=incident_id)]
         return IncidentReport(incident, s.statement_url(incident_id), deliveries,
-                              _draft_previews(s, ledger, incident), timezone=s.organization.zone)
+                              _draft_previews(s, ledger, incident), local_time=s.organization.local_time)
     finally:
         ledger.close()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime, tzinfo
 from typing import Any
 
 import typer
@@ -92,7 +91,7 @@ def _incidents_text(reports: Sequence[IncidentReport]) -> str:
         status = "DRAFT" if i.is_draft else i.status.value + (" + DRAFT" if i.drafts else "")
         waiting += bool(i.drafts)
         title = i.title(next(iter(i.latest.texts)))
-        rows.append((i.id, status, i.impact.value, _when(i.updated_at, r.timezone), title))
+        rows.append((i.id, status, i.impact.value, r.local_time(i.updated_at), title))
     widths = [max(len(row[c]) for row in rows) for c in range(4)]
     lines = ["  ".join(row[c].ljust(widths[c]) for c in range(4)) + "  " + row[4] for row in rows]
     if waiting:
@@ -115,7 +114,7 @@ def _incident_text(report: IncidentReport) -> str:
         lines.append(f"regions {', '.join(i.regions)}")
     for u in i.updates:
         lines.append("")
-        lines.append(f"#{u.seq} {u.kind.value} · {u.status.value} · {_when(u.created_at, report.timezone)}"
+        lines.append(f"#{u.seq} {u.kind.value} · {u.status.value} · {report.local_time(u.created_at)}"
                      + (" · draft" if u.draft else ""))
         for line in u.text(default).message.splitlines():
             lines.append(f"   {line}")
@@ -127,7 +126,3 @@ def _incident_text(report: IncidentReport) -> str:
         lines += [preview] if isinstance(preview, str) else preview_text(preview).splitlines()
     return "\n".join(lines)
 
-
-def _when(moment: datetime, zone: tzinfo) -> str:
-    """A time as the organisation speaks it (its zone, named), like the site and the posts."""
-    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")

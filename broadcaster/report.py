@@ -7,9 +7,9 @@ every delivery is done, 3 when some are not and `broadcaster retry` can finish t
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
+from datetime import UTC, datetime
 from typing import Any
 
 from broadcaster.model import Delivery, DeliveryState, Incident
@@ -187,6 +187,10 @@ def preview_text(preview: Preview) -> str:
     return "\n".join(lines)
 
 
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
 @dataclass(frozen=True)
 class IncidentReport:
     """An incident as `list` and `show` report it."""
@@ -196,8 +200,8 @@ class IncidentReport:
     deliveries: Sequence[DeliveryOutcome] = ()
     #: For drafts: each draft update as every channel would send it (`show`), or why it cannot be.
     previews: Sequence[Preview | str] = ()
-    #: The organisation's time zone, in which a person reads the times.
-    timezone: tzinfo = UTC
+    #: How a person reads a time: in the organisation's zone, named (see OrganizationSettings).
+    local_time: Callable[[datetime], str] = _utc
 
     def to_json(self) -> dict[str, Any]:
         i = self.incident

@@ -95,6 +95,10 @@ class OrganizationSettings(_Section):
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
+    def local_time(self, moment: datetime) -> str:
+        """"2026-11-23 14:30 CET": how the CLI shows a time, in the zone the site speaks."""
+        return f"{moment.astimezone(self.zone):%Y-%m-%d %H:%M} {self.zone_label(moment)}"
+
     def zone_label(self, moment: datetime) -> str:
         """How a time names its zone, the same in every locale: "CET" (or `timezone_label`)."""
         return self.timezone_label or moment.astimezone(self.zone).tzname() or self.timezone
