@@ -747,6 +747,8 @@ def _open_ledger(s: Settings) -> SQLiteLedger:
 
 def _window(starts: datetime | str, ends: datetime | str, s: Settings) -> tuple[datetime, datetime]:
     """A maintenance window: ISO times, the end after the start and still to come."""
+    if not starts or not ends:
+        raise InputError("--starts and --ends are required (ISO, e.g. 2026-12-01T02:00)")
     window = (_moment(starts, "--starts", s), _moment(ends, "--ends", s))
     if window[1] <= window[0]:
         raise InputError("--ends must be after --starts")

@@ -86,6 +86,9 @@ MessageFile = Annotated[
         help="TOML file with one table per locale: [es] title, message, guidance, apology.",
     ),
 ]
+Starts = Annotated[str, typer.Option(
+    "--starts", help="Start of the window, ISO (local time unless it has an offset).", show_default=False)]
+Ends = Annotated[str, typer.Option("--ends", help="End of the window, ISO.", show_default=False)]
 IncidentArg = Annotated[
     str,
     typer.Argument(
@@ -420,9 +423,8 @@ def maintenance_schedule(
     title: Annotated[str | None, typer.Option("--title", help="What is maintained.")] = None,
     message: Annotated[str | None, typer.Option("--message", help="What customers will notice (Markdown).")]
     = None,
-    starts: Annotated[str, typer.Option("--starts", help="Start, ISO (local time unless it has an offset).",
-                                        show_default=False)] = "",
-    ends: Annotated[str, typer.Option("--ends", help="End, ISO.", show_default=False)] = "",
+    starts: Starts = "",
+    ends: Ends = "",
     component: Components = None,
     region: Regions = None,
     guidance: Annotated[str, typer.Option(
@@ -438,10 +440,7 @@ def maintenance_schedule(
 
     def run() -> Outcome:
         from broadcaster import api
-        from broadcaster.errors import InputError
 
-        if not starts or not ends:
-            raise InputError("--starts and --ends are required (ISO, e.g. 2026-12-01T02:00)")
         return api.schedule_maintenance(
             title or "", message or "", starts=starts, ends=ends, components=component or (),
             regions=region or (), guidance=guidance, translations=_words(ctx, message_file), channels=channel,
@@ -481,9 +480,8 @@ def maintenance_cancel(
 def maintenance_reschedule(
     ctx: typer.Context,
     incident: IncidentArg,
-    starts: Annotated[str, typer.Option(
-        "--starts", help="New start, ISO (local time unless it has an offset).", show_default=False)] = "",
-    ends: Annotated[str, typer.Option("--ends", help="New end, ISO.", show_default=False)] = "",
+    starts: Starts = "",
+    ends: Ends = "",
     message: Annotated[str | None, typer.Option(
         "--message", help="Why it moved (Markdown) [default: a standard notice].")] = None,
     message_file: MessageFile = None,
@@ -496,10 +494,7 @@ def maintenance_reschedule(
 
     def run() -> Outcome:
         from broadcaster import api
-        from broadcaster.errors import InputError
 
-        if not starts or not ends:
-            raise InputError("--starts and --ends are required (ISO, e.g. 2026-12-01T02:00)")
         return api.reschedule_maintenance(
             incident, starts=starts, ends=ends, message=message or "",
             translations=_words(ctx, message_file), channels=channel, dry_run=dry_run,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, Project
+from test_places import TELECOM
 from test_site import SITE
 
 from broadcaster.site_server import SiteServer
@@ -129,29 +130,6 @@ def test_the_console_check_does_see_console_messages(tmp_path):
     assert any("undefinedFunction" in line for line in console)
 
 
-NESTED = """
-[[components]]
-name = "Fibre"
-names = { es = "Fibra" }
-
-[[components]]
-name = "Mobile"
-names = { es = "Móvil" }
-
-[[regions]]
-name = "Madrid region"
-postcodes = ["28"]
-names = { es = "Comunidad de Madrid" }
-
-[[regions]]
-name = "Madrid city"
-postcodes = ["280"]
-names = { es = "Madrid capital" }
-
-[[regions]]
-name = "Barcelona"
-postcodes = ["08"]
-"""
 
 
 @pytest.fixture
@@ -162,7 +140,7 @@ def nested(project: Project) -> Iterator[tuple[Project, str, dict[str, str]]]:
 
     with SiteServer(project.public) as server:
         base = project.config.read_text().replace("https://status.example.com", server.url)
-        project.write(NESTED, base=base)
+        project.write(TELECOM, base=base)
         now = datetime.now(UTC)
         ids = {"outage": project.announce("--region", "Madrid region", "--component", "Fibre", "--impact",
                                           "major", "--title", "Fibre outage", "--title-es", "Corte de fibra",
@@ -173,7 +151,7 @@ def nested(project: Project) -> Iterator[tuple[Project, str, dict[str, str]]]:
             result = project.cli("maintenance", "schedule", "--title", f"Network works ({key})",
                                  "--title-es", f"Obras en la red ({key})", "--message", "New equipment.",
                                  "--message-es", "Equipos nuevos.", "--region", region,
-                                 "--component", "Mobile", "--starts", starts.isoformat(),
+                                 "--component", "TV", "--starts", starts.isoformat(),
                                  "--ends", (starts + timedelta(hours=hours)).isoformat(), "--yes", "--json")
             assert result.exit_code == 0, result.output
             ids[key] = json.loads(result.stdout)["incident_id"]
@@ -225,7 +203,7 @@ def test_without_javascript_the_area_list_answers_and_maintenance_is_not_an_outa
     barcelona = areas.split("Barcelona", 1)[1]
     assert f"/incidents/{ids['running']}/" in barcelona and f"/incidents/{ids['outage']}/" not in barcelona
     assert "Mantenimiento en curso" in barcelona
-    assert "Móvil" in index and "Fibra" in index, "component names in Spanish"
+    assert "Televisión" in index and "Fibra" in index, "component names in Spanish"
     english = (project.public / "index.html").read_text()
     assert "Fibra" not in english and "Madrid region" in english
     statement = (project.public / "incidents" / ids["running"] / "index.html").read_text()
