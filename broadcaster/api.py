@@ -18,11 +18,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from broadcaster.channels.base import Channel
+from broadcaster.channels.base import Channel, Post
 from broadcaster.dispatch import Dispatcher, Job, RetryPolicy
 from broadcaster.errors import BroadcasterError, InputError
 from broadcaster.ledger import Ledger, NewDelivery
-from broadcaster.model import Impact, Incident, Kind, Status, Text, Update, new_incident_id
+from broadcaster.model import Delivery, Impact, Incident, Kind, Status, Text, Update, new_incident_id
 from broadcaster.next_update import parse_next_update
 from broadcaster.preflight import Audience, Preview, check, open_channel, open_channels
 from broadcaster.render import page_factory
@@ -296,7 +296,7 @@ def publish(
             published = ledger.publish(incident_id, _new_deliveries(previews[0]))
             jobs = [
                 job for u, p in zip(published, previews, strict=True)
-                for job in _jobs(ledger, p, chans, u)
+                for job in _jobs(s, ledger, p, chans, u)
             ]
             _dispatcher(s, ledger).run(jobs)
             outcome = _outcome(s, ledger, incident_id, published[-1].id,
@@ -630,7 +630,7 @@ def _run(
                 return Outcome(incident_id, upd.id, preview.statement_url, draft=True,
                                preview=preview, warnings=preview.warnings, revised=revised)
             ledger.record(upd, _new_deliveries(preview))
-            _dispatcher(s, ledger).run(_jobs(ledger, preview, chans, upd))
+            _dispatcher(s, ledger).run(_jobs(s, ledger, preview, chans, upd))
             return _outcome(s, ledger, incident_id, upd.id,
                             ledger.deliveries(update_id=upd.id), preview.warnings)
     finally:
@@ -662,20 +662,52 @@ def _retry_incident(s: Settings, ledger: Ledger, incident_id: str) -> Outcome:
             # One render per (channel, locale), however many recipients are unfinished.
             targets = list(dict.fromkeys((d.channel, d.locale) for d in mine))
             preview = check(s, chans, pages, upd, incident, targets=targets)
-            posts = {(p.channel, p.locale): p.post for p in preview.planned}
-            jobs += [Job(d, chans[d.channel], posts[d.channel, d.locale], upd.seq) for d in mine]
+            jobs += _jobs(s, ledger, preview, chans, upd, mine)
         _dispatcher(s, ledger).run(jobs)
         ids = {d.id for d in unfinished}
         after = [d for d in ledger.deliveries(incident_id=incident_id) if d.id in ids]
         return _outcome(s, ledger, incident_id, latest.id, after, [])
 
 
-def _jobs(ledger: Ledger, preview: Preview, chans: Mapping, upd: Update) -> list[Job]:
+def _jobs(s: Settings, ledger: Ledger, preview: Preview, chans: Mapping[str, Channel], upd: Update,
+          deliveries: Sequence[Delivery] | None = None) -> list[Job]:
+    """The recorded deliveries of `upd` (or these) with their posts; the statement channel's is
+    rendered again when it is sent, from the ledger as it is then (see `Job.render`)."""
     posts = {(p.channel, p.locale): p.post for p in preview.planned}
     return [
-        Job(d, chans[d.channel], posts[d.channel, d.locale], upd.seq)
-        for d in ledger.deliveries(update_id=upd.id)
+        Job(d, chans[d.channel], posts[d.channel, d.locale], upd.seq,
+            render=_statement_render(s, ledger, chans[d.channel], upd, d.locale)
+            if chans[d.channel].spec.publishes_statement else None)
+        for d in (deliveries if deliveries is not None else ledger.deliveries(update_id=upd.id))
     ]
+
+
+def _statement_render(
+    s: Settings, ledger: Ledger, channel: Channel, upd: Update, locale: str,
+) -> Callable[[], Post]:
+    """The statement's files rendered from the ledger at the moment they are written (under the
+    site lock), with the statements of any new incident the shared pages now list, so the index
+    never links to a page not written yet."""
+
+    def render() -> Post:
+        from broadcaster.channels.website import site_files
+
+        incident = ledger.incident(upd.incident_id)
+        update = next(u for u in incident.updates if u.id == upd.id)
+        pages = page_factory(s, lambda: _site_state(ledger, s, incident))
+        page = pages(channel.spec.name, channel.spec.template_extension, update, incident, locale)
+        post = channel.compose(page)
+        root = s.site.output_dir
+        missing = [i for i in (*page.site.open, *page.site.maintenance)
+                   if i.id != incident.id and not (root / "incidents" / i.id / "index.html").exists()]
+        files = dict(post.files)
+        for other in missing:
+            other_page = pages(channel.spec.name, channel.spec.template_extension, other.latest, other,
+                               locale)
+            files.update(site_files(other_page, statement=True, month=False, shared=False))
+        return replace(post, files=files)
+
+    return render
 
 
 def _new_deliveries(preview: Preview) -> list[NewDelivery]:

@@ -66,6 +66,10 @@ class Job:
     channel: Channel
     post: Post
     seq: int
+    #: Render the post again when it is sent, under the site lock (the statement channel: its
+    #: shared pages list every incident, so they are rendered from the ledger as it is then,
+    #: never from this process's view at preflight, or concurrent writers would erase each other).
+    render: Callable[[], Post] | None = None
 
 
 class Dispatcher:
@@ -130,7 +134,11 @@ class Dispatcher:
                 with attempt:
                     attempts += 1
                     self.ledger.start_attempt(delivery.id)
-                    receipt = job.channel.send(job.post, thread, resumed=resumed or attempts > 1)
+                    if job.render is None:
+                        receipt = job.channel.send(job.post, thread, resumed=resumed or attempts > 1)
+                    else:
+                        with self.ledger.service_lock("site"):
+                            receipt = job.channel.send(job.render(), thread, resumed=resumed or attempts > 1)
         except PermanentDeliveryError as exc:
             self.ledger.mark_failed(delivery.id, self._mask(str(exc)))
         except TransientDeliveryError as exc:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from broadcaster.model import Delivery, Incident, Receipt, Update
 
@@ -105,6 +105,10 @@ class Ledger(Protocol):
 
     def incident_lock(self, incident_id: str) -> AbstractContextManager[None]:
         """Hold the incident for this process; released even if the process is killed."""
+        ...
+
+    def service_lock(self, name: Literal["automation", "tick", "site"]) -> AbstractContextManager[None]:
+        """Hold one kind of shared work (alert hooks, tick, the site's shared pages)."""
         ...
 
     def close(self) -> None: ...

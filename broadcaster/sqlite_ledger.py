@@ -525,46 +525,62 @@ class SQLiteLedger:
         if not is_incident_id(incident_id):
             # The id names a file: refuse anything that could leave the locks folder.
             raise UnknownIncidentError(f"{incident_id!r} is not an incident id")
-        with self._file_lock(incident_id, f"incident {incident_id}"):
+        # One lock file per incident would pile up (an alert flood makes thousands): it is
+        # removed on release, and a holder checks it locked the file that is still there.
+        with self._file_lock(incident_id, f"incident {incident_id}", remove=True):
             yield
 
     @contextmanager
-    def service_lock(self, name: Literal["automation", "tick"]) -> Iterator[None]:
-        """Serialise one kind of background work (alert hooks, tick) across processes."""
+    def service_lock(self, name: Literal["automation", "tick", "site"]) -> Iterator[None]:
+        """Serialise one kind of work across processes: alert hooks, tick, or writing the
+        status site's shared pages (index, feeds, JSON), which every incident touches."""
         with self._file_lock(name, f"the {name} lock"):
             yield
 
     @contextmanager
-    def _file_lock(self, name: str, what: str) -> Iterator[None]:
+    def _file_lock(self, name: str, what: str, *, remove: bool = False) -> Iterator[None]:
         """An flock on locks/{name}.lock: the kernel drops it when its process dies."""
         if self.path is None:
             yield
             return
         import fcntl
+        import os
 
         folder = self.path.parent / "locks"
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / f"{name}.lock", "a+b") as handle:
-            deadline = time.monotonic() + self._lock_wait
-            told = False
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise LockTimeoutError(
-                            f"{what} is still busy in another broadcaster after {self._lock_wait:.0f}s; "
-                            "try again"
-                        ) from None
-                    if not told and self._on_wait is not None:
-                        self._on_wait(f"waiting for another broadcaster holding {what}…")
-                        told = True
-                    time.sleep(0.05)
+        path = folder / f"{name}.lock"
+        deadline = time.monotonic() + self._lock_wait
+        told = False
+        while True:
+            handle = open(path, "a+b")  # noqa: SIM115 (closed below, after the lock)
             try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                if time.monotonic() > deadline:
+                    raise LockTimeoutError(
+                        f"{what} is still busy in another broadcaster after {self._lock_wait:.0f}s; "
+                        "try again"
+                    ) from None
+                if not told and self._on_wait is not None:
+                    self._on_wait(f"waiting for another broadcaster holding {what}…")
+                    told = True
+                time.sleep(0.05)
+                continue
+            try:
+                same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            handle.close()  # the holder before us removed that file: lock the new one
+        try:
+            yield
+        finally:
+            if remove:
+                path.unlink(missing_ok=True)  # still holding the lock: nobody else has this file
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
 
 
 def _update_to_row(u: Update) -> tuple:

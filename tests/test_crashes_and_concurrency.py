@@ -117,3 +117,30 @@ def test_two_operators_at_once_on_x_keep_one_thread_in_order(social):
     tweets = social.x.posted()
     chain = social.x.thread(tweets[0].id)
     assert len(tweets) == 3 and [t.id for t in chain] == [t.id for t in tweets], "one thread, in order"
+
+
+def test_concurrent_announces_of_different_incidents_all_stay_on_the_status_page(project):
+    """Ten operators announce ten incidents at once: the shared pages and JSON list all ten.
+
+    Before the site lock, the last writer's view won and 3–7 of 10 went missing.
+    """
+    announcers = [
+        subprocess.Popen(
+            [str(BIN / "broadcaster"), "--config", str(project.config), "announce", "--title",
+             f"Outage number {n}", "--message", "Down.", "--message-es", "Caído.", "--yes", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for n in range(10)
+    ]
+    outcomes = [json.loads(p.communicate(timeout=240)[0]) for p in announcers]
+    ids = {o["incident_id"] for o in outcomes}
+    assert len(ids) == 10 and all(p.returncode == 0 for p in announcers)
+    public = project.public
+    for page in ("index.html", "es/index.html", "feed.atom", "es/feed.atom"):
+        text = (public / page).read_text()
+        assert all(i in text for i in ids), f"{page} lost {[i for i in ids if i not in text]}"
+    for api_file in ("summary.json", "incidents/unresolved.json", "incidents.json"):
+        listed = {i["id"] for i in json.loads((public / "api" / "v2" / api_file).read_text())["incidents"]}
+        assert listed == ids, api_file
+    assert all((public / "incidents" / i / "index.html").exists() for i in ids), "every listed page exists"
+    leftover = [p.stem for p in (project.state / "locks").glob("*.lock") if p.stem in ids]
+    assert leftover == [], "incident lock files do not pile up"
