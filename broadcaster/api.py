@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from broadcaster import characters
 from broadcaster.channels.base import Channel, Post
 from broadcaster.dispatch import Dispatcher, Job, RetryPolicy
 from broadcaster.errors import BroadcasterError, InputError
@@ -186,7 +187,7 @@ def _maintenance_step(
         words = {loc: (w.get("message") or "").strip() for loc, w in (translations or {}).items()}
         words[s.organization.default_locale] = message.strip()
         for loc, text in words.items():
-            _check_characters(text, "--message" + ("" if loc == s.organization.default_locale else f"-{loc}"))
+            characters.check(text, "--message" + ("" if loc == s.organization.default_locale else f"-{loc}"))
         texts = {loc: Text(previous.title(loc), words.get(loc) or templates.strings(loc)["maintenance"][step],
                            guidance=last.texts[loc].guidance if keeps and loc in last.texts else "")
                  for loc in s.organization.locales}
@@ -753,7 +754,7 @@ def _dispatcher(s: Settings, ledger: SQLiteLedger) -> Dispatcher:
         active = SubscriberStore(ledger).active_tokens()
         return {a: active[a] for a in addresses if a in active}
 
-    return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.secrets.values(),
+    return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.masked,
                       tokens=tokens, progress=reporter.get())
 
 
@@ -859,7 +860,7 @@ def _texts(
         if unknown:
             raise InputError(f"unknown text field{where}: {', '.join(sorted(unknown))}")
         for name, value in fields.items():
-            _check_characters(value, f"--{name}" + (f"-{locale}" if locale != default else ""))
+            characters.check(value, f"--{name}" + (f"-{locale}" if locale != default else ""))
         before = previous.texts.get(locale) if previous is not None else None
         guidance = (fields.get("guidance") or "").strip()
         if not guidance and carry and before is not None:
@@ -875,20 +876,3 @@ def _texts(
         texts[locale] = Text(title=title, message=message, guidance=guidance,
                              apology=(fields.get("apology") or "").strip())
     return texts
-
-
-def _check_characters(value: str, option: str) -> None:
-    """Refuse characters no person types: controls (but tab and newline) and noncharacters.
-
-    Noncharacters mark the shortenable explanation inside templates (see fitting); control
-    characters break posts, headers and terminals.
-    """
-    import unicodedata
-
-    for index, char in enumerate(value):
-        if char in "\t\n\r":
-            continue
-        code = ord(char)
-        if unicodedata.category(char) == "Cc" or 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE:
-            raise InputError(f"{option}: character U+{code:04X} at position {index + 1} is not allowed "
-                             "in a message (a control character or a noncharacter)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,10 +57,11 @@ def check_signature(secret: SecretStr, timestamp: str | None, signature: str | N
     """The verified signature (the replay key), or HookRefused(401) saying what is wrong."""
     if not timestamp or not signature:
         raise HookRefused(401, "X-Broadcaster-Timestamp and X-Broadcaster-Signature are required")
-    try:
-        moment = int(timestamp)
-    except ValueError:
-        raise HookRefused(401, "X-Broadcaster-Timestamp must be Unix seconds") from None
+    # Plain decimal digits only: int() would also take "+1763…", "1_763…", " 1763" and
+    # zero-padding, each a different signed string for the same moment.
+    if not re.fullmatch(r"[1-9][0-9]{0,11}", timestamp):
+        raise HookRefused(401, "X-Broadcaster-Timestamp must be Unix seconds, plain decimal digits")
+    moment = int(timestamp)
     if abs((now if now is not None else time.time()) - moment) > MAX_SKEW:
         raise HookRefused(401, f"X-Broadcaster-Timestamp is more than {MAX_SKEW} s away from now")
     expected = sign(secret.get_secret_value(), timestamp, body)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pydantic import SecretStr
 
@@ -18,12 +18,28 @@ def mask(text: str, secrets: Iterable[SecretStr]) -> str:
     return text
 
 
-def secrets_in_environment() -> list[SecretStr]:
-    """Values of every channel secret set in the environment, to mask errors raised early."""
-    import os
+#: Secrets that belong to no channel: the hook server's key, the shared ledger's password.
+OTHER_SECRETS = ("BROADCASTER_HOOK_SECRET", "BROADCASTER_STATE_PASSWORD")
 
+
+def secret_variables() -> list[str]:
+    """Every environment variable that holds a secret the settings know of: every installed
+    channel's (enabled or not) and the others. All are masked, none reaches a child process."""
     from broadcaster import registry
 
     names = {v for c in registry.channels().values() for v in c.spec.secrets.values()}
-    names.add("BROADCASTER_HOOK_SECRET")
-    return [SecretStr(os.environ[n]) for n in sorted(names) if os.environ.get(n)]
+    return sorted(names.union(OTHER_SECRETS))
+
+
+def secrets_in_environment(environ: Mapping[str, str] | None = None) -> list[SecretStr]:
+    """Values of every known secret set in the environment, to mask anything we print or keep."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    return [SecretStr(environ[n]) for n in secret_variables() if environ.get(n)]
+
+
+def without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without any known secret: what a child process (publish_command) gets."""
+    secret = set(secret_variables())
+    return {k: v for k, v in environ.items() if k not in secret}

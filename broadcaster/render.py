@@ -43,6 +43,22 @@ class TemplateProblem(InputError):
     """A template failed to render; the message names the template and line."""
 
 
+class _ConfinedLoader(jinja2.FileSystemLoader):
+    """Jinja2's file loader, but a template must really lie inside its folder.
+
+    FileSystemLoader refuses `..` in names, yet follows symbolic links: a link in the
+    templates folder to /proc/self/environ would publish every secret on the public site.
+    """
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Any]:
+        source, filename, uptodate = super().get_source(environment, template)
+        real = Path(filename).resolve()
+        if not any(real.is_relative_to(Path(folder).resolve()) for folder in self.searchpath):
+            raise TemplateProblem(f"{template}: {filename} leads outside the templates folder; "
+                                  "templates are read only from inside it")
+        return source, filename, uptodate
+
+
 class Templates:
     """The template environment for one settings file."""
 
@@ -51,7 +67,7 @@ class Templates:
         self.folders = [settings.templates.dir] if settings.templates.dir else []
         self.folders.append(shipped_templates())
         env = ImmutableSandboxedEnvironment(
-            loader=jinja2.FileSystemLoader(self.folders),
+            loader=_ConfinedLoader(self.folders),
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
             trim_blocks=True,

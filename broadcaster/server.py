@@ -187,8 +187,12 @@ def _parsed(body: bytes, model: type[BaseModel]) -> Any:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise hooks.HookRefused(400, f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise hooks.HookRefused(400, "the body is nested too deeply to be an alert") from None
     try:
         return model.model_validate(data)
+    except RecursionError:
+        raise hooks.HookRefused(400, "the body is nested too deeply to be an alert") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:10]

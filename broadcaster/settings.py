@@ -31,6 +31,7 @@ from pydantic import (
 from broadcaster import defaults, registry
 from broadcaster.channels.base import ChannelSettings
 from broadcaster.errors import SettingsError
+from broadcaster.masking import secrets_in_environment
 from broadcaster.vocabulary import Impact
 
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
@@ -146,6 +147,11 @@ class TemplateSettings(_Section):
         folder = resolve_path(value, info)
         if not folder.is_dir():
             raise ValueError(f"{str(folder)!r} is not a folder")
+        inside = folder.resolve()
+        for path in sorted(folder.rglob("*")):
+            if path.is_symlink() and not path.resolve().is_relative_to(inside):
+                raise ValueError(f"{str(path)!r} is a link that leads outside the templates folder "
+                                 f"(to {str(path.resolve())!r}); templates are read only from inside it")
         return folder
 
 
@@ -225,6 +231,7 @@ class Settings(_Section):
 
     _source: Path | None = PrivateAttr(default=None)
     _secrets: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
+    _masked: list[SecretStr] = PrivateAttr(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -258,10 +265,11 @@ class Settings(_Section):
 
         InputError names the unknown one and lists the known ones.
         """
+        from broadcaster import characters
         from broadcaster.errors import InputError
 
         configured = [c.name for c in (self.components if kind == "component" else self.regions)]
-        cleaned = tuple(dict.fromkeys(n.strip() for n in names))
+        cleaned = tuple(dict.fromkeys(characters.check(n, kind).strip() for n in names))
         if any(not n for n in cleaned):
             raise InputError(f"a {kind} name cannot be empty")
         if not configured:
@@ -292,6 +300,12 @@ class Settings(_Section):
     def secrets(self) -> Mapping[str, SecretStr]:
         """Secret values by environment variable name, for the enabled channels."""
         return self._secrets
+
+    @property
+    def masked(self) -> list[SecretStr]:
+        """Every known secret in the environment (any channel's, enabled or not, and the hook
+        server's): what messages, logs and the ledger must never contain."""
+        return [*self._masked, *(v for v in self._secrets.values() if v not in self._masked)]
 
     def enabled_channels(self) -> list[str]:
         """Names of enabled channels, the website first."""
@@ -366,6 +380,7 @@ def settings_from_dict(
         raise SettingsError("\n".join(errors))
     settings._source = source
     settings._secrets = _read_secrets(settings, os.environ if environ is None else environ)
+    settings._masked = secrets_in_environment(os.environ if environ is None else environ)
     return settings
 
 

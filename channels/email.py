@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import secrets
 import smtplib
 import ssl
 import textwrap
@@ -52,11 +53,13 @@ from broadcaster.render import Page
 from broadcaster.settings import resolve_path
 
 #: Placeholders in the message built once per (update × locale): ASCII, unbreakable, and
-#: never folded or encoded by the email library (headers are written without folding).
-TO = "rcpt@placeholder.invalid"
-MESSAGE_ID = "<message@placeholder.invalid>"
-THREAD = "<thread@placeholder.invalid>"
-TOKEN = "BROADCASTER-TOKEN-PLACEHOLDER-7Q"
+#: never folded or encoded by the email library (headers are written without folding). Each
+#: process draws its own, so no message text can contain one and have it personalised.
+_NONCE = secrets.token_hex(8)
+TO = f"rcpt-{_NONCE}@placeholder.invalid"
+MESSAGE_ID = f"<message-{_NONCE}@placeholder.invalid>"
+THREAD = f"<thread-{_NONCE}@placeholder.invalid>"
+TOKEN = f"BROADCASTER-TOKEN-{_NONCE}"
 THREAD_HEADERS = f"In-Reply-To: {THREAD}\r\nReferences: {THREAD}\r\n".encode()
 #: SMTP's hard limit is 998 octets a line; text is wrapped well below it.
 LINE_LIMIT = 900
@@ -292,7 +295,7 @@ class PreparedMessage:
         message["X-Auto-Response-Suppress"] = "All"
         message.set_content(post.text, charset="utf-8", cte="8bit")
         message.add_alternative(post.html or "", subtype="html", charset="utf-8", cte="8bit")
-        data = message.as_bytes()
+        data = _fold_subject(message.as_bytes(), post.subject or "")
         for placeholder in (THREAD_HEADERS, TO.encode(), MESSAGE_ID.encode(), TOKEN.encode()):
             if placeholder not in data:  # would mean a personal part went missing or was folded
                 raise RuntimeError(f"the prepared email lost its placeholder {placeholder!r}")
@@ -348,6 +351,16 @@ def _quit(connection: smtplib.SMTP | None) -> None:
             connection.quit()
         except (TimeoutError, smtplib.SMTPException, OSError):
             _close(connection)
+
+
+def _fold_subject(data: bytes, subject: str) -> bytes:
+    """The message with its Subject folded as RFC 5322 and 2047 say (encoded words, lines of
+    at most 78): the message is built unfolded so its placeholders survive, and a long
+    non-ASCII subject (240 CJK characters, 180 emoji) unfolded would exceed SMTP's 998 octets
+    per line and be refused by the server."""
+    start = data.index(b"\r\nSubject: ") + 2
+    end = data.index(b"\r\n", start) + 2
+    return data[:start] + email_policy.SMTP.fold_binary("Subject", subject) + data[end:]
 
 
 def _wrap(text: str) -> str:

@@ -7,6 +7,7 @@ are rendered for every configured locale (the default at the root, the others un
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 from broadcaster.atomic import write_atomic
 from broadcaster.channels.base import Channel, ChannelSettings, ChannelSpec, Post, tidy
 from broadcaster.errors import PermanentDeliveryError, TransientDeliveryError
+from broadcaster.masking import without_secrets
 from broadcaster.model import Receipt
 from broadcaster.render import Page
 
@@ -51,6 +53,10 @@ class WebsiteChannel(Channel):
         written = []
         for relative, content in sorted(post.files.items(), key=_index_last):
             path = root / relative
+            if not _inside(root, path):
+                raise PermanentDeliveryError(
+                    f"cannot write {path}: it leads outside {root} through a link; the site is "
+                    "written only inside output_dir (remove the link, then `broadcaster retry`)")
             try:
                 if write_atomic(path, content):
                     written.append(relative)
@@ -66,9 +72,10 @@ class WebsiteChannel(Channel):
         if not command:
             return
         try:
+            # The command gets no secret: it is the site's business, not the platforms'.
             done = subprocess.run(
                 shlex.split(command), cwd=root, capture_output=True, text=True,
-                timeout=PUBLISH_COMMAND_TIMEOUT, check=False,
+                timeout=PUBLISH_COMMAND_TIMEOUT, check=False, env=without_secrets(os.environ),
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise TransientDeliveryError(f"publish_command could not run: {exc}") from None
@@ -110,6 +117,17 @@ def site_files(page: Page, *, statement: bool, month: bool, shared: bool = True)
     if shared:
         files.update(statuspage.files(settings, page.site))
     return files
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether writing `path` stays inside `root` (no folder on the way, nor the file, is a
+    link leading out). A folder not created yet is inside."""
+    probe = path
+    while not (probe.exists() or probe.is_symlink()):
+        if probe == root or probe == probe.parent:
+            return True  # nothing on the way exists yet: it will be created inside
+        probe = probe.parent
+    return probe.resolve().is_relative_to(root.resolve())
 
 
 def _index_last(item: tuple[str, str]) -> tuple[bool, str]:
