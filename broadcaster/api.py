@@ -428,11 +428,12 @@ def add_subscriber(
     postcodes: Sequence[str] = (), settings: SettingsLike = None,
 ) -> ImportReport:
     """Add (or sign up again, or change) one subscriber."""
-    from broadcaster.subscribers import SubscriberStore, make_subscriber
+    from broadcaster.subscribers import SubscriberStore, keeps_case, make_subscriber
 
     s = _settings(settings)
     subscriber = make_subscriber(email, locale, s.known_names(components, "component"),
-                                 s.known_names(regions, "region"), s.organization.locales, postcodes)
+                                 s.known_names(regions, "region"), s.organization.locales, postcodes,
+                                 keep_case=keeps_case(s))
     ledger = _open_ledger(s)
     try:
         return SubscriberStore(ledger).save([subscriber], resubscribe=True)
@@ -442,10 +443,10 @@ def add_subscriber(
 
 def remove_subscriber(email: str, *, settings: SettingsLike = None) -> Subscriber:
     """Unsubscribe one address; it stays on file so a later import does not add it back."""
-    from broadcaster.subscribers import SubscriberStore, normalize_address
+    from broadcaster.subscribers import SubscriberStore, keeps_case, normalize_address
 
     s = _settings(settings)
-    address = normalize_address(email)
+    address = normalize_address(email, keep_case=keeps_case(s))
     ledger = _open_ledger(s)
     try:
         removed = SubscriberStore(ledger).deactivate(email=address)

@@ -593,7 +593,7 @@ def _confirmation(yes: bool, dry_run: bool, json: bool) -> Callable[[Preview], b
 
 def _finish(run: Callable[[], Any], json: bool) -> None:
     """Run a command, print its result, and exit with the contract's code."""
-    from broadcaster.errors import BroadcasterError, InputError
+    from broadcaster.errors import BroadcasterError, InputError, LedgerWriteError
 
     if sys.stderr.isatty():
         from broadcaster.progress import reporter, terminal_bar
@@ -603,6 +603,8 @@ def _finish(run: Callable[[], Any], json: bool) -> None:
         result = run()
     except InputError as exc:
         _fail(str(exc), 2, json)
+    except LedgerWriteError as exc:  # some deliveries may be done: `retry` finishes the rest
+        _fail(str(exc), 3, json)
     except BroadcasterError as exc:
         _fail(str(exc), 1, json)
     except KeyboardInterrupt:

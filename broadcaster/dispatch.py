@@ -19,7 +19,7 @@ from pydantic import SecretStr
 
 from broadcaster import registry
 from broadcaster.channels.base import Channel, Post, Recipient
-from broadcaster.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
+from broadcaster.errors import DeliveryError, LedgerWriteError, PermanentDeliveryError, TransientDeliveryError
 from broadcaster.ledger import Ledger
 from broadcaster.masking import mask
 from broadcaster.model import Delivery, DeliveryState, Receipt
@@ -153,17 +153,75 @@ class Dispatcher:
         return mask(text, self.secrets)
 
 
-class AudienceBatch:
-    """One post to many recipients (a mailing list): sent in batches, recorded in batches.
+class GroupCommit:
+    """Results written to the ledger before the sender goes on, several senders per write.
 
-    Per-delivery bookkeeping would cost two fsyncs per email. Instead each round marks all
-    its recipients in flight in one transaction and writes results every `FLUSH_EVERY`
-    recipients. Recipients that hit a transient error go round again after the policy's
-    backoff, until the attempts run out. A recipient who unsubscribed after the update was
-    recorded is skipped, not sent.
+    A connection's next message waits until its last one is recorded as sent, so a crash at
+    any moment leaves at most one message per connection sent but unrecorded (re-sent by
+    `retry`, with its original Message-ID). Senders that report while a write is under way
+    join the next one: one fsync covers the results of every connection (group commit).
+    A write that fails (a full disk) fails every waiting sender with LedgerWriteError, and
+    every later one at once, so sending stops.
     """
 
-    FLUSH_EVERY = 1000
+    def __init__(self, write: Callable[[list[tuple[int, Receipt]], list[tuple[int, str]]], None]) -> None:
+        self.write = write
+        self.cond = threading.Condition()
+        self.sent: list[tuple[int, Receipt]] = []
+        self.failed: list[tuple[int, str]] = []
+        self.queued = 0  # results handed in so far
+        self.written = 0  # results known to be in the ledger
+        self.writing = False
+        self.broken: str | None = None
+
+    def record(self, sent: tuple[int, Receipt] | None = None, failed: tuple[int, str] | None = None) -> None:
+        """Hand in one result; return once it is in the ledger (LedgerWriteError if it cannot be)."""
+        with self.cond:
+            if self.broken:
+                raise LedgerWriteError(self.broken)
+            if sent is not None:
+                self.sent.append(sent)
+            if failed is not None:
+                self.failed.append(failed)
+            self.queued += 1
+            ticket = self.queued
+            while self.written < ticket:
+                if self.broken:
+                    raise LedgerWriteError(self.broken)
+                if self.writing:
+                    self.cond.wait()
+                    continue
+                self.writing = True
+                batch, self.sent, self.failed, upto = (self.sent, self.failed), [], [], self.queued
+                self.cond.release()
+                try:
+                    self.write(*batch)
+                except Exception as exc:
+                    error: str | None = (f"the ledger could not record what was sent ({exc}); sending "
+                                         "stopped. Free the space (or fix the volume), then run "
+                                         "`broadcaster retry`: at most one message per connection is "
+                                         "sent again")
+                else:
+                    error = None
+                finally:
+                    self.cond.acquire()
+                self.writing = False
+                if error is None:
+                    self.written = upto
+                else:
+                    self.broken = error
+                self.cond.notify_all()
+
+
+class AudienceBatch:
+    """One post to many recipients (a mailing list), each result recorded as it comes.
+
+    Each round marks all its recipients in flight in one transaction; each sent or refused
+    recipient is then recorded before its connection sends the next message (`GroupCommit`,
+    one write for all connections at a time). Recipients that hit a transient error go round
+    again after the policy's backoff, until the attempts run out. A recipient who unsubscribed
+    after the update was recorded is skipped, not sent.
+    """
 
     def __init__(self, dispatcher: Dispatcher, jobs: Sequence[Job]) -> None:
         self.d = dispatcher
@@ -171,11 +229,10 @@ class AudienceBatch:
         self.channel = jobs[0].channel
         self.lock = threading.Lock()
         self.todo: list[Recipient] = []
-        self.sent: list[tuple[int, Receipt]] = []
-        self.failed: list[tuple[int, str]] = []
         self.again: dict[int, tuple[Recipient, TransientDeliveryError]] = {}
         self.finished: set[int] = set()
         self.done = 0
+        self.ledger = GroupCommit(self.d.ledger.finish)
 
     def run(self) -> None:
         first = self.jobs[0].delivery
@@ -211,6 +268,8 @@ class AudienceBatch:
         self.d.ledger.start_attempts([r.delivery_id for r in todo])
         try:
             self.channel.send_batch(self.jobs[0].post, todo, self._report)
+        except LedgerWriteError:
+            raise  # nothing more may go out; what is in flight stays so for `retry`
         except DeliveryError as exc:  # the channel gave up on everyone (a refused login)
             self._everyone(todo, exc)
         except Exception as exc:  # a channel bug must not leave the batch in flight
@@ -218,7 +277,6 @@ class AudienceBatch:
         reported = self.finished | set(self.again)
         unreported = [r for r in todo if r.delivery_id not in reported]
         self._everyone(unreported, TransientDeliveryError("the channel did not report this recipient"))
-        self._flush()
         self.todo = [r for r, _ in self.again.values()]
         if self.todo:
             reset = max((e.retry_at or 0 for _, e in self.again.values()), default=0)
@@ -230,31 +288,17 @@ class AudienceBatch:
             self._report(r, error)
 
     def _report(self, recipient: Recipient, result: Receipt | DeliveryError) -> None:
-        with self.lock:
-            if isinstance(result, TransientDeliveryError):
+        """Called by the channel from its connections' threads; returns once recorded."""
+        if isinstance(result, TransientDeliveryError):
+            with self.lock:
                 self.again[recipient.delivery_id] = (recipient, result)
-                return
-            if isinstance(result, Receipt):
-                self.sent.append((recipient.delivery_id, result))
-            else:
-                self.failed.append((recipient.delivery_id, self.d._mask(str(result))))
+            return
+        if isinstance(result, Receipt):
+            self.ledger.record(sent=(recipient.delivery_id, result))
+        else:
+            self.ledger.record(failed=(recipient.delivery_id, self.d._mask(str(result))))
+        with self.lock:
             self.finished.add(recipient.delivery_id)
             self.done += 1
             if self.d.progress is not None:
                 self.d.progress(self.channel.spec.name, self.done, len(self.jobs))
-            if len(self.sent) + len(self.failed) < self.FLUSH_EVERY:
-                return
-            sent, failed = self._take()
-        # Written outside the lock: the other connections keep sending meanwhile.
-        self.d.ledger.finish(sent, failed)
-
-    def _flush(self) -> None:
-        with self.lock:
-            sent, failed = self._take()
-        if sent or failed:
-            self.d.ledger.finish(sent, failed)
-
-    def _take(self) -> tuple[list[tuple[int, Receipt]], list[tuple[int, str]]]:
-        taken = self.sent, self.failed
-        self.sent, self.failed = [], []
-        return taken

@@ -8,7 +8,8 @@
     ├── DeliveryError                 one channel could not deliver one post
     │   ├── TransientDeliveryError    worth retrying: timeouts, 429, 5xx, throttling
     │   └── PermanentDeliveryError    retrying cannot help: fix credentials or content first
-    └── LockTimeoutError              another broadcaster holds the incident for too long
+    ├── LockTimeoutError              another broadcaster holds the incident for too long
+    └── LedgerWriteError              the ledger cannot be written (a full disk): sending stopped (exit 3)
 
 Anything else escaping a command is a bug and exits 1.
 """
@@ -59,3 +60,8 @@ class PermanentDeliveryError(DeliveryError):
 
 class LockTimeoutError(BroadcasterError):
     """Another broadcaster process kept the incident busy longer than we would wait."""
+
+
+class LedgerWriteError(BroadcasterError):
+    """The ledger could not record a result (a full disk, a lost volume): sending stopped at
+    once, so that nothing goes out that the ledger cannot account for. `retry` finishes."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from broadcaster import hooks
-from broadcaster.errors import BroadcasterError, InputError
+from broadcaster.errors import BroadcasterError, InputError, SettingsError
 from broadcaster.settings import Settings
 
 log = logging.getLogger("broadcaster.server")
@@ -34,6 +35,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     409: {"description": "This signed request was already accepted (a replay)", **_ERROR},
     413: {"description": "The body is over 1 MiB", **_ERROR},
 }
+
+
+#: How long an unsubscribe waits for a busy ledger before answering 503, and the Retry-After.
+UNSUBSCRIBE_WAIT = 3.0
+UNSUBSCRIBE_RETRY = 5
 
 
 def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
@@ -112,7 +118,12 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
               summary="Unsubscribe (RFC 8058 one-click: no cookies, no redirect)",
               responses={404: {"description": "Unknown token"}})
     async def unsubscribe(token: str, request: Request) -> Response:
-        done = await run_in_threadpool(_unsubscribe, settings, token)
+        try:
+            done = await run_in_threadpool(_unsubscribe, settings, token)
+        except (sqlite3.OperationalError, SettingsError) as exc:  # the ledger stayed busy
+            log.warning("unsubscribe deferred, the ledger is busy: %s", exc)
+            return PlainTextResponse("The service is busy; you are not unsubscribed yet. Try again in a "
+                                     "few seconds.\n", 503, headers={"Retry-After": str(UNSUBSCRIBE_RETRY)})
         if done is None:
             return _not_found(settings)
         form = await request.body()
@@ -221,7 +232,8 @@ def _unsubscribe(settings: Settings, token: str) -> Any:
     from broadcaster.sqlite_ledger import SQLiteLedger
     from broadcaster.subscribers import SubscriberStore
 
-    ledger = SQLiteLedger(settings.state.path)
+    # Wait briefly for a busy ledger, then answer 503: a 200 must mean the person is out.
+    ledger = SQLiteLedger(settings.state.path, busy_timeout=UNSUBSCRIBE_WAIT)
     try:
         SubscriberStore(ledger).deactivate(token=token)
     finally:

@@ -34,7 +34,7 @@ from broadcaster.model import (
     is_incident_id,
 )
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -153,6 +153,17 @@ ALTER TABLE updates ADD COLUMN discarded_at TEXT;
 -- Postcodes a subscriber follows: each stands for every region it lies in, now or later.
 ALTER TABLE subscribers ADD COLUMN postcodes TEXT NOT NULL DEFAULT '[]';
 """,
+    8: """
+-- One person, one subscription: addresses that differ only in case are merged. An unsubscribe
+-- on any copy wins (an unsubscribe must unsubscribe), and the oldest copy's token is kept.
+UPDATE subscribers SET active = 0 WHERE lower(email) IN (
+    SELECT lower(email) FROM subscribers GROUP BY lower(email) HAVING MIN(active) = 0);
+DELETE FROM subscribers WHERE rowid NOT IN (
+    SELECT rowid FROM subscribers s WHERE s.created_at = (
+        SELECT MIN(created_at) FROM subscribers t WHERE lower(t.email) = lower(s.email))
+    GROUP BY lower(email));
+UPDATE subscribers SET email = lower(email);
+""",
 }
 
 _DELIVERY_COLUMNS = (
@@ -179,6 +190,7 @@ class SQLiteLedger:
         readonly: bool = False,
         lock_wait: float = defaults.INCIDENT_LOCK_WAIT,
         on_wait: Callable[[str], None] | None = None,
+        busy_timeout: float = 30,
     ) -> None:
         self.path = path
         self._lock_wait = lock_wait
@@ -189,13 +201,13 @@ class SQLiteLedger:
         elif readonly:
             uri = f"{path.resolve().as_uri()}?mode=ro"
             self._db = sqlite3.connect(
-                uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False
+                uri, uri=True, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
         else:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(
-                    path, timeout=30, isolation_level=None, check_same_thread=False
+                    path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
                 )
                 self._db.execute("PRAGMA journal_mode = WAL")
             except (OSError, sqlite3.Error) as exc:

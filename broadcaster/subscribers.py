@@ -104,15 +104,25 @@ class SubscriberList:
         return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows)
 
 
-def normalize_address(address: str) -> str:
-    """The address as validated and normalised by email-validator; InputError if it is not one."""
+def normalize_address(address: str, *, keep_case: bool = False) -> str:
+    """The address as mailbox providers treat it: validated and normalised by email-validator
+    (domain lowercased), and the local part lowercased too unless `keep_case` (RFC 5321 lets a
+    server tell Ana@ from ana@, but no common provider does: one person, one subscription).
+    InputError if it is not an address."""
     from email_validator import EmailNotValidError, validate_email
 
     try:
         checked = validate_email(address.strip(), check_deliverability=False)
     except EmailNotValidError as exc:
         raise InputError(f"{address.strip()!r} is not a valid email address: {exc}") from None
-    return checked.ascii_email or checked.normalized
+    normal = checked.ascii_email or checked.normalized
+    return normal if keep_case else normal.lower()
+
+
+def keeps_case(settings: Settings) -> bool:
+    """Whether `[channels.email] case_sensitive_addresses` tells Ana@ from ana@ (off by default)."""
+    email = settings.channels.get("email")
+    return bool(getattr(email, "case_sensitive_addresses", False))
 
 
 def parse_csv(path: Path, settings: Settings) -> tuple[list[tuple[int, Subscriber]], list[str]]:
@@ -152,11 +162,12 @@ def _row(cells: list[str], settings: Settings) -> Subscriber:
     email, locale, components, regions, postcodes = [*(c.strip() for c in cells), "", "", "", ""][:5]
     return make_subscriber(email, locale, settings.known_names(_names(components), "component"),
                            settings.known_names(_names(regions), "region"), settings.organization.locales,
-                           _names(postcodes))
+                           _names(postcodes), keep_case=keeps_case(settings))
 
 
 def make_subscriber(email: str, locale: str, components: Sequence[str], regions: Sequence[str],
-                    locales: Sequence[str], postcodes: Sequence[str] = ()) -> Subscriber:
+                    locales: Sequence[str], postcodes: Sequence[str] = (), *, keep_case: bool = False,
+                    ) -> Subscriber:
     """A validated subscriber (address normalised, locale known, postcodes well formed)."""
     import re
 
@@ -169,7 +180,8 @@ def make_subscriber(email: str, locale: str, components: Sequence[str], regions:
     bad = [p for p in codes if not re.fullmatch(r"[0-9A-Z-]{2,10}", p)]
     if bad:
         raise InputError(f"postcode {bad[0]!r} is not a postcode (letters, digits and '-', 2 to 10)")
-    return Subscriber(normalize_address(email), locale, tuple(components), tuple(regions), postcodes=codes)
+    address = normalize_address(email, keep_case=keep_case)
+    return Subscriber(address, locale, tuple(components), tuple(regions), postcodes=codes)
 
 
 def _names(cell: str) -> tuple[str, ...]:

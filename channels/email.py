@@ -84,6 +84,8 @@ class EmailSettings(ChannelSettings):
     unsubscribe_mailto: str | None = None
     #: A CA bundle to trust for starttls/tls (default: the system's).
     ca_file: Path | None = None
+    #: Tell Ana@example.com from ana@example.com (no common mailbox provider does).
+    case_sensitive_addresses: bool = False
 
     @field_validator("subscribers", "ca_file")
     @classmethod
@@ -149,18 +151,29 @@ class EmailChannel(Channel):
         if lanes <= 1:
             self._send_lane(message, recipients, report)
             return
-        threads = [
-            threading.Thread(target=self._send_lane, args=(message, recipients[i::lanes], report),
-                             name=f"smtp-{i}", daemon=True)
-            for i in range(lanes)
-        ]
+        stopped: list[BaseException] = []
+
+        def lane(share: Sequence[Recipient]) -> None:
+            try:
+                self._send_lane(message, share, report)
+            except BaseException as exc:  # the core refused a report (its ledger is full): stop
+                stopped.append(exc)
+
+        threads = [threading.Thread(target=lane, args=(recipients[i::lanes],), name=f"smtp-{i}", daemon=True)
+                   for i in range(lanes)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
+        if stopped:
+            raise stopped[0]
 
     def _send_lane(self, message: PreparedMessage, recipients: Sequence[Recipient], report: Report) -> None:
-        """One SMTP connection's share of the batch, reconnecting when the connection drops."""
+        """One SMTP connection's share of the batch, reconnecting when the connection drops.
+
+        `report` returns once the result is recorded; whatever it raises stops this lane (and
+        `send_batch` raises it), so nothing is sent that the core cannot record.
+        """
         connection: smtplib.SMTP | None = None
         eight_bit: list[str] = []
         for number, recipient in enumerate(recipients):
@@ -360,7 +373,8 @@ def _fold_subject(data: bytes, subject: str) -> bytes:
     per line and be refused by the server."""
     start = data.index(b"\r\nSubject: ") + 2
     end = data.index(b"\r\n", start) + 2
-    return data[:start] + email_policy.SMTP.fold_binary("Subject", subject) + data[end:]
+    folded = email_policy.SMTP.fold_binary("Subject", email_policy.SMTP.header_factory("Subject", subject))
+    return data[:start] + folded + data[end:]
 
 
 def _wrap(text: str) -> str:
