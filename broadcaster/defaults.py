@@ -22,3 +22,13 @@ RECENT_HISTORY = 20
 
 #: Length of generated incident ids (from a 31-letter alphabet: ~49 bits, unguessable).
 INCIDENT_ID_LENGTH = 10
+
+#: `broadcaster serve`: what one client can hold (issue: 1,000 slow clients must not stall it).
+#: Connections served at once; past it uvicorn answers 503 at once instead of piling up.
+SERVE_MAX_CONNECTIONS = 2000
+#: Seconds a client has to send a whole request body (a slow client is cut off after it).
+SERVE_BODY_SECONDS = 10.0
+#: Bytes of request line and headers one client may send (h11's buffer).
+SERVE_MAX_HEADER_BYTES = 16 * 1024
+#: The same log message at most this many times a minute; then one line says how many were dropped.
+SERVE_LOG_REPEATS_PER_MINUTE = 20

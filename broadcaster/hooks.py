@@ -19,7 +19,7 @@ import hmac
 import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -209,6 +209,43 @@ class HookResult:
         return out
 
 
+@dataclass(frozen=True)
+class Wait:
+    seconds: int
+    reason: str
+
+
+class FloodGate:
+    """Sliding one-minute windows per source and per alert group: a flood of alerts (1,000
+    distinct ones made 1,000 drafts before) is answered 429 with Retry-After, not drafted."""
+
+    def __init__(self, rules: AutomationSettings) -> None:
+        import threading
+
+        self.rules = rules
+        self.lock = threading.Lock()
+        self.seen: dict[str, list[float]] = {}
+
+    def admit(self, alert: Alert, now: float | None = None) -> Wait | None:
+        """None if the alert may go on (and it is counted), else how long to wait."""
+        now = time.monotonic() if now is None else now
+        source = alert.key.split(":", 1)[0]
+        limits = ((f"source {source}", self.rules.alerts_per_minute),
+                  (f"alert group {alert.key}", self.rules.changes_per_key_per_minute))
+        with self.lock:
+            for name, limit in limits:
+                recent = [t for t in self.seen.get(name, []) if now - t < 60]
+                self.seen[name] = recent
+                if len(recent) >= limit:
+                    return Wait(max(1, int(60 - (now - recent[0])) + 1),
+                                f"{limit} a minute from {name.split(' ', 2)[0]} {name.split(' ', 2)[-1]}")
+            for name, _ in limits:
+                self.seen[name].append(now)
+            if len(self.seen) > 10_000:  # forget quiet keys, so memory stays bounded too
+                self.seen = {k: v for k, v in self.seen.items() if v and now - v[-1] < 60}
+        return None
+
+
 def handle(alert: Alert, settings: Settings) -> HookResult:
     """Draft (or, where the settings allow, publish), revise or resolve the alert's incident."""
     from broadcaster import api
@@ -242,15 +279,22 @@ def handle(alert: Alert, settings: Settings) -> HookResult:
 def _start(alert: Alert, settings: Settings, ledger: SQLiteLedger) -> HookResult:
     from broadcaster import api
 
-    publish = alert.impact in settings.automation.publish_impacts
+    rules = settings.automation
+    # Automatic publication is capped: past the hourly budget, even a critical alert waits
+    # for a person, so an alert storm cannot put twenty incidents live on its own.
+    published = ledger.query(
+        "SELECT COUNT(*) FROM hook_keys WHERE auto_published = 1 AND created_at > ?",
+        ((datetime.now(UTC) - timedelta(hours=1)).isoformat(),))[0][0]
+    publish = alert.impact in rules.publish_impacts and published < rules.publish_per_hour
     outcome = api.announce(
         alert.title, alert.message, impact=alert.impact, components=alert.components,
         regions=alert.regions, draft=not publish,
         channels=settings.automation.publish_channels if publish else None, settings=settings,
     )
     with ledger.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO hook_keys (key, incident_id, created_at) VALUES (?, ?, ?)",
-                   (alert.key, outcome.incident_id, datetime.now(UTC).isoformat()))
+        db.execute("INSERT OR REPLACE INTO hook_keys (key, incident_id, created_at, auto_published)"
+                   " VALUES (?, ?, ?, ?)",
+                   (alert.key, outcome.incident_id, datetime.now(UTC).isoformat(), int(publish)))
     return HookResult("published" if publish else "drafted", outcome.incident_id,
                       outcome.statement_url, outcome)
 

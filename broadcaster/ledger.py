@@ -59,6 +59,10 @@ class Ledger(Protocol):
         """Turn the incident's drafts into published updates, recording their deliveries."""
         ...
 
+    def incidents_with_drafts(self) -> list[Incident]:
+        """Incidents with an unpublished draft waiting."""
+        ...
+
     def revise_draft(self, update: Update) -> None:
         """Replace a draft update in place (same id and place in the incident)."""
         ...

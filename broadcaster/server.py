@@ -8,6 +8,7 @@ The work itself is hooks.py and the Python API: this module is only HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -20,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from broadcaster import hooks
+from broadcaster import defaults, hooks
 from broadcaster.errors import BroadcasterError, InputError, SettingsError
 from broadcaster.settings import Settings
 
@@ -33,7 +34,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "The body is not JSON, or a field is wrong (the message says which)", **_ERROR},
     401: {"description": "Missing or wrong signature, or a timestamp more than 300 s away", **_ERROR},
     409: {"description": "This signed request was already accepted (a replay)", **_ERROR},
+    408: {"description": "The body did not arrive in time (a client that trickles it is cut off)", **_ERROR},
     413: {"description": "The body is over 1 MiB", **_ERROR},
+    429: {"description": "Too many alerts from this source or for this key; Retry-After says when", **_ERROR},
 }
 
 
@@ -58,10 +61,18 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
         if declared.isdigit() and int(declared) > hooks.MAX_BODY:
             raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > hooks.MAX_BODY:
-                raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
+
+        async def read() -> None:
+            async for chunk in request.stream():
+                body.extend(chunk)
+                if len(body) > hooks.MAX_BODY:
+                    raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
+
+        try:  # a client that trickles its body must not hold a connection for ever
+            await asyncio.wait_for(read(), timeout=defaults.SERVE_BODY_SECONDS)
+        except TimeoutError:
+            seconds = defaults.SERVE_BODY_SECONDS
+            raise hooks.HookRefused(408, f"the body did not arrive within {seconds:.0f} s") from None
         signature = hooks.check_signature(secret, request.headers.get("x-broadcaster-timestamp"),
                                           request.headers.get("x-broadcaster-signature"), bytes(body))
         if not await run_in_threadpool(_remember, settings, signature):
@@ -72,7 +83,14 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
             await run_in_threadpool(_forget, settings, signature)  # refused is not accepted
             raise
 
+    flood = hooks.FloodGate(settings.automation)
+
     async def act(signature: str, alert: hooks.Alert) -> JSONResponse:
+        wait = flood.admit(alert)
+        if wait is not None:  # not accepted: the sender may send it again once the window allows
+            await run_in_threadpool(_forget, settings, signature)
+            return JSONResponse({"error": f"too many alerts ({wait.reason}); try again in {wait.seconds} s"},
+                                429, headers={"Retry-After": str(wait.seconds)})
         try:
             result = await run_in_threadpool(hooks.handle, alert, settings)
         except InputError as exc:
@@ -156,7 +174,48 @@ def run(settings: Settings, host: str, port: int) -> None:
     if len(value) < 16:
         raise InputError(f"{hooks.SECRET_ENV} is too short: use at least 16 random characters")
     logging.getLogger("uvicorn.access").addFilter(_HideTokens())
-    uvicorn.run(create_app(settings, SecretStr(value)), host=host, port=port, log_level="info")
+    for name in ("uvicorn.error", "uvicorn.access", "broadcaster.server"):
+        logging.getLogger(name).addFilter(_Repeats(defaults.SERVE_LOG_REPEATS_PER_MINUTE))
+    _raise_file_limit(defaults.SERVE_MAX_CONNECTIONS + 256)
+    uvicorn.run(create_app(settings, SecretStr(value)), host=host, port=port, log_level="info",
+                limit_concurrency=defaults.SERVE_MAX_CONNECTIONS,
+                h11_max_incomplete_event_size=defaults.SERVE_MAX_HEADER_BYTES,
+                timeout_keep_alive=5)
+
+
+def _raise_file_limit(wanted: int) -> None:
+    """Let the process hold `wanted` open files if the hard limit allows (the usual soft
+    limit, 1,024, is what a crowd of slow clients exhausted)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+class _Repeats(logging.Filter):
+    """At most `per_minute` copies of the same message a minute, then one line with the count:
+    a flood of bad requests must not fill the disk with its log (57 MB in 30 s before)."""
+
+    def __init__(self, per_minute: int) -> None:
+        super().__init__()
+        self.per_minute = per_minute
+        self.window = 0
+        self.seen: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import time
+
+        minute = int(time.monotonic() // 60)
+        if minute != self.window:
+            dropped = sum(n - self.per_minute for n in self.seen.values() if n > self.per_minute)
+            self.window, self.seen = minute, {}
+            if dropped:
+                record.msg = f"({dropped} repeated log lines dropped in the last minute) {record.msg}"
+        key = str(record.msg)
+        self.seen[key] = self.seen.get(key, 0) + 1
+        return self.seen[key] <= self.per_minute
 
 
 class _HideTokens(logging.Filter):

@@ -212,6 +212,14 @@ class AutomationSettings(_Section):
     publish_impacts: list[Impact] = Field(default_factory=list)
     #: The channels such an immediate publication goes to (the website always).
     publish_channels: list[str] = Field(default_factory=lambda: ["website"])
+    #: At most this many automatic publications an hour; past it, alerts become drafts.
+    publish_per_hour: int = Field(3, ge=0)
+    #: Alerts accepted per source (alertmanager, grafana, generic) a minute; past it, 429.
+    alerts_per_minute: int = Field(30, ge=1)
+    #: Changes to one alert group (same groupKey or dedupe_key) a minute; past it, 429.
+    changes_per_key_per_minute: int = Field(6, ge=1)
+    #: Drafts nobody published or discarded are discarded by `tick` after this many hours.
+    draft_expiry_hours: float = Field(72, gt=0)
 
 
 class Settings(_Section):

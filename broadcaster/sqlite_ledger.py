@@ -34,7 +34,7 @@ from broadcaster.model import (
     is_incident_id,
 )
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -164,6 +164,11 @@ DELETE FROM subscribers WHERE rowid NOT IN (
     GROUP BY lower(email));
 UPDATE subscribers SET email = lower(email);
 """,
+    9: """
+-- Which alert groups were published with no person involved (capped per hour).
+ALTER TABLE hook_keys ADD COLUMN auto_published INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX hook_keys_by_time ON hook_keys (created_at);
+""",
 }
 
 _DELIVERY_COLUMNS = (
@@ -289,6 +294,12 @@ class SQLiteLedger:
             sql += f" LIMIT {int(limit)}"
         ids = [row[0] for row in self.query(sql)]
         return self._load(ids, include_drafts=include_drafts)
+
+    def incidents_with_drafts(self) -> list[Incident]:
+        """Incidents with an unpublished draft waiting (never published, or a follow-up)."""
+        ids = [r[0] for r in self.query(
+            "SELECT DISTINCT incident_id FROM updates WHERE draft = 1 AND discarded_at IS NULL")]
+        return self._load(ids, include_drafts=True)
 
     def months(self) -> list[tuple[str, int]]:
         """("YYYY-MM", number of published incidents that started then), newest first (UTC)."""

@@ -24,6 +24,7 @@ from broadcaster.sqlite_ledger import SQLiteLedger
 class TickReport:
     reminded: list[str] = field(default_factory=list)  # update ids whose promise was overdue
     maintenance: list[str] = field(default_factory=list)  # "id: new status"
+    expired: list[str] = field(default_factory=list)  # draft updates nobody published in time
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -31,13 +32,16 @@ class TickReport:
         return 3 if self.problems else 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"reminded": self.reminded, "maintenance": self.maintenance, "problems": self.problems,
-                "exit_code": self.exit_code}
+        return {"reminded": self.reminded, "maintenance": self.maintenance, "expired": self.expired,
+                "problems": self.problems, "exit_code": self.exit_code}
 
     def text(self) -> str:
         lines = [f"maintenance {m}" for m in self.maintenance]
         if self.reminded:
             lines.append(f"Reminded staff of {len(self.reminded)} overdue update(s).")
+        if self.expired:
+            lines.append(f"Discarded {len(self.expired)} draft(s) left unpublished past "
+                         "[automation] draft_expiry_hours.")
         if not lines:
             lines.append("Nothing due.")
         lines += [f"problem: {p}" for p in self.problems]
@@ -48,6 +52,7 @@ def tick(settings: Settings, ledger: SQLiteLedger, now: datetime | None = None) 
     now = now or datetime.now(UTC)
     report = TickReport()
     with ledger.service_lock("tick"):
+        _expire_drafts(settings, ledger, now, report)
         for incident in ledger.incidents(open_only=True):
             if incident.is_maintenance:
                 _advance(settings, incident, now, report)
@@ -94,6 +99,18 @@ def _advance(settings: Settings, incident: Any, now: datetime, report: TickRepor
         if outcome.exit_code:
             report.problems.append(f"maintenance {incident.id}: {status.value} recorded, some channels not "
                                    f"done; `broadcaster retry {incident.id}` finishes them")
+
+
+def _expire_drafts(settings: Settings, ledger: SQLiteLedger, now: datetime, report: TickReport) -> None:
+    """Discard drafts nobody published within `draft_expiry_hours` (kept for the record): an
+    alert storm's leftovers must not wait in the list for ever."""
+    from datetime import timedelta
+
+    oldest = now - timedelta(hours=settings.automation.draft_expiry_hours)
+    for incident in ledger.incidents_with_drafts():
+        if incident.drafts and incident.drafts[-1].created_at < oldest:
+            with ledger.incident_lock(incident.id):
+                report.expired += ledger.discard_drafts(incident.id)
 
 
 def _claim(ledger: SQLiteLedger, update_id: str, now: datetime) -> bool:

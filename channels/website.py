@@ -41,7 +41,9 @@ class WebsiteChannel(Channel):
 
     def compose(self, page: Page) -> Post:
         """Every file this update touches: its statement, the indexes, its month, feeds, JSON."""
-        files = site_files(page, statement=not page.incident.is_draft, month=page.site.month is not None)
+        # A draft is written nowhere: rendering the whole site for it would only slow the hooks.
+        files = {} if page.update.draft else site_files(
+            page, statement=not page.incident.is_draft, month=page.site.month is not None)
         # What the statement says in each locale, as the preview shows it before publishing.
         words = [tidy(replace(page.for_locale(loc), extension="txt").render("statement"))
                  for loc in page.locales]
