@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -66,22 +66,7 @@ class Templates:
         self.settings = settings
         self.folders = [settings.templates.dir] if settings.templates.dir else []
         self.folders.append(shipped_templates())
-        env = ImmutableSandboxedEnvironment(
-            loader=_ConfinedLoader(self.folders),
-            undefined=jinja2.StrictUndefined,
-            autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        env.filters["markdown"] = lambda text: Markup(markup.to_html(text))
-        env.filters["plain"] = markup.to_plain
-        env.filters["datetime"] = jinja2.pass_context(_format_datetime)
-        env.filters["date"] = jinja2.pass_context(_format_date)
-        env.filters["time"] = jinja2.pass_context(_format_time)
-        env.filters["window"] = jinja2.pass_context(_format_window)
-        env.filters["shortenable"] = shortenable
-        env.filters["few"] = _few
-        self.env = env
+        self.env = _environment(tuple(self.folders))
         self._strings: dict[str, dict[str, Any]] = {}
 
     def find(self, channel: str, name: str, locale: str, extension: str) -> str:
@@ -115,17 +100,49 @@ class Templates:
                 for folder in reversed(self.folders):
                     path = folder / f"strings.{code}.toml"
                     if path.is_file():
-                        try:
-                            _deep_merge(merged, tomllib.loads(path.read_text(encoding="utf-8")))
-                        except tomllib.TOMLDecodeError as exc:
-                            raise TemplateProblem(f"{path}: not valid TOML: {exc}") from None
+                        _deep_merge(merged, _strings_file(path, path.stat().st_mtime_ns))
             self._strings[locale] = merged
         return self._strings[locale]
+
+
+
+@cache
+def _environment(folders: tuple[Path, ...]) -> jinja2.Environment:
+    """One sandboxed environment per template folders, kept for the process: compiling the
+    templates again for every update cost most of a draft's time (a hook server drafts many).
+    Jinja2 still notices a template file that changed (auto_reload)."""
+    env = ImmutableSandboxedEnvironment(
+        loader=_ConfinedLoader(list(folders)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=jinja2.select_autoescape(["html"], default_for_string=False),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["markdown"] = lambda text: Markup(markup.to_html(text))
+    env.filters["plain"] = markup.to_plain
+    env.filters["datetime"] = jinja2.pass_context(_format_datetime)
+    env.filters["date"] = jinja2.pass_context(_format_date)
+    env.filters["time"] = jinja2.pass_context(_format_time)
+    env.filters["window"] = jinja2.pass_context(_format_window)
+    env.filters["shortenable"] = shortenable
+    env.filters["few"] = _few
+    return env
+
+@cache
+def _strings_file(path: Path, mtime: int) -> dict[str, Any]:
+    """A strings file, parsed once per version of it (the mtime is part of the key)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise TemplateProblem(f"{path}: not valid TOML: {exc}") from None
 
 
 def _deep_merge(into: dict[str, Any], extra: Mapping[str, Any]) -> None:
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        elif isinstance(value, dict):  # a copy: the parsed file is cached and must stay as read
+            into[key] = {}
             _deep_merge(into[key], value)
         else:
             into[key] = value
@@ -207,11 +224,12 @@ class Page:
         settings = self.settings
         locale = self.locale
         view = IncidentViews(settings, locale)
+        common = common_variables(self.templates, locale)
         return {
-            **common_variables(self.templates, locale),
+            **common,
             "locales": [
                 {**entry, "statement_url": settings.statement_url(self.incident.id, entry["code"])}
-                for entry in common_variables(self.templates, locale)["locales"]
+                for entry in common["locales"]
             ],
             "statement_url": self.statement_url,
             "incident": view.incident(self.incident),
