@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/email_fanout.py
 	$(BIN)/python bench/site_publish.py
+	$(BIN)/python bench/hooks.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info drill-site

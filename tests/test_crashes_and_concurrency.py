@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from conftest import BIN, ROOT
 
 from broadcaster import api
@@ -124,16 +126,33 @@ def test_concurrent_announces_of_different_incidents_all_stay_on_the_status_page
 
     Before the site lock, the last writer's view won and 3–7 of 10 went missing.
     """
+    announce_at_once(project, 10)
+
+
+@pytest.mark.slow
+def test_many_rounds_of_concurrent_announces(tmp_path_factory):
+    """`make test-slow`: CONCURRENCY_ROUNDS rounds (default 10) of 2 to 10 announces at once."""
+    from conftest import Project
+
+    rounds = int(os.environ.get("CONCURRENCY_ROUNDS", "10"))
+    for number in range(rounds):
+        project = Project(tmp_path_factory.mktemp(f"round{number}"))
+        project.write()
+        announce_at_once(project, 2 + number % 9)
+    print(f"\nconcurrent announces: {rounds} rounds, every incident listed on every page")
+
+
+def announce_at_once(project, count: int) -> None:
     announcers = [
         subprocess.Popen(
             [str(BIN / "broadcaster"), "--config", str(project.config), "announce", "--title",
              f"Outage number {n}", "--message", "Down.", "--message-es", "Caído.", "--yes", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for n in range(10)
+        for n in range(count)
     ]
     outcomes = [json.loads(p.communicate(timeout=240)[0]) for p in announcers]
     ids = {o["incident_id"] for o in outcomes}
-    assert len(ids) == 10 and all(p.returncode == 0 for p in announcers)
+    assert len(ids) == count and all(p.returncode == 0 for p in announcers)
     public = project.public
     for page in ("index.html", "es/index.html", "feed.atom", "es/feed.atom"):
         text = (public / page).read_text()
