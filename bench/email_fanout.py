@@ -32,18 +32,14 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
+from common import ORGANIZATION, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = "status@example.com"
 SUBJECT = "[Investigating] Card payments failing · Example Corp"
 BODY = ("Some card payments fail at checkout. We are investigating.\n\n"
         "Pay by bank transfer for now, or retry in a few minutes. Your basket is kept.\n\n"
         "Read the official statement: https://status.example.com/incidents/k7q2m9xw4d/\n")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sink:
@@ -87,19 +83,7 @@ ANNOUNCE = ["announce", "--next-update", "30m",
 def setup(port: int, recipients: list[str], folder: Path) -> tuple[list[str], dict]:
     """A project with N subscribers; the CLI, and the email broadcaster will send (dry run)."""
     settings = folder / "settings.toml"
-    settings.write_text(f"""
-[organization]
-name = "Example Corp"
-timezone = "Europe/Madrid"
-locales = ["en", "es"]
-
-[site]
-base_url = "https://status.example.com"
-output_dir = "public"
-
-[state]
-path = "state.db"
-
+    settings.write_text(ORGANIZATION + f"""
 [channels.email]
 enabled = true
 host = "127.0.0.1"

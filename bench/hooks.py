@@ -18,84 +18,38 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
+from common import ORGANIZATION, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SECRET = "bench-hook-secret-0123456789abcdef"
-SETTINGS = """
-[organization]
-name = "Example Corp"
-timezone = "Europe/Madrid"
-locales = ["en", "es"]
-
-[site]
-base_url = "https://status.example.com"
-output_dir = "public"
-
-[state]
-path = "state/ledger.db"
-
+SETTINGS = ORGANIZATION + """
 [automation]
 alerts_per_minute = 1000000
 changes_per_key_per_minute = 1000000
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post_alerts(url: str, count: int, clients: int, prefix: str) -> list[float]:
-    """Send `count` signed alerts from `clients` threads; each request's latency."""
-    from broadcaster.hooks import sign
-
+def concurrently(count: int, clients: int, one: Callable[[requests.Session, int], None]) -> list[float]:
+    """Run `one(session, n)` for n in range(count) from `clients` threads; each call's seconds."""
     latencies: list[float] = []
     lock = threading.Lock()
 
     def worker(offset: int) -> None:
         session = requests.Session()
         for n in range(offset, count, clients):
-            body = json.dumps({"title": f"Alert {n}", "message": "Checkout errors above 20%.",
-                               "impact": "major", "dedupe_key": f"{prefix}-{n}"}).encode()
-            stamp = str(int(time.time()))
             started = time.perf_counter()
-            answer = session.post(url, data=body, timeout=60, headers={
-                "Content-Type": "application/json", "X-Broadcaster-Timestamp": stamp,
-                "X-Broadcaster-Signature": sign(SECRET, stamp, body)})
-            took = time.perf_counter() - started
-            assert answer.status_code == 200, answer.text
-            with lock:
-                latencies.append(took)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return latencies
-
-
-def health(url: str, count: int, clients: int) -> list[float]:
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def worker(offset: int) -> None:
-        session = requests.Session()
-        for _ in range(offset, count, clients):
-            started = time.perf_counter()
-            assert session.get(url, timeout=60).status_code == 200
+            one(session, n)
             with lock:
                 latencies.append(time.perf_counter() - started)
 
@@ -105,6 +59,29 @@ def health(url: str, count: int, clients: int) -> list[float]:
     for t in threads:
         t.join()
     return latencies
+
+
+def post_alerts(url: str, count: int, clients: int, prefix: str) -> list[float]:
+    """Send `count` signed alerts (distinct keys) from `clients` threads."""
+    from broadcaster.hooks import sign
+
+    def one(session: requests.Session, n: int) -> None:
+        body = json.dumps({"title": f"Alert {n}", "message": "Checkout errors above 20%.",
+                           "impact": "major", "dedupe_key": f"{prefix}-{n}"}).encode()
+        stamp = str(int(time.time()))
+        answer = session.post(url, data=body, timeout=60, headers={
+            "Content-Type": "application/json", "X-Broadcaster-Timestamp": stamp,
+            "X-Broadcaster-Signature": sign(SECRET, stamp, body)})
+        assert answer.status_code == 200, answer.text
+
+    return concurrently(count, clients, one)
+
+
+def health(url: str, count: int, clients: int) -> list[float]:
+    def one(session: requests.Session, n: int) -> None:
+        assert session.get(url, timeout=60).status_code == 200
+
+    return concurrently(count, clients, one)
 
 
 def main() -> None:

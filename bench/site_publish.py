@@ -18,19 +18,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-SETTINGS = """
-[organization]
-name = "Example Corp"
-timezone = "Europe/Madrid"
-locales = ["en", "es"]
+from common import ORGANIZATION
 
-[site]
-base_url = "https://status.example.com"
-output_dir = "public"
-
-[state]
-path = "state.db"
-
+SETTINGS = ORGANIZATION + """
 [[components]]
 name = "Payments API"
 
