@@ -230,7 +230,7 @@ def update(
         raise InputError("--status resolved: use `broadcaster resolve` to close an incident")
     if new_status.value not in {s.value for s in UpdateStatus}:
         raise InputError(f"--status {new_status.value}: not one of investigating, identified, monitoring")
-    if clear_guidance and (guidance or any((t or {}).get("guidance") for t in (translations or {}).values())):
+    if clear_guidance and _given("guidance", guidance, translations):
         raise InputError("--clear-guidance and --guidance: give one or the other")
     words = {"title": title or "", "message": message, "guidance": guidance}
     return _follow_up(s, incident_id, Kind.UPDATE, new_status, words, impact, components,
@@ -260,7 +260,7 @@ def resolve(
     `guidance` gives any that still holds.
     """
     s = _settings(settings)
-    if no_apology and (apology or any((t or {}).get("apology") for t in (translations or {}).values())):
+    if no_apology and _given("apology", apology, translations):
         raise InputError("--no-apology and --apology: give one or the other")
     words = {"title": title or "", "message": message, "apology": apology, "guidance": guidance}
     return _follow_up(s, incident_id, Kind.RESOLVE, Status.RESOLVED, words, None, None, None,
@@ -322,6 +322,11 @@ def discard(incident_id: str, *, settings: SettingsLike = None) -> Outcome:
         return Outcome(incident_id, gone[-1], s.statement_url(incident_id), discarded=tuple(gone))
     finally:
         ledger.close()
+
+
+def _given(field: str, value: str, translations: Translations | None) -> bool:
+    """Whether `field` was given in any locale (the option or a translation of it)."""
+    return bool(value) or any((t or {}).get(field) for t in (translations or {}).values())
 
 
 def _drafts_of(s: Settings, ledger: Ledger | None, incident_id: str, verb: str) -> Incident:

@@ -105,8 +105,10 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
                              "locales": ["en", "es"]},
             "site": {"base_url": stand_ins.site.url, "output_dir": str(folder / "site")},
             "state": {"path": str(folder / "state.db")},
-            "components": [{"name": "Payments API", "group": "Payments"},
-                           {"name": "Checkout", "group": "Payments"}, {"name": "Search"}],
+            "components": [{"name": "Payments API", "group": "Payments", "names": {"es": "API de pagos"}},
+                           {"name": "Checkout", "group": "Payments", "names": {"es": "Caja"}},
+                           {"name": "Search", "names": {"es": "Búsqueda"}}],
+            "groups": [{"name": "Payments", "names": {"es": "Pagos"}}],
             "regions": [{"name": "Madrid", "postcodes": ["28"]},
                         {"name": "Barcelona", "postcodes": ["08"]}, {"name": "Sevilla", "postcodes": ["41"]}],
             "channels": {

@@ -230,15 +230,14 @@ class FloodGate:
         """None if the alert may go on (and it is counted), else how long to wait."""
         now = time.monotonic() if now is None else now
         source = alert.key.split(":", 1)[0]
-        limits = ((f"source {source}", self.rules.alerts_per_minute),
-                  (f"alert group {alert.key}", self.rules.changes_per_key_per_minute))
+        limits = ((f"from source {source}", self.rules.alerts_per_minute),
+                  (f"for alert group {alert.key}", self.rules.changes_per_key_per_minute))
         with self.lock:
             for name, limit in limits:
                 recent = [t for t in self.seen.get(name, []) if now - t < 60]
                 self.seen[name] = recent
                 if len(recent) >= limit:
-                    return Wait(max(1, int(60 - (now - recent[0])) + 1),
-                                f"{limit} a minute from {name.split(' ', 2)[0]} {name.split(' ', 2)[-1]}")
+                    return Wait(max(1, int(60 - (now - recent[0])) + 1), f"at most {limit} a minute {name}")
             for name, _ in limits:
                 self.seen[name].append(now)
             if len(self.seen) > 10_000:  # forget quiet keys, so memory stays bounded too

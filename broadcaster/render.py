@@ -241,9 +241,11 @@ class Page:
             "component_groups": _grouped(self.site.components, settings, locale),
             "regions": [{"name": r.name, "label": r.names.get(locale, r.name), "postcodes": r.postcodes}
                         for r in settings.regions],
-            # What concerns each region, for readers without JavaScript (the lookup's answers).
+            # What concerns each region, for readers without JavaScript (the lookup's answers):
+            # only the site's pages show it, so posts and emails do not pay for it.
             "areas": [{"label": settings.label(name, locale), "items": [view.incident(i) for i in items]}
-                      for name, items in areas(settings, self.site, datetime.now(UTC))],
+                      for name, items in areas(settings, self.site, datetime.now(UTC))]
+            if self.channel == "website" else [],
             "months": [{"key": key, "count": count, "name": _month_name(key, locale)}
                        for key, count in self.site.months],
             "month": {"key": self.site.month[0], "name": _month_name(self.site.month[0], locale),
