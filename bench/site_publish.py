@@ -32,8 +32,8 @@ postcodes = ["28"]
 
 def seed(folder: Path, history: int) -> Path:
     """A ledger with `history` resolved incidents over the past years, and one open incident."""
+    from broadcaster.ledger.sqlite import SQLiteLedger
     from broadcaster.model import Impact, Kind, Status, Text, Update, new_incident_id
-    from broadcaster.sqlite_ledger import SQLiteLedger
 
     settings = folder / "settings.toml"
     settings.write_text(SETTINGS, encoding="utf-8")

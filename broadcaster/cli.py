@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from broadcaster import defaults
 from broadcaster.vocabulary import Impact, UpdateStatus
 
 if TYPE_CHECKING:
@@ -276,7 +277,7 @@ def retry(
 def list_(
     open_only: Annotated[bool, typer.Option("--open", help="Only incidents not yet resolved.")] = False,
     drafts: Annotated[bool, typer.Option("--drafts", help="Only incidents with a draft waiting.")] = False,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = defaults.LIST_LIMIT,
     json: Json = False,
 ) -> None:
     """List incidents, most recently updated first; drafts are marked and counted."""

@@ -32,3 +32,24 @@ SERVE_BODY_SECONDS = 10.0
 SERVE_MAX_HEADER_BYTES = 16 * 1024
 #: The same log message at most this many times a minute; then one line says how many were dropped.
 SERVE_LOG_REPEATS_PER_MINUTE = 20
+
+#: Seconds a write waits for the ledger while other processes write (SQLite's busy timeout).
+LEDGER_BUSY_WAIT = 30.0
+#: `broadcaster list` (CLI and Python API): at most this many incidents unless told otherwise.
+LIST_LIMIT = 50
+
+#: The status site: incidents the JSON and the lookup know of, entries in each Atom feed, and
+#: how far ahead a planned maintenance shows in a place's lookup.
+SITE_NEWEST = 50
+FEED_ENTRIES = 50
+MAINTENANCE_AHEAD_DAYS = 7
+
+#: Alert hooks: the largest body read, how far the signed timestamp may be from now (seconds;
+#: a signature is remembered twice as long, so a replay is refused for as long as it is valid).
+HOOK_MAX_BODY = 1 << 20  # 1 MiB
+HOOK_MAX_SKEW = 300
+
+#: One-click unsubscribe: how long it waits for a busy ledger before answering 503, and the
+#: Retry-After it sends then (a 200 must mean the person is out).
+UNSUBSCRIBE_WAIT = 3.0
+UNSUBSCRIBE_RETRY = 5

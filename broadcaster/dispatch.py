@@ -87,8 +87,8 @@ class Dispatcher:
 
     def run(self, jobs: Sequence[Job]) -> None:
         """Send the statement, then, if it is live, everything else concurrently."""
-        first = [j for j in jobs if j.channel.spec.publishes_statement]
-        rest = [j for j in jobs if not j.channel.spec.publishes_statement]
+        first = [j for j in jobs if j.channel.publishes_statement]
+        rest = [j for j in jobs if not j.channel.publishes_statement]
         for job in first:
             self.deliver(job)
         if not rest or not self._statement_live({j.delivery.update_id for j in rest}):
@@ -102,7 +102,7 @@ class Dispatcher:
 
     def _statement_live(self, update_ids: set[str]) -> bool:
         """Whether the statement of every update is published (now, or by an earlier run)."""
-        statements = [name for name, c in registry.channels().items() if c.spec.publishes_statement]
+        statements = [name for name, c in registry.channels().items() if c.publishes_statement]
         return all(
             delivery.state is DeliveryState.SENT
             for update_id in update_ids
@@ -110,7 +110,7 @@ class Dispatcher:
         )
 
     def _deliver_all(self, jobs: Sequence[Job]) -> None:
-        if jobs[0].channel.spec.audience:
+        if jobs[0].channel.has_audience:
             batches: dict[tuple[str, str], list[Job]] = {}
             for job in jobs:  # one batch per rendered post: (update × locale)
                 batches.setdefault((job.delivery.update_id, job.delivery.locale), []).append(job)

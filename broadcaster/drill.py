@@ -21,7 +21,7 @@ import typer
 from broadcaster import api
 from broadcaster.report import Outcome, deliveries_table
 from broadcaster.settings import Settings, settings_from_dict
-from broadcaster.site_server import SiteServer
+from broadcaster.site.preview_server import SiteServer
 from broadcaster.standins.graph_api import DRILL_PAGE_ID, DRILL_PAGE_TOKEN, GraphStandIn
 from broadcaster.standins.smtp import SmtpStandIn
 from broadcaster.standins.x_api import DRILL_CREDENTIALS, XStandIn
@@ -207,14 +207,12 @@ def _received(outcome: Outcome) -> list[str]:
 
 
 def _subscribe(settings: Settings) -> None:
-    from broadcaster.sqlite_ledger import SQLiteLedger
-    from broadcaster.subscribers import Subscriber, SubscriberStore
+    from broadcaster import subscribers
+    from broadcaster.ledger import open_ledger
+    from broadcaster.model import Subscriber
 
-    ledger = SQLiteLedger(settings.state.path)
-    try:
-        SubscriberStore(ledger).save([Subscriber(*row) for row in SUBSCRIBERS], resubscribe=True)
-    finally:
-        ledger.close()
+    with open_ledger(settings) as ledger:
+        subscribers.save(ledger, [Subscriber(*row) for row in SUBSCRIBERS], resubscribe=True)
 
 
 def _social_view(stand_ins: StandIns) -> list[str]:

@@ -9,6 +9,7 @@
     │   ├── TransientDeliveryError    worth retrying: timeouts, 429, 5xx, throttling
     │   └── PermanentDeliveryError    retrying cannot help: fix credentials or content first
     ├── LockTimeoutError              another broadcaster holds the incident for too long
+    ├── LedgerBusyError               the ledger stayed locked by others longer than we would wait
     └── LedgerWriteError              the ledger cannot be written (a full disk): sending stopped (exit 3)
 
 Anything else escaping a command is a bug and exits 1.
@@ -60,6 +61,10 @@ class PermanentDeliveryError(DeliveryError):
 
 class LockTimeoutError(BroadcasterError):
     """Another broadcaster process kept the incident busy longer than we would wait."""
+
+
+class LedgerBusyError(BroadcasterError):
+    """The ledger's store stayed busy with other writers past the wait; nothing was written."""
 
 
 class LedgerWriteError(BroadcasterError):

@@ -24,16 +24,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from broadcaster import defaults
 from broadcaster.errors import UnknownIncidentError
 from broadcaster.model import Impact
 from broadcaster.settings import AutomationSettings, Settings
 
 if TYPE_CHECKING:
+    from broadcaster.ledger import Ledger
     from broadcaster.model import Incident
-    from broadcaster.sqlite_ledger import SQLiteLedger
 
-MAX_BODY = 1 << 20  # 1 MiB
-MAX_SKEW = 300  # seconds
+MAX_BODY = defaults.HOOK_MAX_BODY
+MAX_SKEW = defaults.HOOK_MAX_SKEW
 SECRET_ENV = "BROADCASTER_HOOK_SECRET"
 
 
@@ -248,57 +249,48 @@ class FloodGate:
 def handle(alert: Alert, settings: Settings) -> HookResult:
     """Draft (or, where the settings allow, publish), revise or resolve the alert's incident."""
     from broadcaster import api
-    from broadcaster.sqlite_ledger import SQLiteLedger
+    from broadcaster.ledger import open_ledger
 
-    ledger = SQLiteLedger(settings.state.path)
-    try:
-        # One alert at a time: two deliveries of the same group must not open two incidents.
-        with ledger.service_lock("automation"):
-            known = ledger.query("SELECT incident_id FROM hook_keys WHERE key = ?", (alert.key,))
-            try:
-                incident = ledger.incident(known[0][0]) if known else None
-            except UnknownIncidentError:
-                incident = None  # a person discarded it as a false alarm: this firing is new
-            if incident is not None and not incident.is_open:
-                incident = None  # that incident is over: this is a new one
-            if alert.firing:
-                if incident is None:
-                    return _start(alert, settings, ledger)
-                if incident.is_draft:
-                    return _revise(alert, settings, ledger, incident)
-                return HookResult("unchanged", incident.id, settings.statement_url(incident.id))
+    # One alert at a time: two deliveries of the same group must not open two incidents.
+    with open_ledger(settings) as ledger, ledger.service_lock("automation"):
+        known = ledger.hook_incident(alert.key)
+        try:
+            incident = ledger.incident(known) if known else None
+        except UnknownIncidentError:
+            incident = None  # a person discarded it as a false alarm: this firing is new
+        if incident is not None and not incident.is_open:
+            incident = None  # that incident is over: this is a new one
+        if alert.firing:
             if incident is None:
-                return HookResult("unchanged", None, None)
-            outcome = api.resolve(incident.id, f"{alert.title}: resolved.", draft=True, settings=settings)
-            return HookResult("resolution_drafted", incident.id, outcome.statement_url, outcome)
-    finally:
-        ledger.close()
+                return _start(alert, settings, ledger)
+            if incident.is_draft:
+                return _revise(alert, settings, ledger, incident)
+            return HookResult("unchanged", incident.id, settings.statement_url(incident.id))
+        if incident is None:
+            return HookResult("unchanged", None, None)
+        outcome = api.resolve(incident.id, f"{alert.title}: resolved.", draft=True, settings=settings)
+        return HookResult("resolution_drafted", incident.id, outcome.statement_url, outcome)
 
 
-def _start(alert: Alert, settings: Settings, ledger: SQLiteLedger) -> HookResult:
+def _start(alert: Alert, settings: Settings, ledger: Ledger) -> HookResult:
     from broadcaster import api
 
     rules = settings.automation
     # Automatic publication is capped: past the hourly budget, even a critical alert waits
     # for a person, so an alert storm cannot put twenty incidents live on its own.
-    published = ledger.query(
-        "SELECT COUNT(*) FROM hook_keys WHERE auto_published = 1 AND created_at > ?",
-        ((datetime.now(UTC) - timedelta(hours=1)).isoformat(),))[0][0]
+    published = ledger.auto_published_since(datetime.now(UTC) - timedelta(hours=1))
     publish = alert.impact in rules.publish_impacts and published < rules.publish_per_hour
     outcome = api.announce(
         alert.title, alert.message, impact=alert.impact, components=alert.components,
         regions=alert.regions, draft=not publish,
         channels=settings.automation.publish_channels if publish else None, settings=settings,
     )
-    with ledger.transaction() as db:
-        db.execute("INSERT OR REPLACE INTO hook_keys (key, incident_id, created_at, auto_published)"
-                   " VALUES (?, ?, ?, ?)",
-                   (alert.key, outcome.incident_id, datetime.now(UTC).isoformat(), int(publish)))
+    ledger.save_hook_key(alert.key, outcome.incident_id, auto_published=publish)
     return HookResult("published" if publish else "drafted", outcome.incident_id,
                       outcome.statement_url, outcome)
 
 
-def _revise(alert: Alert, settings: Settings, ledger: SQLiteLedger, incident: Incident) -> HookResult:
+def _revise(alert: Alert, settings: Settings, ledger: Ledger, incident: Incident) -> HookResult:
     from dataclasses import replace
 
     from broadcaster.model import Text
@@ -315,22 +307,13 @@ def _revise(alert: Alert, settings: Settings, ledger: SQLiteLedger, incident: In
     return HookResult("draft_revised", incident.id, settings.statement_url(incident.id))
 
 
-def forget(ledger: SQLiteLedger, signature: str) -> None:
+def forget(ledger: Ledger, signature: str) -> None:
     """Drop a signature whose request was refused as bad input: it was not accepted, so the
     sender may correct nothing else and send it again, and be told what is wrong again."""
-    with ledger.transaction() as db:
-        db.execute("DELETE FROM hook_signatures WHERE signature = ?", (signature,))
+    ledger.forget_signature(signature)
 
 
-def remember(ledger: SQLiteLedger, signature: str, now: float | None = None) -> bool:
-    """Record an accepted signature; False if it was seen before (a replay)."""
-    import sqlite3
-
-    now = now if now is not None else time.time()
-    with ledger.transaction() as db:
-        db.execute("DELETE FROM hook_signatures WHERE seen_at < ?", (now - 2 * MAX_SKEW,))
-        try:
-            db.execute("INSERT INTO hook_signatures (signature, seen_at) VALUES (?, ?)", (signature, now))
-        except sqlite3.IntegrityError:
-            return False
-    return True
+def remember(ledger: Ledger, signature: str, now: float | None = None) -> bool:
+    """Record an accepted signature; False if it was seen before (a replay). A signature is
+    kept twice as long as its timestamp is accepted, so a replay is refused while it is valid."""
+    return ledger.remember_signature(signature, now if now is not None else time.time(), 2 * MAX_SKEW)

@@ -7,14 +7,19 @@ update that escalates the impact or renames the incident simply says so.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from broadcaster.vocabulary import CLOSED, DeliveryState, Impact, Kind, Status
 
+if TYPE_CHECKING:
+    from broadcaster.places import Places
+
 __all__ = [
-    "Delivery", "DeliveryState", "Impact", "Incident", "Kind", "Receipt", "Status", "Text", "Update",
+    "Delivery", "DeliveryState", "Impact", "Incident", "Kind", "Receipt", "Status", "Subscriber", "Text",
+    "Update",
     "is_incident_id", "new_incident_id",
 ]
 
@@ -172,6 +177,29 @@ class Delivery:
 
 
 #: Letters of incident ids: lowercase, no look-alikes (0/o, 1/l/i), safe in URLs and paths.
+@dataclass(frozen=True)
+class Subscriber:
+    """Someone who gets the emails: their address, language, and what they follow (nothing
+    means everything). The token is theirs alone: their unsubscribe link carries it."""
+
+    email: str
+    locale: str
+    components: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    token: str = ""
+    active: bool = True
+    #: Postcodes followed: they stand for every region they lie in, configured now or later.
+    postcodes: tuple[str, ...] = ()
+
+    def follows(self, components: Sequence[str], regions: Sequence[str], places: Places) -> bool:
+        """Whether an incident touching these components and regions concerns them: one of
+        their components in one of their places (see `places` for how regions nest)."""
+        from broadcaster.places import touches_components
+
+        return (touches_components(components, self.components)
+                and places.touches(regions, self.regions, self.postcodes))
+
+
 _ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 
 

@@ -44,7 +44,7 @@ class Preview:
 
 
 def open_channels(settings: Settings, only: Sequence[str] | None = None) -> dict[str, Channel]:
-    """Instances of the enabled channels (all, or `only` those plus the website)."""
+    """Instances of the enabled channels (all, or `only` those plus the statement's)."""
     enabled = settings.enabled_channels()
     if only:
         unknown = [name for name in only if name not in enabled]
@@ -52,7 +52,7 @@ def open_channels(settings: Settings, only: Sequence[str] | None = None) -> dict
             raise InputError(
                 f"--channel {unknown[0]}: not an enabled channel (enabled: {', '.join(enabled)})"
             )
-        names = [n for n in enabled if n in only or registry.channels()[n].spec.publishes_statement]
+        names = [n for n in enabled if n in only or registry.channels()[n].publishes_statement]
     else:
         names = enabled
     return {name: open_channel(settings, name) for name in names}
@@ -70,10 +70,10 @@ Audience = Mapping[str, Sequence[str]]
 
 
 def locales_of(settings: Settings, channel: Channel, audience: Audience | None = None) -> list[str]:
-    """The locales a channel publishes in: one delivery each (all at once for the website)."""
-    if channel.spec.audience:
+    """The locales a channel publishes in: one delivery each (all at once for the statement)."""
+    if channel.has_audience:
         return [loc for loc in settings.organization.locales if (audience or {}).get(loc)]
-    if channel.spec.every_locale:
+    if channel.publishes_statement:
         return [settings.organization.default_locale]
     return [settings.channel_locale(channel.spec.name)]
 
@@ -101,45 +101,18 @@ def check(
                    for loc in locales_of(settings, ch, audience)]
         preview.warnings.extend(
             f"{name}: no subscriber follows these components or regions; nobody is emailed"
-            for name, ch in channels.items() if ch.spec.audience and not locales_of(settings, ch, audience)
+            for name, ch in channels.items() if ch.has_audience and not locales_of(settings, ch, audience)
         )
-    today = datetime.now(settings.organization.zone).date()
     for name in dict.fromkeys(name for name, _ in targets):
-        channel = channels[name]
-        refusals, warnings = channel.readiness(today)
-        problems.extend(f"{name}: {p}" for p in ([] if drafting else refusals))
-        preview.warnings.extend(f"{name}: {w}" for w in (warnings + refusals if drafting else warnings))
-        if drafting or not channel.spec.secrets_required:
-            continue
-        for variable in channel.spec.secrets.values():
-            if variable not in settings.secrets:
-                problems.append(f"{name}: {variable} is not set (secrets come from the environment)")
+        _readiness(settings, name, channels[name], drafting, problems, preview.warnings)
     shown_locales: set[str] = set()
     for name, locale in targets:
         channel = channels[name]
-        spec = channel.spec
-        page = pages(name, spec.template_extension, update, incident, locale)
-        label = name if spec.every_locale else f"{name} ({locale})"
-        try:
-            post = channel.compose(page)
-        except InputError as exc:
-            problems.append(f"{label}: {exc}")
-            continue
-        shown_locales.update(settings.organization.locales if spec.every_locale else [locale])
-        lengths = [channel.length(part) for part in (post.text, *post.continuation)]
-        length = lengths[0]
-        for number, part_length in enumerate(lengths, start=1):
-            if spec.limit is not None and part_length > spec.limit:
-                which = f"post {number}: " if post.continuation else ""
-                problems.append(f"{label}: {which}{part_length}/{spec.limit} characters; shorten the text")
-        preview.warnings.extend(f"{label}: {note}" for note in post.notes)
-        if spec.needs_statement_link:
-            link = settings.statement_url(incident.id, locale)
-            for part, content in post.linked_parts().items():
-                if link not in content:
-                    problems.append(f"{label}: the {part} does not link to the statement {link}")
-        recipients = tuple((audience or {}).get(locale, ())) if spec.audience else ()
-        preview.planned.append(Planned(name, locale, post, length, spec.limit, recipients))
+        page = pages(name, channel.template_extension, update, incident, locale)
+        planned = _planned(settings, channel, page, locale, audience, problems, preview.warnings)
+        if planned is not None:
+            preview.planned.append(planned)
+            shown_locales.update(settings.organization.locales if channel.publishes_statement else [locale])
     for locale in sorted(shown_locales - set(update.texts)):
         fallback = next(iter(update.texts))
         preview.warnings.append(
@@ -154,3 +127,42 @@ def check(
     if problems:
         raise PreflightError(problems)
     return preview
+
+
+def _readiness(settings: Settings, name: str, channel: Channel, drafting: bool, problems: list[str],
+               warnings: list[str]) -> None:
+    """The channel's own set-up today and its credentials (not needed for a draft)."""
+    refusals, notes = channel.readiness(datetime.now(settings.organization.zone).date())
+    problems.extend(f"{name}: {p}" for p in ([] if drafting else refusals))
+    warnings.extend(f"{name}: {w}" for w in (notes + refusals if drafting else notes))
+    if drafting or not channel.spec.secrets_required:
+        return
+    for variable in channel.spec.secrets.values():
+        if variable not in settings.secrets:
+            problems.append(f"{name}: {variable} is not set (secrets come from the environment)")
+
+
+def _planned(settings: Settings, channel: Channel, page: Page, locale: str, audience: Audience | None,
+             problems: list[str], warnings: list[str]) -> Planned | None:
+    """One channel's post in one locale, checked against its limit and for the statement link;
+    None (and the problem noted) if it cannot be rendered."""
+    name, limit = channel.spec.name, channel.spec.limit
+    label = name if channel.publishes_statement else f"{name} ({locale})"
+    try:
+        post = channel.compose(page)
+    except InputError as exc:
+        problems.append(f"{label}: {exc}")
+        return None
+    lengths = [channel.length(part) for part in (post.text, *post.continuation)]
+    for number, part_length in enumerate(lengths, start=1):
+        if limit is not None and part_length > limit:
+            which = f"post {number}: " if post.continuation else ""
+            problems.append(f"{label}: {which}{part_length}/{limit} characters; shorten the text")
+    warnings.extend(f"{label}: {note}" for note in post.notes)
+    if not channel.publishes_statement:  # every other post must lead to the statement
+        link = settings.statement_url(page.incident.id, locale)
+        for part, content in post.linked_parts().items():
+            if link not in content:
+                problems.append(f"{label}: the {part} does not link to the statement {link}")
+    recipients = tuple((audience or {}).get(locale, ())) if channel.has_audience else ()
+    return Planned(name, locale, post, lengths[0], limit, recipients)

@@ -28,7 +28,7 @@ from broadcaster.clock import Clock
 from broadcaster.errors import InputError
 from broadcaster.model import Incident, Kind, Update
 from broadcaster.settings import Settings
-from broadcaster.site import SiteState, areas
+from broadcaster.site.state import SiteState, areas
 from broadcaster.vocabulary import CLOSED
 
 
@@ -37,6 +37,22 @@ def shipped_templates() -> Path:
     import broadcaster.templates
 
     return Path(broadcaster.templates.__file__).parent
+
+
+def channel_template_folders() -> list[Path]:
+    """The template folders that installed channels ship in their own packages
+    (`Channel.templates_package`), in the registry's order."""
+    from importlib import resources
+
+    from broadcaster import registry
+
+    folders: list[Path] = []
+    for channel in registry.channels().values():
+        if channel.templates_package:
+            folder = Path(str(resources.files(channel.templates_package)))
+            if folder not in folders:
+                folders.append(folder)
+    return folders
 
 
 class TemplateProblem(InputError):
@@ -64,7 +80,10 @@ class Templates:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # The user's folder wins, then each channel's own package (channels from other
+        # packages ship their templates there), then broadcaster's.
         self.folders = [settings.templates.dir] if settings.templates.dir else []
+        self.folders += channel_template_folders()
         self.folders.append(shipped_templates())
         self.env = _environment(tuple(self.folders))
         self._strings: dict[str, dict[str, Any]] = {}
@@ -199,6 +218,14 @@ class Page:
     def settings(self) -> Settings:
         return self.templates.settings
 
+    @property
+    def publishes_statement(self) -> bool:
+        """Whether this page is for the status site (which alone shows the no-JS area list)."""
+        from broadcaster import registry
+
+        channel = registry.channels().get(self.channel)
+        return bool(channel and channel.publishes_statement)
+
     def for_locale(self, locale: str) -> Page:
         return Page(self.channel, self.extension, self.update, self.incident, locale,
                     self.templates, self.site)
@@ -245,7 +272,7 @@ class Page:
             # only the site's pages show it, so posts and emails do not pay for it.
             "areas": [{"label": settings.label(name, locale), "items": [view.incident(i) for i in items]}
                       for name, items in areas(settings, self.site, datetime.now(UTC))]
-            if self.channel == "website" else [],
+            if self.publishes_statement else [],
             "months": [{"key": key, "count": count, "name": _month_name(key, locale)}
                        for key, count in self.site.months],
             "month": {"key": self.site.month[0], "name": _month_name(self.site.month[0], locale),

@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import re
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, SecretStr, ValidationError
 
 from broadcaster import defaults, hooks
-from broadcaster.errors import BroadcasterError, InputError, SettingsError
+from broadcaster.errors import BroadcasterError, InputError, LedgerBusyError, SettingsError
 from broadcaster.settings import Settings
 
 log = logging.getLogger("broadcaster.server")
@@ -40,9 +39,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-#: How long an unsubscribe waits for a busy ledger before answering 503, and the Retry-After.
-UNSUBSCRIBE_WAIT = 3.0
-UNSUBSCRIBE_RETRY = 5
+UNSUBSCRIBE_WAIT = defaults.UNSUBSCRIBE_WAIT
+UNSUBSCRIBE_RETRY = defaults.UNSUBSCRIBE_RETRY
 
 
 def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
@@ -138,7 +136,7 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
     async def unsubscribe(token: str, request: Request) -> Response:
         try:
             done = await run_in_threadpool(_unsubscribe, settings, token)
-        except (sqlite3.OperationalError, SettingsError) as exc:  # the ledger stayed busy
+        except (LedgerBusyError, SettingsError) as exc:  # the ledger stayed busy
             log.warning("unsubscribe deferred, the ledger is busy: %s", exc)
             return PlainTextResponse("The service is busy; you are not unsubscribed yet. Try again in a "
                                      "few seconds.\n", 503, headers={"Retry-After": str(UNSUBSCRIBE_RETRY)})
@@ -232,23 +230,17 @@ class _HideTokens(logging.Filter):
 
 
 def _remember(settings: Settings, signature: str) -> bool:
-    from broadcaster.sqlite_ledger import SQLiteLedger
+    from broadcaster.ledger import open_ledger
 
-    ledger = SQLiteLedger(settings.state.path)
-    try:
+    with open_ledger(settings) as ledger:
         return hooks.remember(ledger, signature)
-    finally:
-        ledger.close()
 
 
 def _forget(settings: Settings, signature: str) -> None:
-    from broadcaster.sqlite_ledger import SQLiteLedger
+    from broadcaster.ledger import open_ledger
 
-    ledger = SQLiteLedger(settings.state.path)
-    try:
+    with open_ledger(settings) as ledger:
         hooks.forget(ledger, signature)
-    finally:
-        ledger.close()
 
 
 def _parsed(body: bytes, model: type[BaseModel]) -> Any:
@@ -273,14 +265,10 @@ def _parsed(body: bytes, model: type[BaseModel]) -> Any:
 def _subscriber(settings: Settings, token: str) -> Any:
     if not _TOKEN.match(token):
         return None
-    from broadcaster.sqlite_ledger import SQLiteLedger
-    from broadcaster.subscribers import SubscriberStore
+    from broadcaster.ledger import open_ledger
 
-    ledger = SQLiteLedger.for_preview(settings.state.path)
-    try:
-        return SubscriberStore(ledger).by_token(token)
-    finally:
-        ledger.close()
+    with open_ledger(settings, read_only=True) as ledger:
+        return ledger.subscriber(token=token)
 
 
 def _unsubscribe(settings: Settings, token: str) -> Any:
@@ -288,26 +276,19 @@ def _unsubscribe(settings: Settings, token: str) -> Any:
     subscriber = _subscriber(settings, token)
     if subscriber is None:
         return None
-    from broadcaster.sqlite_ledger import SQLiteLedger
-    from broadcaster.subscribers import SubscriberStore
+    from broadcaster.ledger import open_ledger
 
     # Wait briefly for a busy ledger, then answer 503: a 200 must mean the person is out.
-    ledger = SQLiteLedger(settings.state.path, busy_timeout=UNSUBSCRIBE_WAIT)
-    try:
-        SubscriberStore(ledger).deactivate(token=token)
-    finally:
-        ledger.close()
+    with open_ledger(settings, busy_wait=UNSUBSCRIBE_WAIT) as ledger:
+        ledger.unsubscribe(token=token)
     return subscriber
 
 
 def _ledger_readable(settings: Settings) -> None:
-    from broadcaster.sqlite_ledger import SQLiteLedger
+    from broadcaster.ledger import open_ledger
 
-    ledger = SQLiteLedger.for_preview(settings.state.path)
-    try:
-        ledger.query("SELECT 1")
-    finally:
-        ledger.close()
+    with open_ledger(settings, read_only=True) as ledger:
+        ledger.ping()
 
 
 # -- small helpers -------------------------------------------------------------------------

@@ -54,8 +54,8 @@ class OrganizationSettings(_Section):
     @field_validator("staff")
     @classmethod
     def _staff_addresses(cls, value: list[str]) -> list[str]:
+        from broadcaster.addresses import normalize_address
         from broadcaster.errors import InputError
-        from broadcaster.subscribers import normalize_address
 
         try:
             return [normalize_address(a) for a in value]
@@ -316,9 +316,10 @@ class Settings(_Section):
         return [*self._masked, *(v for v in self._secrets.values() if v not in self._masked)]
 
     def enabled_channels(self) -> list[str]:
-        """Names of enabled channels, the website first."""
+        """Names of enabled channels, the statement's (the website) first."""
+        known = registry.channels()
         names = [n for n, c in self.channels.items() if c.enabled]
-        return sorted(names, key=lambda n: (n != "website", n))
+        return sorted(names, key=lambda n: (not getattr(known.get(n), "publishes_statement", False), n))
 
     def channel_locale(self, name: str) -> str:
         return self.channels[name].locale or self.organization.default_locale
@@ -424,13 +425,15 @@ def _channel_settings(raw: Any, base_dir: Path) -> tuple[dict[str, ChannelSettin
             )
         except ValidationError as exc:
             problems += [{**e, "loc": ("channels", name, *e["loc"])} for e in exc.errors()]
-    if "website" in known:
-        if "website" not in out:
-            out["website"] = known["website"].spec.settings(enabled=True)
-        elif not out["website"].enabled:
+    for name, channel in known.items():
+        if not channel.publishes_statement:
+            continue
+        if name not in out:
+            out[name] = channel.spec.settings(enabled=True)
+        elif not out[name].enabled:
             problems.append(_problem(
-                ("channels", "website", "enabled"),
-                "the website publishes the official statement every other channel links to; "
+                ("channels", name, "enabled"),
+                f"the {name} publishes the official statement every other channel links to; "
                 "it cannot be disabled",
             ))
     return out, problems

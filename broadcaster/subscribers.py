@@ -1,51 +1,32 @@
-"""Email subscribers: who they are, what they follow, and how they are imported.
+"""Email subscribers: who follows what, how they are imported, added and removed.
 
-A subscriber has an address, a locale, and the components and regions they follow (none
-means everything). They live in the ledger's database, each with an opaque token: the
-unsubscribe link carries the token, never the address, and a token cannot be guessed.
-Someone who unsubscribed stays on file as inactive, so importing the same spreadsheet again
-does not sign them back up; only an explicit `subscribers add` does.
+A subscriber (model.Subscriber) has an address, a locale, and the components, regions and
+postcodes they follow (none means everything). They live in the ledger, each with an opaque
+token: the unsubscribe link carries the token, never the address, and a token cannot be
+guessed. Someone who unsubscribed stays on file as inactive, so importing the same
+spreadsheet again does not sign them back up; only an explicit `subscribers add` does.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import secrets
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from broadcaster.addresses import normalize_address
 from broadcaster.errors import InputError
-from broadcaster.places import Places, normal_postcode, touches_components
-from broadcaster.sqlite_ledger import SQLiteLedger
+from broadcaster.ledger import Ledger, open_ledger
+from broadcaster.model import Incident, Subscriber
+from broadcaster.places import Places, normal_postcode
 
 if TYPE_CHECKING:
     from broadcaster.settings import Settings
 
 CSV_COLUMNS = ("email", "locale", "components", "regions", "postcodes")
-
-
-@dataclass(frozen=True)
-class Subscriber:
-    email: str
-    locale: str
-    components: tuple[str, ...] = ()
-    regions: tuple[str, ...] = ()
-    token: str = ""
-    active: bool = True
-    #: Postcodes followed: they stand for every region they lie in, configured now or later.
-    postcodes: tuple[str, ...] = ()
-
-    def follows(self, components: Sequence[str], regions: Sequence[str], places: Places) -> bool:
-        """Whether an incident touching these components and regions concerns them: one of
-        their components in one of their places (see `places` for how regions nest)."""
-        return (touches_components(components, self.components)
-                and places.touches(regions, self.regions, self.postcodes))
 
 
 @dataclass
@@ -102,21 +83,6 @@ class SubscriberList:
             rows.append((s.email, s.locale, "active" if s.active else "unsubscribed", follows))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows)
-
-
-def normalize_address(address: str, *, keep_case: bool = False) -> str:
-    """The address as mailbox providers treat it: validated and normalised by email-validator
-    (domain lowercased), and the local part lowercased too unless `keep_case` (RFC 5321 lets a
-    server tell Ana@ from ana@, but no common provider does: one person, one subscription).
-    InputError if it is not an address."""
-    from email_validator import EmailNotValidError, validate_email
-
-    try:
-        checked = validate_email(address.strip(), check_deliverability=False)
-    except EmailNotValidError as exc:
-        raise InputError(f"{address.strip()!r} is not a valid email address: {exc}") from None
-    normal = checked.ascii_email or checked.normalized
-    return normal if keep_case else normal.lower()
 
 
 def keeps_case(settings: Settings) -> bool:
@@ -188,94 +154,82 @@ def _names(cell: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in cell.split(";") if n.strip()))
 
 
-class SubscriberStore:
-    """Subscribers in the ledger's database."""
-
-    def __init__(self, ledger: SQLiteLedger) -> None:
-        self.ledger = ledger
-
-    def active(self) -> list[Subscriber]:
-        return self._select("WHERE active = 1 ORDER BY email")
-
-    def all(self) -> list[Subscriber]:
-        return self._select("ORDER BY email")
-
-    def active_tokens(self) -> dict[str, str]:
-        """Every active subscriber's token by address (one query, for a whole fan-out)."""
-        try:
-            return dict(self.ledger.query("SELECT email, token FROM subscribers WHERE active = 1"))
-        except sqlite3.OperationalError:
-            return {}
-
-    def by_token(self, token: str) -> Subscriber | None:
-        found = self._select("WHERE token = ?", [token])
-        return found[0] if found else None
-
-    def by_emails(self, emails: Sequence[str]) -> dict[str, Subscriber]:
-        found: dict[str, Subscriber] = {}
-        for start in range(0, len(emails), 500):
-            chunk = list(emails[start:start + 500])
-            marks = ",".join("?" * len(chunk))
-            found.update((s.email, s) for s in self._select(f"WHERE email IN ({marks})", chunk))
-        return found
-
-    def save(self, subscribers: Sequence[Subscriber], *, resubscribe: bool) -> ImportReport:
-        """Add or update subscribers; with `resubscribe`, also sign unsubscribed ones back up."""
-        report = ImportReport()
-        now = datetime.now(UTC).isoformat()
-        existing = self.by_emails([s.email for s in subscribers])
-        with self.ledger.transaction() as db:
-            for new in subscribers:
-                old = existing.get(new.email)
-                if old is None:
-                    db.execute(
-                        "INSERT INTO subscribers (email, locale, components, regions, postcodes, token,"
-                        " active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
-                        (new.email, new.locale, json.dumps(new.components, ensure_ascii=False),
-                         json.dumps(new.regions, ensure_ascii=False), json.dumps(new.postcodes),
-                         secrets.token_urlsafe(24), now, now),
-                    )
-                    report.added += 1
-                elif not old.active and not resubscribe:
-                    report.kept_unsubscribed.append(new.email)
-                elif (old.locale, old.components, old.regions, old.postcodes, old.active) == (
-                        new.locale, new.components, new.regions, new.postcodes, True):
-                    report.unchanged += 1
-                else:
-                    db.execute(
-                        "UPDATE subscribers SET locale = ?, components = ?, regions = ?, postcodes = ?,"
-                        " active = 1, updated_at = ? WHERE email = ?",
-                        (new.locale, json.dumps(new.components, ensure_ascii=False),
-                         json.dumps(new.regions, ensure_ascii=False), json.dumps(new.postcodes), now,
-                         new.email),
-                    )
-                    report.updated += 1
-        return report
-
-    def deactivate(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:
-        """Unsubscribe by address or by token; the subscriber, or None if there was none."""
-        column, value = ("email", email) if email is not None else ("token", token)
-        found = self._select(f"WHERE {column} = ? AND active = 1", [value])
-        if not found:
-            return None
-        with self.ledger.transaction() as db:
-            db.execute(f"UPDATE subscribers SET active = 0, updated_at = ? WHERE {column} = ?",
-                       (datetime.now(UTC).isoformat(), value))
-        return found[0]
-
-    def _select(self, where: str, params: Sequence[object] = ()) -> list[Subscriber]:
-        try:
-            rows = self.ledger.query(
-                "SELECT email, locale, components, regions, token, active, postcodes"
-                f" FROM subscribers {where}", params
-            )
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []  # a read-only view of a ledger written before subscribers existed
-            raise
-        return [Subscriber(r[0], r[1], _names_from_json(r[2]), _names_from_json(r[3]), r[4], bool(r[5]),
-                           _names_from_json(r[6])) for r in rows]
+def save(ledger: Ledger, subscribers: Sequence[Subscriber], *, resubscribe: bool) -> ImportReport:
+    """Add or update subscribers; with `resubscribe`, also sign unsubscribed ones back up."""
+    report = ImportReport()
+    existing = ledger.subscribers_by_email([s.email for s in subscribers])
+    added: list[Subscriber] = []
+    changed: list[Subscriber] = []
+    for new in subscribers:
+        old = existing.get(new.email)
+        if old is None:
+            added.append(Subscriber(new.email, new.locale, new.components, new.regions,
+                                    secrets.token_urlsafe(24), True, new.postcodes))
+        elif not old.active and not resubscribe:
+            report.kept_unsubscribed.append(new.email)
+        elif (old.locale, old.components, old.regions, old.postcodes, old.active) == (
+                new.locale, new.components, new.regions, new.postcodes, True):
+            report.unchanged += 1
+        else:
+            changed.append(new)
+    ledger.save_subscribers(added, changed)
+    report.added, report.updated = len(added), len(changed)
+    return report
 
 
-def _names_from_json(value: str) -> tuple[str, ...]:
-    return tuple(json.loads(value)) if value != "[]" else ()
+def audience(ledger: Ledger, settings: Settings, incident: Incident) -> dict[str, list[str]]:
+    """Per locale, the active subscribers this incident concerns (by its every update's
+    components and regions: someone concerned once stays in the thread)."""
+    components = list(dict.fromkeys(n for u in incident.updates for n in u.components))
+    regions = list(dict.fromkeys(n for u in incident.updates for n in u.regions))
+    places = Places.of(settings.regions)
+    locales = settings.organization.locales
+    found: dict[str, list[str]] = {loc: [] for loc in locales}
+    for subscriber in ledger.subscribers(active_only=True):
+        if subscriber.follows(components, regions, places):
+            locale = subscriber.locale if subscriber.locale in locales else locales[0]
+            found[locale].append(subscriber.email)
+    return found
+
+
+# -- what `broadcaster subscribers …` does -------------------------------------------------
+
+
+def import_csv(settings: Settings, path: Path | None, *, resubscribe: bool) -> ImportReport:
+    """Add or update subscribers from a CSV (default: `[channels.email] subscribers`); bad rows
+    are reported with their line numbers and the good rows are kept."""
+    if path is None:
+        if "email" not in settings.channels:
+            raise InputError("no [channels.email] section: give the CSV file to import")
+        path = settings.channels["email"].subscribers  # type: ignore[attr-defined]
+    rows, problems = parse_csv(path, settings)
+    with open_ledger(settings) as ledger:
+        report = save(ledger, [sub for _, sub in rows], resubscribe=resubscribe)
+    report.problems = problems
+    return report
+
+
+def add(settings: Settings, email: str, locale: str, components: Sequence[str], regions: Sequence[str],
+        postcodes: Sequence[str]) -> ImportReport:
+    """Add (or sign up again, or change) one subscriber."""
+    subscriber = make_subscriber(email, locale, settings.known_names(components, "component"),
+                                 settings.known_names(regions, "region"), settings.organization.locales,
+                                 postcodes, keep_case=keeps_case(settings))
+    with open_ledger(settings) as ledger:
+        return save(ledger, [subscriber], resubscribe=True)
+
+
+def remove(settings: Settings, email: str) -> Subscriber:
+    """Unsubscribe one address; it stays on file so a later import does not add it back."""
+    address = normalize_address(email, keep_case=keeps_case(settings))
+    with open_ledger(settings) as ledger:
+        removed = ledger.unsubscribe(email=address)
+    if removed is None:
+        raise InputError(f"{address} is not an active subscriber (see `broadcaster subscribers list`)")
+    return removed
+
+
+def listed(settings: Settings) -> SubscriberList:
+    """Every subscriber on file, active or not (never their tokens)."""
+    with open_ledger(settings, read_only=True) as ledger:
+        return SubscriberList(ledger.subscribers())

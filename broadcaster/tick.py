@@ -3,10 +3,11 @@
 Two things fall due. Planned maintenance moves from scheduled to in progress at its start and
 to completed at its end, each step announced through every channel like any update. And
 staff are reminded, by email, when a promised next update is overdue: once per promise (the
-update that made it), to `[organization] staff`, through the SMTP server of
-`[channels.email]`. Ticks take a lock, so two at once do the work once. A reminder is
-claimed in the ledger before it is sent and the claim is dropped if sending fails, so a
-failed one is tried again at the next tick.
+update that made it), to `[organization] staff`, through the first configured channel that
+offers staff notices (`StaffNotices`: email, through the SMTP server of `[channels.email]`).
+Ticks take a lock, so two at once do the work once. A reminder is claimed in the ledger
+before it is sent and the claim is dropped if sending fails, so a failed one is tried again
+at the next tick.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from broadcaster.channels.base import StaffNotices
 from broadcaster.errors import DeliveryError
+from broadcaster.ledger import Ledger
 from broadcaster.settings import Settings
-from broadcaster.sqlite_ledger import SQLiteLedger
 
 
 @dataclass
@@ -48,7 +50,7 @@ class TickReport:
         return "\n".join(lines)
 
 
-def tick(settings: Settings, ledger: SQLiteLedger, now: datetime | None = None) -> TickReport:
+def tick(settings: Settings, ledger: Ledger, now: datetime | None = None) -> TickReport:
     now = now or datetime.now(UTC)
     report = TickReport()
     with ledger.service_lock("tick"):
@@ -66,12 +68,12 @@ def tick(settings: Settings, ledger: SQLiteLedger, now: datetime | None = None) 
                 report.problems.append(f"incident {incident.id}: the next update is overdue, but "
                                        "[organization] staff is empty: nobody to remind")
                 continue
-            if not _claim(ledger, promise.id, now):
+            if not ledger.claim_reminder(promise.id, now):
                 continue  # reminded already (by this tick or another)
             try:
                 _remind(settings, incident, promise, now)
             except DeliveryError as exc:
-                _release(ledger, promise.id)
+                ledger.release_reminder(promise.id)
                 report.problems.append(f"incident {incident.id}: reminder not sent: {exc}")
             else:
                 report.reminded.append(promise.id)
@@ -80,7 +82,7 @@ def tick(settings: Settings, ledger: SQLiteLedger, now: datetime | None = None) 
 
 def _advance(settings: Settings, incident: Any, now: datetime, report: TickReport) -> None:
     """Scheduled → in progress at its start, → completed at its end, announced on every channel."""
-    from broadcaster import api
+    from broadcaster import pipeline, request
     from broadcaster.errors import BroadcasterError
     from broadcaster.model import Status
 
@@ -91,7 +93,7 @@ def _advance(settings: Settings, incident: Any, now: datetime, report: TickRepor
         steps.append(Status.COMPLETED)
     for status in steps:
         try:
-            outcome = api.advance_maintenance(incident.id, status, settings=settings)
+            outcome = pipeline.send(settings, request.maintenance_step(settings, incident.id, status))
         except BroadcasterError as exc:
             report.problems.append(f"maintenance {incident.id}: could not move to {status.value}: {exc}")
             return
@@ -101,7 +103,7 @@ def _advance(settings: Settings, incident: Any, now: datetime, report: TickRepor
                                    f"done; `broadcaster retry {incident.id}` finishes them")
 
 
-def _expire_drafts(settings: Settings, ledger: SQLiteLedger, now: datetime, report: TickReport) -> None:
+def _expire_drafts(settings: Settings, ledger: Ledger, now: datetime, report: TickReport) -> None:
     """Discard drafts nobody published within `draft_expiry_hours` (kept for the record): an
     alert storm's leftovers must not wait in the list for ever."""
     from datetime import timedelta
@@ -113,24 +115,8 @@ def _expire_drafts(settings: Settings, ledger: SQLiteLedger, now: datetime, repo
                 report.expired += ledger.discard_drafts(incident.id)
 
 
-def _claim(ledger: SQLiteLedger, update_id: str, now: datetime) -> bool:
-    with ledger.transaction() as db:
-        return db.execute("INSERT OR IGNORE INTO reminders (update_id, sent_at) VALUES (?, ?)",
-                          (update_id, now.isoformat())).rowcount == 1
-
-
-def _release(ledger: SQLiteLedger, update_id: str) -> None:
-    with ledger.transaction() as db:
-        db.execute("DELETE FROM reminders WHERE update_id = ?", (update_id,))
-
-
 def _remind(settings: Settings, incident: Any, promise: Any, now: datetime) -> None:
-    from broadcaster.errors import PermanentDeliveryError
-    from broadcaster.preflight import open_channel
-
-    if "email" not in settings.channels:
-        raise PermanentDeliveryError("reminders are emailed: add a [channels.email] section (host, sender)")
-    channel = open_channel(settings, "email")
+    channel = _notices(settings)
     default = settings.organization.default_locale
     late = int((now - promise.next_update_at).total_seconds() // 60)
     subject = f"Overdue: the next update on \"{incident.title(default)}\" ({incident.id})"
@@ -142,4 +128,17 @@ def _remind(settings: Settings, incident: Any, promise: Any, now: datetime) -> N
         f"Post it with:\n  broadcaster update {incident.id} --status identified --message \"…\" "
         "--next-update 30m\n\n-- broadcaster tick (one reminder per promise)\n"
     )
-    channel.send_plain(settings.organization.staff, subject, text)
+    channel.send_notice(settings.organization.staff, subject, text)
+
+
+def _notices(settings: Settings) -> StaffNotices:
+    """The first configured channel that can notify staff (enabled for the public or not)."""
+    from broadcaster import registry
+    from broadcaster.errors import PermanentDeliveryError
+    from broadcaster.preflight import open_channel
+
+    known = registry.channels()
+    for name in settings.channels:
+        if issubclass(known[name], StaffNotices):
+            return open_channel(settings, name)  # type: ignore[return-value]
+    raise PermanentDeliveryError("reminders are emailed: add a [channels.email] section (host, sender)")

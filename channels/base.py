@@ -5,9 +5,12 @@ A channel knows its platform and nothing else: how to turn rendered text into a 
 raising `TransientDeliveryError` or `PermanentDeliveryError` so the core knows whether to
 retry (`send`). Storage, retries, ordering and the other channels are the core's business.
 
-A channel declares itself in one `ChannelSpec`: its settings model, the environment
-variables holding its secrets, its limit, and whether every post must carry the statement
-link. That one declaration drives settings validation, preflight and the masking of secrets.
+A channel declares itself in one `ChannelSpec`: its name, settings model, the environment
+variables holding its secrets, and its limit. That one declaration drives settings
+validation, preflight and the masking of secrets. Two roles are subclasses rather than flags:
+`StatementChannel` (the website) and `AudienceChannel` (email); `StaffNotices` is a capability
+a channel may add. Authors import everything from `broadcaster.channels`, and check their
+channel with `broadcaster.channels.testing`.
 """
 
 from __future__ import annotations
@@ -41,29 +44,18 @@ class ChannelSettings(BaseModel):
 
 @dataclass(frozen=True)
 class ChannelSpec:
-    """What a channel is, declared once."""
+    """What a channel is, declared once: it drives settings validation, preflight, `--help`
+    and the masking of secrets."""
 
     name: str
     summary: str
     settings: type[ChannelSettings] = ChannelSettings
     #: settings-style name -> environment variable that holds the secret.
     secrets: Mapping[str, str] = field(default_factory=dict)
-    #: Longest post the platform accepts, measured by `Channel.length`; None for no limit.
-    limit: int | None = None
-    #: Every post must link to the official statement (all channels but the website itself).
-    needs_statement_link: bool = True
-    #: This channel publishes the official statement: it goes first, and nothing else goes
-    #: out until it has succeeded (the website).
-    publishes_statement: bool = False
-    #: One delivery carries every locale (the website); otherwise one locale per delivery.
-    every_locale: bool = False
-    #: Extension of this channel's templates: html is autoescaped, txt is not.
-    template_extension: str = "txt"
-    #: One delivery per subscriber (email): the core picks who follows the incident, the
-    #: channel sends each rendered post to its recipients in batches (`send_batch`).
-    audience: bool = False
     #: Whether every variable in `secrets` must be set (false: a login is optional).
     secrets_required: bool = True
+    #: Longest post the platform accepts, measured by `Channel.length`; None for no limit.
+    limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +126,16 @@ class Channel(ABC):
     #: A post can go on in replies (`Post.continuation`), as on X. Then essentials that do not
     #: fit one post follow as replies; otherwise they must fit one post or preflight refuses.
     replies: ClassVar[bool] = False
+    #: Extension of this channel's templates: html is autoescaped, txt is not.
+    template_extension: ClassVar[str] = "txt"
+    #: The package whose folder holds this channel's own templates (`{name}/{kind}.txt`, and a
+    #: `strings.{locale}.toml` beside them if it needs words of its own), for a channel that
+    #: comes from another package. The user's template folder still wins; the shipped
+    #: templates come last.
+    templates_package: ClassVar[str | None] = None
+    #: Set by `StatementChannel` and `AudienceChannel`, never by hand: what the core must know.
+    publishes_statement: ClassVar[bool] = False
+    has_audience: ClassVar[bool] = False
 
     def __init__(self, settings: ChannelSettings, context: ChannelContext) -> None:
         self.settings = settings
@@ -193,3 +195,37 @@ class Channel(ABC):
         PermanentDeliveryError when retrying cannot help (the address was refused).
         """
         raise NotImplementedError(f"{self.spec.name} has no audience")
+
+
+class StatementChannel(Channel):
+    """The channel that publishes the official statement (the website): it goes first, nothing
+    else goes out until it has succeeded, it is always enabled, and one delivery carries every
+    locale. Its posts are the statement, so they need no link to it."""
+
+    publishes_statement: ClassVar[bool] = True
+    template_extension: ClassVar[str] = "html"
+
+
+class AudienceChannel(Channel):
+    """A channel with one delivery per subscriber (email): the core picks who follows the
+    incident, and the channel sends each rendered post to its recipients in batches."""
+
+    has_audience: ClassVar[bool] = True
+
+    def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
+        from broadcaster.errors import PermanentDeliveryError
+
+        raise PermanentDeliveryError(f"{self.spec.name} sends to subscribers in batches (send_batch)")
+
+    @abstractmethod
+    def send_batch(self, post: Post, recipients: Sequence[Recipient], report: Report) -> None:
+        """Deliver `post` to each recipient; see `Channel.send_batch`."""
+
+
+class StaffNotices(ABC):
+    """A capability a channel may offer: a plain notice to the organisation's own staff (tick's
+    reminders of an overdue update), not to the public. Mix it into a channel class."""
+
+    @abstractmethod
+    def send_notice(self, to: Sequence[str], subject: str, text: str) -> None:
+        """Send one notice to `to` ([organization] staff); raise a DeliveryError if it fails."""

@@ -39,12 +39,13 @@ from urllib.parse import quote
 from pydantic import Field, ValidationInfo, field_validator
 
 from broadcaster.channels.base import (
-    Channel,
+    AudienceChannel,
     ChannelSettings,
     ChannelSpec,
     Post,
     Recipient,
     Report,
+    StaffNotices,
     tidy,
 )
 from broadcaster.errors import InputError, PermanentDeliveryError, TransientDeliveryError
@@ -98,7 +99,7 @@ class EmailSettings(ChannelSettings):
         _name, address = parseaddr(value)
         if "@" not in address:
             raise ValueError(f"{value!r} is not an address like 'Example Status <status@example.com>'")
-        from broadcaster.subscribers import normalize_address
+        from broadcaster.addresses import normalize_address
 
         try:
             normalize_address(address)
@@ -114,14 +115,13 @@ class EmailSettings(ChannelSettings):
         return value
 
 
-class EmailChannel(Channel):
+class EmailChannel(AudienceChannel, StaffNotices):
     spec = ChannelSpec(
         name="email",
         summary="one personal email per subscriber who follows the incident, in their language",
         settings=EmailSettings,
         secrets={"username": "BROADCASTER_SMTP_USERNAME", "password": "BROADCASTER_SMTP_PASSWORD"},
         secrets_required=False,
-        audience=True,
     )
     settings: EmailSettings
 
@@ -141,9 +141,6 @@ class EmailChannel(Channel):
         return template.replace("{token}", token)
 
     # -- sending ---------------------------------------------------------------------------
-
-    def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
-        raise PermanentDeliveryError("email is sent to subscribers in batches (send_batch)")
 
     def send_batch(self, post: Post, recipients: Sequence[Recipient], report: Report) -> None:
         message = PreparedMessage.build(post, self)
@@ -209,7 +206,7 @@ class EmailChannel(Channel):
                 report(recipient, receipt)
         _quit(connection)
 
-    def send_plain(self, to: Sequence[str], subject: str, text: str) -> None:
+    def send_notice(self, to: Sequence[str], subject: str, text: str) -> None:
         """One plain message to staff (tick's reminders), through the same server and login."""
         _, sender = parseaddr(self.settings.sender)
         message = EmailMessage(policy=email_policy.SMTP)

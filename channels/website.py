@@ -15,11 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from broadcaster.atomic import write_atomic
-from broadcaster.channels.base import Channel, ChannelSettings, ChannelSpec, Post, tidy
+from broadcaster.channels.base import ChannelSettings, ChannelSpec, Post, StatementChannel, tidy
 from broadcaster.errors import PermanentDeliveryError, TransientDeliveryError
 from broadcaster.masking import without_secrets
 from broadcaster.model import Receipt
 from broadcaster.render import Page
+from broadcaster.site.files import site_files, writing_order
 
 PUBLISH_COMMAND_TIMEOUT = 300
 
@@ -28,15 +29,11 @@ class WebsiteSettings(ChannelSettings):
     enabled: bool = True
 
 
-class WebsiteChannel(Channel):
+class WebsiteChannel(StatementChannel):
     spec = ChannelSpec(
         name="website",
         summary="the official statement and status pages, as static files in [site] output_dir",
         settings=WebsiteSettings,
-        needs_statement_link=False,
-        publishes_statement=True,
-        every_locale=True,
-        template_extension="html",
     )
 
     def compose(self, page: Page) -> Post:
@@ -53,7 +50,7 @@ class WebsiteChannel(Channel):
         # Writing the same files again is harmless, so a resumed attempt needs no special care.
         root: Path = self.context.settings.site.output_dir
         written = []
-        for relative, content in sorted(post.files.items(), key=_index_last):
+        for relative, content in sorted(post.files.items(), key=writing_order):
             path = root / relative
             if not _inside(root, path):
                 raise PermanentDeliveryError(
@@ -88,39 +85,6 @@ class WebsiteChannel(Channel):
             )
 
 
-def site_files(page: Page, *, statement: bool, month: bool, shared: bool = True) -> dict[str, str]:
-    """The pages (every locale) and shared files of the site that `page` touches.
-
-    `statement`: the incident's own page; `month`: its month in the history; `shared`: the
-    index, the history index, the feeds and the JSON, which every write refreshes.
-    """
-    from broadcaster import feeds, statuspage
-
-    settings = page.settings
-    default = settings.organization.default_locale
-    pages: dict[str, str] = {}
-    if statement:
-        pages[f"incidents/{page.incident.id}/index.html"] = "statement"
-    if month and page.site.month is not None:
-        pages[f"history/{page.site.month[0]}/index.html"] = "month"
-    if shared:
-        pages["index.html"] = "index"
-        pages["history/index.html"] = "history"
-    files: dict[str, str] = {}
-    for locale in page.locales:
-        localized = page.for_locale(locale)
-        prefix = "" if locale == default else f"{locale}/"
-        for path, template in pages.items():
-            folder = path.removesuffix("index.html")
-            alternates = {loc: settings.home_url(loc) + folder for loc in page.locales}
-            files[prefix + path] = localized.render(template, alternates=alternates)
-        if shared:
-            files[f"{prefix}feed.atom"] = feeds.atom(settings, page.site, locale, localized.variables["t"])
-    if shared:
-        files.update(statuspage.files(settings, page.site))
-    return files
-
-
 def _inside(root: Path, path: Path) -> bool:
     """Whether writing `path` stays inside `root` (no folder on the way, nor the file, is a
     link leading out). A folder not created yet is inside."""
@@ -130,8 +94,3 @@ def _inside(root: Path, path: Path) -> bool:
             return True  # nothing on the way exists yet: it will be created inside
         probe = probe.parent
     return probe.resolve().is_relative_to(root.resolve())
-
-
-def _index_last(item: tuple[str, str]) -> tuple[bool, str]:
-    """Write statements before anything else, so nothing ever links to a page not yet written."""
-    return ("incidents/" not in item[0] or item[0].endswith(".json"), item[0])

@@ -47,7 +47,7 @@ def test_malformed_incident_ids_never_reach_a_path(project, bad_id, command):
 
 def test_the_incident_lock_refuses_anything_but_an_incident_id(tmp_path):
     from broadcaster.errors import UnknownIncidentError
-    from broadcaster.sqlite_ledger import SQLiteLedger
+    from broadcaster.ledger.sqlite import SQLiteLedger
 
     ledger = SQLiteLedger(tmp_path / "state.db")
     with pytest.raises(UnknownIncidentError), ledger.incident_lock("../../escape"):

@@ -21,7 +21,7 @@ from conftest import ROOT, Project
 from test_places import TELECOM
 from test_site import SITE
 
-from broadcaster.site_server import SiteServer
+from broadcaster.site.preview_server import SiteServer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = ROOT / "tests" / "artifacts"

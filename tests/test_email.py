@@ -11,8 +11,6 @@ import subprocess
 import pytest
 from conftest import EMAIL_SECTION, Inbox, Project
 
-from broadcaster.subscribers import SubscriberStore
-
 SUBSCRIBERS = """email,locale,components,regions
 ana@example.com,es,,
 bob@example.com,en,Payments API,
@@ -261,7 +259,7 @@ def test_starttls_and_tls_verify_the_server(project: Project, tmp_path, security
 def test_a_ledger_from_before_subscribers_is_migrated(project: Project):
     incident = project.announce()
     db = sqlite3.connect(project.state / "ledger.db")
-    from broadcaster.sqlite_ledger import SCHEMA_VERSION
+    from broadcaster.ledger.sqlite import SCHEMA_VERSION
 
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert db.execute("SELECT COUNT(*) FROM subscribers").fetchone()[0] == 0
@@ -273,11 +271,11 @@ def test_store_keeps_tokens_across_updates(mailing: Project):
     before = tokens(mailing)
     subscribe(mailing, "email,locale\nana@example.com,es\n")
     assert tokens(mailing) == before
+    from broadcaster.ledger.sqlite import SQLiteLedger
     from broadcaster.settings import load_settings
-    from broadcaster.sqlite_ledger import SQLiteLedger
 
     ledger = SQLiteLedger(load_settings(mailing.config).state.path)
-    (ana,) = SubscriberStore(ledger).active()
+    (ana,) = ledger.subscribers(active_only=True)
     assert ana.locale == "es"
     ledger.close()
 

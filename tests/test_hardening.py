@@ -99,7 +99,7 @@ def test_many_seeded_kills_during_fan_outs(tmp_path_factory):
 FULL_DISK = textwrap.dedent("""
     import sqlite3, sys
     from broadcaster import api
-    from broadcaster.sqlite_ledger import SQLiteLedger
+    from broadcaster.ledger.sqlite import SQLiteLedger
 
     real, calls = SQLiteLedger.finish, []
 
@@ -151,10 +151,10 @@ def test_addresses_differing_only_in_case_are_one_subscriber(project: Project, i
 
 
 def test_existing_duplicates_are_merged_keeping_the_unsubscribe(project: Project, monkeypatch):
-    from broadcaster import sqlite_ledger
+    from broadcaster.ledger.sqlite import schema
 
     with monkeypatch.context() as patch:  # a ledger as the version before this one wrote it
-        patch.setattr(sqlite_ledger, "SCHEMA_VERSION", 7)
+        patch.setattr(schema, "SCHEMA_VERSION", 7)
         project.cli("subscribers", "add", "bob@example.com")
     db = sqlite3.connect(project.state / "ledger.db")
     now = "2026-01-01T00:00:00+00:00"

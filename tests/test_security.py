@@ -13,7 +13,7 @@ import pytest
 from conftest import BIN, Social
 from test_browser import CHROMIUM, browse
 
-from broadcaster.site_server import SiteServer
+from broadcaster.site.preview_server import SiteServer
 from broadcaster.standins.server import Fault
 
 SECRETS = {

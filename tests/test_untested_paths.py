@@ -12,10 +12,10 @@ import pytest
 
 from broadcaster import api
 from broadcaster.errors import InputError, LockTimeoutError
+from broadcaster.ledger.sqlite import SQLiteLedger
 from broadcaster.markup import to_plain
 from broadcaster.next_update import parse_next_update
 from broadcaster.settings import load_settings
-from broadcaster.sqlite_ledger import SQLiteLedger
 
 
 def _with_publish_command(project, command: str) -> None:

@@ -1,9 +1,8 @@
-"""The ledger in SQLite: WAL mode, full sync, one write transaction per state change.
+"""The ledger in one SQLite file: WAL mode, full sync, one write transaction per state change.
 
 Concurrency: SQLite's own locking keeps each transaction whole (BEGIN IMMEDIATE, busy
-timeout), and an `flock` per incident serialises whole commands on one incident. The kernel
-drops an flock when its process dies, so whoever holds the incident lock knows that any
-delivery still `in_flight` for it was left by a process that no longer runs.
+timeout), and a file lock per incident (locks.py) serialises whole commands on one incident.
+This is the only module that writes SQL for the ledger; schema.py holds the tables.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -19,8 +17,10 @@ from pathlib import Path
 from typing import Literal
 
 from broadcaster import defaults
-from broadcaster.errors import LockTimeoutError, SettingsError, UnknownIncidentError
+from broadcaster.errors import LedgerBusyError, SettingsError, UnknownIncidentError
 from broadcaster.ledger import NewDelivery
+from broadcaster.ledger.sqlite import schema
+from broadcaster.ledger.sqlite.locks import file_lock
 from broadcaster.model import (
     Delivery,
     DeliveryState,
@@ -29,147 +29,11 @@ from broadcaster.model import (
     Kind,
     Receipt,
     Status,
+    Subscriber,
     Text,
     Update,
     is_incident_id,
 )
-
-SCHEMA_VERSION = 9
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS incidents (
-    id          TEXT PRIMARY KEY,
-    created_at  TEXT NOT NULL,
-    -- Kept in step with the latest update, only so that listings need no scan of updates.
-    updated_at  TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    draft       INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS incidents_by_update ON incidents (updated_at DESC);
-CREATE TABLE IF NOT EXISTS updates (
-    id              TEXT PRIMARY KEY,
-    incident_id     TEXT NOT NULL REFERENCES incidents (id),
-    seq             INTEGER NOT NULL,
-    kind            TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    impact          TEXT NOT NULL,
-    components      TEXT NOT NULL,
-    regions         TEXT NOT NULL,
-    texts           TEXT NOT NULL,
-    created_at      TEXT NOT NULL,
-    next_update_at  TEXT,
-    draft           INTEGER NOT NULL,
-    UNIQUE (incident_id, seq)
-);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id          INTEGER PRIMARY KEY,
-    update_id   TEXT NOT NULL REFERENCES updates (id),
-    channel     TEXT NOT NULL,
-    recipient   TEXT NOT NULL DEFAULT '',
-    locale      TEXT NOT NULL,
-    state       TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'sent', 'failed')),
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    remote_id   TEXT,
-    url         TEXT,
-    error       TEXT,
-    meta        TEXT NOT NULL DEFAULT '{}',
-    updated_at  TEXT NOT NULL,
-    UNIQUE (update_id, channel, recipient)
-);
-CREATE INDEX IF NOT EXISTS deliveries_unfinished ON deliveries (state) WHERE state != 'sent';
-"""
-
-#: Each step takes the schema from the version before it to its own.
-_MIGRATIONS = {
-    1: _SCHEMA,
-    2: """
-CREATE TABLE IF NOT EXISTS subscribers (
-    email           TEXT PRIMARY KEY,
-    locale          TEXT NOT NULL,
-    components      TEXT NOT NULL,
-    regions         TEXT NOT NULL,
-    -- Opaque and unguessable: the unsubscribe link carries it, never the address.
-    token           TEXT NOT NULL UNIQUE,
-    active          INTEGER NOT NULL,
-    created_at      TEXT NOT NULL,
-    updated_at      TEXT NOT NULL
-);
--- 'skipped' (final): the subscriber left between recording and sending.
-CREATE TABLE deliveries_v2 (
-    id          INTEGER PRIMARY KEY,
-    update_id   TEXT NOT NULL REFERENCES updates (id),
-    channel     TEXT NOT NULL,
-    recipient   TEXT NOT NULL DEFAULT '',
-    locale      TEXT NOT NULL,
-    state       TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'sent', 'failed', 'skipped')),
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    remote_id   TEXT,
-    url         TEXT,
-    error       TEXT,
-    meta        TEXT NOT NULL DEFAULT '{}',
-    updated_at  TEXT NOT NULL,
-    UNIQUE (update_id, channel, recipient)
-);
-INSERT INTO deliveries_v2 SELECT * FROM deliveries;
-DROP TABLE deliveries;
-ALTER TABLE deliveries_v2 RENAME TO deliveries;
-CREATE INDEX deliveries_unfinished ON deliveries (state) WHERE state NOT IN ('sent', 'skipped');
-CREATE INDEX deliveries_by_update ON deliveries (update_id);
-""",
-    3: """
--- Alert groups (Alertmanager groupKey, a generic dedupe_key) and the incident each started.
-CREATE TABLE hook_keys (
-    key         TEXT PRIMARY KEY,
-    incident_id TEXT NOT NULL REFERENCES incidents (id),
-    created_at  TEXT NOT NULL
-);
--- Signatures of hook requests already accepted: the same signed request is refused again.
-CREATE TABLE hook_signatures (
-    signature   TEXT PRIMARY KEY,
-    seen_at     REAL NOT NULL
-);
--- One reminder per promised next update (the update that made the promise).
-CREATE TABLE reminders (
-    update_id   TEXT PRIMARY KEY REFERENCES updates (id),
-    sent_at     TEXT NOT NULL
-);
-""",
-    4: """
--- The status site's history pages list incidents by the month they started.
-CREATE INDEX incidents_by_start ON incidents (created_at);
-""",
-    5: """
--- A planned maintenance's window.
-ALTER TABLE updates ADD COLUMN starts_at TEXT;
-ALTER TABLE updates ADD COLUMN ends_at TEXT;
-""",
-    6: """
--- A resolution that deliberately carries no apology (resolve --no-apology).
-ALTER TABLE updates ADD COLUMN apology_waived INTEGER NOT NULL DEFAULT 0;
--- Drafts a person discarded: kept for the record, gone from every list, page and feed.
-ALTER TABLE updates ADD COLUMN discarded_at TEXT;
-""",
-    7: """
--- Postcodes a subscriber follows: each stands for every region it lies in, now or later.
-ALTER TABLE subscribers ADD COLUMN postcodes TEXT NOT NULL DEFAULT '[]';
-""",
-    8: """
--- One person, one subscription: addresses that differ only in case are merged. An unsubscribe
--- on any copy wins (an unsubscribe must unsubscribe), and the oldest copy's token is kept.
-UPDATE subscribers SET active = 0 WHERE lower(email) IN (
-    SELECT lower(email) FROM subscribers GROUP BY lower(email) HAVING MIN(active) = 0);
-DELETE FROM subscribers WHERE rowid NOT IN (
-    SELECT rowid FROM subscribers s WHERE s.created_at = (
-        SELECT MIN(created_at) FROM subscribers t WHERE lower(t.email) = lower(s.email))
-    GROUP BY lower(email));
-UPDATE subscribers SET email = lower(email);
-""",
-    9: """
--- Which alert groups were published with no person involved (capped per hour).
-ALTER TABLE hook_keys ADD COLUMN auto_published INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX hook_keys_by_time ON hook_keys (created_at);
-""",
-}
 
 _DELIVERY_COLUMNS = (
     "d.id, d.update_id, u.incident_id, d.channel, d.recipient, d.locale, d.state, d.attempts,"
@@ -195,7 +59,7 @@ class SQLiteLedger:
         readonly: bool = False,
         lock_wait: float = defaults.INCIDENT_LOCK_WAIT,
         on_wait: Callable[[str], None] | None = None,
-        busy_timeout: float = 30,
+        busy_timeout: float = defaults.LEDGER_BUSY_WAIT,
     ) -> None:
         self.path = path
         self._lock_wait = lock_wait
@@ -230,25 +94,17 @@ class SQLiteLedger:
 
     def _migrate(self) -> None:
         with self.transaction() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise SettingsError(
-                    f"state.path: {self.path} was written by a newer broadcaster "
-                    f"(schema {version}); upgrade broadcaster"
-                )
-            for step in range(version + 1, SCHEMA_VERSION + 1):
-                # executescript would commit early; run the statements inside this transaction.
-                for statement in _MIGRATIONS[step].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            if version < SCHEMA_VERSION:
-                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            schema.migrate(db, self.path)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction (BEGIN IMMEDIATE), rolled back if anything raises."""
         with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                # Still locked after the busy timeout: say so in the store's own words.
+                raise LedgerBusyError(f"the ledger at {self.path} is busy: {exc}") from None
             try:
                 yield self._db
             except BaseException:
@@ -562,49 +418,111 @@ class SQLiteLedger:
 
     @contextmanager
     def _file_lock(self, name: str, what: str, *, remove: bool = False) -> Iterator[None]:
-        """An flock on locks/{name}.lock: the kernel drops it when its process dies."""
-        if self.path is None:
+        if self.path is None:  # an in-memory preview: nothing to share with anyone
             yield
             return
-        import fcntl
-        import os
-
-        folder = self.path.parent / "locks"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{name}.lock"
-        deadline = time.monotonic() + self._lock_wait
-        told = False
-        while True:
-            handle = open(path, "a+b")  # noqa: SIM115 (closed below, after the lock)
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                if time.monotonic() > deadline:
-                    raise LockTimeoutError(
-                        f"{what} is still busy in another broadcaster after {self._lock_wait:.0f}s; "
-                        "try again"
-                    ) from None
-                if not told and self._on_wait is not None:
-                    self._on_wait(f"waiting for another broadcaster holding {what}…")
-                    told = True
-                time.sleep(0.05)
-                continue
-            try:
-                same = os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            handle.close()  # the holder before us removed that file: lock the new one
-        try:
+        with file_lock(self.path.parent / "locks", name, what, wait=self._lock_wait,
+                       on_wait=self._on_wait, remove=remove):
             yield
-        finally:
-            if remove:
-                path.unlink(missing_ok=True)  # still holding the lock: nobody else has this file
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
 
+    # -- subscribers ---------------------------------------------------------------------
+
+    def subscribers(self, *, active_only: bool = False) -> list[Subscriber]:
+        return self._subscribers("WHERE active = 1 ORDER BY email" if active_only else "ORDER BY email")
+
+    def subscriber(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:
+        column, value = ("email", email) if email is not None else ("token", token)
+        found = self._subscribers(f"WHERE {column} = ?", [value])
+        return found[0] if found else None
+
+    def subscribers_by_email(self, emails: Sequence[str]) -> dict[str, Subscriber]:
+        found: dict[str, Subscriber] = {}
+        for start in range(0, len(emails), 500):
+            chunk = list(emails[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            found.update((s.email, s) for s in self._subscribers(f"WHERE email IN ({marks})", chunk))
+        return found
+
+    def subscriber_tokens(self) -> dict[str, str]:
+        try:
+            return dict(self.query("SELECT email, token FROM subscribers WHERE active = 1"))
+        except sqlite3.OperationalError:
+            return {}  # a read-only view of a ledger written before subscribers existed
+
+    def save_subscribers(self, added: Sequence[Subscriber], changed: Sequence[Subscriber]) -> None:
+        with self.transaction() as db:
+            now = _now()
+            db.executemany(
+                "INSERT INTO subscribers (email, locale, components, regions, postcodes, token,"
+                " active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
+                [(s.email, s.locale, _names_json(s.components), _names_json(s.regions),
+                  _names_json(s.postcodes), s.token, now, now) for s in added],
+            )
+            db.executemany(
+                "UPDATE subscribers SET locale = ?, components = ?, regions = ?, postcodes = ?,"
+                " active = 1, updated_at = ? WHERE email = ?",
+                [(s.locale, _names_json(s.components), _names_json(s.regions), _names_json(s.postcodes),
+                  now, s.email) for s in changed],
+            )
+
+    def unsubscribe(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:
+        column, value = ("email", email) if email is not None else ("token", token)
+        with self.transaction() as db:
+            found = self._subscribers(f"WHERE {column} = ? AND active = 1", [value])
+            if found:
+                db.execute(f"UPDATE subscribers SET active = 0, updated_at = ? WHERE {column} = ?",
+                           (_now(), value))
+        return found[0] if found else None
+
+    def _subscribers(self, where: str, params: Sequence[object] = ()) -> list[Subscriber]:
+        try:
+            rows = self.query(
+                "SELECT email, locale, components, regions, token, active, postcodes"
+                f" FROM subscribers {where}", params
+            )
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []  # a read-only view of a ledger written before subscribers existed
+            raise
+        return [Subscriber(r[0], r[1], _names(r[2]), _names(r[3]), r[4], bool(r[5]), _names(r[6]))
+                for r in rows]
+
+    # -- automation: alert groups, replayed requests, reminders ------------------------
+
+    def hook_incident(self, key: str) -> str | None:
+        found = self.query("SELECT incident_id FROM hook_keys WHERE key = ?", (key,))
+        return found[0][0] if found else None
+
+    def save_hook_key(self, key: str, incident_id: str, *, auto_published: bool) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO hook_keys (key, incident_id, created_at, auto_published)"
+                       " VALUES (?, ?, ?, ?)", (key, incident_id, _now(), int(auto_published)))
+
+    def auto_published_since(self, since: datetime) -> int:
+        return self.query("SELECT COUNT(*) FROM hook_keys WHERE auto_published = 1 AND created_at > ?",
+                          (since.astimezone(UTC).isoformat(),))[0][0]
+
+    def remember_signature(self, signature: str, now: float, keep_seconds: float) -> bool:
+        with self.transaction() as db:
+            db.execute("DELETE FROM hook_signatures WHERE seen_at < ?", (now - keep_seconds,))
+            return db.execute("INSERT OR IGNORE INTO hook_signatures (signature, seen_at) VALUES (?, ?)",
+                              (signature, now)).rowcount == 1
+
+    def forget_signature(self, signature: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM hook_signatures WHERE signature = ?", (signature,))
+
+    def claim_reminder(self, update_id: str, now: datetime) -> bool:
+        with self.transaction() as db:
+            return db.execute("INSERT OR IGNORE INTO reminders (update_id, sent_at) VALUES (?, ?)",
+                              (update_id, now.isoformat())).rowcount == 1
+
+    def release_reminder(self, update_id: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM reminders WHERE update_id = ?", (update_id,))
+
+    def ping(self) -> None:
+        self.query("SELECT 1")
 
 def _update_to_row(u: Update) -> tuple:
     texts = {loc: vars(t) for loc, t in u.texts.items()}
@@ -649,3 +567,11 @@ def _delivery_from_row(row: tuple) -> Delivery:
         remote_id=remote_id, url=url, error=error, meta=json.loads(meta) if meta != "{}" else {},
         updated_at=datetime.fromisoformat(updated_at),
     )
+
+
+def _names_json(names: Sequence[str]) -> str:
+    return json.dumps(list(names), ensure_ascii=False)
+
+
+def _names(value: str) -> tuple[str, ...]:
+    return tuple(json.loads(value)) if value != "[]" else ()

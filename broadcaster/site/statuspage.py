@@ -16,7 +16,7 @@ from typing import Any
 from broadcaster import markup
 from broadcaster.model import Incident, Status
 from broadcaster.settings import Settings
-from broadcaster.site import BY_IMPACT, SiteState, lookup_data, worst
+from broadcaster.site.state import BY_IMPACT, SiteState, lookup_data, worst
 from broadcaster.vocabulary import CLOSED
 
 DESCRIPTIONS = {"none": "All Systems Operational", "minor": "Minor Service Outage",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from broadcaster import defaults
 from broadcaster.ledger import Ledger
 from broadcaster.model import Impact, Incident, Status
 from broadcaster.settings import Settings
@@ -26,7 +27,7 @@ BY_IMPACT = {Impact.MINOR: "degraded_performance", Impact.MAJOR: "partial_outage
 #: and nothing is broken).
 INDICATOR = {None: "none", Impact.MINOR: "minor", Impact.MAJOR: "major", Impact.CRITICAL: "critical"}
 #: How many incidents the feeds, the JSON and the index consider (Statuspage lists 50).
-NEWEST = 50
+NEWEST = defaults.SITE_NEWEST
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = N
 
 
 #: How far ahead the lookup shows planned maintenance for a place.
-MAINTENANCE_AHEAD = timedelta(days=7)
+MAINTENANCE_AHEAD = timedelta(days=defaults.MAINTENANCE_AHEAD_DAYS)
 
 
 def lookup_data(settings: Settings, state: SiteState) -> dict[str, Any]:

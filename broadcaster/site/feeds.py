@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from broadcaster import markup
+from broadcaster import defaults, markup
 from broadcaster.settings import Settings
-from broadcaster.site import SiteState
+from broadcaster.site.state import SiteState
 
 #: Entries in a feed: the newest updates of the newest incidents.
-ENTRIES = 50
+ENTRIES = defaults.FEED_ENTRIES
 
 
 def atom(settings: Settings, state: SiteState, locale: str, words: Mapping[str, Any]) -> str:

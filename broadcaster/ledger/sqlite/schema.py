@@ -1,0 +1,167 @@
+"""The SQLite ledger's schema and how each version migrates to the next.
+
+The version is SQLite's `user_version`. A ledger written by a newer broadcaster is refused
+(an older program must not write rows it does not understand). Migrations run inside one
+write transaction, so two processes opening an old ledger at once migrate it once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from broadcaster.errors import SettingsError
+
+SCHEMA_VERSION = 9
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id          TEXT PRIMARY KEY,
+    created_at  TEXT NOT NULL,
+    -- Kept in step with the latest update, only so that listings need no scan of updates.
+    updated_at  TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    draft       INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_by_update ON incidents (updated_at DESC);
+CREATE TABLE IF NOT EXISTS updates (
+    id              TEXT PRIMARY KEY,
+    incident_id     TEXT NOT NULL REFERENCES incidents (id),
+    seq             INTEGER NOT NULL,
+    kind            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    impact          TEXT NOT NULL,
+    components      TEXT NOT NULL,
+    regions         TEXT NOT NULL,
+    texts           TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    next_update_at  TEXT,
+    draft           INTEGER NOT NULL,
+    UNIQUE (incident_id, seq)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY,
+    update_id   TEXT NOT NULL REFERENCES updates (id),
+    channel     TEXT NOT NULL,
+    recipient   TEXT NOT NULL DEFAULT '',
+    locale      TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'sent', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    remote_id   TEXT,
+    url         TEXT,
+    error       TEXT,
+    meta        TEXT NOT NULL DEFAULT '{}',
+    updated_at  TEXT NOT NULL,
+    UNIQUE (update_id, channel, recipient)
+);
+CREATE INDEX IF NOT EXISTS deliveries_unfinished ON deliveries (state) WHERE state != 'sent';
+"""
+
+#: Each step takes the schema from the version before it to its own.
+MIGRATIONS = {
+    1: SCHEMA,
+    2: """
+CREATE TABLE IF NOT EXISTS subscribers (
+    email           TEXT PRIMARY KEY,
+    locale          TEXT NOT NULL,
+    components      TEXT NOT NULL,
+    regions         TEXT NOT NULL,
+    -- Opaque and unguessable: the unsubscribe link carries it, never the address.
+    token           TEXT NOT NULL UNIQUE,
+    active          INTEGER NOT NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+-- 'skipped' (final): the subscriber left between recording and sending.
+CREATE TABLE deliveries_v2 (
+    id          INTEGER PRIMARY KEY,
+    update_id   TEXT NOT NULL REFERENCES updates (id),
+    channel     TEXT NOT NULL,
+    recipient   TEXT NOT NULL DEFAULT '',
+    locale      TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'in_flight', 'sent', 'failed', 'skipped')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    remote_id   TEXT,
+    url         TEXT,
+    error       TEXT,
+    meta        TEXT NOT NULL DEFAULT '{}',
+    updated_at  TEXT NOT NULL,
+    UNIQUE (update_id, channel, recipient)
+);
+INSERT INTO deliveries_v2 SELECT * FROM deliveries;
+DROP TABLE deliveries;
+ALTER TABLE deliveries_v2 RENAME TO deliveries;
+CREATE INDEX deliveries_unfinished ON deliveries (state) WHERE state NOT IN ('sent', 'skipped');
+CREATE INDEX deliveries_by_update ON deliveries (update_id);
+""",
+    3: """
+-- Alert groups (Alertmanager groupKey, a generic dedupe_key) and the incident each started.
+CREATE TABLE hook_keys (
+    key         TEXT PRIMARY KEY,
+    incident_id TEXT NOT NULL REFERENCES incidents (id),
+    created_at  TEXT NOT NULL
+);
+-- Signatures of hook requests already accepted: the same signed request is refused again.
+CREATE TABLE hook_signatures (
+    signature   TEXT PRIMARY KEY,
+    seen_at     REAL NOT NULL
+);
+-- One reminder per promised next update (the update that made the promise).
+CREATE TABLE reminders (
+    update_id   TEXT PRIMARY KEY REFERENCES updates (id),
+    sent_at     TEXT NOT NULL
+);
+""",
+    4: """
+-- The status site's history pages list incidents by the month they started.
+CREATE INDEX incidents_by_start ON incidents (created_at);
+""",
+    5: """
+-- A planned maintenance's window.
+ALTER TABLE updates ADD COLUMN starts_at TEXT;
+ALTER TABLE updates ADD COLUMN ends_at TEXT;
+""",
+    6: """
+-- A resolution that deliberately carries no apology (resolve --no-apology).
+ALTER TABLE updates ADD COLUMN apology_waived INTEGER NOT NULL DEFAULT 0;
+-- Drafts a person discarded: kept for the record, gone from every list, page and feed.
+ALTER TABLE updates ADD COLUMN discarded_at TEXT;
+""",
+    7: """
+-- Postcodes a subscriber follows: each stands for every region it lies in, now or later.
+ALTER TABLE subscribers ADD COLUMN postcodes TEXT NOT NULL DEFAULT '[]';
+""",
+    8: """
+-- One person, one subscription: addresses that differ only in case are merged. An unsubscribe
+-- on any copy wins (an unsubscribe must unsubscribe), and the oldest copy's token is kept.
+UPDATE subscribers SET active = 0 WHERE lower(email) IN (
+    SELECT lower(email) FROM subscribers GROUP BY lower(email) HAVING MIN(active) = 0);
+DELETE FROM subscribers WHERE rowid NOT IN (
+    SELECT rowid FROM subscribers s WHERE s.created_at = (
+        SELECT MIN(created_at) FROM subscribers t WHERE lower(t.email) = lower(s.email))
+    GROUP BY lower(email));
+UPDATE subscribers SET email = lower(email);
+""",
+    9: """
+-- Which alert groups were published with no person involved (capped per hour).
+ALTER TABLE hook_keys ADD COLUMN auto_published INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX hook_keys_by_time ON hook_keys (created_at);
+""",
+}
+
+
+def migrate(db: sqlite3.Connection, path: Path | None) -> None:
+    """Bring the schema up to SCHEMA_VERSION, inside the caller's write transaction."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SettingsError(
+            f"state.path: {path} was written by a newer broadcaster "
+            f"(schema {version}); upgrade broadcaster"
+        )
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        # executescript would commit early; run the statements inside this transaction.
+        for statement in MIGRATIONS[step].split(";"):
+            if statement.strip():
+                db.execute(statement)
+    if version < SCHEMA_VERSION:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

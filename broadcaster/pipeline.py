@@ -1,0 +1,281 @@
+"""The send pipeline: preview, record, send; publish drafts; retry what is unfinished.
+
+    request → preview (render + preflight, against a read-only view: bad input writes nothing)
+            → under the incident's lock: preview again, record the update and its deliveries
+            → the statement on the website → every other channel, concurrently → Outcome
+
+Everything here works on a validated `Request` (request.py) and the ledger's interface; the
+channels are opened by preflight, and the fan-out itself is dispatch.py.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from broadcaster.channels.base import Channel, Post
+from broadcaster.dispatch import Dispatcher, Job, RetryPolicy
+from broadcaster.errors import BroadcasterError, InputError
+from broadcaster.ledger import Ledger, NewDelivery, open_ledger
+from broadcaster.model import Delivery, Incident, Update
+from broadcaster.preflight import Audience, Preview, check, open_channels
+from broadcaster.render import page_factory
+from broadcaster.report import DeliveryOutcome, Outcome
+from broadcaster.request import Request, checked_id
+from broadcaster.settings import Settings
+from broadcaster.site.state import SiteState
+
+#: Asked once per update before anything is recorded; False cancels.
+Confirm = Callable[[Preview], bool]
+
+
+class Cancelled(BroadcasterError):
+    """The person at the terminal declined; nothing was recorded or sent."""
+
+
+def send(s: Settings, request: Request, *, dry_run: bool = False, confirm: Confirm | None = None) -> Outcome:
+    """Preview the request's update, then (unless a dry run or a draft) record and send it."""
+    chans = open_channels(s, request.channels)
+
+    def prepare(ledger: Ledger) -> Preview:
+        previous = None if request.new else existing(ledger, request.incident_id)
+        upd = request.build(previous, datetime.now(UTC))
+        before = tuple(u for u in (previous.updates if previous else ()) if u.seq != upd.seq)
+        created = previous.created_at if previous else upd.created_at
+        incident = Incident(request.incident_id, created, (*before, upd))
+        return preview(s, ledger, chans, upd, incident, drafting=upd.draft)
+
+    # First against a read-only view, so that bad input writes nothing at all, not even a ledger.
+    with open_ledger(s, read_only=True) as view:
+        first = prepare(view)
+    if dry_run:
+        return Outcome(request.incident_id, first.update.id, first.statement_url, dry_run=True,
+                       preview=first, warnings=first.warnings)
+    if confirm is not None and not first.update.draft and not confirm(first):
+        raise Cancelled("cancelled; nothing was recorded or sent")
+    with _writing(s) as ledger, ledger.incident_lock(request.incident_id):
+        # Again under the lock: another operator may have added an update meanwhile, and
+        # this update must follow theirs.
+        checked = prepare(ledger)
+        upd = checked.update
+        if upd.draft:
+            revised = not request.new and upd.seq == existing(ledger, request.incident_id).updates[-1].seq
+            if revised:
+                ledger.revise_draft(upd)
+            else:
+                ledger.record(upd, [])
+            return Outcome(request.incident_id, upd.id, checked.statement_url, draft=True,
+                           preview=checked, warnings=checked.warnings, revised=revised)
+        ledger.record(upd, new_deliveries(checked))
+        _dispatcher(s, ledger).run(_jobs(s, ledger, checked, chans, upd))
+        return _outcome(s, request.incident_id, upd.id, ledger.deliveries(update_id=upd.id),
+                        checked.warnings)
+
+
+def publish(s: Settings, incident_id: str, *, channels: Sequence[str] | None = None,
+            confirm: Confirm | None = None) -> Outcome:
+    """Send an incident's drafts, in order, as if each were sent now."""
+    _with_drafts(s, None, incident_id, "publish")
+    with _writing(s) as ledger, ledger.incident_lock(incident_id):
+        incident = _with_drafts(s, ledger, incident_id, "publish")
+        drafts = {d.id for d in incident.drafts}
+        now = datetime.now(UTC)
+        live = Incident(incident.id, incident.created_at, tuple(
+            replace(u, draft=False, created_at=now) if u.draft else u for u in incident.updates
+        ))
+        chans = open_channels(s, channels)
+        previews = [preview(s, ledger, chans, u, live) for u in live.updates if u.id in drafts]
+        for each in previews:
+            if confirm is not None and not confirm(each):
+                raise Cancelled("cancelled; nothing was published")
+        published = ledger.publish(incident_id, new_deliveries(previews[0]))
+        jobs = [job for u, p in zip(published, previews, strict=True)
+                for job in _jobs(s, ledger, p, chans, u)]
+        _dispatcher(s, ledger).run(jobs)
+        outcome = _outcome(s, incident_id, published[-1].id,
+                           [d for u in published for d in ledger.deliveries(update_id=u.id)],
+                           [w for p in previews for w in p.warnings])
+        labels = [(u.id, f"#{u.seq} {u.kind.value} · {u.status.value}") for u in published]
+        return replace(outcome, published=labels)
+
+
+def discard(s: Settings, incident_id: str) -> Outcome:
+    """Set an incident's drafts aside (kept for the record); nothing is sent."""
+    _with_drafts(s, None, incident_id, "discard")
+    with _writing(s) as ledger, ledger.incident_lock(incident_id):
+        _with_drafts(s, ledger, incident_id, "discard")
+        gone = ledger.discard_drafts(incident_id)
+    return Outcome(incident_id, gone[-1], s.statement_url(incident_id), discarded=tuple(gone))
+
+
+def retry(s: Settings, incident_id: str | None = None) -> list[Outcome]:
+    """Finish failed or interrupted deliveries (of one incident, or of all); never resend."""
+    checked = checked_id(incident_id) if incident_id else None  # before the ledger is opened
+    with _writing(s) as ledger:
+        ids = [checked] if checked else ledger.unfinished_incidents()
+        return [_retry_incident(s, ledger, i) for i in ids]
+
+
+def draft_previews(s: Settings, ledger: Ledger, incident: Incident) -> list[Preview | str]:
+    """Each draft update rendered for every channel, as `publish` would send it now."""
+    drafts = [u for u in incident.updates if u.draft]
+    if not drafts:
+        return []
+    live = Incident(incident.id, incident.created_at,
+                    tuple(replace(u, draft=False) for u in incident.updates))
+    chans = open_channels(s)
+    previews: list[Preview | str] = []
+    for update in drafts:
+        try:
+            previews.append(preview(s, ledger, chans, replace(update, draft=False), live))
+        except InputError as exc:
+            previews.append(f"{update.id}: {exc}")
+    return previews
+
+
+def preview(
+    s: Settings, ledger: Ledger, chans: Mapping[str, Channel], update: Update, incident: Incident, *,
+    drafting: bool = False, targets: Sequence[tuple[str, str]] | None = None,
+) -> Preview:
+    """`update` rendered and checked for every channel, with the site and the audience as they
+    will be once it is recorded (PreflightError if any channel's render is wrong)."""
+    pages = page_factory(s, lambda: _site_state(ledger, s, incident))
+    if targets is not None:  # a retry: only these (channel, locale), to the recipients recorded
+        return check(s, chans, pages, update, incident, targets=targets)
+    return check(s, chans, pages, update, incident, audience=_audience(ledger, s, chans, incident),
+                 drafting=drafting)
+
+
+def existing(ledger: Ledger, incident_id: str) -> Incident:
+    return ledger.incident(checked_id(incident_id))
+
+
+def new_deliveries(preview: Preview) -> list[NewDelivery]:
+    return [NewDelivery(p.channel, p.locale, recipient)
+            for p in preview.planned for recipient in (p.recipients or ("",))]
+
+
+# -- inside -----------------------------------------------------------------------------------
+
+
+def _writing(s: Settings):
+    """The ledger for a command that records, telling the person when it waits for another."""
+    return open_ledger(s, on_wait=lambda msg: print(msg, file=sys.stderr))
+
+
+def _with_drafts(s: Settings, ledger: Ledger | None, incident_id: str, verb: str) -> Incident:
+    """The incident, which must have drafts to `verb`. Without a ledger, a read-only view is
+    checked first, so a wrong id or an incident with no drafts creates no ledger at all."""
+    if ledger is None:
+        with open_ledger(s, read_only=True) as view:
+            incident = existing(view, incident_id)
+    else:
+        incident = existing(ledger, incident_id)
+    if not incident.drafts:
+        raise InputError(f"incident {incident_id} has no drafts to {verb}")
+    return incident
+
+
+def _retry_incident(s: Settings, ledger: Ledger, incident_id: str) -> Outcome:
+    with ledger.incident_lock(incident_id):
+        incident = existing(ledger, incident_id)
+        unfinished = ledger.deliveries(incident_id=incident_id, unfinished=True)
+        latest = incident.updates[-1]
+        if not unfinished:
+            return _outcome(s, incident_id, latest.id, ledger.deliveries(update_id=latest.id), [])
+        gone = sorted({d.channel for d in unfinished} - set(s.enabled_channels()))
+        if gone:
+            raise InputError(
+                f"incident {incident_id} has unfinished deliveries for {', '.join(gone)}, "
+                "which is not enabled any more; enable it again to finish them"
+            )
+        chans = open_channels(s)
+        by_update = {u.id: u for u in incident.updates}
+        jobs: list[Job] = []
+        for update_id in dict.fromkeys(d.update_id for d in unfinished):
+            upd = by_update[update_id]
+            mine = [d for d in unfinished if d.update_id == update_id]
+            # One render per (channel, locale), however many recipients are unfinished.
+            targets = list(dict.fromkeys((d.channel, d.locale) for d in mine))
+            jobs += _jobs(s, ledger, preview(s, ledger, chans, upd, incident, targets=targets), chans, upd,
+                          mine)
+        _dispatcher(s, ledger).run(jobs)
+        ids = {d.id for d in unfinished}
+        after = [d for d in ledger.deliveries(incident_id=incident_id) if d.id in ids]
+        return _outcome(s, incident_id, latest.id, after, [])
+
+
+def _jobs(s: Settings, ledger: Ledger, preview: Preview, chans: Mapping[str, Channel], upd: Update,
+          deliveries: Sequence[Delivery] | None = None) -> list[Job]:
+    """The recorded deliveries of `upd` (or these) with their posts; the statement channel's is
+    rendered again when it is sent, from the ledger as it is then (see `Job.render`)."""
+    posts = {(p.channel, p.locale): p.post for p in preview.planned}
+    return [
+        Job(d, chans[d.channel], posts[d.channel, d.locale], upd.seq,
+            render=_statement_render(s, ledger, chans[d.channel], upd, d.locale)
+            if chans[d.channel].publishes_statement else None)
+        for d in (deliveries if deliveries is not None else ledger.deliveries(update_id=upd.id))
+    ]
+
+
+def _statement_render(
+    s: Settings, ledger: Ledger, channel: Channel, upd: Update, locale: str,
+) -> Callable[[], Post]:
+    """The statement's files rendered from the ledger at the moment they are written (under the
+    site lock), with the statements of any new incident the shared pages now list, so the index
+    never links to a page not written yet."""
+
+    def render() -> Post:
+        from broadcaster.site.files import site_files
+
+        incident = ledger.incident(upd.incident_id)
+        update = next(u for u in incident.updates if u.id == upd.id)
+        pages = page_factory(s, lambda: _site_state(ledger, s, incident))
+        page = pages(channel.spec.name, channel.template_extension, update, incident, locale)
+        post = channel.compose(page)
+        root = s.site.output_dir
+        missing = [i for i in (*page.site.open, *page.site.maintenance)
+                   if i.id != incident.id and not (root / "incidents" / i.id / "index.html").exists()]
+        files = dict(post.files)
+        for other in missing:
+            other_page = pages(channel.spec.name, channel.template_extension, other.latest, other, locale)
+            files.update(site_files(other_page, statement=True, month=False, shared=False))
+        return replace(post, files=files)
+
+    return render
+
+
+def _audience(ledger: Ledger, s: Settings, chans: Mapping[str, Channel],
+              incident: Incident) -> Audience | None:
+    """Per locale, the active subscribers this incident concerns (if a channel has an audience)."""
+    if not any(c.has_audience for c in chans.values()):
+        return None
+    from broadcaster.subscribers import audience
+
+    return audience(ledger, s, incident)
+
+
+def _outcome(s: Settings, incident_id: str, update_id: str, deliveries: Sequence[Delivery],
+             warnings: Sequence[str]) -> Outcome:
+    return Outcome(incident_id, update_id, s.statement_url(incident_id),
+                   [DeliveryOutcome.of(d) for d in deliveries], warnings=list(warnings))
+
+
+def _dispatcher(s: Settings, ledger: Ledger) -> Dispatcher:
+    from broadcaster.progress import reporter
+
+    def tokens(addresses: Sequence[str]) -> dict[str, str]:
+        active = ledger.subscriber_tokens()
+        return {a: active[a] for a in addresses if a in active}
+
+    return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.masked, tokens=tokens,
+                      progress=reporter.get())
+
+
+def _site_state(ledger: Ledger, s: Settings, incident: Incident) -> SiteState:
+    """The site's lists as they will be once `incident` is recorded."""
+    from broadcaster.site.state import site_state
+
+    return site_state(ledger, s, incident)

@@ -1,0 +1,47 @@
+"""The status site as files: which pages, feeds and JSON an update touches, and in what order
+they are written (statements first, so no index ever links to a page not written yet)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from broadcaster.site import feeds, statuspage
+
+if TYPE_CHECKING:
+    from broadcaster.render import Page
+
+
+def site_files(page: Page, *, statement: bool, month: bool, shared: bool = True) -> dict[str, str]:
+    """The pages (every locale) and shared files of the site that `page` touches.
+
+    `statement`: the incident's own page; `month`: its month in the history; `shared`: the
+    index, the history index, the feeds and the JSON, which every write refreshes.
+    """
+    settings = page.settings
+    default = settings.organization.default_locale
+    pages: dict[str, str] = {}
+    if statement:
+        pages[f"incidents/{page.incident.id}/index.html"] = "statement"
+    if month and page.site.month is not None:
+        pages[f"history/{page.site.month[0]}/index.html"] = "month"
+    if shared:
+        pages["index.html"] = "index"
+        pages["history/index.html"] = "history"
+    files: dict[str, str] = {}
+    for locale in page.locales:
+        localized = page.for_locale(locale)
+        prefix = "" if locale == default else f"{locale}/"
+        for path, template in pages.items():
+            folder = path.removesuffix("index.html")
+            alternates = {loc: settings.home_url(loc) + folder for loc in page.locales}
+            files[prefix + path] = localized.render(template, alternates=alternates)
+        if shared:
+            files[f"{prefix}feed.atom"] = feeds.atom(settings, page.site, locale, localized.variables["t"])
+    if shared:
+        files.update(statuspage.files(settings, page.site))
+    return files
+
+
+def writing_order(item: tuple[str, str]) -> tuple[bool, str]:
+    """Write statements before anything else, so nothing ever links to a page not yet written."""
+    return ("incidents/" not in item[0] or item[0].endswith(".json"), item[0])
