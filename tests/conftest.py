@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from broadcaster import registry
-from broadcaster.channels.base import Channel, ChannelSettings, ChannelSpec, Post
-from broadcaster.model import Receipt
+from broadcaster.channels.testing import Script
+from broadcaster.channels.testing import recording_channel as recorder
 from broadcaster.standins.graph_api import DRILL_PAGE_TOKEN, GraphStandIn
 from broadcaster.standins.smtp import SmtpStandIn
 from broadcaster.standins.x_api import DRILL_CREDENTIALS, XStandIn
@@ -98,55 +97,6 @@ def project(tmp_path: Path) -> Project:
 
 
 # -- a recording channel: a real Channel implementation that keeps what it is sent ---------
-
-
-class RecorderSettings(ChannelSettings):
-    limit_note: str = ""
-
-
-@dataclass
-class Script:
-    """What the recorder does on each call: an exception to raise, or None to succeed."""
-
-    faults: list[BaseException | None] = field(default_factory=list)
-    received: list[tuple[Post, tuple[Receipt, ...], bool]] = field(default_factory=list)
-    barrier: threading.Barrier | None = None
-    on_send: Callable[[], None] | None = None
-    text: Callable[[object], str] | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def recorder(name: str, script: Script, *, secrets: dict[str, str] | None = None,
-             limit: int | None = 280) -> type[Channel]:
-    class Recorder(Channel):
-        spec = ChannelSpec(
-            name=name, summary="records posts (tests)", settings=RecorderSettings,
-            secrets=secrets or {}, limit=limit,
-        )
-
-        def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
-            if script.barrier is not None:
-                script.barrier.wait()
-            if script.on_send is not None:
-                script.on_send()
-            with script.lock:
-                fault = script.faults.pop(0) if script.faults else None
-                if fault is not None:
-                    raise fault
-                script.received.append((post, tuple(thread), resumed))
-                number = len(script.received)
-            return Receipt(remote_id=f"{name}-{number}", url=f"https://{name}.example/{number}")
-
-        def compose(self, page) -> Post:
-            text = (script.text or _social_text)(page)
-            return Post(text=text, link=page.statement_url)
-
-    return Recorder
-
-
-def _social_text(page) -> str:
-    update = page.variables["update"]
-    return f"{update['title']}: {update['message']} {page.statement_url}"
 
 
 @pytest.fixture

@@ -40,8 +40,14 @@ def test_every_setting_is_in_the_settings_reference():
             assert re.search(rf"`{key}`", README), f"[{section}] {key} is not in the README"
 
 
+def ours() -> dict:
+    """This project's channels: a channel installed from another package documents itself."""
+    return {name: channel for name, channel in registry.channels().items()
+            if channel.__module__.startswith("broadcaster.channels.")}
+
+
 def test_every_channel_setting_is_in_the_settings_reference():
-    for name, channel in registry.channels().items():
+    for name, channel in ours().items():
         for key in channel.spec.settings.model_fields:
             assert re.search(rf"`\[channels\.(NAME|{name})\]` `{key}`", README), (
                 f"[channels.{name}] {key} is not in the README's settings reference"
