@@ -122,7 +122,7 @@ def test_a_channel_that_cuts_the_apology_is_caught(pigeonpost):
     folder = Path(sys.modules["pigeonpost"].__file__).parent / "templates" / "pigeon"
     (folder / "resolve.txt").write_text("{{ incident.title }}\n\n{{ statement_url }}\n",
                                         encoding="utf-8")
-    with pytest.raises(ChannelContractError, match=r"resolve \(en\): the apology .* is not in the post whole"):
+    with pytest.raises(ChannelContractError, match=r"resolve \(en\): the apology .* is not in the post"):
         check_channel(pigeonpost, environ={"BROADCASTER_PIGEON_RING": "r1"})
 
 
