@@ -284,9 +284,10 @@ def list_(
 
     def run() -> Any:
         from broadcaster import api
+        from broadcaster.report import IncidentList
 
-        return api.list_incidents(open_only=open_only, drafts=drafts, limit=limit,
-                                  settings=_config["path"])
+        return IncidentList(api.list_incidents(open_only=open_only, drafts=drafts, limit=limit,
+                                               settings=_config["path"]))
 
     _finish(run, json)
 

@@ -19,7 +19,7 @@ from typing import Any
 import typer
 
 from broadcaster import api
-from broadcaster.report import Outcome, deliveries_table
+from broadcaster.report import Outcome, Result, deliveries_table
 from broadcaster.settings import Settings, settings_from_dict
 from broadcaster.site.preview_server import SiteServer
 from broadcaster.standins.graph_api import DRILL_PAGE_ID, DRILL_PAGE_TOKEN, GraphStandIn
@@ -61,7 +61,7 @@ SCRIPT = {
 
 
 @dataclass
-class DrillResult:
+class DrillResult(Result):
     folder: Path
     site_url: str
     steps: list[tuple[str, Outcome]] = field(default_factory=list)
@@ -76,6 +76,9 @@ class DrillResult:
             "site_url": self.site_url,
             "steps": [{"step": name, **o.to_json()} for name, o in self.steps],
         }
+
+    def text(self) -> str:
+        return ""  # the drill tells its story as it goes
 
 
 @dataclass

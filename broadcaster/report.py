@@ -1,7 +1,9 @@
 """What a command did: the result objects the Python API returns and the CLI prints.
 
-`Outcome.to_json()` is the `--json` contract (BRIEF §4); `exit_code` is the CLI's: 0 when
-every delivery is done, 3 when some are not and `broadcaster retry` can finish them.
+Every result keeps one protocol (`Result`): `text()` for a person (and `notes()`, the
+warnings and what to do next, for stderr), `to_json()` for a script, and `exit_code` for the
+shell. `Outcome.to_json()` is the `--json` contract (BRIEF §4); `exit_code` is 0 when every
+delivery is done, 3 when some are not and `broadcaster retry` can finish them.
 """
 
 from __future__ import annotations
@@ -10,10 +12,31 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broadcaster.model import Delivery, DeliveryState, Incident
-from broadcaster.preflight import Preview
+
+if TYPE_CHECKING:
+    from broadcaster.preflight import Preview
+
+class Result:
+    """The protocol every command's result keeps; `output.print_result` is all the printing."""
+
+    @property
+    def exit_code(self) -> int:
+        return 0
+
+    def to_json(self) -> Any:
+        raise NotImplementedError
+
+    def text(self) -> str:
+        """What a person reads on stdout ("" for nothing)."""
+        raise NotImplementedError
+
+    def notes(self) -> list[str]:
+        """Warnings and what to do next, for stderr (so a pipe gets only the text)."""
+        return []
+
 
 WAITING_FOR_STATEMENT = "waiting for the statement to be published; `broadcaster retry` sends it"
 
@@ -67,7 +90,7 @@ class DeliveryOutcome:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Outcome(Result):
     """The result of announce, update, resolve, publish or retry for one incident."""
 
     incident_id: str
@@ -117,6 +140,38 @@ class Outcome:
         if self.preview is not None:
             out["preview"] = _planned_json(self.preview)
         return out
+
+    def text(self) -> str:
+        if self.dry_run and self.preview is not None:
+            return preview_text(self.preview) + "\n\nDry run: nothing was recorded or sent."
+        if self.discarded:
+            count = len(self.discarded)
+            return (f"Discarded {count} draft{'s' * (count != 1)} of incident {self.incident_id} "
+                    f"({', '.join(self.discarded)}); nothing was sent. They stay in the ledger "
+                    "for the record and appear nowhere else.")
+        if self.draft:
+            done = "revised in place" if self.revised else "recorded"
+            return (f"Draft {done} for incident {self.incident_id}; nothing was sent.\n"
+                    f"Review it with `broadcaster show {self.incident_id}`, "
+                    f"send it with `broadcaster publish {self.incident_id}`.")
+        lines = [f"Incident {self.incident_id} · update {self.update_id}",
+                 f"Statement: {self.statement_url}", ""]
+        if self.published:  # publish: one table per update, labelled, in the order they went out
+            for update_id, label in self.published:
+                lines.append(f"── {label}")
+                lines.append(deliveries_table([d for d in self.deliveries if d.update_id == update_id]))
+        else:
+            lines.append(deliveries_table(self.deliveries))
+        return "\n".join(lines)
+
+    def notes(self) -> list[str]:
+        if (self.dry_run and self.preview is not None) or self.discarded:
+            return []  # a dry run's warnings are in its preview
+        notes = [f"warning: {w}" for w in self.warnings]
+        if self.exit_code:
+            notes.append(f"\nSome deliveries are not done. Run `broadcaster retry {self.incident_id}` "
+                         "to finish them; nothing already sent is sent again.")
+        return notes
 
 
 def deliveries_table(deliveries: Sequence[DeliveryOutcome], failures_shown: int = 10) -> str:
@@ -192,7 +247,7 @@ def _utc(moment: datetime) -> str:
 
 
 @dataclass(frozen=True)
-class IncidentReport:
+class IncidentReport(Result):
     """An incident as `list` and `show` report it."""
 
     incident: Incident
@@ -241,6 +296,60 @@ class IncidentReport:
             ]
         return out
 
+    def text(self) -> str:
+        i = self.incident
+        default = next(iter(i.latest.texts))
+        lines = [
+            f"{i.title(default)}",
+            f"id {i.id} · {'draft' if i.is_draft else i.status.value} · impact {i.impact.value}",
+            f"statement {self.statement_url}",
+        ]
+        if i.components:
+            lines.append(f"components {', '.join(i.components)}")
+        if i.regions:
+            lines.append(f"regions {', '.join(i.regions)}")
+        for u in i.updates:
+            lines.append("")
+            lines.append(f"#{u.seq} {u.kind.value} · {u.status.value} · {self.local_time(u.created_at)}"
+                         + (" · draft" if u.draft else ""))
+            lines.extend(f"   {line}" for line in u.text(default).message.splitlines())
+            mine = [d for d in self.deliveries if d.update_id == u.id]
+            if mine:
+                lines.extend("   " + row for row in deliveries_table(mine).splitlines())
+        for preview in self.previews:
+            lines += ["", "── what `broadcaster publish` would send ──"]
+            lines += [preview] if isinstance(preview, str) else preview_text(preview).splitlines()
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class IncidentList(Result):
+    """`broadcaster list`: one line per incident; drafts are marked and counted, so none waits
+    unseen at 3 a.m."""
+
+    reports: Sequence[IncidentReport]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [r.to_json() for r in self.reports]
+
+    def text(self) -> str:
+        if not self.reports:
+            return "No incidents."
+        rows = [("ID", "STATUS", "IMPACT", "UPDATED", "TITLE")]
+        waiting = 0
+        for r in self.reports:
+            i = r.incident
+            status = "DRAFT" if i.is_draft else i.status.value + (" + DRAFT" if i.drafts else "")
+            waiting += bool(i.drafts)
+            title = i.title(next(iter(i.latest.texts)))
+            rows.append((i.id, status, i.impact.value, r.local_time(i.updated_at), title))
+        widths = [max(len(row[c]) for row in rows) for c in range(4)]
+        lines = ["  ".join(row[c].ljust(widths[c]) for c in range(4)) + "  " + row[4] for row in rows]
+        if waiting:
+            lines += ["", f"{waiting} incident{'s' * (waiting != 1)} with a draft waiting for review: "
+                          "`broadcaster show ID`, then `broadcaster publish ID` or `broadcaster discard ID`."]
+        return "\n".join(lines)
+
 
 def _planned_json(preview: Preview) -> list[dict[str, Any]]:
     return [
@@ -261,7 +370,7 @@ def _planned_json(preview: Preview) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class BuildReport:
+class BuildReport(Result):
     """What `site build` wrote."""
 
     written: int
@@ -283,7 +392,7 @@ class BuildReport:
 
 
 @dataclass(frozen=True)
-class RetryReport:
+class RetryReport(Result):
     """What `retry` did, one outcome per incident it looked at."""
 
     outcomes: Sequence[Outcome]
@@ -294,3 +403,11 @@ class RetryReport:
 
     def to_json(self) -> dict[str, Any]:
         return {"incidents": [o.to_json() for o in self.outcomes]}
+
+    def text(self) -> str:
+        if not self.outcomes:
+            return "Nothing to retry: every delivery is done."
+        return "\n\n".join(o.text() for o in self.outcomes)
+
+    def notes(self) -> list[str]:
+        return [note for o in self.outcomes for note in o.notes()]

@@ -22,6 +22,7 @@ from broadcaster.errors import InputError
 from broadcaster.ledger import Ledger, open_ledger
 from broadcaster.model import Incident, Subscriber
 from broadcaster.places import Places, normal_postcode
+from broadcaster.report import Result
 
 if TYPE_CHECKING:
     from broadcaster.settings import Settings
@@ -30,7 +31,7 @@ CSV_COLUMNS = ("email", "locale", "components", "regions", "postcodes")
 
 
 @dataclass
-class ImportReport:
+class ImportReport(Result):
     """What an import did, and every row it refused with its line number."""
 
     added: int = 0
@@ -64,7 +65,7 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
-class SubscriberList:
+class SubscriberList(Result):
     """`broadcaster subscribers list`: tokens are secrets of each subscriber, never listed."""
 
     subscribers: Sequence[Subscriber]

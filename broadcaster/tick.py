@@ -19,11 +19,12 @@ from typing import Any
 from broadcaster.channels.base import StaffNotices
 from broadcaster.errors import DeliveryError
 from broadcaster.ledger import Ledger
+from broadcaster.report import Result
 from broadcaster.settings import Settings
 
 
 @dataclass
-class TickReport:
+class TickReport(Result):
     reminded: list[str] = field(default_factory=list)  # update ids whose promise was overdue
     maintenance: list[str] = field(default_factory=list)  # "id: new status"
     expired: list[str] = field(default_factory=list)  # draft updates nobody published in time

@@ -18,7 +18,7 @@ from typing import Literal
 
 from broadcaster import defaults
 from broadcaster.errors import LedgerBusyError, SettingsError, UnknownIncidentError
-from broadcaster.ledger import NewDelivery
+from broadcaster.ledger.interface import NewDelivery
 from broadcaster.ledger.sqlite import schema
 from broadcaster.ledger.sqlite.locks import file_lock
 from broadcaster.model import (

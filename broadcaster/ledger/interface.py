@@ -1,0 +1,168 @@
+"""The ledger's interface: what the rest of broadcaster may ask of storage (see the package's
+docstring for the promises), and what it gives when recording an update."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from broadcaster.model import Delivery, Incident, Receipt, Subscriber, Update
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    """A delivery to record as pending together with its update."""
+
+    channel: str
+    locale: str
+    recipient: str = ""
+
+
+class Ledger(Protocol):
+    def incident(self, incident_id: str) -> Incident:
+        """The incident with all its updates; UnknownIncidentError when there is none."""
+        ...
+
+    def incidents(
+        self, *, open_only: bool = False, include_drafts: bool = False, limit: int | None = None
+    ) -> list[Incident]:
+        """Incidents, most recently updated first."""
+        ...
+
+    def months(self) -> list[tuple[str, int]]:
+        """("YYYY-MM", number of incidents that started then), newest first."""
+        ...
+
+    def incidents_of_month(self, month: str) -> list[Incident]:
+        """Published incidents that started in `month`, newest first."""
+        ...
+
+    def record(self, update: Update, deliveries: Sequence[NewDelivery]) -> None:
+        """Store the update and its pending deliveries in one transaction."""
+        ...
+
+    def publish(self, incident_id: str, deliveries: Sequence[NewDelivery]) -> list[Update]:
+        """Turn the incident's drafts into published updates, recording their deliveries."""
+        ...
+
+    def incidents_with_drafts(self) -> list[Incident]:
+        """Incidents with an unpublished draft waiting."""
+        ...
+
+    def revise_draft(self, update: Update) -> None:
+        """Replace a draft update in place (same id and place in the incident)."""
+        ...
+
+    def discard_drafts(self, incident_id: str) -> list[str]:
+        """Set the incident's unpublished drafts aside for the record; their ids."""
+        ...
+
+    def deliveries(
+        self, *, incident_id: str | None = None, update_id: str | None = None,
+        unfinished: bool = False, channels: Sequence[str] | None = None,
+    ) -> list[Delivery]:
+        """Deliveries in the order they were recorded (of `channels` only, if given)."""
+        ...
+
+    def unfinished_incidents(self) -> list[str]:
+        """Ids of incidents with deliveries not yet sent."""
+        ...
+
+    def thread(self, incident_id: str, channel: str, before_seq: int) -> list[Receipt]:
+        """Receipts of the incident's earlier sent posts on `channel`, oldest first."""
+        ...
+
+    def start_attempt(self, delivery_id: int) -> None:
+        """Mark the delivery in flight and count the attempt, before the platform is called."""
+        ...
+
+    def mark_sent(self, delivery_id: int, receipt: Receipt) -> None: ...
+
+    def mark_failed(self, delivery_id: int, error: str) -> None: ...
+
+    def start_attempts(self, delivery_ids: Sequence[int]) -> None:
+        """`start_attempt` for a batch, in one transaction."""
+        ...
+
+    def finish(self, sent: Sequence[tuple[int, Receipt]], failed: Sequence[tuple[int, str]],
+               skipped: Sequence[tuple[int, str]] = ()) -> None:
+        """Mark a batch of deliveries sent, failed or skipped, in one transaction."""
+        ...
+
+    def first_receipts(self, incident_id: str, channel: str, before_seq: int) -> dict[str, Receipt]:
+        """Per recipient, the receipt of their first sent delivery of the incident."""
+        ...
+
+    def incident_lock(self, incident_id: str) -> AbstractContextManager[None]:
+        """Hold the incident for this process; released even if the process is killed."""
+        ...
+
+    def service_lock(self, name: Literal["automation", "tick", "site"]) -> AbstractContextManager[None]:
+        """Hold one kind of shared work (alert hooks, tick, the site's shared pages)."""
+        ...
+
+    # -- subscribers ---------------------------------------------------------------------
+
+    def subscribers(self, *, active_only: bool = False) -> list[Subscriber]:
+        """Every subscriber on file (or the active ones), by address."""
+        ...
+
+    def subscriber(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:
+        """The subscriber with this address or this token, active or not."""
+        ...
+
+    def subscribers_by_email(self, emails: Sequence[str]) -> dict[str, Subscriber]:
+        """The subscribers on file among `emails`, by address."""
+        ...
+
+    def subscriber_tokens(self) -> dict[str, str]:
+        """Every active subscriber's token by address (one read for a whole fan-out)."""
+        ...
+
+    def save_subscribers(self, added: Sequence[Subscriber], changed: Sequence[Subscriber]) -> None:
+        """Insert `added` (with their tokens) and overwrite `changed` (signed up again), in one
+        transaction."""
+        ...
+
+    def unsubscribe(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:
+        """Make an active subscriber inactive (kept on file); who it was, or None."""
+        ...
+
+    # -- automation ----------------------------------------------------------------------
+
+    def hook_incident(self, key: str) -> str | None:
+        """The incident an alert group (its key) started, if any."""
+        ...
+
+    def save_hook_key(self, key: str, incident_id: str, *, auto_published: bool) -> None:
+        """Remember that an alert group started this incident (published with no person?)."""
+        ...
+
+    def auto_published_since(self, since: datetime) -> int:
+        """How many alert groups were published with no person involved since `since`."""
+        ...
+
+    def remember_signature(self, signature: str, now: float, keep_seconds: float) -> bool:
+        """Record a signed request's signature; False if it was seen in the last `keep_seconds`."""
+        ...
+
+    def forget_signature(self, signature: str) -> None:
+        """Drop a signature (its request was refused, so it may be sent again)."""
+        ...
+
+    def claim_reminder(self, update_id: str, now: datetime) -> bool:
+        """Claim the one reminder for the promise `update_id` made; False if already claimed."""
+        ...
+
+    def release_reminder(self, update_id: str) -> None:
+        """Give a claimed reminder back (sending it failed): the next tick tries again."""
+        ...
+
+    def ping(self) -> None:
+        """Raise if the store cannot be read (the health check)."""
+        ...
+
+    def close(self) -> None: ...
