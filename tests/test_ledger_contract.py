@@ -1,0 +1,258 @@
+"""The ledger's promises (broadcaster/ledger/__init__.py), checked on every implementation.
+
+Each test takes the `ledger` fixture, parametrised over IMPLEMENTATIONS: a new store joins by
+adding one factory here and passing these tests unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from broadcaster.errors import UnknownIncidentError
+from broadcaster.ledger import Ledger, NewDelivery, open_ledger
+from broadcaster.model import (
+    DeliveryState,
+    Impact,
+    Kind,
+    Receipt,
+    Status,
+    Subscriber,
+    Text,
+    Update,
+    new_incident_id,
+)
+from broadcaster.settings import Settings, settings_from_dict
+
+
+def sqlite_settings(folder: Path) -> Settings:
+    return settings_from_dict({
+        "organization": {"name": "Contract", "locales": ["en", "es"]},
+        "site": {"base_url": "https://status.example.com", "output_dir": str(folder / "site")},
+        "state": {"path": str(folder / "state" / "ledger.db")},
+    }, environ={})
+
+
+#: name -> settings for a fresh, empty store in a folder.
+IMPLEMENTATIONS: dict[str, Callable[[Path], Settings]] = {"sqlite": sqlite_settings}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    return IMPLEMENTATIONS[request.param](tmp_path)
+
+
+@pytest.fixture
+def ledger(store: Settings) -> Iterator[Ledger]:
+    with open_ledger(store) as opened:
+        yield opened
+
+
+def an_update(incident_id: str | None = None, seq: int = 1, *, kind: Kind = Kind.ANNOUNCE,
+              status: Status = Status.INVESTIGATING, draft: bool = False, **extra: object) -> Update:
+    incident_id = incident_id or new_incident_id()
+    return Update(
+        id=f"{incident_id}-{seq}", incident_id=incident_id, seq=seq, kind=kind, status=status,
+        impact=Impact.MAJOR, components=("Payments API",), regions=("Madrid",),
+        texts={"en": Text("Card payments failing", "Some fail.", guidance="Pay by transfer."),
+               "es": Text("Fallan los pagos", "Algunos fallan — «ñ» 🚨")},
+        created_at=datetime.now(UTC), draft=draft, **extra,  # type: ignore[arg-type]
+    )
+
+
+def test_an_update_reads_back_as_it_was_recorded(ledger: Ledger):
+    promised = datetime(2031, 5, 1, 10, 30, tzinfo=UTC)
+    update = an_update(next_update_at=promised, starts_at=promised, ends_at=promised + timedelta(hours=2),
+                       apology_waived=True)
+    ledger.record(update, [])
+    incident = ledger.incident(update.incident_id)
+    assert incident.updates == (update,)
+    assert incident.created_at == update.created_at
+
+
+def test_an_unknown_incident_is_an_error_that_says_so(ledger: Ledger):
+    with pytest.raises(UnknownIncidentError, match="no incident"):
+        ledger.incident("abcdefghjk")
+
+
+def test_deliveries_are_recorded_pending_with_their_update(ledger: Ledger):
+    update = an_update()
+    ledger.record(update, [NewDelivery("website", "en"), NewDelivery("email", "es", "ana@example.com")])
+    found = ledger.deliveries(update_id=update.id)
+    assert [(d.channel, d.locale, d.recipient, d.state) for d in found] == [
+        ("website", "en", "", DeliveryState.PENDING),
+        ("email", "es", "ana@example.com", DeliveryState.PENDING)]
+    assert ledger.unfinished_incidents() == [update.incident_id]
+
+
+def test_a_sent_delivery_is_never_attempted_again(ledger: Ledger):
+    update = an_update()
+    ledger.record(update, [NewDelivery("twitter", "en")])
+    (delivery,) = ledger.deliveries(update_id=update.id)
+    ledger.start_attempt(delivery.id)
+    (flying,) = ledger.deliveries(update_id=update.id)
+    assert flying.state is DeliveryState.IN_FLIGHT and flying.attempts == 1
+    ledger.mark_sent(delivery.id, Receipt("123", "https://x.example/123", {"parts": ["123"]}))
+    with pytest.raises(RuntimeError, match="already sent"):
+        ledger.start_attempt(delivery.id)
+    (sent,) = ledger.deliveries(update_id=update.id)
+    assert (sent.state, sent.remote_id, sent.meta) == (DeliveryState.SENT, "123", {"parts": ["123"]})
+    assert ledger.deliveries(unfinished=True) == [] and ledger.unfinished_incidents() == []
+
+
+def test_a_batch_finishes_in_one_go_and_skipped_counts_as_done(ledger: Ledger):
+    update = an_update()
+    people = [f"p{n}@example.com" for n in range(3)]
+    ledger.record(update, [NewDelivery("email", "en", p) for p in people])
+    ids = [d.id for d in ledger.deliveries(update_id=update.id)]
+    ledger.start_attempts(ids)
+    ledger.finish([(ids[0], Receipt("m1"))], [(ids[1], "mailbox full")], [(ids[2], "left the list")])
+    states = [d.state for d in ledger.deliveries(update_id=update.id)]
+    assert states == [DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED]
+    assert [d.id for d in ledger.deliveries(unfinished=True)] == [ids[1]]
+    with pytest.raises(RuntimeError):
+        ledger.start_attempts(ids)  # two of them are done
+
+
+def test_the_thread_is_the_earlier_sent_posts_in_order(ledger: Ledger):
+    first = an_update()
+    ledger.record(first, [NewDelivery("twitter", "en"), NewDelivery("email", "en", "ana@example.com")])
+    for d in ledger.deliveries(update_id=first.id):
+        ledger.mark_sent(d.id, Receipt(f"{d.channel}-1"))
+    second = an_update(first.incident_id, 2, kind=Kind.UPDATE, status=Status.IDENTIFIED)
+    ledger.record(second, [NewDelivery("twitter", "en"), NewDelivery("email", "en", "ana@example.com")])
+    assert ledger.thread(first.incident_id, "twitter", 2) == [Receipt("twitter-1")]
+    assert ledger.thread(first.incident_id, "twitter", 1) == []
+    assert ledger.first_receipts(first.incident_id, "email", 2) == {"ana@example.com": Receipt("email-1")}
+    assert ledger.incident(first.incident_id).status is Status.IDENTIFIED
+
+
+def test_drafts_stay_out_of_sight_until_published(ledger: Ledger):
+    draft = an_update(draft=True)
+    ledger.record(draft, [])
+    assert ledger.incidents() == [] and ledger.months() == []
+    assert [i.id for i in ledger.incidents(include_drafts=True)] == [draft.incident_id]
+    assert [i.id for i in ledger.incidents_with_drafts()] == [draft.incident_id]
+    revised = Update(**{**vars(draft), "texts": {"en": Text("Revised", "Worse.")}})
+    ledger.revise_draft(revised)
+    assert ledger.incident(draft.incident_id).updates[0].texts["en"].title == "Revised"
+    (published,) = ledger.publish(draft.incident_id, [NewDelivery("website", "en")])
+    assert not published.draft and ledger.incidents_with_drafts() == []
+    assert [i.id for i in ledger.incidents()] == [draft.incident_id]
+    assert len(ledger.deliveries(update_id=published.id)) == 1
+    with pytest.raises(UnknownIncidentError, match="not a draft"):
+        ledger.revise_draft(published)
+
+
+def test_a_discarded_incident_is_kept_but_shown_nowhere(ledger: Ledger):
+    draft = an_update(draft=True)
+    ledger.record(draft, [])
+    assert ledger.discard_drafts(draft.incident_id) == [draft.id]
+    assert ledger.incidents(include_drafts=True) == []
+    with pytest.raises(UnknownIncidentError, match="discarded"):
+        ledger.incident(draft.incident_id)
+
+
+def test_months_count_published_incidents_by_when_they_started(ledger: Ledger):
+    updates = [an_update() for _ in range(2)]
+    for update in updates:
+        ledger.record(update, [])
+    month = updates[0].created_at.strftime("%Y-%m")
+    assert ledger.months() == [(month, 2)]
+    assert {i.id for i in ledger.incidents_of_month(month)} == {u.incident_id for u in updates}
+    assert ledger.incidents(limit=1) and len(ledger.incidents(limit=1)) == 1
+
+
+def test_subscribers_are_added_changed_and_unsubscribed_by_token(ledger: Ledger):
+    ana = Subscriber("ana@example.com", "es", ("Payments API",), ("Madrid",), "tok-ana-0123456789", True,
+                     ("28013",))
+    ledger.save_subscribers([ana], [])
+    assert ledger.subscriber(email="ana@example.com") == ana
+    assert ledger.subscriber(token="tok-ana-0123456789") == ana
+    assert ledger.subscriber_tokens() == {"ana@example.com": "tok-ana-0123456789"}
+    moved = Subscriber("ana@example.com", "en", regions=("Sevilla",))
+    ledger.save_subscribers([], [moved])
+    (now,) = ledger.subscribers(active_only=True)
+    assert (now.locale, now.regions, now.token) == ("en", ("Sevilla",), "tok-ana-0123456789")
+    assert ledger.unsubscribe(token="tok-ana-0123456789") == now
+    assert ledger.unsubscribe(token="tok-ana-0123456789") is None, "already out"
+    assert ledger.subscribers(active_only=True) == [] and ledger.subscriber_tokens() == {}
+    assert [s.active for s in ledger.subscribers()] == [False], "kept on file, inactive"
+    assert ledger.subscribers_by_email(["ana@example.com", "bob@example.com"]).keys() == {"ana@example.com"}
+
+
+def test_alert_groups_and_automatic_publications_are_remembered(ledger: Ledger):
+    update = an_update()
+    ledger.record(update, [])
+    assert ledger.hook_incident("alertmanager:g1") is None
+    ledger.save_hook_key("alertmanager:g1", update.incident_id, auto_published=True)
+    ledger.save_hook_key("generic:k2", update.incident_id, auto_published=False)
+    assert ledger.hook_incident("alertmanager:g1") == update.incident_id
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    assert ledger.auto_published_since(hour_ago) == 1
+    assert ledger.auto_published_since(datetime.now(UTC) + timedelta(seconds=5)) == 0
+
+
+def test_a_signature_is_accepted_once_until_it_is_forgotten_or_too_old(ledger: Ledger):
+    now = time.time()
+    assert ledger.remember_signature("sha256=aa", now, 600)
+    assert not ledger.remember_signature("sha256=aa", now + 1, 600), "a replay"
+    ledger.forget_signature("sha256=aa")
+    assert ledger.remember_signature("sha256=aa", now + 2, 600)
+    assert ledger.remember_signature("sha256=aa", now + 700, 600), "older than the window: pruned"
+
+
+def test_a_reminder_is_claimed_once_and_can_be_given_back(ledger: Ledger):
+    update = an_update()
+    ledger.record(update, [])
+    now = datetime.now(UTC)
+    assert ledger.claim_reminder(update.id, now)
+    assert not ledger.claim_reminder(update.id, now)
+    ledger.release_reminder(update.id)
+    assert ledger.claim_reminder(update.id, now)
+
+
+def test_an_incident_is_held_by_one_ledger_at_a_time(store: Settings):
+    order: list[str] = []
+    incident_id = new_incident_id()
+    with open_ledger(store) as first, open_ledger(store) as second:
+        held = first.incident_lock(incident_id)
+        held.__enter__()
+
+        def other() -> None:
+            with second.incident_lock(incident_id):
+                order.append("second holds it")
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(0.3)  # it must still be waiting: the first holds the incident
+        order.append("first lets go")
+        held.__exit__(None, None, None)
+        thread.join(30)
+    assert order == ["first lets go", "second holds it"]
+
+
+def test_a_service_lock_is_one_per_kind_of_work(store: Settings):
+    with open_ledger(store) as first, open_ledger(store) as second:
+        locks: list[AbstractContextManager[None]] = [first.service_lock("tick"), second.service_lock("site")]
+        for lock in locks:
+            lock.__enter__()  # different kinds do not wait for each other
+        for lock in reversed(locks):
+            lock.__exit__(None, None, None)
+
+
+def test_a_read_only_view_writes_nothing_not_even_the_store(store: Settings):
+    with open_ledger(store, read_only=True) as view:
+        assert view.incidents() == [] and view.subscribers() == [] and view.subscriber_tokens() == {}
+        view.ping()
+    assert not store.state.path.exists()
+    with open_ledger(store) as ledger:
+        ledger.record(an_update(), [])
+    with open_ledger(store, read_only=True) as view:
+        assert len(view.incidents()) == 1
