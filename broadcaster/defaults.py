@@ -48,6 +48,13 @@ MAINTENANCE_AHEAD_DAYS = 7
 #: a signature is remembered twice as long, so a replay is refused for as long as it is valid).
 HOOK_MAX_BODY = 1 << 20  # 1 MiB
 HOOK_MAX_SKEW = 300
+#: The shortest BROADCASTER_HOOK_SECRET `serve` accepts.
+HOOK_SECRET_MIN_LENGTH = 16
+#: Alert sources and groups the flood limits remember before forgetting the quiet ones.
+HOOK_FLOOD_KEYS = 10_000
+
+#: A fan-out shows a progress bar on a terminal from this many recipients.
+PROGRESS_MINIMUM = 100
 
 #: One-click unsubscribe: how long it waits for a busy ledger before answering 503, and the
 #: Retry-After it sends then (a 200 must mean the person is out).

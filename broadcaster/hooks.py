@@ -241,7 +241,7 @@ class FloodGate:
                     return Wait(max(1, int(60 - (now - recent[0])) + 1), f"at most {limit} a minute {name}")
             for name, _ in limits:
                 self.seen[name].append(now)
-            if len(self.seen) > 10_000:  # forget quiet keys, so memory stays bounded too
+            if len(self.seen) > defaults.HOOK_FLOOD_KEYS:  # forget quiet keys: memory stays bounded
                 self.seen = {k: v for k, v in self.seen.items() if v and now - v[-1] < 60}
         return None
 

@@ -11,13 +11,15 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import TextIO
 
+from broadcaster import defaults
+
 #: Called as (channel, done, total) as recipients are finished.
 Progress = Callable[[str, int, int], None]
 
 reporter: ContextVar[Progress | None] = ContextVar("broadcaster_progress", default=None)
 
 
-def terminal_bar(minimum: int = 100, stream: TextIO | None = None) -> Progress:
+def terminal_bar(minimum: int = defaults.PROGRESS_MINIMUM, stream: TextIO | None = None) -> Progress:
     """A progress bar per channel on stderr, for fan-outs of at least `minimum` recipients."""
     import sys
     import threading

@@ -54,25 +54,49 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
     async def _refused(request: Request, exc: hooks.HookRefused) -> JSONResponse:
         return JSONResponse({"error": exc.message}, exc.status)
 
+    _add_hooks(app, settings, secret)
+    _add_unsubscribe(app, settings)
+
+    @app.get("/healthz", summary="Health check for the load balancer")
+    async def healthz() -> JSONResponse:
+        try:
+            await run_in_threadpool(_ledger_readable, settings)
+        except Exception as exc:  # the load balancer only needs to know it is not healthy
+            log.error("health check failed: %s", exc)
+            return JSONResponse({"status": "unavailable"}, 503)
+        return JSONResponse({"status": "ok"})
+
+    return app
+
+
+async def _body_of(request: Request) -> bytes:
+    """The raw body, at most MAX_BODY bytes, arriving within SERVE_BODY_SECONDS (413, 408)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > hooks.MAX_BODY:
+        raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
+    body = bytearray()
+
+    async def read() -> None:
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > hooks.MAX_BODY:
+                raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
+
+    try:  # a client that trickles its body must not hold a connection for ever
+        await asyncio.wait_for(read(), timeout=defaults.SERVE_BODY_SECONDS)
+    except TimeoutError:
+        seconds = defaults.SERVE_BODY_SECONDS
+        raise hooks.HookRefused(408, f"the body did not arrive within {seconds:.0f} s") from None
+    return bytes(body)
+
+
+def _add_hooks(app: FastAPI, settings: Settings, secret: SecretStr) -> None:
+    """POST /hooks/{alertmanager,grafana,generic}: signed, once, within the flood limits."""
+
     async def signed(request: Request, model: type[BaseModel]) -> Any:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > hooks.MAX_BODY:
-            raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
-        body = bytearray()
-
-        async def read() -> None:
-            async for chunk in request.stream():
-                body.extend(chunk)
-                if len(body) > hooks.MAX_BODY:
-                    raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
-
-        try:  # a client that trickles its body must not hold a connection for ever
-            await asyncio.wait_for(read(), timeout=defaults.SERVE_BODY_SECONDS)
-        except TimeoutError:
-            seconds = defaults.SERVE_BODY_SECONDS
-            raise hooks.HookRefused(408, f"the body did not arrive within {seconds:.0f} s") from None
+        body = await _body_of(request)
         signature = hooks.check_signature(secret, request.headers.get("x-broadcaster-timestamp"),
-                                          request.headers.get("x-broadcaster-signature"), bytes(body))
+                                          request.headers.get("x-broadcaster-signature"), body)
         if not await run_in_threadpool(_remember, settings, signature):
             raise hooks.HookRefused(409, "this signed request was already accepted; sign each request anew")
         try:
@@ -119,6 +143,10 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
     hook("/hooks/generic", hooks.GenericPayload, "Any system: title, message, impact, dedupe_key",
          lambda p: hooks.from_generic(p, rules))
 
+
+def _add_unsubscribe(app: FastAPI, settings: Settings) -> None:
+    """GET /unsubscribe/{token} (a page with a button) and POST (RFC 8058 one-click)."""
+
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse, summary="Unsubscribe: confirmation page",
              responses={404: {"description": "Unknown token"}})
     async def unsubscribe_page(token: str) -> HTMLResponse:
@@ -147,17 +175,6 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
             return HTMLResponse(_page(settings, done.locale, "done"))
         return PlainTextResponse("You are unsubscribed: you will not receive more status emails.\n")
 
-    @app.get("/healthz", summary="Health check for the load balancer")
-    async def healthz() -> JSONResponse:
-        try:
-            await run_in_threadpool(_ledger_readable, settings)
-        except Exception as exc:  # the load balancer only needs to know it is not healthy
-            log.error("health check failed: %s", exc)
-            return JSONResponse({"status": "unavailable"}, 503)
-        return JSONResponse({"status": "ok"})
-
-    return app
-
 
 def run(settings: Settings, host: str, port: int) -> None:
     """Serve until interrupted; refuse to start without the hook secret."""
@@ -169,8 +186,9 @@ def run(settings: Settings, host: str, port: int) -> None:
     if not value:
         raise InputError(f"{hooks.SECRET_ENV} is not set: `serve` refuses to accept unsigned hooks. "
                          "Set it to a long random value shared with your monitoring.")
-    if len(value) < 16:
-        raise InputError(f"{hooks.SECRET_ENV} is too short: use at least 16 random characters")
+    if len(value) < defaults.HOOK_SECRET_MIN_LENGTH:
+        raise InputError(f"{hooks.SECRET_ENV} is too short: use at least "
+                         f"{defaults.HOOK_SECRET_MIN_LENGTH} random characters")
     logging.getLogger("uvicorn.access").addFilter(_HideTokens())
     for name in ("uvicorn.error", "uvicorn.access", "broadcaster.server"):
         logging.getLogger(name).addFilter(_Repeats(defaults.SERVE_LOG_REPEATS_PER_MINUTE))
