@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -160,7 +161,7 @@ def new_deliveries(preview: Preview) -> list[NewDelivery]:
 # -- inside -----------------------------------------------------------------------------------
 
 
-def _writing(s: Settings):
+def _writing(s: Settings) -> AbstractContextManager[Ledger]:
     """The ledger for a command that records, telling the person when it waits for another."""
     return open_ledger(s, on_wait=lambda msg: print(msg, file=sys.stderr))
 
