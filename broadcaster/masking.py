@@ -19,7 +19,7 @@ def mask(text: str, secrets: Iterable[SecretStr]) -> str:
 
 
 #: Secrets that belong to no channel: the hook server's key, the shared ledger's password.
-OTHER_SECRETS = ("BROADCASTER_HOOK_SECRET", "BROADCASTER_STATE_PASSWORD")
+OTHER_SECRETS = ("BROADCASTER_HOOK_SECRET", "BROADCASTER_STATE_PASSWORD", "PGPASSWORD")
 
 
 def secret_variables() -> list[str]:

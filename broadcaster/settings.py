@@ -127,12 +127,42 @@ class SiteSettings(_Section):
 
 
 class StateSettings(_Section):
+    #: The embedded ledger: one SQLite file (the default), for one machine.
     path: Path = Path(".broadcaster/state.db")
+    #: The shared ledger: a PostgreSQL database ("postgresql://user@host:port/dbname"), for a
+    #: team on several machines. The password comes from the environment, never this file.
+    url: str | None = None
 
     @field_validator("path")
     @classmethod
     def _relative_to_file(cls, value: Path, info: ValidationInfo) -> Path:
         return resolve_path(value, info)
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_without_password(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
+            raise ValueError("must be postgresql://user@host:port/dbname")
+        if parts.password is not None:
+            raise ValueError("holds a password: remove it from the file and set BROADCASTER_STATE_PASSWORD "
+                             "(or PGPASSWORD, or ~/.pgpass)")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_store(self) -> StateSettings:
+        if "path" in self.model_fields_set and self.url is not None:
+            raise ValueError("give path (SQLite, one machine) or url (PostgreSQL, a team), not both")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which store: "postgresql" when a url is given, else "sqlite"."""
+        return "postgresql" if self.url else "sqlite"
 
 
 class TemplateSettings(_Section):

@@ -204,3 +204,38 @@ def mailing(project: Project, inbox: Inbox) -> Project:
     project.write(EMAIL_SECTION.format(port=inbox.port, connections=2))
     project.inbox = inbox  # type: ignore[attr-defined]
     return project
+
+
+# -- PostgreSQL: a fresh database per test on the server scripts/postgres started ----------
+
+#: Read once, before any test clears the BROADCASTER_ variables from the environment.
+POSTGRES_URL = os.environ.get("BROADCASTER_TEST_POSTGRES_URL", "")
+POSTGRES_PASSWORD = os.environ.get("BROADCASTER_TEST_POSTGRES_PASSWORD", "")
+
+
+def postgres_admin():
+    import psycopg
+
+    return psycopg.connect(POSTGRES_URL, password=POSTGRES_PASSWORD or None, autocommit=True,
+                           connect_timeout=10)
+
+
+@pytest.fixture
+def postgres_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The url of a new, empty database (its password in BROADCASTER_STATE_PASSWORD), dropped after."""
+    if not POSTGRES_URL:
+        why = ("no PostgreSQL server for the tests: `eval \"$(scripts/postgres start /tmp/pg)\"` starts one "
+               "and sets BROADCASTER_TEST_POSTGRES_URL")
+        if os.environ.get("BROADCASTER_REQUIRE_TOOLS") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    import secrets
+
+    name = f"test_{secrets.token_hex(6)}"
+    with postgres_admin() as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    monkeypatch.setenv("BROADCASTER_STATE_PASSWORD", POSTGRES_PASSWORD)
+    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    with postgres_admin() as admin:
+        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+

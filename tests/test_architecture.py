@@ -8,8 +8,10 @@ from pathlib import Path
 
 from conftest import ROOT
 
-#: Only the SQLite ledger may speak SQLite or SQL.
-STORAGE = "broadcaster.ledger.sqlite"
+#: Only the ledger's stores speak SQL (sql.py is what they share), each driver only in its own.
+STORES = ("broadcaster.ledger.sql", "broadcaster.ledger.sqlite", "broadcaster.ledger.postgres")
+DRIVERS = {"sqlite3": "broadcaster.ledger.sqlite", "psycopg": "broadcaster.ledger.postgres",
+           "psycopg_pool": "broadcaster.ledger.postgres"}
 SQL = re.compile(r"\b(SELECT\b.+\bFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|"
                  r"CREATE\s+(TABLE|INDEX)|PRAGMA)\b", re.S)
 
@@ -64,20 +66,23 @@ def test_no_module_imports_one_that_imports_it_back():
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
 
 
-def test_only_the_sqlite_ledger_speaks_sqlite_or_sql():
+def test_only_the_ledger_stores_speak_sql_and_each_driver_stays_in_its_store():
     known = modules()
     offenders = []
     for name, path in known.items():
-        if name == STORAGE or name.startswith(STORAGE + "."):
-            continue
+        store = name.startswith(STORES)
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
-                opener = name == "broadcaster.ledger"  # open_ledger picks the implementation
-                if any(n == "sqlite3" or (n.startswith(STORAGE) and not opener) for n in names):
-                    offenders.append(f"{name}:{node.lineno} imports {', '.join(names)}")
-            elif isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.search(node.value):
+                for imported in names:
+                    home = DRIVERS.get(imported.split(".")[0])
+                    if home and not name.startswith(home):
+                        offenders.append(f"{name}:{node.lineno} imports {imported}")
+                    if imported.startswith(STORES) and not store and name != "broadcaster.ledger":
+                        offenders.append(f"{name}:{node.lineno} imports {imported} (use open_ledger)")
+            elif (not store and isinstance(node, ast.Constant) and isinstance(node.value, str)
+                  and SQL.search(node.value)):
                 offenders.append(f"{name}:{node.lineno} writes SQL: {node.value[:60]!r}")
     assert not offenders, "\n".join(offenders)
 

@@ -6,6 +6,7 @@ adding one factory here and passing these tests unchanged.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,21 +32,40 @@ from broadcaster.model import (
 from broadcaster.settings import Settings, settings_from_dict
 
 
-def sqlite_settings(folder: Path) -> Settings:
+def settings_with(folder: Path, state: dict[str, str]) -> Settings:
     return settings_from_dict({
         "organization": {"name": "Contract", "locales": ["en", "es"]},
         "site": {"base_url": "https://status.example.com", "output_dir": str(folder / "site")},
-        "state": {"path": str(folder / "state" / "ledger.db")},
+        "state": state,
     }, environ={})
 
 
-#: name -> settings for a fresh, empty store in a folder.
-IMPLEMENTATIONS: dict[str, Callable[[Path], Settings]] = {"sqlite": sqlite_settings}
+def sqlite_store(folder: Path, request: pytest.FixtureRequest) -> Settings:
+    return settings_with(folder, {"path": str(folder / "state" / "ledger.db")})
+
+
+def postgresql_store(folder: Path, request: pytest.FixtureRequest) -> Settings:
+    return settings_with(folder, {"url": request.getfixturevalue("postgres_url")})
+
+
+#: name -> settings for a fresh, empty store (a folder to use, the test's request for fixtures).
+IMPLEMENTATIONS: dict[str, Callable[[Path, pytest.FixtureRequest], Settings]] = {
+    "sqlite": sqlite_store, "postgresql": postgresql_store}
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    return IMPLEMENTATIONS[request.param](tmp_path)
+    return IMPLEMENTATIONS[request.param](tmp_path, request)
+
+
+def nothing_written(store: Settings) -> bool:
+    """Whether the store holds nothing of broadcaster's (not even an empty schema)."""
+    if store.state.url is None:
+        return not store.state.path.exists()
+    import psycopg
+
+    with psycopg.connect(store.state.url, password=os.environ["BROADCASTER_STATE_PASSWORD"]) as db:
+        return db.execute("SELECT to_regclass('broadcaster_schema')").fetchone()[0] is None
 
 
 @pytest.fixture
@@ -251,7 +271,7 @@ def test_a_read_only_view_writes_nothing_not_even_the_store(store: Settings):
     with open_ledger(store, read_only=True) as view:
         assert view.incidents() == [] and view.subscribers() == [] and view.subscriber_tokens() == {}
         view.ping()
-    assert not store.state.path.exists()
+    assert nothing_written(store)
     with open_ledger(store) as ledger:
         ledger.record(an_update(), [])
     with open_ledger(store, read_only=True) as view:

@@ -46,13 +46,37 @@ def open_ledger(
     store (seconds; the default suits commands, a web request wants less).
     """
     from broadcaster import defaults
-    from broadcaster.ledger.sqlite import SQLiteLedger
 
-    path = settings.state.path
-    ledger = (SQLiteLedger.for_preview(path) if read_only else
-              SQLiteLedger(path, on_wait=on_wait, busy_timeout=busy_wait or defaults.LEDGER_BUSY_WAIT))
+    busy = busy_wait or defaults.LEDGER_BUSY_WAIT
+    ledger: Ledger
+    if settings.state.url:
+        ledger = _postgres(settings, read_only=read_only, on_wait=on_wait, busy=busy)
+    else:
+        from broadcaster.ledger.sqlite import SQLiteLedger
+
+        path = settings.state.path
+        ledger = (SQLiteLedger.for_preview(path) if read_only else
+                  SQLiteLedger(path, on_wait=on_wait, busy_timeout=busy))
     try:
         yield ledger
     finally:
         ledger.close()
+
+
+def _postgres(settings: Settings, *, read_only: bool, on_wait: Callable[[str], None] | None,
+              busy: float) -> Ledger:
+    """The PostgreSQL ledger; its password from BROADCASTER_STATE_PASSWORD, else libpq's own
+    PGPASSWORD or ~/.pgpass."""
+    import os
+
+    from broadcaster.errors import SettingsError
+
+    try:
+        from broadcaster.ledger.postgres import PostgresLedger
+    except ImportError:
+        raise SettingsError("state.url: the PostgreSQL ledger needs psycopg: "
+                            "pip install 'broadcaster[postgresql]'") from None
+    assert settings.state.url is not None
+    return PostgresLedger(settings.state.url, password=os.environ.get("BROADCASTER_STATE_PASSWORD") or None,
+                          read_only=read_only, on_wait=on_wait, busy_timeout=busy)
 

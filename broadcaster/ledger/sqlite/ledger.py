@@ -2,7 +2,7 @@
 
 Concurrency: SQLite's own locking keeps each transaction whole (BEGIN IMMEDIATE, busy
 timeout), and a file lock per incident (locks.py) serialises whole commands on one incident.
-This is the only module that writes SQL for the ledger; schema.py holds the tables.
+The statements themselves are the shared ones in ledger/sql.py; schema.py holds the tables.
 """
 
 from __future__ import annotations
@@ -12,45 +12,20 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 from broadcaster import defaults
-from broadcaster.errors import LedgerBusyError, SettingsError, UnknownIncidentError
-from broadcaster.ledger.interface import NewDelivery
+from broadcaster.errors import LedgerBusyError, SettingsError
+from broadcaster.ledger.sql import SQLLedger
 from broadcaster.ledger.sqlite import schema
 from broadcaster.ledger.sqlite.locks import file_lock
-from broadcaster.model import (
-    Delivery,
-    DeliveryState,
-    Impact,
-    Incident,
-    Kind,
-    Receipt,
-    Status,
-    Subscriber,
-    Text,
-    Update,
-    is_incident_id,
-)
-
-_DELIVERY_COLUMNS = (
-    "d.id, d.update_id, u.incident_id, d.channel, d.recipient, d.locale, d.state, d.attempts,"
-    " d.remote_id, d.url, d.error, d.meta, d.updated_at"
-)
+from broadcaster.model import Subscriber
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def _when(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-class SQLiteLedger:
+class SQLiteLedger(SQLLedger):
     """The ledger in one SQLite file (or in memory, for previews with no state yet)."""
+
+    IDS_IN = "id IN (SELECT value FROM json_each(?))"
 
     def __init__(
         self,
@@ -120,458 +95,24 @@ class SQLiteLedger:
         with self._mutex:
             self._db.close()
 
-    # -- incidents and updates ---------------------------------------------------------
-
-    def incident(self, incident_id: str) -> Incident:
-        found = self._load([incident_id], include_drafts=True)
-        if not found:
-            if self.query("SELECT 1 FROM incidents WHERE id = ? AND status = 'discarded'", (incident_id,)):
-                raise UnknownIncidentError(
-                    f"incident {incident_id} was discarded (its drafts stay in the ledger for the record)"
-                )
-            raise UnknownIncidentError(
-                f"no incident {incident_id!r} in the ledger (see `broadcaster list`)"
-            )
-        return found[0]
-
-    def incidents(
-        self, *, open_only: bool = False, include_drafts: bool = False, limit: int | None = None
-    ) -> list[Incident]:
-        where = ["status != 'discarded'"]
-        if open_only:
-            where.append("status NOT IN ('resolved', 'completed', 'cancelled')")
-        if not include_drafts:
-            where.append("draft = 0")
-        sql = "SELECT id FROM incidents"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY updated_at DESC"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        ids = [row[0] for row in self.query(sql)]
-        return self._load(ids, include_drafts=include_drafts)
-
-    def incidents_with_drafts(self) -> list[Incident]:
-        """Incidents with an unpublished draft waiting (never published, or a follow-up)."""
-        ids = [r[0] for r in self.query(
-            "SELECT DISTINCT incident_id FROM updates WHERE draft = 1 AND discarded_at IS NULL")]
-        return self._load(ids, include_drafts=True)
-
-    def months(self) -> list[tuple[str, int]]:
-        """("YYYY-MM", number of published incidents that started then), newest first (UTC)."""
-        return [(r[0], r[1]) for r in self.query(
-            "SELECT substr(created_at, 1, 7) AS month, COUNT(*) FROM incidents WHERE draft = 0"
-            " GROUP BY month ORDER BY month DESC"
-        )]
-
-    def incidents_of_month(self, month: str) -> list[Incident]:
-        """Published incidents that started in `month` ("YYYY-MM", UTC), newest first."""
-        ids = [r[0] for r in self.query(
-            "SELECT id FROM incidents WHERE draft = 0 AND created_at >= ? AND created_at < ?"
-            " ORDER BY created_at DESC", (month, month + "-99"),
-        )]
-        return self._load(ids, include_drafts=False)
-
-    def _load(self, ids: list[str], *, include_drafts: bool) -> list[Incident]:
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))
-        created = dict(self.query(f"SELECT id, created_at FROM incidents WHERE id IN ({marks})", ids))
-        rows = self.query(
-            "SELECT id, incident_id, seq, kind, status, impact, components, regions, texts,"
-            " created_at, next_update_at, draft, starts_at, ends_at, apology_waived"
-            f" FROM updates WHERE incident_id IN ({marks}) AND discarded_at IS NULL"
-            " ORDER BY seq",
-            ids,
-        )
-        updates: dict[str, list[Update]] = {i: [] for i in created}
-        for row in rows:
-            update = _update_from_row(row)
-            if include_drafts or not update.draft:
-                updates[update.incident_id].append(update)
-        return [
-            Incident(i, datetime.fromisoformat(created[i]), tuple(updates[i]))
-            for i in ids
-            if i in created and updates[i]
-        ]
-
-    def record(self, update: Update, deliveries: Sequence[NewDelivery]) -> None:
-        with self.transaction() as db:
-            now = _now()
-            db.execute(
-                "INSERT INTO incidents (id, created_at, updated_at, status, draft)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (update.incident_id, update.created_at.isoformat(), now, update.status, 1),
-            )
-            db.execute(
-                "INSERT INTO updates (id, incident_id, seq, kind, status, impact, components,"
-                " regions, texts, created_at, next_update_at, draft, starts_at, ends_at, apology_waived)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _update_to_row(update),
-            )
-            self._insert_deliveries(db, update.id, deliveries, now)
-            self._refresh_incident(db, update.incident_id, now)
-
-    def publish(self, incident_id: str, deliveries: Sequence[NewDelivery]) -> list[Update]:
-        with self.transaction() as db:
-            now = _now()
-            ids = [r[0] for r in db.execute(
-                "SELECT id FROM updates WHERE incident_id = ? AND draft = 1 AND discarded_at IS NULL"
-                " ORDER BY seq",
-                (incident_id,),
-            )]
-            for update_id in ids:
-                db.execute("UPDATE updates SET draft = 0, created_at = ? WHERE id = ?", (now, update_id))
-                self._insert_deliveries(db, update_id, deliveries, now)
-            self._refresh_incident(db, incident_id, now)
-        incident = self.incident(incident_id)
-        return [u for u in incident.updates if u.id in ids]
-
-    def revise_draft(self, update: Update) -> None:
-        """Replace a draft update's words, impact and scope (a re-firing alert, a person's
-        revision); drafts only."""
-        row = _update_to_row(update)
-        with self.transaction() as db:
-            changed = db.execute(
-                "UPDATE updates SET kind = ?, status = ?, impact = ?, components = ?, regions = ?,"
-                " texts = ?, created_at = ?, next_update_at = ?, starts_at = ?, ends_at = ?,"
-                " apology_waived = ? WHERE id = ? AND draft = 1 AND discarded_at IS NULL",
-                (*row[3:11], *row[12:], update.id),
-            ).rowcount
-            if not changed:
-                raise UnknownIncidentError(f"{update.id} is not a draft")
-            db.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (_now(), update.incident_id))
-
-    def discard_drafts(self, incident_id: str) -> list[str]:
-        """Set an incident's unpublished drafts aside (kept for the record); their ids.
-
-        An incident that was never published is then discarded as a whole: no list shows it.
-        """
-        with self.transaction() as db:
-            now = _now()
-            ids = [r[0] for r in db.execute(
-                "SELECT id FROM updates WHERE incident_id = ? AND draft = 1 AND discarded_at IS NULL"
-                " ORDER BY seq", (incident_id,),
-            )]
-            db.execute("UPDATE updates SET discarded_at = ? WHERE incident_id = ? AND draft = 1"
-                       " AND discarded_at IS NULL", (now, incident_id))
-            published = db.execute("SELECT 1 FROM updates WHERE incident_id = ? AND draft = 0 LIMIT 1",
-                                   (incident_id,)).fetchone()
-            if published is None:
-                db.execute("UPDATE incidents SET status = 'discarded', updated_at = ? WHERE id = ?",
-                           (now, incident_id))
-            else:
-                db.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (now, incident_id))
-        return ids
-
-    @staticmethod
-    def _insert_deliveries(
-        db: sqlite3.Connection, update_id: str, deliveries: Sequence[NewDelivery], now: str
-    ) -> None:
-        db.executemany(
-            "INSERT INTO deliveries (update_id, channel, recipient, locale, state, updated_at)"
-            " VALUES (?, ?, ?, ?, 'pending', ?)",
-            [(update_id, d.channel, d.recipient, d.locale, now) for d in deliveries],
-        )
-
-    @staticmethod
-    def _refresh_incident(db: sqlite3.Connection, incident_id: str, now: str) -> None:
-        latest = db.execute(
-            "SELECT status FROM updates WHERE incident_id = ? AND draft = 0"
-            " ORDER BY seq DESC LIMIT 1",
-            (incident_id,),
-        ).fetchone()
-        if latest is None:
-            db.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (now, incident_id))
-        else:
-            db.execute(
-                "UPDATE incidents SET updated_at = ?, status = ?, draft = 0 WHERE id = ?",
-                (now, latest[0], incident_id),
-            )
-
-    # -- deliveries ----------------------------------------------------------------------
-
-    def deliveries(
-        self, *, incident_id: str | None = None, update_id: str | None = None,
-        unfinished: bool = False, channels: Sequence[str] | None = None,
-    ) -> list[Delivery]:
-        where, params = [], []
-        if channels is not None:
-            where.append(f"d.channel IN ({','.join('?' * len(channels))})")
-            params.extend(channels)
-        if incident_id is not None:
-            where.append("u.incident_id = ?")
-            params.append(incident_id)
-        if update_id is not None:
-            where.append("d.update_id = ?")
-            params.append(update_id)
-        if unfinished:
-            where.append("d.state NOT IN ('sent', 'skipped')")
-        sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN updates u ON u.id = d.update_id"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY u.seq, d.id"
-        return [_delivery_from_row(r) for r in self.query(sql, params)]
-
-    def unfinished_incidents(self) -> list[str]:
-        rows = self.query(
-            "SELECT DISTINCT u.incident_id FROM deliveries d JOIN updates u ON u.id = d.update_id"
-            " WHERE d.state NOT IN ('sent', 'skipped') ORDER BY u.incident_id"
-        )
-        return [r[0] for r in rows]
-
-    def thread(self, incident_id: str, channel: str, before_seq: int) -> list[Receipt]:
-        rows = self.query(
-            "SELECT d.remote_id, d.url, d.meta FROM deliveries d JOIN updates u ON u.id = d.update_id"
-            " WHERE u.incident_id = ? AND d.channel = ? AND u.seq < ? AND d.state = 'sent'"
-            " ORDER BY u.seq, d.id",
-            (incident_id, channel, before_seq),
-        )
-        return [Receipt(r[0], r[1], json.loads(r[2])) for r in rows]
-
-    def start_attempt(self, delivery_id: int) -> None:
-        with self.transaction() as db:
-            changed = db.execute(
-                "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1,"
-                " updated_at = ? WHERE id = ? AND state NOT IN ('sent', 'skipped')",
-                (_now(), delivery_id),
-            ).rowcount
-        if not changed:
-            # Only possible if something bypassed the incident lock; refuse to send twice.
-            raise RuntimeError(f"delivery {delivery_id} is already sent")
-
-    def mark_sent(self, delivery_id: int, receipt: Receipt) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, meta = ?,"
-                " error = NULL, updated_at = ? WHERE id = ?",
-                (receipt.remote_id, receipt.url, json.dumps(dict(receipt.meta)), _now(), delivery_id),
-            )
-
-    def start_attempts(self, delivery_ids: Sequence[int]) -> None:
-        """`start_attempt` for many deliveries in one transaction (a mailing list's batch)."""
-        with self.transaction() as db:
-            # One set-based statement (the ids as a JSON array) rather than one per recipient.
-            changed = db.execute(
-                "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, updated_at = ?"
-                " WHERE id IN (SELECT value FROM json_each(?)) AND state NOT IN ('sent', 'skipped')",
-                (_now(), json.dumps(list(delivery_ids))),
-            ).rowcount
-        if changed != len(delivery_ids):
-            raise RuntimeError("some deliveries of the batch are already sent")
-
-    def finish(self, sent: Sequence[tuple[int, Receipt]], failed: Sequence[tuple[int, str]],
-               skipped: Sequence[tuple[int, str]] = ()) -> None:
-        """Record many outcomes in one transaction: one fsync for a whole batch of emails."""
-        with self.transaction() as db:
-            now = _now()
-            db.executemany(
-                "UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, meta = ?,"
-                " error = NULL, updated_at = ? WHERE id = ?",
-                [(r.remote_id, r.url, json.dumps(dict(r.meta)), now, i) for i, r in sent],
-            )
-            db.executemany(
-                "UPDATE deliveries SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
-                [(error, now, i) for i, error in failed],
-            )
-            db.executemany(
-                "UPDATE deliveries SET state = 'skipped', error = ?, updated_at = ? WHERE id = ?",
-                [(why, now, i) for i, why in skipped],
-            )
-
-    def first_receipts(self, incident_id: str, channel: str, before_seq: int) -> dict[str, Receipt]:
-        """Per recipient, the receipt of their first sent delivery of the incident (email threads)."""
-        rows = self.query(
-            "SELECT d.recipient, d.remote_id, d.url, d.meta, MIN(u.seq) FROM deliveries d"
-            " JOIN updates u ON u.id = d.update_id"
-            " WHERE u.incident_id = ? AND d.channel = ? AND u.seq < ? AND d.state = 'sent'"
-            " AND d.recipient != '' GROUP BY d.recipient",
-            (incident_id, channel, before_seq),
-        )
-        return {r[0]: Receipt(r[1], r[2], json.loads(r[3])) for r in rows}
-
-    def mark_failed(self, delivery_id: int, error: str) -> None:
-        with self.transaction() as db:
-            db.execute(
-                "UPDATE deliveries SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
-                (error, _now(), delivery_id),
-            )
-
-    # -- locking -------------------------------------------------------------------------
+    def _ids_param(self, ids: Sequence[int]) -> object:
+        return json.dumps(list(ids))
 
     @contextmanager
-    def incident_lock(self, incident_id: str) -> Iterator[None]:
-        if not is_incident_id(incident_id):
-            # The id names a file: refuse anything that could leave the locks folder.
-            raise UnknownIncidentError(f"{incident_id!r} is not an incident id")
-        # One lock file per incident would pile up (an alert flood makes thousands): it is
-        # removed on release, and a holder checks it locked the file that is still there.
-        with self._file_lock(incident_id, f"incident {incident_id}", remove=True):
-            yield
-
-    @contextmanager
-    def service_lock(self, name: Literal["automation", "tick", "site"]) -> Iterator[None]:
-        """Serialise one kind of work across processes: alert hooks, tick, or writing the
-        status site's shared pages (index, feeds, JSON), which every incident touches."""
-        with self._file_lock(name, f"the {name} lock"):
-            yield
-
-    @contextmanager
-    def _file_lock(self, name: str, what: str, *, remove: bool = False) -> Iterator[None]:
+    def _lock(self, name: str, what: str, *, remove: bool = False) -> Iterator[None]:
         if self.path is None:  # an in-memory preview: nothing to share with anyone
             yield
             return
+        # One lock file per incident would pile up (an alert flood makes thousands): it is
+        # removed on release, and a holder checks it locked the file that is still there.
         with file_lock(self.path.parent / "locks", name, what, wait=self._lock_wait,
                        on_wait=self._on_wait, remove=remove):
             yield
 
-    # -- subscribers ---------------------------------------------------------------------
-
-    def subscribers(self, *, active_only: bool = False) -> list[Subscriber]:
-        return self._subscribers("WHERE active = 1 ORDER BY email" if active_only else "ORDER BY email")
-
-    def subscriber(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:
-        column, value = ("email", email) if email is not None else ("token", token)
-        found = self._subscribers(f"WHERE {column} = ?", [value])
-        return found[0] if found else None
-
-    def subscribers_by_email(self, emails: Sequence[str]) -> dict[str, Subscriber]:
-        found: dict[str, Subscriber] = {}
-        for start in range(0, len(emails), 500):
-            chunk = list(emails[start:start + 500])
-            marks = ",".join("?" * len(chunk))
-            found.update((s.email, s) for s in self._subscribers(f"WHERE email IN ({marks})", chunk))
-        return found
-
-    def subscriber_tokens(self) -> dict[str, str]:
-        try:
-            return dict(self.query("SELECT email, token FROM subscribers WHERE active = 1"))
-        except sqlite3.OperationalError:
-            return {}  # a read-only view of a ledger written before subscribers existed
-
-    def save_subscribers(self, added: Sequence[Subscriber], changed: Sequence[Subscriber]) -> None:
-        with self.transaction() as db:
-            now = _now()
-            db.executemany(
-                "INSERT INTO subscribers (email, locale, components, regions, postcodes, token,"
-                " active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
-                [(s.email, s.locale, _names_json(s.components), _names_json(s.regions),
-                  _names_json(s.postcodes), s.token, now, now) for s in added],
-            )
-            db.executemany(
-                "UPDATE subscribers SET locale = ?, components = ?, regions = ?, postcodes = ?,"
-                " active = 1, updated_at = ? WHERE email = ?",
-                [(s.locale, _names_json(s.components), _names_json(s.regions), _names_json(s.postcodes),
-                  now, s.email) for s in changed],
-            )
-
-    def unsubscribe(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:
-        column, value = ("email", email) if email is not None else ("token", token)
-        with self.transaction() as db:
-            found = self._subscribers(f"WHERE {column} = ? AND active = 1", [value])
-            if found:
-                db.execute(f"UPDATE subscribers SET active = 0, updated_at = ? WHERE {column} = ?",
-                           (_now(), value))
-        return found[0] if found else None
-
     def _subscribers(self, where: str, params: Sequence[object] = ()) -> list[Subscriber]:
         try:
-            rows = self.query(
-                "SELECT email, locale, components, regions, token, active, postcodes"
-                f" FROM subscribers {where}", params
-            )
+            return super()._subscribers(where, params)
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc):
                 return []  # a read-only view of a ledger written before subscribers existed
             raise
-        return [Subscriber(r[0], r[1], _names(r[2]), _names(r[3]), r[4], bool(r[5]), _names(r[6]))
-                for r in rows]
-
-    # -- automation: alert groups, replayed requests, reminders ------------------------
-
-    def hook_incident(self, key: str) -> str | None:
-        found = self.query("SELECT incident_id FROM hook_keys WHERE key = ?", (key,))
-        return found[0][0] if found else None
-
-    def save_hook_key(self, key: str, incident_id: str, *, auto_published: bool) -> None:
-        with self.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO hook_keys (key, incident_id, created_at, auto_published)"
-                       " VALUES (?, ?, ?, ?)", (key, incident_id, _now(), int(auto_published)))
-
-    def auto_published_since(self, since: datetime) -> int:
-        return self.query("SELECT COUNT(*) FROM hook_keys WHERE auto_published = 1 AND created_at > ?",
-                          (since.astimezone(UTC).isoformat(),))[0][0]
-
-    def remember_signature(self, signature: str, now: float, keep_seconds: float) -> bool:
-        with self.transaction() as db:
-            db.execute("DELETE FROM hook_signatures WHERE seen_at < ?", (now - keep_seconds,))
-            return db.execute("INSERT OR IGNORE INTO hook_signatures (signature, seen_at) VALUES (?, ?)",
-                              (signature, now)).rowcount == 1
-
-    def forget_signature(self, signature: str) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM hook_signatures WHERE signature = ?", (signature,))
-
-    def claim_reminder(self, update_id: str, now: datetime) -> bool:
-        with self.transaction() as db:
-            return db.execute("INSERT OR IGNORE INTO reminders (update_id, sent_at) VALUES (?, ?)",
-                              (update_id, now.isoformat())).rowcount == 1
-
-    def release_reminder(self, update_id: str) -> None:
-        with self.transaction() as db:
-            db.execute("DELETE FROM reminders WHERE update_id = ?", (update_id,))
-
-    def ping(self) -> None:
-        self.query("SELECT 1")
-
-def _update_to_row(u: Update) -> tuple:
-    texts = {loc: vars(t) for loc, t in u.texts.items()}
-    return (
-        u.id, u.incident_id, u.seq, u.kind, u.status, u.impact,
-        json.dumps(list(u.components)), json.dumps(list(u.regions)),
-        json.dumps(texts, ensure_ascii=False), u.created_at.isoformat(),
-        u.next_update_at.isoformat() if u.next_update_at else None, int(u.draft),
-        u.starts_at.isoformat() if u.starts_at else None, u.ends_at.isoformat() if u.ends_at else None,
-        int(u.apology_waived),
-    )
-
-
-def _update_from_row(row: tuple) -> Update:
-    (uid, incident_id, seq, kind, status, impact, components, regions, texts,
-     created_at, next_update_at, draft, starts_at, ends_at, apology_waived) = row
-    return Update(
-        id=uid,
-        incident_id=incident_id,
-        seq=seq,
-        kind=Kind(kind),
-        status=Status(status),
-        impact=Impact(impact),
-        components=tuple(json.loads(components)),
-        regions=tuple(json.loads(regions)),
-        texts={loc: Text(**t) for loc, t in json.loads(texts).items()},
-        created_at=datetime.fromisoformat(created_at),
-        next_update_at=_when(next_update_at),
-        draft=bool(draft),
-        starts_at=_when(starts_at),
-        ends_at=_when(ends_at),
-        apology_waived=bool(apology_waived),
-    )
-
-
-def _delivery_from_row(row: tuple) -> Delivery:
-    (did, update_id, incident_id, channel, recipient, locale, state, attempts,
-     remote_id, url, error, meta, updated_at) = row
-    return Delivery(
-        id=did, update_id=update_id, incident_id=incident_id, channel=channel,
-        recipient=recipient, locale=locale, state=DeliveryState(state), attempts=attempts,
-        remote_id=remote_id, url=url, error=error, meta=json.loads(meta) if meta != "{}" else {},
-        updated_at=datetime.fromisoformat(updated_at),
-    )
-
-
-def _names_json(names: Sequence[str]) -> str:
-    return json.dumps(list(names), ensure_ascii=False)
-
-
-def _names(value: str) -> tuple[str, ...]:
-    return tuple(json.loads(value)) if value != "[]" else ()

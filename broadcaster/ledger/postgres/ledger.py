@@ -1,0 +1,136 @@
+"""The ledger in PostgreSQL, shared by every host of a team: psycopg 3, advisory locks.
+
+The statements are the shared ones (ledger/sql.py); this module brings the connection and
+the locks. One connection per ledger (commands are short; threads of one fan-out take turns
+on it, as they do on SQLite's). A lock is an advisory lock held by a connection of its own:
+PostgreSQL drops it when that connection ends, so, as with SQLite's file locks, a holder
+knows that any delivery still `in_flight` was left by a process that no longer runs, on any
+host.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+import psycopg
+
+from broadcaster import defaults
+from broadcaster.errors import LedgerBusyError, LockTimeoutError, SettingsError
+from broadcaster.ledger.postgres import schema
+from broadcaster.ledger.sql import SQLLedger
+from broadcaster.masking import MASK
+
+
+@cache
+def _dialect(sql: str) -> str:
+    """The shared statements' `?` placeholders as psycopg's `%s` (no statement holds a `%`)."""
+    return sql.replace("?", "%s")
+
+
+class _Statements:
+    """A connection that takes the shared statements as they are written."""
+
+    def __init__(self, connection: psycopg.Connection) -> None:
+        self.connection = connection
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> psycopg.Cursor:
+        return self.connection.execute(_dialect(sql), params or None)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        if rows:
+            with self.connection.cursor() as cursor:
+                cursor.executemany(_dialect(sql), rows)
+
+
+class PostgresLedger(SQLLedger):
+    """The ledger in the PostgreSQL database `[state] url` names."""
+
+    IDS_IN = "id = ANY(?)"
+
+    def __init__(
+        self, url: str, *, password: str | None = None, read_only: bool = False,
+        lock_wait: float = defaults.INCIDENT_LOCK_WAIT, on_wait: Callable[[str], None] | None = None,
+        busy_timeout: float = defaults.LEDGER_BUSY_WAIT,
+    ) -> None:
+        self.url = url
+        self._password = password
+        self._lock_wait = lock_wait
+        self._on_wait = on_wait
+        self._busy_ms = int(busy_timeout * 1000)
+        self._mutex = threading.RLock()
+        self._db = self._connect(read_only=read_only)
+        self.migrated: tuple[int, int] | None = None
+        if read_only:
+            self._empty = schema.version(self._db) == 0  # nothing written yet: an empty view
+        else:
+            self._empty = False
+            with self._db.transaction():
+                self.migrated = schema.migrate(self._db, self.where)
+
+    @property
+    def where(self) -> str:
+        """The server and database, for messages (never a password)."""
+        info = psycopg.conninfo.conninfo_to_dict(self.url)
+        return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+    def _connect(self, *, read_only: bool = False) -> psycopg.Connection:
+        options = f"-c lock_timeout={self._busy_ms} -c statement_timeout={self._busy_ms * 4}"
+        if read_only:
+            options += " -c default_transaction_read_only=on"
+        extra: dict[str, Any] = {"password": self._password} if self._password else {}
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=10, options=options,
+                                   application_name="broadcaster", **extra)
+        except psycopg.Error as exc:
+            message = str(exc).strip()
+            if self._password:
+                message = message.replace(self._password, MASK)
+            raise SettingsError(f"state.url: cannot open the ledger at {self.where}: {message}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Statements]:
+        with self._mutex:
+            try:
+                with self._db.transaction():
+                    yield _Statements(self._db)
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled) as exc:
+                raise LedgerBusyError(f"the ledger at {self.where} is busy: {exc}") from None
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+        if self._empty:
+            return [(0,)] if sql.lstrip().upper().startswith("SELECT COUNT(") else []
+        with self._mutex:
+            return self._db.execute(_dialect(sql), params or None).fetchall()
+
+    def close(self) -> None:
+        with self._mutex:
+            self._db.close()
+
+    def _ids_param(self, ids: Sequence[int]) -> object:
+        return list(ids)
+
+    @contextmanager
+    def _lock(self, name: str, what: str, *, remove: bool = False) -> Iterator[None]:
+        """An advisory lock on a connection of its own, for as long as the block runs."""
+        holder = self._connect()
+        try:
+            deadline = time.monotonic() + self._lock_wait
+            told = False
+            key = f"broadcaster:{name}"
+            while not holder.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                     (key,)).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise LockTimeoutError(f"{what} is still busy in another broadcaster after "
+                                           f"{self._lock_wait:.0f}s; try again")
+                if not told and self._on_wait is not None:
+                    self._on_wait(f"waiting for another broadcaster holding {what}…")
+                    told = True
+                time.sleep(0.05)
+            yield
+        finally:
+            holder.close()  # ending the session releases its advisory locks
