@@ -27,6 +27,7 @@ _API = {
     "cancel_maintenance": "broadcaster.api",
     "reschedule_maintenance": "broadcaster.api",
     "build_site": "broadcaster.api",
+    "migrate_state": "broadcaster.api",
     "import_subscribers": "broadcaster.api",
     "add_subscriber": "broadcaster.api",
     "remove_subscriber": "broadcaster.api",

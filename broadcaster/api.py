@@ -29,14 +29,15 @@ from broadcaster.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from broadcaster.model import Subscriber
-    from broadcaster.report import BuildReport
+    from broadcaster.report import BuildReport, StateReport
     from broadcaster.subscribers import ImportReport, SubscriberList
     from broadcaster.tick import TickReport
 
 __all__ = [
     "Cancelled", "Confirm", "NextUpdate", "SettingsLike", "Translations", "add_subscriber",
     "advance_maintenance", "announce", "build_site", "cancel_maintenance", "discard",
-    "import_subscribers", "list_incidents", "list_subscribers", "publish", "remove_subscriber",
+    "import_subscribers", "list_incidents", "list_subscribers", "migrate_state", "publish",
+    "remove_subscriber",
     "reschedule_maintenance", "resolve", "retry", "schedule_maintenance", "show", "tick", "update",
 ]
 
@@ -275,6 +276,18 @@ def list_subscribers(*, settings: SettingsLike = None) -> SubscriberList:
     from broadcaster import subscribers
 
     return subscribers.listed(_settings(settings))
+
+
+def migrate_state(*, settings: SettingsLike = None) -> StateReport:
+    """Create or upgrade the ledger's schema (any command does it on first use; this does it
+    now, for a deployment step). Safe from two hosts at once."""
+    from broadcaster.report import StateReport
+
+    s = _settings(settings)
+    with open_ledger(s) as ledger:
+        before, after = ledger.migrated or (0, 0)
+    where = s.state.url or str(s.state.path)
+    return StateReport(s.state.kind, where, before, after)
 
 
 def build_site(*, settings: SettingsLike = None) -> BuildReport:

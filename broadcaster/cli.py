@@ -332,6 +332,25 @@ def drill(
     _finish(run, json)
 
 
+state_app = typer.Typer(help="The ledger, where broadcaster keeps its state ([state]).", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+
+
+@state_app.command("migrate")
+def state_migrate(json: Json = False) -> None:
+    """Create or upgrade the ledger's schema now (any command also does it on first use).
+
+    Safe to run from several hosts at once: the PostgreSQL ledger migrates under a lock.
+    """
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.migrate_state(settings=_config["path"])
+
+    _finish(run, json)
+
+
 subscribers_app = typer.Typer(
     help="Manage email subscribers (kept in the ledger's database).", no_args_is_help=True,
 )

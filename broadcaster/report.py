@@ -392,6 +392,25 @@ class BuildReport(Result):
 
 
 @dataclass(frozen=True)
+class StateReport(Result):
+    """`broadcaster state migrate`: which store, and its schema before and after."""
+
+    store: str  # sqlite | postgresql
+    where: str
+    before: int
+    after: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"store": self.store, "where": self.where, "schema_before": self.before,
+                "schema": self.after, "migrated": self.before != self.after}
+
+    def text(self) -> str:
+        done = (f"migrated from schema {self.before} to {self.after}" if self.before != self.after
+                else f"already at schema {self.after}; nothing to do")
+        return f"{self.store} ledger at {self.where}: {done}."
+
+
+@dataclass(frozen=True)
 class RetryReport(Result):
     """What `retry` did, one outcome per incident it looked at."""
 

@@ -22,6 +22,9 @@ class NewDelivery:
 
 
 class Ledger(Protocol):
+    #: (schema version before, after) when opened for writing: opening migrates the schema.
+    migrated: tuple[int, int] | None
+
     def incident(self, incident_id: str) -> Incident:
         """The incident with all its updates; UnknownIncidentError when there is none."""
         ...

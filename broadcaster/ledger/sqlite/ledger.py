@@ -59,6 +59,8 @@ class SQLiteLedger(SQLLedger):
         self._db.execute("PRAGMA foreign_keys = ON")
         # A delivery marked sent must survive a power cut, or a retry could post it again.
         self._db.execute("PRAGMA synchronous = FULL")
+        #: (schema version before, after) when this ledger was opened for writing.
+        self.migrated: tuple[int, int] | None = None
         if not readonly:
             self._migrate()
 
@@ -69,7 +71,7 @@ class SQLiteLedger(SQLLedger):
 
     def _migrate(self) -> None:
         with self.transaction() as db:
-            schema.migrate(db, self.path)
+            self.migrated = schema.migrate(db, self.path)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -150,8 +150,9 @@ CREATE INDEX hook_keys_by_time ON hook_keys (created_at);
 }
 
 
-def migrate(db: sqlite3.Connection, path: Path | None) -> None:
-    """Bring the schema up to SCHEMA_VERSION, inside the caller's write transaction."""
+def migrate(db: sqlite3.Connection, path: Path | None) -> tuple[int, int]:
+    """Bring the schema up to SCHEMA_VERSION, inside the caller's write transaction; (the
+    version before, the version now)."""
     version = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise SettingsError(
@@ -165,3 +166,4 @@ def migrate(db: sqlite3.Connection, path: Path | None) -> None:
                 db.execute(statement)
     if version < SCHEMA_VERSION:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    return version, SCHEMA_VERSION

@@ -1,0 +1,145 @@
+"""A team on one PostgreSQL ledger: every "host" is a process with the same settings.
+
+These run when a PostgreSQL server is reachable (BROADCASTER_TEST_POSTGRES_URL, which
+`scripts/postgres start` prints and .ci/run sets); elsewhere they skip and say why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+from conftest import BASE_SETTINGS, BIN, EMAIL_SECTION, ROOT, Project
+from test_crashes_and_concurrency import CRASHING
+
+from broadcaster import api
+from broadcaster.settings import load_settings
+
+STAFF = 'staff = ["oncall@example.com"]\n'
+
+
+@pytest.fixture
+def team(project: Project, postgres_url: str) -> Project:
+    """A project whose ledger is a fresh PostgreSQL database."""
+    project.url = postgres_url  # type: ignore[attr-defined]
+    project.write(base=shared(postgres_url))
+    return project
+
+
+def shared(url: str, organization: str = "") -> str:
+    return BASE_SETTINGS.replace('path = "state/ledger.db"', f'url = "{url}"').replace(
+        'locales = ["en", "es"]\n', 'locales = ["en", "es"]\n' + organization)
+
+
+def rows(url: str, sql: str) -> list[tuple]:
+    with psycopg.connect(url, password=os.environ["BROADCASTER_STATE_PASSWORD"]) as db:
+        return db.execute(sql).fetchall()
+
+
+def cli(project: Project, *args: str) -> subprocess.Popen:
+    """The command on another "host": its own process, the same settings."""
+    return subprocess.Popen([str(BIN / "broadcaster"), "--config", str(project.config), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_operators_on_several_hosts_update_one_incident_and_all_land_in_order(team: Project):
+    incident = team.announce()
+    assert not (team.state / "ledger.db").exists(), "nothing in SQLite: the team's ledger is PostgreSQL"
+    operators = [cli(team, "update", incident, "--status", "identified", "--message",
+                     f"Update from operator {n}.", "--yes", "--json") for n in range(4)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in operators]
+    assert all(code == 0 for code, _, _ in results), results
+    assert sorted(json.loads(out)["update_id"] for _, out, _ in results) == [
+        f"{incident}-{n}" for n in (2, 3, 4, 5)]
+    shown = json.loads(team.cli("show", incident, "--json").stdout)
+    assert [u["id"] for u in shown["updates"]] == [f"{incident}-{n}" for n in range(1, 6)]
+    assert all(u["deliveries"][0]["status"] == "sent" for u in shown["updates"])
+    page = (team.public / "incidents" / incident / "index.html").read_text()
+    assert all(f"Update from operator {n}." in page for n in range(4))
+
+
+def test_a_draft_from_one_host_is_listed_revised_and_published_from_another(team: Project):
+    drafted = cli(team, "announce", "--title", "Search slow", "--message", "Searches time out.",
+                  "--draft", "--json")
+    incident = json.loads(drafted.communicate(timeout=60)[0])["incident_id"]
+    listed = json.loads(team.cli("list", "--drafts", "--json").stdout)
+    assert [i["id"] for i in listed] == [incident] and listed[0]["draft"]
+    revised = cli(team, "update", incident, "--status", "investigating", "--message", "Searches fail.",
+                  "--draft", "--json")
+    assert json.loads(revised.communicate(timeout=60)[0])["revised"] is True
+    published = cli(team, "publish", incident, "--yes", "--json")
+    _, err = published.communicate(timeout=60)
+    assert published.returncode == 0, err
+    assert "Searches fail." in (team.public / "incidents" / incident / "index.html").read_text()
+    assert json.loads(team.cli("list", "--drafts", "--json").stdout) == []
+
+
+def test_a_process_killed_on_one_host_is_finished_from_another_exactly_once(team: Project, channel_factory):
+    team.write("[channels.chirp]\nenabled = true\n", base=shared(team.url))  # type: ignore[attr-defined]
+    code = CRASHING.format(tests=str(ROOT / "tests"), config=str(team.config))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    states = dict(rows(team.url, "SELECT channel, state FROM deliveries"))  # type: ignore[attr-defined]
+    assert states == {"website": "sent", "chirp": "in_flight"}
+
+    script = channel_factory("chirp")
+    (outcome,) = api.retry(settings=load_settings(team.config))
+    assert outcome.exit_code == 0
+    ((post, _, resumed),) = script.received
+    assert resumed is True and outcome.statement_url in post.text
+    assert api.retry(settings=load_settings(team.config)) == [] and len(script.received) == 1
+
+
+def test_ticks_from_every_host_at_once_remind_staff_once(team: Project, inbox):
+    team.write(EMAIL_SECTION.format(port=inbox.port, connections=1),
+               base=shared(team.url, STAFF))  # type: ignore[attr-defined]
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    api.announce("Payments down", "Card payments fail.", next_update=soon, settings=team.config)
+    time.sleep(2.5)
+    ticks = [cli(team, "tick", "--json") for _ in range(3)]
+    reports = [json.loads(t.communicate(timeout=60)[0]) for t in ticks]
+    assert sorted(len(r["reminded"]) for r in reports) == [0, 0, 1]
+    assert len(inbox.messages) == 1
+
+
+def test_the_schema_is_migrated_once_when_hosts_start_together(team: Project):
+    migrations = [cli(team, "state", "migrate", "--json") for _ in range(3)]
+    reports = [json.loads(p.communicate(timeout=60)[0]) for p in migrations]
+    assert sorted(r["migrated"] for r in reports) == [False, False, True]
+    assert {(r["store"], r["schema"]) for r in reports} == {("postgresql", 1)}
+    assert rows(team.url, "SELECT version FROM broadcaster_schema") == [(1,)]  # type: ignore[attr-defined]
+    again = team.cli("state", "migrate")
+    assert again.exit_code == 0 and "already at schema 1; nothing to do" in again.stdout
+
+
+def test_a_password_in_the_file_is_refused_and_a_wrong_one_is_never_shown(team: Project, monkeypatch):
+    url = team.url.replace("://broadcaster@", "://broadcaster:hunter2hunter2@")  # type: ignore[attr-defined]
+    team.write(base=shared(url))
+    result = team.cli("list")
+    assert result.exit_code == 2
+    assert "settings.toml:12: state.url: holds a password: remove it from the file" in result.output
+    assert "hunter2hunter2" not in result.output
+
+    team.write(base=shared(team.url))  # type: ignore[attr-defined]
+    monkeypatch.setenv("BROADCASTER_STATE_PASSWORD", "not-the-password-at-all")
+    result = team.cli("announce", "--title", "Down", "--message", "Broken.", "--yes")
+    assert result.exit_code == 2
+    assert "state.url: cannot open the ledger at 127.0.0.1:" in result.output
+    assert "password authentication failed" in result.output
+    assert "not-the-password-at-all" not in result.output
+    assert not (team.public / "index.html").exists(), "nothing was published"
+
+
+def test_a_path_and_a_url_together_are_refused(team: Project):
+    both = shared(team.url).replace("[state]\n", '[state]\npath = "state/ledger.db"\n')  # type: ignore[attr-defined]
+    team.write(base=both)
+    result = team.cli("list")
+    assert result.exit_code == 2
+    assert "give path (SQLite, one machine) or url (PostgreSQL, a team), not both" in result.output
