@@ -28,6 +28,8 @@ _API = {
     "reschedule_maintenance": "broadcaster.api",
     "build_site": "broadcaster.api",
     "migrate_state": "broadcaster.api",
+    "export_state": "broadcaster.api",
+    "import_state": "broadcaster.api",
     "import_subscribers": "broadcaster.api",
     "add_subscriber": "broadcaster.api",
     "remove_subscriber": "broadcaster.api",

@@ -29,13 +29,14 @@ from broadcaster.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from broadcaster.model import Subscriber
-    from broadcaster.report import BuildReport, StateReport
+    from broadcaster.report import BuildReport, StateReport, TransferReport
     from broadcaster.subscribers import ImportReport, SubscriberList
     from broadcaster.tick import TickReport
 
 __all__ = [
     "Cancelled", "Confirm", "NextUpdate", "SettingsLike", "Translations", "add_subscriber",
-    "advance_maintenance", "announce", "build_site", "cancel_maintenance", "discard",
+    "advance_maintenance", "announce", "build_site", "cancel_maintenance", "discard", "export_state",
+    "import_state",
     "import_subscribers", "list_incidents", "list_subscribers", "migrate_state", "publish",
     "remove_subscriber",
     "reschedule_maintenance", "resolve", "retry", "schedule_maintenance", "show", "tick", "update",
@@ -286,8 +287,39 @@ def migrate_state(*, settings: SettingsLike = None) -> StateReport:
     s = _settings(settings)
     with open_ledger(s) as ledger:
         before, after = ledger.migrated or (0, 0)
-    where = s.state.url or str(s.state.path)
-    return StateReport(s.state.kind, where, before, after)
+    return StateReport(s.state.kind, _where(s), before, after)
+
+
+def export_state(path: str | Path, *, settings: SettingsLike = None) -> TransferReport:
+    """Write the whole ledger to a new file (JSON Lines): every incident, delivery, subscriber
+    and token, to import into another store with `import_state`."""
+    from broadcaster.ledger import export
+    from broadcaster.report import TransferReport
+
+    s = _settings(settings)
+    with open_ledger(s, read_only=True) as ledger:
+        counts = export.write(ledger, Path(path), s.state.kind)
+    return TransferReport("exported", str(path), s.state.kind, _where(s), counts)
+
+
+def import_state(path: str | Path, *, settings: SettingsLike = None) -> TransferReport:
+    """Load an export into this ledger, which must be empty; all or nothing."""
+    from broadcaster.errors import InputError
+    from broadcaster.ledger import export
+    from broadcaster.report import TransferReport
+
+    s = _settings(settings)
+    rows = export.read(Path(path))
+    with open_ledger(s) as ledger:
+        if not ledger.is_empty():
+            raise InputError(f"the {s.state.kind} ledger at {_where(s)} already holds incidents or "
+                             "subscribers; import into an empty one")
+        counts = ledger.import_rows(rows)
+    return TransferReport("imported", str(path), s.state.kind, _where(s), counts)
+
+
+def _where(s: Settings) -> str:
+    return s.state.url or str(s.state.path)
 
 
 def build_site(*, settings: SettingsLike = None) -> BuildReport:

@@ -351,6 +351,40 @@ def state_migrate(json: Json = False) -> None:
     _finish(run, json)
 
 
+@state_app.command("export")
+def state_export(
+    file: Annotated[Path, typer.Argument(help="A new file to write (JSON Lines); never overwritten.")],
+    json: Json = False,
+) -> None:
+    """Write the whole ledger to a file: every incident, delivery, subscriber and token.
+
+    With `state import`, moves a ledger between stores (SQLite to PostgreSQL, or back). The
+    file holds subscribers' unsubscribe tokens: it is readable by you only.
+    """
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.export_state(file, settings=_config["path"])
+
+    _finish(run, json)
+
+
+@state_app.command("import")
+def state_import(
+    file: Annotated[Path, typer.Argument(help="A file written by `broadcaster state export`.")],
+    json: Json = False,
+) -> None:
+    """Load an export into this ledger, which must be empty: all of it, or nothing."""
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.import_state(file, settings=_config["path"])
+
+    _finish(run, json)
+
+
 subscribers_app = typer.Typer(
     help="Manage email subscribers (kept in the ledger's database).", no_args_is_help=True,
 )

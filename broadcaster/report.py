@@ -411,6 +411,33 @@ class StateReport(Result):
 
 
 @dataclass(frozen=True)
+class TransferReport(Result):
+    """`broadcaster state export` / `import`: which file, which store, how many rows of what."""
+
+    action: str  # exported | imported
+    path: str
+    store: str
+    where: str
+    counts: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "file": self.path, "store": self.store, "where": self.where,
+                "rows": self.counts}
+
+    def text(self) -> str:
+        rows = ", ".join(f"{n:,} {table}" for table, n in self.counts.items() if n) or "nothing"
+        direction = "from" if self.action == "exported" else "into"
+        return f"{self.action.capitalize()} {rows} {direction} the {self.store} ledger at {self.where}" + (
+            f" ({self.path})." if self.action == "imported" else f" to {self.path}.")
+
+    def notes(self) -> list[str]:
+        if self.action == "exported":
+            return [f"note: {self.path} holds every subscriber's unsubscribe token; it is readable by "
+                    "you only. Delete it once imported."]
+        return []
+
+
+@dataclass(frozen=True)
 class RetryReport(Result):
     """What `retry` did, one outcome per incident it looked at."""
 

@@ -221,8 +221,8 @@ def postgres_admin():
 
 
 @pytest.fixture
-def postgres_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The url of a new, empty database (its password in BROADCASTER_STATE_PASSWORD), dropped after."""
+def postgres_databases(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], str]]:
+    """Make new, empty databases (their password in BROADCASTER_STATE_PASSWORD), dropped after."""
     if not POSTGRES_URL:
         why = ("no PostgreSQL server for the tests: `eval \"$(scripts/postgres start /tmp/pg)\"` starts one "
                "and sets BROADCASTER_TEST_POSTGRES_URL")
@@ -231,11 +231,23 @@ def postgres_url(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         pytest.skip(why)
     import secrets
 
-    name = f"test_{secrets.token_hex(6)}"
-    with postgres_admin() as admin:
-        admin.execute(f"CREATE DATABASE {name}")
     monkeypatch.setenv("BROADCASTER_STATE_PASSWORD", POSTGRES_PASSWORD)
-    yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(f"test_{secrets.token_hex(6)}")
+        with postgres_admin() as admin:
+            admin.execute(f"CREATE DATABASE {names[-1]}")
+        return POSTGRES_URL.rsplit("/", 1)[0] + "/" + names[-1]
+
+    yield make
     with postgres_admin() as admin:
-        admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+        for name in names:
+            admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def postgres_url(postgres_databases: Callable[[], str]) -> str:
+    """The url of a new, empty database."""
+    return postgres_databases()
 

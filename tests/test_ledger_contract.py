@@ -45,7 +45,7 @@ def sqlite_store(folder: Path, request: pytest.FixtureRequest) -> Settings:
 
 
 def postgresql_store(folder: Path, request: pytest.FixtureRequest) -> Settings:
-    return settings_with(folder, {"url": request.getfixturevalue("postgres_url")})
+    return settings_with(folder, {"url": request.getfixturevalue("postgres_databases")()})
 
 
 #: name -> settings for a fresh, empty store (a folder to use, the test's request for fixtures).
@@ -276,3 +276,40 @@ def test_a_read_only_view_writes_nothing_not_even_the_store(store: Settings):
         ledger.record(an_update(), [])
     with open_ledger(store, read_only=True) as view:
         assert len(view.incidents()) == 1
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """A second, empty store of each kind: where an export goes."""
+    return IMPLEMENTATIONS[request.param](tmp_path / "target", request)
+
+
+def test_an_export_imports_whole_into_any_store(store: Settings, target: Settings, tmp_path: Path):
+    from broadcaster import api
+
+    with open_ledger(store) as ledger:
+        first = an_update()
+        ledger.record(first, [NewDelivery("twitter", "en"), NewDelivery("email", "es", "ana@example.com")])
+        for d in ledger.deliveries(update_id=first.id):
+            ledger.mark_sent(d.id, Receipt(f"{d.channel}-1", "https://x.example/1", {"parts": ["1"]}))
+        ledger.record(an_update(draft=True), [])
+        ledger.save_subscribers([Subscriber("ana@example.com", "es", token="tok-ana-0123456789",
+                                            postcodes=("28013",))], [])
+        ledger.save_hook_key("generic:k", first.incident_id, auto_published=True)
+        ledger.claim_reminder(first.id, datetime.now(UTC))
+        before = list(ledger.export_rows())
+    exported = api.export_state(tmp_path / "ledger.jsonl", settings=store)
+    assert (tmp_path / "ledger.jsonl").stat().st_mode & 0o777 == 0o600, "tokens inside: owner only"
+    imported = api.import_state(tmp_path / "ledger.jsonl", settings=target)
+    assert exported.counts == imported.counts == {
+        "incidents": 2, "updates": 2, "deliveries": 2, "subscribers": 1, "hook_keys": 1, "reminders": 1}
+    with open_ledger(target) as ledger:
+        assert list(ledger.export_rows()) == before
+        assert ledger.incident(first.incident_id).updates == (first,)
+        assert ledger.subscriber(token="tok-ana-0123456789").postcodes == ("28013",)
+        assert not ledger.claim_reminder(first.id, datetime.now(UTC)), "the reminder stays claimed"
+        later = an_update(first.incident_id, 2, kind=Kind.UPDATE, status=Status.IDENTIFIED)
+        ledger.record(later, [NewDelivery("twitter", "en")])  # new deliveries are numbered after
+        assert len({d.id for d in ledger.deliveries(incident_id=first.incident_id)}) == 3
+        assert ledger.thread(first.incident_id, "twitter", 2)[0].remote_id == "twitter-1"
+

@@ -143,3 +143,20 @@ def test_a_path_and_a_url_together_are_refused(team: Project):
     result = team.cli("list")
     assert result.exit_code == 2
     assert "give path (SQLite, one machine) or url (PostgreSQL, a team), not both" in result.output
+
+
+def test_a_laptops_ledger_moves_to_the_team_and_the_incident_goes_on_there(project: Project, postgres_url):
+    incident = project.announce()
+    assert project.cli("subscribers", "add", "ana@example.com", "--locale", "es").exit_code == 0
+    export = project.root / "ledger.jsonl"
+    moved = project.cli("state", "export", str(export))
+    assert moved.exit_code == 0 and "holds every subscriber's unsubscribe token" in moved.output
+    project.write(base=shared(postgres_url))
+    imported = json.loads(project.cli("state", "import", str(export), "--json").stdout)
+    assert imported["store"] == "postgresql" and imported["rows"]["incidents"] == 1
+    update = project.cli("update", incident, "--status", "identified", "--message", "Found it.", "--yes")
+    assert update.exit_code == 0, update.output
+    shown = json.loads(project.cli("show", incident, "--json").stdout)
+    assert [u["id"] for u in shown["updates"]] == [f"{incident}-1", f"{incident}-2"]
+    listed = json.loads(project.cli("subscribers", "list", "--json").stdout)
+    assert [(s["email"], s["locale"]) for s in listed] == [("ana@example.com", "es")]

@@ -3,11 +3,11 @@ docstring for the promises), and what it gives when recording an update."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from broadcaster.model import Delivery, Incident, Receipt, Subscriber, Update
 
@@ -162,6 +162,18 @@ class Ledger(Protocol):
 
     def release_reminder(self, update_id: str) -> None:
         """Give a claimed reminder back (sending it failed): the next tick tries again."""
+        ...
+
+    def export_rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every row the store holds, table by table, for `broadcaster state export`."""
+        ...
+
+    def is_empty(self) -> bool:
+        """Whether it holds no incident and no subscriber (an import needs an empty ledger)."""
+        ...
+
+    def import_rows(self, rows: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, int]:
+        """Insert exported rows, all or nothing; how many per table."""
         ...
 
     def ping(self) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -31,6 +31,21 @@ from broadcaster.model import (
     Update,
     is_incident_id,
 )
+
+#: Every table and its columns, in an order that keeps references valid (export, import).
+TABLES: dict[str, tuple[str, ...]] = {
+    "incidents": ("id", "created_at", "updated_at", "status", "draft"),
+    "updates": ("id", "incident_id", "seq", "kind", "status", "impact", "components", "regions", "texts",
+                "created_at", "next_update_at", "draft", "starts_at", "ends_at", "apology_waived",
+                "discarded_at"),
+    "deliveries": ("id", "update_id", "channel", "recipient", "locale", "state", "attempts", "remote_id",
+                   "url", "error", "meta", "updated_at"),
+    "subscribers": ("email", "locale", "components", "regions", "token", "active", "created_at",
+                    "updated_at", "postcodes"),
+    "hook_keys": ("key", "incident_id", "created_at", "auto_published"),
+    "hook_signatures": ("signature", "seen_at"),
+    "reminders": ("update_id", "sent_at"),
+}
 
 _DELIVERY_COLUMNS = (
     "d.id, d.update_id, u.incident_id, d.channel, d.recipient, d.locale, d.state, d.attempts,"
@@ -420,6 +435,41 @@ class SQLLedger(ABC):
             params)
         return [Subscriber(r[0], r[1], _names(r[2]), _names(r[3]), r[4], bool(r[5]), _names(r[6]))
                 for r in rows]
+
+    # -- moving a ledger between stores ------------------------------------------------
+
+    def export_rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Every row of every table, as (table, {column: value}), in `TABLES` order."""
+        for table, columns in TABLES.items():
+            for row in self.query(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {columns[0]}"):
+                yield table, dict(zip(columns, row, strict=True))
+
+    def is_empty(self) -> bool:
+        """Whether the ledger holds no incident and no subscriber."""
+        return not (self.query("SELECT 1 FROM incidents LIMIT 1")
+                    or self.query("SELECT 1 FROM subscribers LIMIT 1"))
+
+    def import_rows(self, rows: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, int]:
+        """Insert exported rows in one transaction (all or nothing); how many per table."""
+        counts = dict.fromkeys(TABLES, 0)
+        with self.transaction() as db:
+            batch: list[tuple[object, ...]] = []
+            current = ""
+            for table, row in [*rows, ("", {})]:
+                if table != current and batch:
+                    columns = TABLES[current]
+                    db.executemany(f"INSERT INTO {current} ({', '.join(columns)})"
+                                   f" VALUES ({', '.join('?' * len(columns))})", batch)
+                    counts[current] += len(batch)
+                    batch = []
+                current = table
+                if table:
+                    batch.append(tuple(row[c] for c in TABLES[table]))
+            self._after_import(db)
+        return {table: n for table, n in counts.items() if n}
+
+    def _after_import(self, db: Any) -> None:  # noqa: B027 (most stores need nothing)
+        """What the store must do once rows came with their own ids (PostgreSQL's sequences)."""
 
     # -- automation: alert groups, replayed requests, reminders ------------------------
 

@@ -114,6 +114,11 @@ class PostgresLedger(SQLLedger):
     def _ids_param(self, ids: Sequence[int]) -> object:
         return list(ids)
 
+    def _after_import(self, db: Any) -> None:
+        # Deliveries came with their ids: new ones must be numbered after them.
+        db.execute("SELECT setval(pg_get_serial_sequence('deliveries', 'id'),"
+                   " COALESCE((SELECT MAX(id) FROM deliveries), 0) + 1, false)")
+
     @contextmanager
     def _lock(self, name: str, what: str, *, remove: bool = False) -> Iterator[None]:
         """An advisory lock on a connection of its own, for as long as the block runs."""
