@@ -79,7 +79,7 @@ def read(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _rows(path: Path, lines: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    from broadcaster.ledger.sql import TABLES
+    from broadcaster.ledger.interface import TABLES
 
     order = list(TABLES)
     last = 0

@@ -11,6 +11,22 @@ from typing import Any, Literal, Protocol
 
 from broadcaster.model import Delivery, Incident, Receipt, Subscriber, Update
 
+#: What a ledger holds, table by table, in an order that keeps references valid: what
+#: `export_rows` yields and `import_rows` takes, whatever the store.
+TABLES: dict[str, tuple[str, ...]] = {
+    "incidents": ("id", "created_at", "updated_at", "status", "draft"),
+    "updates": ("id", "incident_id", "seq", "kind", "status", "impact", "components", "regions", "texts",
+                "created_at", "next_update_at", "draft", "starts_at", "ends_at", "apology_waived",
+                "discarded_at"),
+    "deliveries": ("id", "update_id", "channel", "recipient", "locale", "state", "attempts", "remote_id",
+                   "url", "error", "meta", "updated_at"),
+    "subscribers": ("email", "locale", "components", "regions", "token", "active", "created_at",
+                    "updated_at", "postcodes"),
+    "hook_keys": ("key", "incident_id", "created_at", "auto_published"),
+    "hook_signatures": ("signature", "seen_at"),
+    "reminders": ("update_id", "sent_at"),
+}
+
 
 @dataclass(frozen=True)
 class NewDelivery:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
 from broadcaster.errors import UnknownIncidentError
-from broadcaster.ledger.interface import NewDelivery
+from broadcaster.ledger.interface import TABLES, NewDelivery
 from broadcaster.model import (
     Delivery,
     DeliveryState,
@@ -31,21 +31,6 @@ from broadcaster.model import (
     Update,
     is_incident_id,
 )
-
-#: Every table and its columns, in an order that keeps references valid (export, import).
-TABLES: dict[str, tuple[str, ...]] = {
-    "incidents": ("id", "created_at", "updated_at", "status", "draft"),
-    "updates": ("id", "incident_id", "seq", "kind", "status", "impact", "components", "regions", "texts",
-                "created_at", "next_update_at", "draft", "starts_at", "ends_at", "apology_waived",
-                "discarded_at"),
-    "deliveries": ("id", "update_id", "channel", "recipient", "locale", "state", "attempts", "remote_id",
-                   "url", "error", "meta", "updated_at"),
-    "subscribers": ("email", "locale", "components", "regions", "token", "active", "created_at",
-                    "updated_at", "postcodes"),
-    "hook_keys": ("key", "incident_id", "created_at", "auto_published"),
-    "hook_signatures": ("signature", "seen_at"),
-    "reminders": ("update_id", "sent_at"),
-}
 
 _DELIVERY_COLUMNS = (
     "d.id, d.update_id, u.incident_id, d.channel, d.recipient, d.locale, d.state, d.attempts,"
