@@ -31,6 +31,8 @@ VERSION = 1
 def write(ledger: Ledger, path: Path, store: str) -> dict[str, int]:
     """Write every row to a new file at `path` (never over an existing one); rows per table."""
     counts: dict[str, int] = {}
+    if path.exists():  # say so before reading a whole ledger
+        raise InputError(f"{path} exists; export to a new file")
     partial = path.with_name(f".{path.name}.partial")
     try:
         handle = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -48,9 +50,10 @@ def write(ledger: Ledger, path: Path, store: str) -> dict[str, int]:
                 counts[table] = counts.get(table, 0) + 1
             out.flush()
             os.fsync(out.fileno())
-        if path.exists():
-            raise InputError(f"{path} exists; export to a new file")
-        os.replace(partial, path)
+        try:  # a link never replaces a file, even one created meanwhile
+            os.link(partial, path)
+        except FileExistsError:
+            raise InputError(f"{path} exists; export to a new file") from None
     finally:
         partial.unlink(missing_ok=True)
     return counts

@@ -387,7 +387,8 @@ class SQLLedger(ABC):
         return found
 
     def subscriber_tokens(self) -> dict[str, str]:
-        return {s.email: s.token for s in self._subscribers("WHERE active = 1")}
+        # Two columns only: a fan-out asks for every active subscriber's token at once.
+        return dict(self.query("SELECT email, token FROM subscribers WHERE active = 1"))
 
     def save_subscribers(self, added: Sequence[Subscriber], changed: Sequence[Subscriber]) -> None:
         with self.transaction() as db:
@@ -471,8 +472,9 @@ class SQLLedger(ABC):
                        (key, incident_id, _now(), int(auto_published)))
 
     def auto_published_since(self, since: datetime) -> int:
-        return self.query("SELECT COUNT(*) FROM hook_keys WHERE auto_published = 1 AND created_at > ?",
-                          (since.astimezone(UTC).isoformat(),))[0][0]
+        found = self.query("SELECT COUNT(*) FROM hook_keys WHERE auto_published = 1 AND created_at > ?",
+                           (since.astimezone(UTC).isoformat(),))
+        return found[0][0] if found else 0  # an empty read-only view has no rows at all
 
     def remember_signature(self, signature: str, now: float, keep_seconds: float) -> bool:
         with self.transaction() as db:

@@ -112,9 +112,22 @@ class SQLiteLedger(SQLLedger):
             yield
 
     def _subscribers(self, where: str, params: Sequence[object] = ()) -> list[Subscriber]:
-        try:
+        with _before_subscribers():
             return super()._subscribers(where, params)
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return []  # a read-only view of a ledger written before subscribers existed
+        return []
+
+    def subscriber_tokens(self) -> dict[str, str]:
+        with _before_subscribers():
+            return super().subscriber_tokens()
+        return {}
+
+
+@contextmanager
+def _before_subscribers() -> Iterator[None]:
+    """Swallow "no such table": a read-only view of a ledger written before subscribers existed
+    (schema 1) has none, and cannot be migrated from a view."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
             raise
