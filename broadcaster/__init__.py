@@ -23,6 +23,7 @@ _API = {
     "list_incidents": "broadcaster.api",
     "show": "broadcaster.api",
     "tick": "broadcaster.api",
+    "worker": "broadcaster.api",
     "schedule_maintenance": "broadcaster.api",
     "cancel_maintenance": "broadcaster.api",
     "reschedule_maintenance": "broadcaster.api",

@@ -14,7 +14,8 @@ rebuild is site/build.py; tick is tick.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +30,7 @@ from broadcaster.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from broadcaster.model import Subscriber
-    from broadcaster.report import BuildReport, StateReport, TransferReport
+    from broadcaster.report import BuildReport, StateReport, TransferReport, WorkerReport
     from broadcaster.subscribers import ImportReport, SubscriberList
     from broadcaster.tick import TickReport
 
@@ -39,7 +40,7 @@ __all__ = [
     "import_state",
     "import_subscribers", "list_incidents", "list_subscribers", "migrate_state", "publish",
     "remove_subscriber",
-    "reschedule_maintenance", "resolve", "retry", "schedule_maintenance", "show", "tick", "update",
+    "reschedule_maintenance", "resolve", "retry", "schedule_maintenance", "show", "tick", "update", "worker",
 ]
 
 SettingsLike = Settings | str | Path | None
@@ -341,6 +342,15 @@ def tick(*, now: datetime | None = None, settings: SettingsLike = None) -> TickR
     s = _settings(settings)
     with open_ledger(s) as ledger:
         return run_tick(s, ledger, now)
+
+
+def worker(*, once: bool = False, stop: threading.Event | None = None,
+           say: Callable[[str], None] = lambda line: None, settings: SettingsLike = None) -> WorkerReport:
+    """Send what nobody is sending (mailing-list batches, a dead sender's deliveries) until
+    `stop` is set, or, with `once`, until nothing is left to take. Any number, on any host."""
+    from broadcaster.worker import run
+
+    return run(_settings(settings), once=once, stop=stop, say=say)
 
 
 def _settings(settings: SettingsLike) -> Settings:

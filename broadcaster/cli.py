@@ -589,6 +589,40 @@ def tick(json: Json = False) -> None:
 
 
 @app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Stop when nothing is left to take, "
+                                       "instead of waiting for more.")] = False,
+    json: Json = False,
+) -> None:
+    """Send what nobody is sending: join large email fan-outs, and finish what a killed
+    command or worker left. Run any number, on any host ([worker] settings); stops cleanly on
+    Ctrl-C or SIGTERM, after the batch in hand."""
+
+    def run() -> Any:
+        import signal
+        import threading
+
+        from broadcaster import api
+
+        stop = threading.Event()
+
+        def graceful(signum: int, frame: object) -> None:
+            print("worker: stopping after the batch in hand…", file=sys.stderr)
+            stop.set()
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C: at once
+
+        signal.signal(signal.SIGTERM, graceful)
+        signal.signal(signal.SIGINT, graceful)
+
+        def say(line: str) -> None:
+            print(f"worker: {line}", file=sys.stderr, flush=True)
+
+        return api.worker(once=once, stop=stop, say=say, settings=_config["path"])
+
+    _finish(run, json)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8080,

@@ -17,6 +17,13 @@ RETRY_MAX_WAIT = 120.0
 #: How long a command waits for another process working on the same incident.
 INCIDENT_LOCK_WAIT = 300.0
 
+#: Sharing a mailing list between senders ([worker]): recipients claimed at a time, how long a
+#: claim lasts unless its holder renews it (a third of it, while it sends), and how often an idle
+#: `broadcaster worker` looks for work.
+WORKER_BATCH = 500
+WORKER_LEASE = 60.0
+WORKER_POLL = 2.0
+
 #: Resolved incidents listed on the status page's index.
 RECENT_HISTORY = 20
 

@@ -4,27 +4,42 @@ The website goes first because every other post links to it. If it fails, nothin
 sent and the deliveries stay pending for `retry`. Other channels run concurrently, one
 thread per channel (a channel's own deliveries keep their order, which threads rely on), and
 one channel's failure never stops another.
+
+A mailing list (a channel with an audience) is shared: its recipients are claimed from the
+ledger in batches under a lease (`Sharing`), so any `broadcaster worker` may take batches of
+the same update while this process takes others, and a batch whose sender died is taken over
+once its lease runs out. The process that recorded the update waits for the last batch, so
+its report is whole.
 """
 
 from __future__ import annotations
 
+import os
+import secrets as random_tokens
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
+from typing import Any
 
 import tenacity
 from pydantic import SecretStr
 
-from broadcaster import registry
+from broadcaster import defaults, registry
 from broadcaster.channels.base import Channel, Post, Recipient
 from broadcaster.errors import DeliveryError, LedgerWriteError, PermanentDeliveryError, TransientDeliveryError
 from broadcaster.ledger import Ledger
 from broadcaster.masking import mask
 from broadcaster.model import Delivery, DeliveryState, Receipt
 from broadcaster.progress import Progress
-from broadcaster.settings import RetrySettings
+from broadcaster.settings import RetrySettings, WorkerSettings
+
+#: Deliveries a sender takes: unsent ones. `retry` also takes failed ones.
+UNSENT = ("pending", "in_flight")
+UNFINISHED = ("pending", "in_flight", "failed")
 
 
 @dataclass(frozen=True)
@@ -72,11 +87,34 @@ class Job:
     render: Callable[[], Post] | None = None
 
 
+def sender_id() -> str:
+    """A name for this process among every sender of the team (host, pid, and a nonce: a pid
+    is reused, and a lease must never be mistaken for a dead process's)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{random_tokens.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Sharing:
+    """How this process shares mailing lists with the other senders ([worker] settings)."""
+
+    owner: str
+    batch: int = defaults.WORKER_BATCH
+    lease_seconds: float = defaults.WORKER_LEASE
+    poll_seconds: float = defaults.WORKER_POLL
+    #: Which deliveries it takes (`retry` also takes failed ones, once each).
+    states: tuple[str, ...] = UNSENT
+
+    @classmethod
+    def from_settings(cls, worker: WorkerSettings, **overrides: Any) -> Sharing:
+        return cls(overrides.pop("owner", None) or sender_id(), worker.batch, worker.lease_seconds,
+                   worker.poll_seconds, **overrides)
+
+
 class Dispatcher:
     def __init__(
         self, ledger: Ledger, policy: RetryPolicy, secrets: Iterable[SecretStr], *,
         tokens: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
-        progress: Progress | None = None,
+        progress: Progress | None = None, sharing: Sharing | None = None,
     ) -> None:
         self.ledger = ledger
         self.policy = policy
@@ -84,6 +122,7 @@ class Dispatcher:
         #: Active subscribers' tokens by address, for channels with an audience.
         self.tokens = tokens or (lambda addresses: {})
         self.progress = progress
+        self.sharing = sharing or Sharing(sender_id())
 
     def run(self, jobs: Sequence[Job]) -> None:
         """Send the statement, then, if it is live, everything else concurrently."""
@@ -91,16 +130,41 @@ class Dispatcher:
         rest = [j for j in jobs if not j.channel.publishes_statement]
         for job in first:
             self.deliver(job)
-        if not rest or not self._statement_live({j.delivery.update_id for j in rest}):
+        if not rest or not self.statement_live({j.delivery.update_id for j in rest}):
             return
         by_channel: dict[str, list[Job]] = {}
         for job in rest:
             by_channel.setdefault(job.channel.spec.name, []).append(job)
-        with ThreadPoolExecutor(max_workers=len(by_channel), thread_name_prefix="channel") as pool:
+        pool = ThreadPoolExecutor(max_workers=len(by_channel), thread_name_prefix="channel")
+        with self.leases(), pool:
             for future in [pool.submit(self._deliver_all, group) for group in by_channel.values()]:
                 future.result()
 
-    def _statement_live(self, update_ids: set[str]) -> bool:
+    @contextmanager
+    def leases(self) -> Iterator[None]:
+        """Keep this sender's leases alive while the block runs (renewed three times a lease),
+        and give back any it still holds at the end (a batch cut short by a full disk)."""
+        stop = threading.Event()
+        every = self.sharing.lease_seconds / 3
+
+        def heartbeat() -> None:
+            while not stop.wait(every):
+                try:
+                    self.ledger.renew(self.sharing.owner, self.sharing.lease_seconds)
+                except Exception:
+                    continue
+
+        beat = threading.Thread(target=heartbeat, name="lease", daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
+            with suppress(Exception):  # what is not given back expires with its lease
+                self.ledger.release(self.sharing.owner)
+
+    def statement_live(self, update_ids: set[str]) -> bool:
         """Whether the statement of every update is published (now, or by an earlier run)."""
         statements = [name for name, c in registry.channels().items() if c.publishes_statement]
         return all(
@@ -111,14 +175,47 @@ class Dispatcher:
 
     def _deliver_all(self, jobs: Sequence[Job]) -> None:
         if jobs[0].channel.has_audience:
-            batches: dict[tuple[str, str], list[Job]] = {}
-            for job in jobs:  # one batch per rendered post: (update × locale)
-                batches.setdefault((job.delivery.update_id, job.delivery.locale), []).append(job)
-            for batch in batches.values():
-                AudienceBatch(self, batch).run()
+            updates: dict[str, list[Job]] = {}
+            for job in jobs:  # one shared fan-out per update, in order
+                updates.setdefault(job.delivery.update_id, []).append(job)
+            for group in updates.values():
+                self.fan_out(group[0].channel, group[0].delivery.update_id, group[0].seq,
+                             {j.delivery.locale: j.post for j in group}, total=len(group))
             return
         for job in jobs:
             self.deliver(job)
+
+    def fan_out(self, channel: Channel, update_id: str, seq: int, posts: Mapping[str, Post], *,
+                total: int, wait_for_others: bool = True) -> int:
+        """Send an update's mailing list batch by batch, claiming each from the ledger, until no
+        recipient is left to claim; then (`wait_for_others`) wait for the batches other senders
+        hold, taking over any whose lease runs out. How many recipients this sender handled."""
+        name = channel.spec.name
+        tally = Tally(self.progress, name, total)
+        after, states, handled = 0, self.sharing.states, 0
+        while True:
+            batch = self.ledger.claim(self.sharing.owner, update_id=update_id, channel=name,
+                                      limit=self.sharing.batch, lease_seconds=self.sharing.lease_seconds,
+                                      states=states, after_id=after)
+            if batch:
+                after = batch[-1].id
+                handled += len(batch)
+                by_locale: dict[str, list[Job]] = {}
+                for d in batch:  # one batch per rendered post
+                    by_locale.setdefault(d.locale, []).append(Job(d, channel, posts[d.locale], seq))
+                for jobs in by_locale.values():
+                    AudienceBatch(self, jobs, tally).run()
+                continue
+            if not wait_for_others:
+                return handled
+            group = next(iter(self.ledger.open_groups([name], update_id=update_id)), None)
+            if group is None:
+                return handled
+            tally.at(total - group.free - group.leased)
+            if group.free:  # a lease ran out behind us: take those over, from the start
+                after, states = 0, UNSENT
+                continue
+            time.sleep(min(self.sharing.poll_seconds, 0.5))  # others hold the rest: wait for them
 
     def deliver(self, job: Job) -> None:
         """One delivery through tenacity; the ledger hears of every attempt and the outcome."""
@@ -223,7 +320,7 @@ class AudienceBatch:
     after the update was recorded is skipped, not sent.
     """
 
-    def __init__(self, dispatcher: Dispatcher, jobs: Sequence[Job]) -> None:
+    def __init__(self, dispatcher: Dispatcher, jobs: Sequence[Job], tally: Tally) -> None:
         self.d = dispatcher
         self.jobs = jobs
         self.channel = jobs[0].channel
@@ -231,7 +328,7 @@ class AudienceBatch:
         self.todo: list[Recipient] = []
         self.again: dict[int, tuple[Recipient, TransientDeliveryError]] = {}
         self.finished: set[int] = set()
-        self.done = 0
+        self.tally = tally
         self.ledger = GroupCommit(self.d.ledger.finish)
 
     def run(self) -> None:
@@ -241,7 +338,7 @@ class AudienceBatch:
                 if j.delivery.recipient not in tokens]
         if gone:
             self.d.ledger.finish([], [], gone)
-        self.done = len(gone)
+            self.tally.add(len(gone))
         threads = self.d.ledger.first_receipts(first.incident_id, first.channel, self.jobs[0].seq)
         self.todo = [
             Recipient(j.delivery.id, j.delivery.recipient, tokens[j.delivery.recipient],
@@ -299,6 +396,29 @@ class AudienceBatch:
             self.ledger.record(failed=(recipient.delivery_id, self.d._mask(str(result))))
         with self.lock:
             self.finished.add(recipient.delivery_id)
-            self.done += 1
-            if self.d.progress is not None:
-                self.d.progress(self.channel.spec.name, self.done, len(self.jobs))
+        self.tally.add(1)
+
+
+class Tally:
+    """How far one fan-out has got, for the progress bar: this sender's results, and, while it
+    waits for the batches of others, what the ledger says they have done."""
+
+    def __init__(self, progress: Progress | None, channel: str, total: int) -> None:
+        self.progress = progress
+        self.channel = channel
+        self.total = total
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self.lock:
+            self._show(self.done + count)
+
+    def at(self, done: int) -> None:
+        with self.lock:
+            self._show(done)
+
+    def _show(self, done: int) -> None:
+        self.done = max(self.done, min(done, self.total))
+        if self.progress is not None:
+            self.progress(self.channel, self.done, self.total)

@@ -11,13 +11,13 @@ channels are opened by preflight, and the fan-out itself is dispatch.py.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from broadcaster.channels.base import Channel, Post
-from broadcaster.dispatch import Dispatcher, Job, RetryPolicy
+from broadcaster.dispatch import UNFINISHED, UNSENT, Dispatcher, Job, RetryPolicy, Sharing
 from broadcaster.errors import BroadcasterError, InputError
 from broadcaster.ledger import Ledger, NewDelivery, open_ledger
 from broadcaster.model import Delivery, Incident, Update
@@ -70,7 +70,7 @@ def send(s: Settings, request: Request, *, dry_run: bool = False, confirm: Confi
             return Outcome(request.incident_id, upd.id, checked.statement_url, draft=True,
                            preview=checked, warnings=checked.warnings, revised=revised)
         ledger.record(upd, new_deliveries(checked))
-        _dispatcher(s, ledger).run(_jobs(s, ledger, checked, chans, upd))
+        dispatcher(s, ledger).run(_jobs(s, ledger, checked, chans, upd))
         return _outcome(s, request.incident_id, upd.id, ledger.deliveries(update_id=upd.id),
                         checked.warnings)
 
@@ -94,7 +94,7 @@ def publish(s: Settings, incident_id: str, *, channels: Sequence[str] | None = N
         published = ledger.publish(incident_id, new_deliveries(previews[0]))
         jobs = [job for u, p in zip(published, previews, strict=True)
                 for job in _jobs(s, ledger, p, chans, u)]
-        _dispatcher(s, ledger).run(jobs)
+        dispatcher(s, ledger).run(jobs)
         outcome = _outcome(s, incident_id, published[-1].id,
                            [d for u in published for d in ledger.deliveries(update_id=u.id)],
                            [w for p in previews for w in p.warnings])
@@ -192,20 +192,30 @@ def _retry_incident(s: Settings, ledger: Ledger, incident_id: str) -> Outcome:
                 f"incident {incident_id} has unfinished deliveries for {', '.join(gone)}, "
                 "which is not enabled any more; enable it again to finish them"
             )
-        chans = open_channels(s)
-        by_update = {u.id: u for u in incident.updates}
-        jobs: list[Job] = []
-        for update_id in dict.fromkeys(d.update_id for d in unfinished):
-            upd = by_update[update_id]
-            mine = [d for d in unfinished if d.update_id == update_id]
-            # One render per (channel, locale), however many recipients are unfinished.
-            targets = list(dict.fromkeys((d.channel, d.locale) for d in mine))
-            jobs += _jobs(s, ledger, preview(s, ledger, chans, upd, incident, targets=targets), chans, upd,
-                          mine)
-        _dispatcher(s, ledger).run(jobs)
+        resume(s, ledger, incident, unfinished, open_channels(s), dispatcher(s, ledger, retrying=True))
         ids = {d.id for d in unfinished}
         after = [d for d in ledger.deliveries(incident_id=incident_id) if d.id in ids]
         return _outcome(s, incident_id, latest.id, after, [])
+
+
+def resume(s: Settings, ledger: Ledger, incident: Incident, deliveries: Sequence[Delivery],
+           chans: Mapping[str, Channel], fan_out: Dispatcher) -> None:
+    """Send recorded deliveries again (unfinished ones, found under the incident's lock), each
+    update's post rendered as it was recorded, once per (channel, locale)."""
+    by_update = {u.id: u for u in incident.updates}
+    jobs: list[Job] = []
+    for update_id in dict.fromkeys(d.update_id for d in deliveries):
+        upd = by_update[update_id]
+        mine = [d for d in deliveries if d.update_id == update_id]
+        posts = rendered(s, ledger, chans, incident, upd, {(d.channel, d.locale) for d in mine})
+        jobs += _jobs(s, ledger, posts, chans, upd, mine)
+    fan_out.run(jobs)
+
+
+def rendered(s: Settings, ledger: Ledger, chans: Mapping[str, Channel], incident: Incident, update: Update,
+             targets: Iterable[tuple[str, str]]) -> Preview:
+    """A recorded update rendered again for these (channel, locale), to the recipients recorded."""
+    return preview(s, ledger, chans, update, incident, targets=sorted(targets))
 
 
 def _jobs(s: Settings, ledger: Ledger, preview: Preview, chans: Mapping[str, Channel], upd: Update,
@@ -264,15 +274,20 @@ def _outcome(s: Settings, incident_id: str, update_id: str, deliveries: Sequence
                    [DeliveryOutcome.of(d) for d in deliveries], warnings=list(warnings))
 
 
-def _dispatcher(s: Settings, ledger: Ledger) -> Dispatcher:
+def dispatcher(s: Settings, ledger: Ledger, *, retrying: bool = False,
+               owner: str | None = None) -> Dispatcher:
+    """The fan-out for this process: the retry policy, the secrets to mask, the progress bar,
+    and its share of mailing lists (`retrying` also takes deliveries that failed)."""
     from broadcaster.progress import reporter
 
     def tokens(addresses: Sequence[str]) -> dict[str, str]:
-        active = ledger.subscriber_tokens()
-        return {a: active[a] for a in addresses if a in active}
+        # Read per batch, so that someone who leaves mid-fan-out is not sent the rest.
+        found = ledger.subscribers_by_email(addresses)
+        return {a: found[a].token for a in addresses if a in found and found[a].active}
 
+    sharing = Sharing.from_settings(s.worker, owner=owner, states=UNFINISHED if retrying else UNSENT)
     return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.masked, tokens=tokens,
-                      progress=reporter.get())
+                      progress=reporter.get(), sharing=sharing)
 
 
 def _site_state(ledger: Ledger, s: Settings, incident: Incident) -> SiteState:

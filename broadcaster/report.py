@@ -457,3 +457,33 @@ class RetryReport(Result):
 
     def notes(self) -> list[str]:
         return [note for o in self.outcomes for note in o.notes()]
+
+
+@dataclass
+class WorkerReport(Result):
+    """What one `broadcaster worker` did before it stopped (it fills this in as it works)."""
+
+    owner: str
+    #: Deliveries it settled (sent, failed or skipped), in fan-outs it joined or took over.
+    deliveries: int = 0
+    #: Batches of a mailing list it claimed.
+    batches: int = 0
+    #: Updates whose mailing list it sent some of.
+    updates: list[str] = field(default_factory=list)
+    #: Incidents whose statement or posts it finished for a sender that was gone.
+    incidents: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"worker": self.owner, "deliveries": self.deliveries, "batches": self.batches,
+                "updates": self.updates, "incidents": self.incidents}
+
+    def text(self) -> str:
+        if not self.deliveries:
+            return f"Worker {self.owner} stopped; it found nothing to send."
+        parts = [f"{self.deliveries:,} deliveries"]
+        if self.updates:
+            parts.append(f"{self.batches:,} batches of {len(self.updates)} mailing list"
+                         + ("s" if len(self.updates) != 1 else ""))
+        if self.incidents:
+            parts.append(f"{len(self.incidents)} incidents left by a sender that was gone")
+        return f"Worker {self.owner} stopped after {', '.join(parts)}."

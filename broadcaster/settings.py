@@ -225,6 +225,16 @@ class RegionSettings(_Section):
         return cleaned
 
 
+class WorkerSettings(_Section):
+    """How senders share a mailing list: the command that records an update and any number of
+    `broadcaster worker`s claim its recipients in batches, each under a lease."""
+
+    batch: int = Field(defaults.WORKER_BATCH, ge=1, le=100_000)
+    #: A batch whose holder stops renewing (killed, cut off) is taken over after this long.
+    lease_seconds: float = Field(defaults.WORKER_LEASE, ge=1, le=3600)
+    poll_seconds: float = Field(defaults.WORKER_POLL, gt=0, le=600)
+
+
 class AutomationSettings(_Section):
     """How alerts from monitoring become incidents (`broadcaster serve`)."""
 
@@ -261,6 +271,7 @@ class Settings(_Section):
     templates: TemplateSettings = TemplateSettings()
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
+    worker: WorkerSettings = WorkerSettings()
     automation: AutomationSettings = AutomationSettings()
     components: list[ComponentSettings] = Field(default_factory=list)
     groups: list[GroupSettings] = Field(default_factory=list)

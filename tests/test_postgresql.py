@@ -20,6 +20,7 @@ from conftest import BASE_SETTINGS, BIN, EMAIL_SECTION, ROOT, Project
 from test_crashes_and_concurrency import CRASHING
 
 from broadcaster import api
+from broadcaster.ledger.postgres.schema import SCHEMA_VERSION
 from broadcaster.settings import load_settings
 
 STAFF = 'staff = ["oncall@example.com"]\n'
@@ -113,10 +114,10 @@ def test_the_schema_is_migrated_once_when_hosts_start_together(team: Project):
     migrations = [cli(team, "state", "migrate", "--json") for _ in range(3)]
     reports = [json.loads(p.communicate(timeout=60)[0]) for p in migrations]
     assert sorted(r["migrated"] for r in reports) == [False, False, True]
-    assert {(r["store"], r["schema"]) for r in reports} == {("postgresql", 1)}
-    assert rows(team.url, "SELECT version FROM broadcaster_schema") == [(1,)]  # type: ignore[attr-defined]
+    assert {(r["store"], r["schema"]) for r in reports} == {("postgresql", SCHEMA_VERSION)}
+    assert rows(team.url, "SELECT version FROM broadcaster_schema") == [(SCHEMA_VERSION,)]  # type: ignore[attr-defined]
     again = team.cli("state", "migrate")
-    assert again.exit_code == 0 and "already at schema 1; nothing to do" in again.stdout
+    assert again.exit_code == 0 and f"already at schema {SCHEMA_VERSION}; nothing to do" in again.stdout
 
 
 def test_a_password_in_the_file_is_refused_and_a_wrong_one_is_never_shown(team: Project, monkeypatch):

@@ -37,6 +37,19 @@ class NewDelivery:
     recipient: str = ""
 
 
+@dataclass(frozen=True)
+class OpenGroup:
+    """The deliveries of one update on one channel still pending or in flight: how many are
+    free to claim (no lease, or an expired one) and how many a live sender holds."""
+
+    incident_id: str
+    update_id: str
+    seq: int
+    channel: str
+    free: int
+    leased: int
+
+
 class Ledger(Protocol):
     #: (schema version before, after) when opened for writing: opening migrates the schema.
     migrated: tuple[int, int] | None
@@ -115,8 +128,29 @@ class Ledger(Protocol):
         """Per recipient, the receipt of their first sent delivery of the incident."""
         ...
 
-    def incident_lock(self, incident_id: str) -> AbstractContextManager[None]:
-        """Hold the incident for this process; released even if the process is killed."""
+    def claim(self, owner: str, *, update_id: str, channel: str, limit: int, lease_seconds: float,
+              states: Sequence[str] = ("pending", "in_flight"), after_id: int = 0) -> list[Delivery]:
+        """Lease up to `limit` of the update's deliveries on `channel` that are in `states`, whose
+        id is above `after_id`, and that nobody holds (no lease, or an expired one): a batch for
+        this sender alone, in the order recorded. Concurrent claimers get disjoint batches and
+        never wait for each other."""
+        ...
+
+    def renew(self, owner: str, lease_seconds: float) -> int:
+        """Extend the leases `owner` holds on unfinished deliveries; how many it holds."""
+        ...
+
+    def release(self, owner: str) -> None:
+        """Give back `owner`'s leases on unfinished deliveries (a sender stopping early)."""
+        ...
+
+    def open_groups(self, channels: Sequence[str], *, update_id: str | None = None) -> list[OpenGroup]:
+        """Updates with deliveries pending or in flight on `channels`, by incident and seq."""
+        ...
+
+    def incident_lock(self, incident_id: str, *, wait: float | None = None) -> AbstractContextManager[None]:
+        """Hold the incident for this process; released even if the process is killed. Waits at
+        most `wait` seconds (the store's default if None), then LockTimeoutError."""
         ...
 
     def service_lock(self, name: Literal["automation", "tick", "site"]) -> AbstractContextManager[None]:

@@ -13,11 +13,11 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 
 from broadcaster.errors import UnknownIncidentError
-from broadcaster.ledger.interface import TABLES, NewDelivery
+from broadcaster.ledger.interface import TABLES, NewDelivery, OpenGroup
 from broadcaster.model import (
     Delivery,
     DeliveryState,
@@ -42,6 +42,10 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+def _later(seconds: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
 def _when(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -52,6 +56,9 @@ class SQLLedger(ABC):
 
     #: `column IN` a list of ids passed as one parameter (see `_ids_param`).
     IDS_IN: ClassVar[str]
+    #: What a claim's SELECT adds so that concurrent claimers skip each other's rows rather
+    #: than wait for them (PostgreSQL); nothing where one writer at a time is the rule (SQLite).
+    SKIP_LOCKED: ClassVar[str] = ""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Any]:
@@ -63,8 +70,10 @@ class SQLLedger(ABC):
         """Rows of one read, `?` placeholders."""
 
     @abstractmethod
-    def _lock(self, name: str, what: str, *, remove: bool = False) -> AbstractContextManager[None]:
-        """Hold `name` against every other holder until the block ends (or the process dies)."""
+    def _lock(self, name: str, what: str, *, remove: bool = False,
+              wait: float | None = None) -> AbstractContextManager[None]:
+        """Hold `name` against every other holder until the block ends (or the process dies),
+        waiting at most `wait` seconds (the store's default if None)."""
 
     @abstractmethod
     def _ids_param(self, ids: Sequence[int]) -> object:
@@ -351,14 +360,70 @@ class SQLLedger(ABC):
                 (error, _now(), delivery_id),
             )
 
+    # -- leases: a mailing list shared by several senders ---------------------------------
+
+    def claim(self, owner: str, *, update_id: str, channel: str, limit: int, lease_seconds: float,
+              states: Sequence[str] = ("pending", "in_flight"), after_id: int = 0) -> list[Delivery]:
+        until = _later(lease_seconds)
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id IN ("
+                " SELECT id FROM deliveries WHERE update_id = ? AND channel = ? AND id > ?"
+                f" AND state IN ({','.join('?' * len(states))})"
+                # A lease binds only what its holder has not settled yet: a failed delivery is free.
+                " AND (lease_until IS NULL OR lease_until < ? OR state = 'failed')"
+                f" ORDER BY id LIMIT ?{self.SKIP_LOCKED})",
+                (owner, until, update_id, channel, after_id, *states, _now(), limit),
+            )
+            rows = db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN updates u ON u.id = d.update_id"
+                " WHERE d.update_id = ? AND d.channel = ? AND d.lease_owner = ? AND d.lease_until = ?"
+                " ORDER BY d.id",
+                (update_id, channel, owner, until),
+            ).fetchall()
+        return [_delivery_from_row(r) for r in rows]
+
+    def renew(self, owner: str, lease_seconds: float) -> int:
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE deliveries SET lease_until = ? WHERE lease_owner = ?"
+                " AND state IN ('pending', 'in_flight')",
+                (_later(lease_seconds), owner),
+            ).rowcount
+
+    def release(self, owner: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
+                " AND state IN ('pending', 'in_flight')",
+                (owner,),
+            )
+
+    def open_groups(self, channels: Sequence[str], *, update_id: str | None = None) -> list[OpenGroup]:
+        if not channels:
+            return []
+        where = f"d.state IN ('pending', 'in_flight') AND d.channel IN ({','.join('?' * len(channels))})"
+        params: list[object] = [_now(), *channels]
+        if update_id is not None:
+            where += " AND d.update_id = ?"
+            params.append(update_id)
+        rows = self.query(
+            "SELECT u.incident_id, d.update_id, u.seq, d.channel,"
+            " SUM(CASE WHEN d.lease_until IS NULL OR d.lease_until < ? THEN 1 ELSE 0 END), COUNT(*)"
+            f" FROM deliveries d JOIN updates u ON u.id = d.update_id WHERE {where}"
+            " GROUP BY u.incident_id, d.update_id, u.seq, d.channel ORDER BY u.incident_id, u.seq, d.channel",
+            params,
+        )
+        return [OpenGroup(r[0], r[1], r[2], r[3], int(r[4]), int(r[5]) - int(r[4])) for r in rows]
+
     # -- locking -------------------------------------------------------------------------
 
     @contextmanager
-    def incident_lock(self, incident_id: str) -> Iterator[None]:
+    def incident_lock(self, incident_id: str, *, wait: float | None = None) -> Iterator[None]:
         if not is_incident_id(incident_id):
             # The id names a lock (a file, for SQLite): refuse anything that is not an id.
             raise UnknownIncidentError(f"{incident_id!r} is not an incident id")
-        with self._lock(incident_id, f"incident {incident_id}", remove=True):
+        with self._lock(incident_id, f"incident {incident_id}", remove=True, wait=wait):
             yield
 
     @contextmanager

@@ -6,6 +6,7 @@ answer a 4xx, or to drop the connection before or after taking a message.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from email import message_from_bytes
@@ -31,6 +32,8 @@ class SmtpStandIn:
         #: Close the connection instead of answering the next N DATA commands.
         self.drop_before_storing = 0
         self.drop_after_storing = 0
+        #: Seconds each DATA takes to answer (a slow relay; connections still run in parallel).
+        self.delay = 0.0
         self.lock = threading.Lock()
         self.port = 0
         self._controller: Any = None
@@ -68,6 +71,8 @@ class SmtpStandIn:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         refused = [self.refuse_data[a] for a in envelope.rcpt_tos if a in self.refuse_data]
         if refused:
             return refused[0]

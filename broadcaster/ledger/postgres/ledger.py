@@ -51,6 +51,7 @@ class PostgresLedger(SQLLedger):
     """The ledger in the PostgreSQL database `[state] url` names."""
 
     IDS_IN = "id = ANY(?)"
+    SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(
         self, url: str, *, password: str | None = None, read_only: bool = False,
@@ -120,18 +121,20 @@ class PostgresLedger(SQLLedger):
                    " COALESCE((SELECT MAX(id) FROM deliveries), 0) + 1, false)")
 
     @contextmanager
-    def _lock(self, name: str, what: str, *, remove: bool = False) -> Iterator[None]:
+    def _lock(self, name: str, what: str, *, remove: bool = False,
+              wait: float | None = None) -> Iterator[None]:
         """An advisory lock on a connection of its own, for as long as the block runs."""
+        wait = self._lock_wait if wait is None else wait
         holder = self._connect()
         try:
-            deadline = time.monotonic() + self._lock_wait
+            deadline = time.monotonic() + wait
             told = False
             key = f"broadcaster:{name}"
             while not holder.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))",
                                      (key,)).fetchone()[0]:
                 if time.monotonic() > deadline:
                     raise LockTimeoutError(f"{what} is still busy in another broadcaster after "
-                                           f"{self._lock_wait:.0f}s; try again")
+                                           f"{wait:.0f}s; try again")
                 if not told and self._on_wait is not None:
                     self._on_wait(f"waiting for another broadcaster holding {what}…")
                     told = True

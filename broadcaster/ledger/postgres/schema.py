@@ -1,6 +1,6 @@
 """The PostgreSQL ledger's schema and how each version migrates to the next.
 
-The same tables as SQLite's (ledger/sqlite/schema.py at its version 9), so that the shared
+The same tables as SQLite's (ledger/sqlite/schema.py; its version 10 is this one's 2), so that the shared
 statements in ledger/sql.py run on both: times are ISO text in UTC, lists JSON text, flags
 0/1. The version is a row of `broadcaster_schema`. Migrations run in one transaction under an
 advisory lock, so two hosts starting at once migrate once, and a ledger written by a newer
@@ -13,7 +13,7 @@ from typing import Any
 
 from broadcaster.errors import SettingsError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Any number: the advisory lock that serialises migrations across hosts.
 MIGRATION_LOCK = 0x62726F6164  # "broad"
@@ -95,6 +95,11 @@ CREATE TABLE reminders (
     update_id   TEXT PRIMARY KEY REFERENCES updates (id),
     sent_at     TEXT NOT NULL
 );
+""",
+    2: """
+-- Leases: who is sending a batch of a mailing list, and until when (see SQLite's version 10).
+ALTER TABLE deliveries ADD COLUMN lease_owner TEXT, ADD COLUMN lease_until TEXT;
+CREATE INDEX deliveries_open ON deliveries (update_id, channel, id) WHERE state IN ('pending', 'in_flight');
 """,
 }
 

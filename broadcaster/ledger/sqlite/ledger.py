@@ -101,13 +101,14 @@ class SQLiteLedger(SQLLedger):
         return json.dumps(list(ids))
 
     @contextmanager
-    def _lock(self, name: str, what: str, *, remove: bool = False) -> Iterator[None]:
+    def _lock(self, name: str, what: str, *, remove: bool = False,
+              wait: float | None = None) -> Iterator[None]:
         if self.path is None:  # an in-memory preview: nothing to share with anyone
             yield
             return
         # One lock file per incident would pile up (an alert flood makes thousands): it is
         # removed on release, and a holder checks it locked the file that is still there.
-        with file_lock(self.path.parent / "locks", name, what, wait=self._lock_wait,
+        with file_lock(self.path.parent / "locks", name, what, wait=self._lock_wait if wait is None else wait,
                        on_wait=self._on_wait, remove=remove):
             yield
 

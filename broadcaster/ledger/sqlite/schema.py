@@ -12,7 +12,7 @@ from pathlib import Path
 
 from broadcaster.errors import SettingsError
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -146,6 +146,13 @@ UPDATE subscribers SET email = lower(email);
 -- Which alert groups were published with no person involved (capped per hour).
 ALTER TABLE hook_keys ADD COLUMN auto_published INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX hook_keys_by_time ON hook_keys (created_at);
+""",
+    10: """
+-- Leases: who is sending a batch of a mailing list, and until when, so that several workers
+-- share a fan-out and a dead one's batch is taken over once its lease runs out.
+ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
+ALTER TABLE deliveries ADD COLUMN lease_until TEXT;
+CREATE INDEX deliveries_open ON deliveries (update_id, channel, id) WHERE state IN ('pending', 'in_flight');
 """,
 }
 

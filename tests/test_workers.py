@@ -1,0 +1,137 @@
+"""`broadcaster worker`: idle workers join a large fan-out, and a dead sender's batch is taken
+over once its lease runs out; on SQLite (one machine) and PostgreSQL (a team) alike.
+
+Every "host" is a process of its own with the same settings; the SMTP server is aiosmtpd in
+this process, slowed down so that a fan-out lasts long enough to be shared or cut.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+from conftest import BASE_SETTINGS, BIN, EMAIL_SECTION, ROOT, Project
+from test_crashes_and_concurrency import CRASHING
+
+from broadcaster import api
+from broadcaster.ledger import open_ledger
+from broadcaster.settings import load_settings
+
+ADDRESSES = [f"user{n:04}@example.com" for n in range(400)]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def crew(request: pytest.FixtureRequest, project: Project, inbox) -> Project:
+    """A project on either store, with 400 subscribers and a slow SMTP server."""
+    base = BASE_SETTINGS
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        base = base.replace('path = "state/ledger.db"', f'url = "{url}"')
+    project.base = base  # type: ignore[attr-defined]
+    project.inbox = inbox  # type: ignore[attr-defined]
+    settle(project, lease=30)
+    (project.root / "subscribers.csv").write_text("email\n" + "\n".join(ADDRESSES) + "\n")
+    assert project.cli("subscribers", "import", str(project.root / "subscribers.csv")).exit_code == 0
+    inbox.delay = 0.01
+    return project
+
+
+def settle(project: Project, *, lease: float, connections: int = 2, extra: str = "") -> None:
+    project.write(EMAIL_SECTION.format(port=project.inbox.port, connections=connections)  # type: ignore[attr-defined]
+                  + f"[worker]\nbatch = 20\nlease_seconds = {lease}\npoll_seconds = 0.1\n" + extra,
+                  base=project.base)  # type: ignore[attr-defined]
+
+
+def start(project: Project, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "broadcaster"), "--config", str(project.config), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def owners(project: Project) -> Counter:
+    """How many of the update's emails each sender claimed (the lease stays on a sent row)."""
+    with open_ledger(load_settings(project.config), read_only=True) as ledger:
+        rows = ledger.query("SELECT lease_owner FROM deliveries WHERE channel = 'email'")  # type: ignore[attr-defined]
+    return Counter(r[0] for r in rows)
+
+
+def everyone_once(project: Project) -> None:
+    got = Counter(a for m in project.inbox.messages for a in m.envelope_to)  # type: ignore[attr-defined]
+    assert sorted(got) == ADDRESSES and set(got.values()) == {1}, "nobody missed, nobody twice"
+
+
+def test_idle_workers_join_a_large_fan_out_and_stop_cleanly(crew: Project):
+    workers = [start(crew, "worker", "--json") for _ in range(2)]
+    try:
+        for p in workers:
+            assert "started" in p.stderr.readline()  # type: ignore[union-attr]
+        announced = crew.cli("announce", "--title", "Payments down", "--message", "Card payments fail.",
+                             "--yes", "--json")
+        assert announced.exit_code == 0, announced.output
+        outcome = json.loads(announced.stdout)
+        assert {d["status"] for d in outcome["deliveries"]} == {"sent"}, "the report waits for every batch"
+        assert len(outcome["deliveries"]) == 1 + len(ADDRESSES)
+    finally:
+        for p in workers:
+            p.send_signal(signal.SIGTERM)
+    reports = []
+    for p in workers:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        reports.append(json.loads(out))
+    everyone_once(crew)
+    claimed = owners(crew)
+    assert sum(claimed.values()) == len(ADDRESSES) and len(claimed) >= 2, (
+        f"the workers took part in the fan-out: {claimed}")
+    assert sum(r["deliveries"] for r in reports) == sum(n for o, n in claimed.items()
+                                                        if o in {r["worker"] for r in reports})
+
+
+def test_a_command_killed_mid_fan_out_is_finished_by_a_worker_when_its_lease_runs_out(crew: Project):
+    settle(crew, lease=3, connections=1)
+    command = start(crew, "announce", "--title", "Payments down", "--message", "Card payments fail.", "--yes")
+    deadline = time.monotonic() + 60
+    while len(crew.inbox.messages) < 30:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline and command.poll() is None, "the fan-out did not start"
+        time.sleep(0.02)
+    command.kill()
+    command.wait(timeout=30)
+    cut = len(crew.inbox.messages)  # type: ignore[attr-defined]
+    assert cut < len(ADDRESSES), "killed mid-fan-out"
+
+    worker = start(crew, "worker", "--once", "--json")
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert json.loads(out)["deliveries"] >= len(ADDRESSES) - cut
+    got = Counter(a for m in crew.inbox.messages for a in m.envelope_to)  # type: ignore[attr-defined]
+    assert sorted(got) == ADDRESSES, "everyone got it, without anyone running retry"
+    twice = [a for a, n in got.items() if n > 1]
+    assert len(twice) <= 1, f"at most one message per connection of the dead sender again: {twice}"
+    for address in twice:
+        first, again = crew.inbox.to(address)  # type: ignore[attr-defined]
+        assert first["Message-ID"] == again["Message-ID"], "sent again with its own Message-ID"
+    shown = json.loads(crew.cli("show", json.loads(out)["updates"][0].rsplit("-", 1)[0], "--json").stdout)
+    assert {d["status"] for u in shown["updates"] for d in u["deliveries"]} == {"sent"}
+
+
+def test_a_statement_and_posts_left_by_a_killed_command_are_finished_by_a_worker(
+    crew: Project, channel_factory,
+):
+    settle(crew, lease=3, connections=1, extra="[channels.chirp]\nenabled = true\n")
+    code = CRASHING.format(tests=str(ROOT / "tests"), config=str(crew.config))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    script = channel_factory("chirp")
+    report = api.worker(once=True, settings=crew.config)
+    ((post, _, resumed),) = script.received
+    assert resumed is True, "the channel is told the lost attempt may have been posted"
+    assert "https://status.example.com/incidents/" in post.text
+    assert len(report.incidents) == 1
+    got = Counter(a for m in crew.inbox.messages for a in m.envelope_to)  # type: ignore[attr-defined]
+    assert sorted(got) == ADDRESSES and sum(got.values()) <= len(ADDRESSES) + 1
+    assert api.worker(once=True, settings=crew.config).deliveries == 0, "nothing twice"
+    assert len(script.received) == 1
