@@ -16,19 +16,22 @@ $(STAMP): pyproject.toml
 drill: $(STAMP)
 	$(BIN)/broadcaster drill
 
+# Both run on SQLite, or on PostgreSQL with BROADCASTER_TEST_STATE=postgresql; the PostgreSQL
+# tests get a throwaway server when PostgreSQL is installed (scripts/with-postgres).
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	scripts/with-postgres $(BIN)/pytest
 
 test-slow: $(STAMP)
-	$(BIN)/pytest -m slow
+	scripts/with-postgres $(BIN)/pytest -m slow
 
 bench: $(STAMP)
-	scripts/system-packages postfix
+	scripts/system-packages postfix postgresql
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/email_fanout.py
 	$(BIN)/python bench/site_publish.py
 	$(BIN)/python bench/hooks.py
+	$(BIN)/python bench/workers.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info drill-site

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -38,8 +37,7 @@ def test_a_killed_process_leaves_work_that_retry_finishes_exactly_once(project, 
     code = CRASHING.format(tests=str(ROOT / "tests"), config=str(project.config))
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert done.returncode == -signal.SIGKILL
-    db = sqlite3.connect(project.state / "ledger.db")
-    states = dict(db.execute("SELECT channel, state FROM deliveries").fetchall())
+    states = dict(project.rows("SELECT channel, state FROM deliveries"))
     assert states == {"website": "sent", "chirp": "in_flight"}
 
     script = channel_factory("chirp")
@@ -89,8 +87,7 @@ def test_a_process_killed_after_x_and_facebook_posted_is_finished_without_postin
         process.wait(timeout=10)
     finally:
         process.kill()
-    db = sqlite3.connect(social.project.state / "ledger.db")
-    states = dict(db.execute("SELECT channel, state FROM deliveries").fetchall())
+    states = dict(social.project.rows("SELECT channel, state FROM deliveries"))
     assert states == {"website": "sent", "twitter": "in_flight", "facebook": "in_flight"}
 
     done = social.project.cli("retry", "--json")
@@ -98,7 +95,7 @@ def test_a_process_killed_after_x_and_facebook_posted_is_finished_without_postin
     assert len(social.x.posted()) == 1 and len(social.graph.feed()) == 1
     assert [c.status for c in social.x.calls("create_tweet")] == [201, 403], "settled by X's duplicate check"
     assert len(social.graph.calls("create_post")) == 1, "found by the Graph lookup"
-    receipts = dict(db.execute("SELECT channel, remote_id FROM deliveries").fetchall())
+    receipts = dict(social.project.rows("SELECT channel, remote_id FROM deliveries"))
     assert receipts["twitter"] == social.x.posted()[0].id
     assert receipts["facebook"] == social.graph.feed()[0].id
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +14,7 @@ from conftest import BASE_SETTINGS, Project
 
 
 def states(project: Project) -> dict[str, str]:
-    db = sqlite3.connect(project.state / "ledger.db")
-    try:
-        return dict(db.execute("SELECT channel, state FROM deliveries"))
-    finally:
-        db.close()
+    return dict(project.rows("SELECT channel, state FROM deliveries"))
 
 
 def test_an_unwritable_output_dir_fails_clearly_and_retry_finishes(project: Project, channel_factory):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
 import ssl
 import subprocess
 
@@ -42,8 +41,7 @@ def follow_up(project: Project, command: str, incident: str, *args: str) -> dict
 
 
 def tokens(project: Project) -> dict[str, str]:
-    db = sqlite3.connect(project.state / "ledger.db")
-    return dict(db.execute("SELECT email, token FROM subscribers").fetchall())
+    return dict(project.rows("SELECT email, token FROM subscribers"))
 
 
 def test_every_message_is_personal_multipart_and_says_how_to_leave(mailing: Project):
@@ -256,7 +254,10 @@ def test_starttls_and_tls_verify_the_server(project: Project, tmp_path, security
         assert len(box.messages) == 1
 
 
+@pytest.mark.sqlite_only
 def test_a_ledger_from_before_subscribers_is_migrated(project: Project):
+    import sqlite3
+
     incident = project.announce()
     db = sqlite3.connect(project.state / "ledger.db")
     from broadcaster.ledger.sqlite import SCHEMA_VERSION
@@ -271,13 +272,12 @@ def test_store_keeps_tokens_across_updates(mailing: Project):
     before = tokens(mailing)
     subscribe(mailing, "email,locale\nana@example.com,es\n")
     assert tokens(mailing) == before
-    from broadcaster.ledger.sqlite import SQLiteLedger
+    from broadcaster.ledger import open_ledger
     from broadcaster.settings import load_settings
 
-    ledger = SQLiteLedger(load_settings(mailing.config).state.path)
-    (ana,) = ledger.subscribers(active_only=True)
+    with open_ledger(load_settings(mailing.config), read_only=True) as ledger:
+        (ana,) = ledger.subscribers(active_only=True)
     assert ana.locale == "es"
-    ledger.close()
 
 
 def test_long_fan_outs_report_progress(mailing: Project):

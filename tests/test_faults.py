@@ -4,7 +4,9 @@ Each run takes an incident through announce → update → resolve with the webs
 Facebook Page and eight email subscribers, against the X and Graph stand-ins and a real SMTP
 server, all misbehaving at random: 5xx, HTML error pages, rate limits, throttling, slow
 answers past the timeout, connections dropped before or after the platform acted, SMTP
-disconnects and refused recipients. Some commands are killed with SIGKILL at a random moment.
+disconnects and refused recipients. Some commands are killed with SIGKILL at a random moment,
+and `broadcaster worker`s started beside them (sharing the mailing list in leased batches,
+finishing what a killed command left) are killed at random too.
 After each step `broadcaster retry` runs until it reports everything done (refusals are
 lifted first, as a person would fix them). Then the invariants are checked:
 
@@ -15,7 +17,8 @@ lifted first, as a person would fix them). Then the invariants are checked:
 - the X thread is one chain, announcement to resolution.
 
 `make test` runs a handful of seeds; `make test-slow` runs FAULT_SEEDS (default 200) and
-prints the figures the README's "Guarantees" section reports.
+prints the figures the README's "Guarantees" section reports. Both run on the store
+BROADCASTER_TEST_STATE names (SQLite by default, or PostgreSQL).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -52,6 +54,8 @@ class Figures:
     runs: int = 0
     faults: Counter = field(default_factory=Counter)
     kills: int = 0
+    workers: int = 0
+    workers_killed: int = 0
     retries: int = 0
     duplicates: int = 0
     losses: int = 0
@@ -60,6 +64,7 @@ class Figures:
     def line(self) -> str:
         return (f"runs {self.runs}, faults injected {sum(self.faults.values())} "
                 f"({', '.join(f'{k} {v}' for k, v in sorted(self.faults.items()))}), SIGKILLs {self.kills}, "
+                f"workers {self.workers} ({self.workers_killed} killed), "
                 f"retry commands {self.retries}, duplicates {self.duplicates}, losses {self.losses}, "
                 f"email copies re-sent with the same Message-ID {self.resent_same_message_id}")
 
@@ -102,6 +107,11 @@ def run_seed(seed: int, project: Project, figures: Figures) -> None:
             port = {smtp.port}
             sender = "Status <status@example.com>"
             connections = 2
+
+            [worker]
+            batch = 2
+            lease_seconds = 1
+            poll_seconds = 0.1
             """, base="")
         env = {**os.environ, **DRILL_CREDENTIALS.environ(),
                "BROADCASTER_FACEBOOK_PAGE_TOKEN": DRILL_PAGE_TOKEN}
@@ -129,6 +139,13 @@ def run_seed(seed: int, project: Project, figures: Figures) -> None:
             args = [a.format(seed=seed, incident=incident) for a in template]
             text = args[args.index("--message") + 1]
             kill_after = rng.uniform(0.3, 1.6) if rng.random() < 0.3 else None
+            workers = []
+            for _ in range(rng.choice([0, 0, 1, 2])):
+                workers.append((subprocess.Popen([*cli, "worker"], env=env, stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL),
+                                rng.uniform(0.5, 2.5) if rng.random() < 0.5 else None))
+                figures.workers += 1
+            started = time.monotonic()
             while True:
                 process = subprocess.Popen([*cli, *args, "--yes"], env=env, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
@@ -143,6 +160,14 @@ def run_seed(seed: int, project: Project, figures: Figures) -> None:
                 kill_after = None
             if not incident:
                 incident = incident_id(project)
+            for worker, die_after in workers:  # killed at random, or stopped as an operator would
+                if die_after is not None:
+                    time.sleep(max(0.0, die_after - (time.monotonic() - started)))
+                    worker.send_signal(signal.SIGKILL)
+                    figures.workers_killed += 1
+                else:
+                    worker.send_signal(signal.SIGTERM)
+                worker.wait(timeout=120)
             for attempt in range(6):
                 if attempt == 3:  # what a person does after reading the errors: fix, then retry
                     smtp.refuse.clear()
@@ -158,31 +183,17 @@ def run_seed(seed: int, project: Project, figures: Figures) -> None:
 
 
 def recorded(project: Project, message: str) -> bool:
-    if not (project.state / "ledger.db").exists():
-        return False
-    db = sqlite3.connect(project.state / "ledger.db")
-    try:
-        rows = db.execute("SELECT texts FROM updates").fetchall()
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        db.close()
+    rows = project.rows("SELECT texts FROM updates")
     return any(json.loads(r[0])["en"]["message"] == message for r in rows)
 
 
 def incident_id(project: Project) -> str:
-    db = sqlite3.connect(project.state / "ledger.db")
-    try:
-        return db.execute("SELECT id FROM incidents").fetchone()[0]
-    finally:
-        db.close()
+    return project.rows("SELECT id FROM incidents")[0][0]
 
 
 def check(seed: int, project: Project, x: XStandIn, graph: GraphStandIn, smtp: SmtpStandIn,
           figures: Figures) -> None:
-    db = sqlite3.connect(project.state / "ledger.db")
-    states = Counter(r[0] for r in db.execute("SELECT state FROM deliveries"))
-    db.close()
+    states = Counter(r[0] for r in project.rows("SELECT state FROM deliveries"))
     expected = 3 * (1 + 1 + 1 + len(SUBSCRIBERS))
     assert states == {"sent": expected}, f"seed {seed}: {states}"
     tweets = x.posted()

@@ -226,11 +226,8 @@ def test_a_false_alarm_is_discarded_and_vanishes_from_lists_but_not_the_ledger(p
     assert json.loads(project.cli("list", "--json").stdout) == []
     shown = project.cli("show", incident)
     assert shown.exit_code == 2 and "discarded" in shown.output
-    import sqlite3
-
-    with sqlite3.connect(project.state / "ledger.db") as db:
-        assert db.execute("SELECT discarded_at IS NOT NULL FROM updates WHERE incident_id = ?",
-                          (incident,)).fetchone() == (1,), "kept for the record"
+    assert project.rows("SELECT discarded_at IS NOT NULL FROM updates WHERE incident_id = ?",
+                        (incident,)) == [(True,)], "kept for the record"
     assert project.cli("discard", incident).exit_code == 2
 
 

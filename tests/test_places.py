@@ -177,10 +177,7 @@ def test_the_unsubscribe_page_speaks_the_subscribers_language_with_the_sites_loo
 
     project.write(EMAIL_SECTION.format(port=1, connections=1))
     project.cli("subscribers", "add", "ana@example.com", "--locale", "es")
-    import sqlite3
-
-    with sqlite3.connect(project.state / "ledger.db") as db:
-        (token,) = db.execute("SELECT token FROM subscribers").fetchone()
+    ((token,),) = project.rows("SELECT token FROM subscribers")
     for server in start(project):
         page = requests.get(f"{server.url}/unsubscribe/{token}", timeout=10)
         assert 'lang="es"' in page.text

@@ -139,7 +139,7 @@ def test_a_password_in_the_file_is_refused_and_a_wrong_one_is_never_shown(team: 
 
 
 def test_a_path_and_a_url_together_are_refused(team: Project):
-    both = shared(team.url).replace("[state]\n", '[state]\npath = "state/ledger.db"\n')  # type: ignore[attr-defined]
+    both = shared(team.url).replace("[state]\n", '[state]\npath = "state/sqlite.db"\n')  # type: ignore[attr-defined]
     team.write(base=both)
     result = team.cli("list")
     assert result.exit_code == 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -145,8 +144,7 @@ def test_subscriber_tokens_are_long_random_and_unique(project):
                                         encoding="utf-8")
     project.write('[channels.email]\nenabled = false\nhost = "127.0.0.1"\n')
     assert project.cli("subscribers", "import", str(project.root / "s.csv")).exit_code == 0
-    db = sqlite3.connect(project.state / "ledger.db")
-    tokens = [r[0] for r in db.execute("SELECT token FROM subscribers")]
+    tokens = [r[0] for r in project.rows("SELECT token FROM subscribers")]
     assert len(set(tokens)) == 300
     assert all(len(t) == 32 and re.fullmatch(r"[A-Za-z0-9_-]+", t) for t in tokens)  # 192 random bits
 

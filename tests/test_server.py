@@ -325,6 +325,7 @@ def test_alerts_about_published_or_unknown_incidents_change_nothing(server: Serv
     assert stray["action"] == "unchanged" and stray["incident_id"] is None
 
 
+@pytest.mark.sqlite_only
 def test_healthz_is_503_when_the_ledger_cannot_be_read(project: Project):
     for server in start(project):
         project.state.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,7 @@ def test_missing_file_says_how_to_point_at_one(tmp_path):
         load_settings(tmp_path / "nope.toml")
 
 
+@pytest.mark.sqlite_only
 def test_relative_paths_are_relative_to_the_settings_file(project, monkeypatch, tmp_path_factory):
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     settings = load_settings(project.config)

@@ -159,10 +159,8 @@ def test_an_update_rewrites_only_what_it_touches(site: Project):
                if d.channel == "website"]
     assert written[0].status == "sent"
     # statement, index, history, month, feed in 2 locales, and 9 JSON files: the same with 6 or 6,000.
-    import sqlite3
 
-    meta = sqlite3.connect(site.state / "ledger.db").execute(
-        "SELECT meta FROM deliveries WHERE channel = 'website' ORDER BY id DESC LIMIT 1").fetchone()[0]
+    ((meta,),) = site.rows("SELECT meta FROM deliveries WHERE channel = 'website' ORDER BY id DESC LIMIT 1")
     assert len(json.loads(meta)["written"]) == 19
 
 

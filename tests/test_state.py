@@ -32,7 +32,7 @@ def test_a_file_that_is_not_an_export_is_refused_before_any_ledger_is_made(proje
     assert result.exit_code == 2 and "notes.txt:1: not JSON" in result.output
     missing = project.cli("state", "import", str(project.root / "nowhere.jsonl"))
     assert missing.exit_code == 2 and "nowhere.jsonl: cannot read the export" in missing.output
-    assert not (project.state / "ledger.db").exists()
+    assert not project.has_ledger()
 
 
 def test_a_bad_row_imports_nothing_and_names_its_line(project: Project, tmp_path):
@@ -52,7 +52,8 @@ def test_a_bad_row_imports_nothing_and_names_its_line(project: Project, tmp_path
 
 
 def test_migrate_reports_the_store_and_its_schema(project: Project):
+    store = "postgresql" if project.url else "sqlite"
     first = json.loads(project.cli("state", "migrate", "--json").stdout)
-    assert (first["store"], first["migrated"], first["schema_before"]) == ("sqlite", True, 0)
+    assert (first["store"], first["migrated"], first["schema_before"]) == (store, True, 0)
     again = project.cli("state", "migrate")
-    assert "sqlite ledger at" in again.stdout and "nothing to do" in again.stdout
+    assert f"{store} ledger at" in again.stdout and "nothing to do" in again.stdout

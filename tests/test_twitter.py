@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 
 import pytest
 from conftest import Social, status_of
@@ -169,8 +168,7 @@ def test_no_secret_reaches_any_output_or_the_ledger(social: Social, monkeypatch)
                social.project.cli(*ANNOUNCE[:-2], "--yes", "--json").output,
                social.project.cli("list", "--json").output]
     secrets = ["wrong-secret-value-4242", DRILL_CREDENTIALS.consumer_secret, "drill-page-token"]
-    db = sqlite3.connect(social.project.state / "ledger.db")
-    rows = json.dumps(db.execute("SELECT * FROM deliveries").fetchall())
+    rows = json.dumps(social.project.rows("SELECT * FROM deliveries"))
     assert "failed" in rows
     for secret in secrets:
         for text in [*outputs, rows]:
