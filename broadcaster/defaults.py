@@ -40,6 +40,9 @@ SERVE_MAX_HEADER_BYTES = 16 * 1024
 #: The same log message at most this many times a minute; then one line says how many were dropped.
 SERVE_LOG_REPEATS_PER_MINUTE = 20
 
+#: Connections `serve` keeps open to a PostgreSQL ledger (its requests borrow them).
+SERVE_LEDGER_CONNECTIONS = 8
+
 #: Seconds a write waits for the ledger while other processes write (SQLite's busy timeout).
 LEDGER_BUSY_WAIT = 30.0
 #: `broadcaster list` (CLI and Python API): at most this many incidents unless told otherwise.

@@ -123,6 +123,8 @@ class Dispatcher:
         self.tokens = tokens or (lambda addresses: {})
         self.progress = progress
         self.sharing = sharing or Sharing(sender_id())
+        #: Set to stop claiming batches (a worker told to stop finishes the batch in hand).
+        self.stop = threading.Event()
 
     def run(self, jobs: Sequence[Job]) -> None:
         """Send the statement, then, if it is live, everything else concurrently."""
@@ -193,7 +195,7 @@ class Dispatcher:
         name = channel.spec.name
         tally = Tally(self.progress, name, total)
         after, states, handled = 0, self.sharing.states, 0
-        while True:
+        while not self.stop.is_set():
             batch = self.ledger.claim(self.sharing.owner, update_id=update_id, channel=name,
                                       limit=self.sharing.batch, lease_seconds=self.sharing.lease_seconds,
                                       states=states, after_id=after)
@@ -216,6 +218,7 @@ class Dispatcher:
                 after, states = 0, UNSENT
                 continue
             time.sleep(min(self.sharing.poll_seconds, 0.5))  # others hold the rest: wait for them
+        return handled
 
     def deliver(self, job: Job) -> None:
         """One delivery through tenacity; the ledger hears of every attempt and the outcome."""

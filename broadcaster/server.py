@@ -12,7 +12,8 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Header, Request
@@ -47,7 +48,14 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
     """The server for one settings file and one hook secret."""
     from broadcaster import __version__
 
-    app = FastAPI(title="broadcaster", version=__version__,
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from broadcaster.ledger import kept_connections
+
+        with kept_connections(settings):  # PostgreSQL: a pool, not a connection per request
+            yield
+
+    app = FastAPI(title="broadcaster", version=__version__, lifespan=lifespan,
                   description="Alert hooks (drafts for a person to publish), one-click unsubscribe.")
 
     @app.exception_handler(hooks.HookRefused)

@@ -128,6 +128,7 @@ def run(s: Settings, *, once: bool = False, stop: threading.Event | None = None,
     stop = stop or threading.Event()
     with open_ledger(s) as ledger:
         fan_out = dispatcher(s, ledger)
+        fan_out.stop = stop  # stop claiming: the batch in hand is finished, the rest left to others
         worker = Worker(s, ledger, open_channels(s), fan_out, say, WorkerReport(fan_out.sharing.owner))
         say(f"started as {worker.report.owner}; looking for work every {s.worker.poll_seconds:g}s")
         while not stop.is_set():

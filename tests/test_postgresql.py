@@ -161,3 +161,28 @@ def test_a_laptops_ledger_moves_to_the_team_and_the_incident_goes_on_there(proje
     assert [u["id"] for u in shown["updates"]] == [f"{incident}-1", f"{incident}-2"]
     listed = json.loads(project.cli("subscribers", "list", "--json").stdout)
     assert [(s["email"], s["locale"]) for s in listed] == [("ana@example.com", "es")]
+
+
+def test_serve_borrows_from_a_few_kept_connections_however_many_requests(team: Project):
+    import requests
+    from test_server import start
+
+    from broadcaster import defaults
+
+    assert team.cli("subscribers", "add", "ana@example.com").exit_code == 0
+    ((token,),) = rows(team.url, "SELECT token FROM subscribers")  # type: ignore[attr-defined]
+    ours = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = 'broadcaster'")
+    for server in start(team):
+        for _ in range(30):
+            assert requests.get(server.url + "/healthz", timeout=30).json() == {"status": "ok"}
+        left = requests.post(f"{server.url}/unsubscribe/{token}", data="List-Unsubscribe=One-Click",
+                             timeout=30)
+        assert left.status_code == 200
+        ((held,),) = rows(team.url, ours)  # type: ignore[attr-defined]
+        assert 1 <= held <= defaults.SERVE_LEDGER_CONNECTIONS, "kept open, and few"
+    assert rows(team.url, "SELECT active FROM subscribers") == [(0,)]  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 30  # a closed session's backend takes a moment to leave the view
+    while rows(team.url, ours) != [(0,)]:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the pool is closed when the server stops"
+        time.sleep(0.1)

@@ -91,17 +91,24 @@ def test_idle_workers_join_a_large_fan_out_and_stop_cleanly(crew: Project):
                                                         if o in {r["worker"] for r in reports})
 
 
-def test_a_command_killed_mid_fan_out_is_finished_by_a_worker_when_its_lease_runs_out(crew: Project):
-    settle(crew, lease=3, connections=1)
-    command = start(crew, "announce", "--title", "Payments down", "--message", "Card payments fail.", "--yes")
+def kill_mid_fan_out(project: Project, after: int) -> int:
+    """Announce, and SIGKILL the command once `after` emails arrived; how many had."""
+    command = start(project, "announce", "--title", "Payments down", "--message", "Card payments fail.",
+                    "--yes")
     deadline = time.monotonic() + 60
-    while len(crew.inbox.messages) < 30:  # type: ignore[attr-defined]
+    while len(project.inbox.messages) < after:  # type: ignore[attr-defined]
         assert time.monotonic() < deadline and command.poll() is None, "the fan-out did not start"
         time.sleep(0.02)
     command.kill()
     command.wait(timeout=30)
-    cut = len(crew.inbox.messages)  # type: ignore[attr-defined]
+    cut = len(project.inbox.messages)  # type: ignore[attr-defined]
     assert cut < len(ADDRESSES), "killed mid-fan-out"
+    return cut
+
+
+def test_a_command_killed_mid_fan_out_is_finished_by_a_worker_when_its_lease_runs_out(crew: Project):
+    settle(crew, lease=3, connections=1)
+    cut = kill_mid_fan_out(crew, 30)
 
     worker = start(crew, "worker", "--once", "--json")
     out, err = worker.communicate(timeout=120)
@@ -116,6 +123,26 @@ def test_a_command_killed_mid_fan_out_is_finished_by_a_worker_when_its_lease_run
         assert first["Message-ID"] == again["Message-ID"], "sent again with its own Message-ID"
     shown = json.loads(crew.cli("show", json.loads(out)["updates"][0].rsplit("-", 1)[0], "--json").stdout)
     assert {d["status"] for u in shown["updates"] for d in u["deliveries"]} == {"sent"}
+
+
+def test_a_worker_told_to_stop_finishes_the_batch_in_hand_and_leaves_the_rest(crew: Project):
+    settle(crew, lease=1, connections=1)
+    cut = kill_mid_fan_out(crew, 10)
+    worker = start(crew, "worker", "--json")
+    deadline = time.monotonic() + 60
+    while len(crew.inbox.messages) < cut + 30:  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline and worker.poll() is None, "the worker did not take over"
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0 and "stopping after the batch in hand" in err, err
+    report = json.loads(out)
+    stopped = len(crew.inbox.messages)  # type: ignore[attr-defined]
+    assert stopped < len(ADDRESSES), "it did not go on to the whole list"
+    assert report["deliveries"] % 20 == 0 or report["deliveries"] >= len(ADDRESSES) - cut, report
+    assert crew.cli("retry").exit_code == 0
+    got = Counter(a for m in crew.inbox.messages for a in m.envelope_to)  # type: ignore[attr-defined]
+    assert sorted(got) == ADDRESSES and sum(got.values()) <= len(ADDRESSES) + 1
 
 
 def test_a_statement_and_posts_left_by_a_killed_command_are_finished_by_a_worker(

@@ -23,14 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from broadcaster.ledger.interface import Ledger, NewDelivery
 
 if TYPE_CHECKING:
     from broadcaster.settings import Settings
 
-__all__ = ["Ledger", "NewDelivery", "open_ledger"]
+__all__ = ["Ledger", "NewDelivery", "kept_connections", "open_ledger"]
 
 
 @contextmanager
@@ -63,6 +63,31 @@ def open_ledger(
         ledger.close()
 
 
+#: Connection pools by url, while a long-running process keeps one (see `kept_connections`).
+_POOLS: dict[str, Any] = {}
+
+
+@contextmanager
+def kept_connections(settings: Settings) -> Iterator[None]:
+    """While the block runs, every ledger this process opens borrows a connection from a pool
+    rather than making one (`serve`: a ledger per request). Nothing changes for SQLite."""
+    url = settings.state.url
+    if not url or url in _POOLS:
+        yield
+        return
+    import os
+
+    from broadcaster import defaults
+    from broadcaster.ledger.postgres import Pool
+
+    _POOLS[url] = Pool(url, password=os.environ.get("BROADCASTER_STATE_PASSWORD") or None,
+                       size=defaults.SERVE_LEDGER_CONNECTIONS)
+    try:
+        yield
+    finally:
+        _POOLS.pop(url).close()
+
+
 def _postgres(settings: Settings, *, read_only: bool, on_wait: Callable[[str], None] | None,
               busy: float) -> Ledger:
     """The PostgreSQL ledger; its password from BROADCASTER_STATE_PASSWORD, else libpq's own
@@ -78,5 +103,6 @@ def _postgres(settings: Settings, *, read_only: bool, on_wait: Callable[[str], N
                             "pip install 'broadcaster[postgresql]'") from None
     assert settings.state.url is not None
     return PostgresLedger(settings.state.url, password=os.environ.get("BROADCASTER_STATE_PASSWORD") or None,
-                          read_only=read_only, on_wait=on_wait, busy_timeout=busy)
+                          read_only=read_only, on_wait=on_wait, busy_timeout=busy,
+                          pool=_POOLS.get(settings.state.url))
 

@@ -47,6 +47,44 @@ class _Statements:
                 cursor.executemany(_dialect(sql), rows)
 
 
+class Pool:
+    """Connections kept open for a long-running process that opens a ledger per request
+    (`serve`), with psycopg's pool. Each ledger borrows one and sets its own timeouts and
+    read-only mode on it; locks still get connections of their own (closing one is what
+    releases an advisory lock, whatever happens to the process)."""
+
+    def __init__(self, url: str, *, password: str | None, size: int) -> None:
+        from psycopg_pool import ConnectionPool
+
+        self.url, self.password = url, password
+        extra: dict[str, Any] = {"password": password} if password else {}
+        self.pool = ConnectionPool(url, min_size=1, max_size=size, open=True, name="broadcaster",
+                                   check=ConnectionPool.check_connection,
+                                   kwargs={"autocommit": True, "connect_timeout": 10,
+                                           "application_name": "broadcaster", **extra})
+
+    def borrow(self, *, read_only: bool, busy_ms: int, timeout: float) -> psycopg.Connection | None:
+        """A connection set up for one ledger; None if none came in time (the caller then
+        connects on its own, which says what is wrong)."""
+        from psycopg_pool import PoolTimeout
+
+        try:
+            connection = self.pool.getconn(timeout=timeout)
+        except PoolTimeout:
+            return None
+        connection.execute(
+            "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', %s, false),"
+            " set_config('default_transaction_read_only', %s, false)",
+            (f"{busy_ms}ms", f"{busy_ms * 4}ms", "on" if read_only else "off"))
+        return connection
+
+    def give_back(self, connection: psycopg.Connection) -> None:
+        self.pool.putconn(connection)
+
+    def close(self) -> None:
+        self.pool.close()
+
+
 class PostgresLedger(SQLLedger):
     """The ledger in the PostgreSQL database `[state] url` names."""
 
@@ -56,7 +94,7 @@ class PostgresLedger(SQLLedger):
     def __init__(
         self, url: str, *, password: str | None = None, read_only: bool = False,
         lock_wait: float = defaults.INCIDENT_LOCK_WAIT, on_wait: Callable[[str], None] | None = None,
-        busy_timeout: float = defaults.LEDGER_BUSY_WAIT,
+        busy_timeout: float = defaults.LEDGER_BUSY_WAIT, pool: Pool | None = None,
     ) -> None:
         self.url = url
         self._password = password
@@ -64,7 +102,10 @@ class PostgresLedger(SQLLedger):
         self._on_wait = on_wait
         self._busy_ms = int(busy_timeout * 1000)
         self._mutex = threading.RLock()
-        self._db = self._connect(read_only=read_only)
+        borrowed = (pool.borrow(read_only=read_only, busy_ms=self._busy_ms, timeout=busy_timeout)
+                    if pool else None)
+        self._pool = pool if borrowed is not None else None
+        self._db = borrowed if borrowed is not None else self._connect(read_only=read_only)
         self.migrated: tuple[int, int] | None = None
         if read_only:
             self._empty = schema.version(self._db) == 0  # nothing written yet: an empty view
@@ -110,7 +151,10 @@ class PostgresLedger(SQLLedger):
 
     def close(self) -> None:
         with self._mutex:
-            self._db.close()
+            if self._pool is not None:
+                self._pool.give_back(self._db)
+            else:
+                self._db.close()
 
     def _ids_param(self, ids: Sequence[int]) -> object:
         return list(ids)
