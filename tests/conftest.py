@@ -30,6 +30,8 @@ STATE = os.environ.get("BROADCASTER_TEST_STATE", "sqlite")
 POSTGRES_URL = os.environ.get("BROADCASTER_TEST_POSTGRES_URL", "")
 POSTGRES_PASSWORD = os.environ.get("BROADCASTER_TEST_POSTGRES_PASSWORD", "")
 SQLITE_STATE = 'path = "state/ledger.db"'
+if STATE == "postgresql":  # also for servers a module starts once, before any test's fixtures
+    os.environ["BROADCASTER_STATE_PASSWORD"] = POSTGRES_PASSWORD
 #: On CI every tool must be there: a missing one fails instead of skipping.
 REQUIRE_TOOLS = os.environ.get("BROADCASTER_REQUIRE_TOOLS") == "1"
 

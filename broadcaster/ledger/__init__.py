@@ -80,6 +80,10 @@ def kept_connections(settings: Settings) -> Iterator[None]:
     from broadcaster import defaults
     from broadcaster.ledger.postgres import Pool
 
+    # One plain connection first: a wrong password or host is said at once, in our words,
+    # instead of a pool retrying in the background while every request waits for it.
+    with open_ledger(settings, read_only=True):
+        pass
     _POOLS[url] = Pool(url, password=os.environ.get("BROADCASTER_STATE_PASSWORD") or None,
                        size=defaults.SERVE_LEDGER_CONNECTIONS)
     try:
