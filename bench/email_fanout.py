@@ -80,10 +80,11 @@ ANNOUNCE = ["announce", "--next-update", "30m",
               for arg in (f"--{field}" if locale == "en" else f"--{field}-{locale}", text))]
 
 
-def setup(port: int, recipients: list[str], folder: Path) -> tuple[list[str], dict]:
-    """A project with N subscribers; the CLI, and the email broadcaster will send (dry run)."""
+def subscribed(folder: Path, port: int, recipients: list[str], state: str = 'path = "state.db"') -> list[str]:
+    """A project folder whose email goes to `port`, with N subscribers imported (a third in
+    Spanish); the CLI to run in it. `state` is its [state] line (SQLite by default)."""
     settings = folder / "settings.toml"
-    settings.write_text(ORGANIZATION + f"""
+    settings.write_text(ORGANIZATION.replace('path = "state.db"', state) + f"""
 [channels.email]
 enabled = true
 host = "127.0.0.1"
@@ -91,11 +92,17 @@ port = {port}
 sender = "Example Corp Status <{SENDER}>"
 connections = 4
 """, encoding="utf-8")
-    csv = folder / "subscribers.csv"
-    csv.write_text("email,locale\n" + "".join(
+    (folder / "subscribers.csv").write_text("email,locale\n" + "".join(
         f"{r},{'es' if n % 3 == 0 else 'en'}\n" for n, r in enumerate(recipients)), encoding="utf-8")
     cli = [str(Path(sys.executable).parent / "broadcaster"), "--config", str(settings)]
     subprocess.run([*cli, "subscribers", "import"], check=True, stdout=subprocess.DEVNULL)
+    return cli
+
+
+def setup(port: int, recipients: list[str], folder: Path) -> tuple[list[str], dict]:
+    """A project with N subscribers; the CLI, and the email broadcaster will send (dry run)."""
+    cli = subscribed(folder, port, recipients)
+    settings = cli[2]
     from broadcaster import api
 
     en = WORDS["en"]

@@ -29,8 +29,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import ORGANIZATION
-from email_fanout import ANNOUNCE, SENDER, Sink, naive_loop, raw_loop, setup
+from email_fanout import ANNOUNCE, Sink, naive_loop, raw_loop, setup, subscribed
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -76,21 +75,7 @@ class Server:
 def project(folder: Path, port: int, recipients: list[str], url: str | None) -> list[str]:
     """A project with N subscribers on SQLite (url None) or on a fresh PostgreSQL database."""
     folder.mkdir()
-    settings = folder / "settings.toml"
-    state = f'url = "{url}"' if url else 'path = "state.db"'
-    settings.write_text(ORGANIZATION.replace('path = "state.db"', state) + f"""
-[channels.email]
-enabled = true
-host = "127.0.0.1"
-port = {port}
-sender = "Example Corp Status <{SENDER}>"
-connections = 4
-""", encoding="utf-8")
-    (folder / "subscribers.csv").write_text("email,locale\n" + "".join(
-        f"{r},{'es' if n % 3 == 0 else 'en'}\n" for n, r in enumerate(recipients)), encoding="utf-8")
-    cli = [str(BIN / "broadcaster"), "--config", str(settings)]
-    subprocess.run([*cli, "subscribers", "import"], check=True, stdout=subprocess.DEVNULL)
-    return cli
+    return subscribed(folder, port, recipients, f'url = "{url}"' if url else 'path = "state.db"')
 
 
 def announce(cli: list[str], workers: int, n: int) -> tuple[float, Counter]:
