@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from typing import Any
 
 import tenacity
 from pydantic import SecretStr
@@ -105,9 +104,8 @@ class Sharing:
     states: tuple[str, ...] = UNSENT
 
     @classmethod
-    def from_settings(cls, worker: WorkerSettings, **overrides: Any) -> Sharing:
-        return cls(overrides.pop("owner", None) or sender_id(), worker.batch, worker.lease_seconds,
-                   worker.poll_seconds, **overrides)
+    def from_settings(cls, worker: WorkerSettings, states: tuple[str, ...] = UNSENT) -> Sharing:
+        return cls(sender_id(), worker.batch, worker.lease_seconds, worker.poll_seconds, states)
 
 
 class Dispatcher:

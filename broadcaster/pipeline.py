@@ -274,8 +274,7 @@ def _outcome(s: Settings, incident_id: str, update_id: str, deliveries: Sequence
                    [DeliveryOutcome.of(d) for d in deliveries], warnings=list(warnings))
 
 
-def dispatcher(s: Settings, ledger: Ledger, *, retrying: bool = False,
-               owner: str | None = None) -> Dispatcher:
+def dispatcher(s: Settings, ledger: Ledger, *, retrying: bool = False) -> Dispatcher:
     """The fan-out for this process: the retry policy, the secrets to mask, the progress bar,
     and its share of mailing lists (`retrying` also takes deliveries that failed)."""
     from broadcaster.progress import reporter
@@ -285,7 +284,7 @@ def dispatcher(s: Settings, ledger: Ledger, *, retrying: bool = False,
         found = ledger.subscribers_by_email(addresses)
         return {a: found[a].token for a in addresses if a in found and found[a].active}
 
-    sharing = Sharing.from_settings(s.worker, owner=owner, states=UNFINISHED if retrying else UNSENT)
+    sharing = Sharing.from_settings(s.worker, UNFINISHED if retrying else UNSENT)
     return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.masked, tokens=tokens,
                       progress=reporter.get(), sharing=sharing)
 

@@ -28,17 +28,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from broadcaster.channels.base import Channel
-from broadcaster.dispatch import Dispatcher
+from broadcaster.dispatch import UNSENT, Dispatcher
 from broadcaster.errors import LockTimeoutError
 from broadcaster.ledger import Ledger, open_ledger
 from broadcaster.ledger.interface import OpenGroup
-from broadcaster.model import DeliveryState
 from broadcaster.pipeline import dispatcher, existing, rendered, resume
 from broadcaster.preflight import open_channels
 from broadcaster.report import WorkerReport
 from broadcaster.settings import Settings
-
-UNSENT = (DeliveryState.PENDING, DeliveryState.IN_FLIGHT)
 
 
 @dataclass
@@ -77,11 +74,9 @@ class Worker:
     def _finish(self, incident_id: str, names: list[str]) -> int:
         # Read again under the lock: the holder that just let go may have sent everything.
         left = [d for d in self.ledger.deliveries(incident_id=incident_id, unfinished=True, channels=names)
-                if d.state in UNSENT]
-        statements = [n for n, c in self.chans.items() if c.publishes_statement]
-        waiting = {d.update_id for d in left if d.channel not in statements}
-        if not left or (all(d.channel not in statements for d in left)
-                        and not self.fan_out.statement_live(waiting)):
+                if d.state.value in UNSENT]
+        statement_left = any(self.chans[d.channel].publishes_statement for d in left)
+        if not left or (not statement_left and not self.fan_out.statement_live({d.update_id for d in left})):
             return 0  # only posts whose statement failed: `retry` is for that
         incident = existing(self.ledger, incident_id)
         self.say(f"incident {incident_id}: finishing {len(left)} deliveries left by a sender that is gone")

@@ -140,6 +140,34 @@ def test_a_batch_finishes_in_one_go_and_skipped_counts_as_done(ledger: Ledger):
         ledger.start_attempts(ids)  # two of them are done
 
 
+def test_a_mailing_list_is_claimed_in_disjoint_batches_under_leases(store: Settings, ledger: Ledger):
+    update = an_update()
+    people = [f"p{n}@example.com" for n in range(10)]
+    ledger.record(update, [NewDelivery("website", "en"), *(NewDelivery("email", "en", p) for p in people)])
+
+    def claim(on: Ledger, owner: str, limit: int = 10, lease: float = 3600, **more: object) -> list[int]:
+        return [d.id for d in on.claim(owner, update_id=update.id, channel="email", limit=limit,
+                                       lease_seconds=lease, **more)]  # type: ignore[arg-type]
+
+    with open_ledger(store) as other:  # another process
+        a, b = claim(ledger, "a", 4), claim(other, "b", 4)
+        c = claim(other, "c", 4, lease=-1)  # a holder whose lease has already run out
+    assert len(a) == len(b) == 4 and len(c) == 2 and sorted(a + b + c) == a + b + c, "disjoint, in order"
+    (website,) = ledger.open_groups(["website"])
+    assert (website.update_id, website.free, website.leased) == (update.id, 1, 0)
+    (group,) = ledger.open_groups(["email"], update_id=update.id)
+    assert (group.seq, group.free, group.leased) == (1, 2, 8), "an expired lease is free again"
+    assert claim(ledger, "d") == c and claim(ledger, "e") == []
+
+    assert ledger.renew("a", 3600) == 4
+    ledger.finish([(a[0], Receipt("m0"))], [(a[1], "mailbox full")])
+    assert ledger.renew("a", 3600) == 2, "what is settled is no longer held"
+    ledger.release("b")
+    assert claim(ledger, "f", states=("pending", "in_flight", "failed")) == [a[1], *b], (
+        "given back, and a failed delivery binds nobody")
+    assert claim(ledger, "g", after_id=b[-1], lease=-1) == []
+
+
 def test_the_thread_is_the_earlier_sent_posts_in_order(ledger: Ledger):
     first = an_update()
     ledger.record(first, [NewDelivery("twitter", "en"), NewDelivery("email", "en", "ana@example.com")])

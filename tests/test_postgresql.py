@@ -138,6 +138,22 @@ def test_a_password_in_the_file_is_refused_and_a_wrong_one_is_never_shown(team: 
     assert not (team.public / "index.html").exists(), "nothing was published"
 
 
+def test_serve_with_a_wrong_password_refuses_to_start_and_says_why(team: Project, monkeypatch):
+    monkeypatch.setenv("BROADCASTER_STATE_PASSWORD", "not-the-password-at-all")
+    monkeypatch.setenv("BROADCASTER_HOOK_SECRET", "s" * 40)
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    server = subprocess.run([str(BIN / "broadcaster"), "--config", str(team.config), "serve", "--port",
+                             str(port)], capture_output=True, text=True, timeout=60)
+    assert server.returncode != 0
+    assert "cannot open the ledger at 127.0.0.1:" in server.stderr
+    assert "password authentication failed" in server.stderr
+    assert "not-the-password-at-all" not in server.stderr + server.stdout
+
+
 def test_a_path_and_a_url_together_are_refused(team: Project):
     both = shared(team.url).replace("[state]\n", '[state]\npath = "state/sqlite.db"\n')  # type: ignore[attr-defined]
     team.write(base=both)

@@ -75,8 +75,6 @@ def kept_connections(settings: Settings) -> Iterator[None]:
     if not url or url in _POOLS:
         yield
         return
-    import os
-
     from broadcaster import defaults
     from broadcaster.ledger.postgres import Pool
 
@@ -84,8 +82,7 @@ def kept_connections(settings: Settings) -> Iterator[None]:
     # instead of a pool retrying in the background while every request waits for it.
     with open_ledger(settings, read_only=True):
         pass
-    _POOLS[url] = Pool(url, password=os.environ.get("BROADCASTER_STATE_PASSWORD") or None,
-                       size=defaults.SERVE_LEDGER_CONNECTIONS)
+    _POOLS[url] = Pool(url, password=_password(), size=defaults.SERVE_LEDGER_CONNECTIONS)
     try:
         yield
     finally:
@@ -96,8 +93,6 @@ def _postgres(settings: Settings, *, read_only: bool, on_wait: Callable[[str], N
               busy: float) -> Ledger:
     """The PostgreSQL ledger; its password from BROADCASTER_STATE_PASSWORD, else libpq's own
     PGPASSWORD or ~/.pgpass."""
-    import os
-
     from broadcaster.errors import SettingsError
 
     try:
@@ -106,7 +101,13 @@ def _postgres(settings: Settings, *, read_only: bool, on_wait: Callable[[str], N
         raise SettingsError("state.url: the PostgreSQL ledger needs psycopg: "
                             "pip install 'broadcaster[postgresql]'") from None
     assert settings.state.url is not None
-    return PostgresLedger(settings.state.url, password=os.environ.get("BROADCASTER_STATE_PASSWORD") or None,
+    return PostgresLedger(settings.state.url, password=_password(),
                           read_only=read_only, on_wait=on_wait, busy_timeout=busy,
                           pool=_POOLS.get(settings.state.url))
 
+
+def _password() -> str | None:
+    """The PostgreSQL password broadcaster passes (None: libpq's PGPASSWORD or ~/.pgpass)."""
+    import os
+
+    return os.environ.get("BROADCASTER_STATE_PASSWORD") or None
