@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     from broadcaster.places import Places
 
 __all__ = [
-    "Delivery", "DeliveryState", "Impact", "Incident", "Kind", "Receipt", "Status", "Subscriber", "Text",
+    "Delivery", "DeliveryState", "Impact", "Incident", "Kind", "Receipt", "Status", "Subscriber",
+    "SubscriptionRequest", "Text",
     "Update",
     "is_incident_id", "new_incident_id",
 ]
@@ -198,6 +199,19 @@ class Subscriber:
 
         return (touches_components(components, self.components)
                 and places.touches(regions, self.regions, self.postcodes))
+
+
+@dataclass(frozen=True)
+class SubscriptionRequest:
+    """Someone asked on the status page to follow `subscriber`'s choices (no token yet): it
+    becomes a subscription only when the link sent to that address is confirmed."""
+
+    subscriber: Subscriber
+    #: What they agreed to: when, the words the form showed, the page, a keyed hash of the IP.
+    consent: Mapping[str, object]
+    created_at: datetime
+    expires_at: datetime
+    confirmed_at: datetime | None = None
 
 
 _ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"

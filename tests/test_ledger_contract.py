@@ -25,6 +25,7 @@ from broadcaster.model import (
     Receipt,
     Status,
     Subscriber,
+    SubscriptionRequest,
     Text,
     Update,
     new_incident_id,
@@ -235,6 +236,77 @@ def test_subscribers_are_added_changed_and_unsubscribed_by_token(ledger: Ledger)
     assert ledger.subscribers_by_email(["ana@example.com", "bob@example.com"]).keys() == {"ana@example.com"}
 
 
+def a_request(email: str = "ana@example.com", hours: float = 48) -> SubscriptionRequest:
+    now = datetime.now(UTC)
+    return SubscriptionRequest(Subscriber(email, "es", ("Checkout",), ("Madrid",), postcodes=("28004",),
+                                          active=False),
+                               {"at": now.isoformat(), "shown": "words", "ip_hash": "ab" * 16},
+                               now, now + timedelta(hours=hours))
+
+
+def test_a_subscription_request_is_confirmed_once_and_before_it_expires(ledger: Ledger):
+    request = a_request()
+    ledger.add_subscription_request("hash-1", request)
+    ledger.add_subscription_request("hash-old", a_request(hours=-1))
+    assert ledger.subscription_request("hash-1") == request
+    assert [r.subscriber.email for r in ledger.subscription_requests(pending_at=datetime.now(UTC))] == [
+        "ana@example.com"], "the expired one is not pending"
+    assert ledger.subscribers() == [], "a request is not a subscription"
+    assert ledger.confirm_subscription("hash-old", "tok-new-0123456789", datetime.now(UTC)) is None
+    ana = ledger.confirm_subscription("hash-1", "tok-new-0123456789", datetime.now(UTC))
+    assert ana == Subscriber("ana@example.com", "es", ("Checkout",), ("Madrid",), "tok-new-0123456789", True,
+                             ("28004",))
+    assert ledger.confirm_subscription("hash-1", "tok-other-0123456789", datetime.now(UTC)) is None, "once"
+    assert ledger.subscription_request("hash-1").confirmed_at is not None
+    assert ledger.subscription_requests(pending_at=datetime.now(UTC)) == []
+    assert ledger.subscriber_counts() == {"active": 1, "unsubscribed": 0}
+    # Unsubscribed, then confirmed again: active with the new choices, and the same token.
+    ledger.unsubscribe(token="tok-new-0123456789")
+    assert ledger.subscriber_counts() == {"active": 0, "unsubscribed": 1}
+    assert not ledger.update_preferences("tok-new-0123456789", Subscriber("ana@example.com", "en")), "left"
+    ledger.add_subscription_request("hash-2", a_request())
+    again = ledger.confirm_subscription("hash-2", "tok-ignored-0123456789", datetime.now(UTC))
+    assert again.token == "tok-new-0123456789" and again.active
+    assert ledger.update_preferences("tok-new-0123456789", Subscriber("ana@example.com", "en", ("Payments",)))
+    assert ledger.subscriber(email="ana@example.com").components == ("Payments",)
+    consent = ledger.person("ana@example.com")["subscribers"][0]["consent"]
+    assert '"confirmed_at"' in consent and '"ip_hash"' in consent
+
+
+def test_rate_limit_windows_count_and_reset(ledger: Ledger):
+    assert [ledger.hit("ip:x", limit=2, window=60, now=1000.0) for _ in range(2)] == [None, None]
+    assert ledger.hit("ip:x", limit=2, window=60, now=1010.0) == 50.0, "until the window ends"
+    assert ledger.hit("ip:y", limit=2, window=60, now=1010.0) is None, "each key on its own"
+    assert ledger.hit("ip:x", limit=2, window=60, now=1060.0) is None, "a new window"
+
+
+def test_erasing_a_person_keeps_sent_records_under_an_alias(ledger: Ledger):
+    update = an_update()
+    ledger.record(update, [NewDelivery("email", "es", "ana@example.com"),
+                           NewDelivery("email", "es", "bob@example.com")])
+    sent, _ = sorted(ledger.deliveries(update_id=update.id), key=lambda d: d.recipient)
+    ledger.mark_sent(sent.id, Receipt("<m@example.com>"))
+    later = an_update(update.incident_id, 2, kind=Kind.UPDATE, status=Status.IDENTIFIED)
+    ledger.record(later, [NewDelivery("email", "es", "ana@example.com")])
+    ledger.save_subscribers([Subscriber("ana@example.com", "es", token="tok-ana-0123456789")], [])
+    ledger.add_subscription_request("hash-1", a_request())
+    ledger.hit("address:k", limit=1, window=60, now=time.time())
+    held = ledger.person("ana@example.com")
+    assert [len(held[t]) for t in ("subscribers", "subscription_requests", "deliveries")] == [1, 1, 2]
+    assert "tok-ana-0123456789" not in repr(held), "no secrets in an export"
+    counts = ledger.erase_person("ana@example.com", "erased-1", ["address:k"])
+    assert counts == {"subscribers": 1, "subscription_requests": 1, "deliveries_cancelled": 1,
+                      "deliveries": 2}
+    assert ledger.person("ana@example.com") == {"subscribers": [], "subscription_requests": [],
+                                                "deliveries": []}
+    states = {(d.update_id, d.recipient): d.state
+              for d in ledger.deliveries(incident_id=update.incident_id)}
+    assert states == {(update.id, "erased-1"): DeliveryState.SENT,
+                      (later.id, "erased-1"): DeliveryState.SKIPPED,
+                      (update.id, "bob@example.com"): DeliveryState.PENDING}
+    assert ledger.hit("address:k", limit=1, window=60, now=time.time()) is None, "its counter is gone"
+
+
 def test_alert_groups_and_automatic_publications_are_remembered(ledger: Ledger):
     update = an_update()
     ledger.record(update, [])
@@ -325,12 +397,16 @@ def test_an_export_imports_whole_into_any_store(store: Settings, target: Setting
                                             postcodes=("28013",))], [])
         ledger.save_hook_key("generic:k", first.incident_id, auto_published=True)
         ledger.claim_reminder(first.id, datetime.now(UTC))
+        ledger.add_subscription_request("hash-1", a_request("bob@example.com"))
+        ledger.add_subscription_request("hash-2", a_request("cy@example.com"))
+        ledger.confirm_subscription("hash-2", "tok-cy-0123456789", datetime.now(UTC))
         before = list(ledger.export_rows())
     exported = api.export_state(tmp_path / "ledger.jsonl", settings=store)
     assert (tmp_path / "ledger.jsonl").stat().st_mode & 0o777 == 0o600, "tokens inside: owner only"
     imported = api.import_state(tmp_path / "ledger.jsonl", settings=target)
     assert exported.counts == imported.counts == {
-        "incidents": 2, "updates": 2, "deliveries": 2, "subscribers": 1, "hook_keys": 1, "reminders": 1}
+        "incidents": 2, "updates": 2, "deliveries": 2, "subscribers": 2, "subscription_requests": 2,
+        "hook_keys": 1, "reminders": 1}
     with open_ledger(target) as ledger:
         assert list(ledger.export_rows()) == before
         assert ledger.incident(first.incident_id).updates == (first,)

@@ -82,7 +82,7 @@ def read(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _rows(path: Path, lines: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    from broadcaster.ledger.interface import TABLES
+    from broadcaster.ledger.interface import ADDED_COLUMNS, TABLES
 
     order = list(TABLES)
     last = 0
@@ -98,7 +98,10 @@ def _rows(path: Path, lines: Any) -> Iterator[tuple[str, dict[str, Any]]]:
                 raise InputError(f"{where}: {table} rows after {order[last]} rows; the file was reordered")
             last = order.index(table)
             if set(row) != set(TABLES[table]):
-                raise InputError(f"{where}: a {table} row needs exactly {', '.join(TABLES[table])}")
+                missing = set(TABLES[table]) - set(row)
+                if set(row) - set(TABLES[table]) or not missing <= ADDED_COLUMNS.get(table, set()):
+                    raise InputError(f"{where}: a {table} row needs exactly {', '.join(TABLES[table])}")
+                row = {**row, **dict.fromkeys(missing)}  # written before those columns existed
             yield table, row
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from broadcaster.model import Delivery, Incident, Receipt, Subscriber, Update
+from broadcaster.model import Delivery, Incident, Receipt, Subscriber, SubscriptionRequest, Update
 
 #: What a ledger holds, table by table, in an order that keeps references valid: what
 #: `export_rows` yields and `import_rows` takes, whatever the store.
@@ -21,11 +21,15 @@ TABLES: dict[str, tuple[str, ...]] = {
     "deliveries": ("id", "update_id", "channel", "recipient", "locale", "state", "attempts", "remote_id",
                    "url", "error", "meta", "updated_at"),
     "subscribers": ("email", "locale", "components", "regions", "token", "active", "created_at",
-                    "updated_at", "postcodes"),
+                    "updated_at", "postcodes", "consent"),
+    "subscription_requests": ("token_hash", "email", "locale", "components", "regions", "postcodes",
+                              "consent", "created_at", "expires_at", "confirmed_at"),
     "hook_keys": ("key", "incident_id", "created_at", "auto_published"),
     "hook_signatures": ("signature", "seen_at"),
     "reminders": ("update_id", "sent_at"),
 }
+#: Columns added since exports began: a file written before them may lack them (None).
+ADDED_COLUMNS: dict[str, frozenset[str]] = {"subscribers": frozenset({"consent"})}
 
 
 @dataclass(frozen=True)
@@ -182,6 +186,52 @@ class Ledger(Protocol):
 
     def unsubscribe(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:
         """Make an active subscriber inactive (kept on file); who it was, or None."""
+        ...
+
+    def subscriber_counts(self) -> dict[str, int]:
+        """How many subscribers are active and how many unsubscribed (one GROUP BY)."""
+        ...
+
+    def update_preferences(self, token: str, choice: Subscriber) -> bool:
+        """Set an active subscriber's locale, components, regions and postcodes to `choice`'s;
+        False if the token is unknown or its subscriber left (leaving is final until a new
+        confirmed request)."""
+        ...
+
+    # -- self-service subscription ---------------------------------------------------------
+
+    def add_subscription_request(self, token_hash: str, request: SubscriptionRequest) -> None:
+        """Record an unconfirmed request under the hash of its link's token (and forget
+        requests a week past their expiry)."""
+        ...
+
+    def subscription_request(self, token_hash: str) -> SubscriptionRequest | None:
+        """The request whose link's token hashes to `token_hash`, confirmed or not."""
+        ...
+
+    def subscription_requests(self, *, pending_at: datetime | None = None) -> list[SubscriptionRequest]:
+        """Every request on file, or those still waiting for confirmation at `pending_at`."""
+        ...
+
+    def confirm_subscription(self, token_hash: str, new_token: str, now: datetime) -> Subscriber | None:
+        """Confirm the request once, before it expires: the address becomes an active
+        subscriber with its choices and consent (keeping its token if it had one, else
+        `new_token`). None if the request is unknown, already confirmed or expired."""
+        ...
+
+    def hit(self, key: str, *, limit: int, window: float, now: float) -> float | None:
+        """Count one request against `key`'s fixed window of `window` seconds: None if within
+        `limit`, else the seconds until the window ends (for Retry-After)."""
+        ...
+
+    def person(self, email: str) -> dict[str, list[dict[str, Any]]]:
+        """Everything held about one address (for a data-protection request), table by table,
+        without secrets (tokens)."""
+        ...
+
+    def erase_person(self, email: str, alias: str, rate_keys: Sequence[str]) -> dict[str, int]:
+        """Erase one address: subscriber and requests deleted, unsent deliveries cancelled,
+        sent ones kept for exactly-once under `alias`; rate-limit counters `rate_keys` dropped."""
         ...
 
     # -- automation ----------------------------------------------------------------------

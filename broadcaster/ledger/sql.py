@@ -27,6 +27,7 @@ from broadcaster.model import (
     Receipt,
     Status,
     Subscriber,
+    SubscriptionRequest,
     Text,
     Update,
     is_incident_id,
@@ -38,12 +39,46 @@ _DELIVERY_COLUMNS = (
 )
 
 
+#: Schema for self-service subscription (the status page's form), the same in both stores
+#: (SQLite's version 11, PostgreSQL's 3; PostgreSQL spells REAL as DOUBLE PRECISION).
+SUBSCRIPTIONS = """
+-- How a subscriber gave consent (JSON: when, what the form said, a keyed hash of the IP, when
+-- they confirmed), NULL for people an operator added.
+ALTER TABLE subscribers ADD COLUMN consent TEXT;
+-- Asked on the status page, not yet confirmed from the mailbox (double opt-in). Only a hash of
+-- the link's token is kept, so a copy of the ledger confirms nobody.
+CREATE TABLE subscription_requests (
+    token_hash      TEXT PRIMARY KEY,
+    email           TEXT NOT NULL,
+    locale          TEXT NOT NULL,
+    components      TEXT NOT NULL,
+    regions         TEXT NOT NULL,
+    postcodes       TEXT NOT NULL,
+    consent         TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    expires_at      TEXT NOT NULL,
+    confirmed_at    TEXT
+);
+CREATE INDEX subscription_requests_by_email ON subscription_requests (email);
+-- Fixed-window counters (per IP, per address) shared by every `serve` on the ledger.
+CREATE TABLE rate_limits (
+    key             TEXT PRIMARY KEY,
+    window_start    REAL NOT NULL,
+    hits            INTEGER NOT NULL
+)
+"""
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _later(seconds: float) -> str:
     return (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(timespec="microseconds")
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _when(value: str | None) -> datetime | None:
@@ -479,6 +514,123 @@ class SQLLedger(ABC):
                 db.execute(f"UPDATE subscribers SET active = 0, updated_at = ? WHERE {column} = ?",
                            (_now(), value))
         return found[0] if found else None
+
+    def subscriber_counts(self) -> dict[str, int]:
+        rows = self.query("SELECT active, COUNT(*) FROM subscribers GROUP BY active")
+        counts = {"active": 0, "unsubscribed": 0}
+        for active, count in rows:
+            counts["active" if active else "unsubscribed"] = count
+        return counts
+
+    def update_preferences(self, token: str, choice: Subscriber) -> bool:
+        with self.transaction() as db:
+            return db.execute(
+                "UPDATE subscribers SET locale = ?, components = ?, regions = ?, postcodes = ?,"
+                " updated_at = ? WHERE token = ? AND active = 1",
+                (choice.locale, _names_json(choice.components), _names_json(choice.regions),
+                 _names_json(choice.postcodes), _now(), token)).rowcount == 1
+
+    # -- self-service subscription: requests, consent, rate limits -----------------------
+
+    def add_subscription_request(self, token_hash: str, request: SubscriptionRequest) -> None:
+        s = request.subscriber
+        with self.transaction() as db:
+            # Links long past their expiry say nothing useful any more: keep the table small.
+            forget = request.created_at - (request.expires_at - request.created_at) - timedelta(days=7)
+            db.execute("DELETE FROM subscription_requests WHERE expires_at < ?", (_iso(forget),))
+            db.execute(
+                "INSERT INTO subscription_requests (token_hash, email, locale, components, regions,"
+                " postcodes, consent, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (token_hash, s.email, s.locale, _names_json(s.components), _names_json(s.regions),
+                 _names_json(s.postcodes), json.dumps(dict(request.consent), sort_keys=True),
+                 _iso(request.created_at), _iso(request.expires_at)))
+
+    def subscription_request(self, token_hash: str) -> SubscriptionRequest | None:
+        found = self._requests("WHERE token_hash = ?", [token_hash])
+        return found[0] if found else None
+
+    def subscription_requests(self, *, pending_at: datetime | None = None) -> list[SubscriptionRequest]:
+        if pending_at is None:
+            return self._requests("ORDER BY email, created_at")
+        return self._requests("WHERE confirmed_at IS NULL AND expires_at > ? ORDER BY email, created_at",
+                              [_iso(pending_at)])
+
+    def confirm_subscription(self, token_hash: str, new_token: str, now: datetime) -> Subscriber | None:
+        with self.transaction() as db:
+            # The UPDATE decides, so two clicks at once confirm once.
+            if db.execute("UPDATE subscription_requests SET confirmed_at = ? WHERE token_hash = ?"
+                          " AND confirmed_at IS NULL AND expires_at > ?",
+                          (_iso(now), token_hash, _iso(now))).rowcount != 1:
+                return None
+            (request,) = self._requests("WHERE token_hash = ?", [token_hash], db)
+            s = request.subscriber
+            consent = json.dumps({**request.consent, "confirmed_at": _iso(now)}, sort_keys=True)
+            db.execute(
+                "INSERT INTO subscribers (email, locale, components, regions, postcodes, token, active,"
+                " created_at, updated_at, consent) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)"
+                " ON CONFLICT (email) DO UPDATE SET locale = excluded.locale,"
+                " components = excluded.components, regions = excluded.regions,"
+                " postcodes = excluded.postcodes, active = 1, updated_at = excluded.updated_at,"
+                " consent = excluded.consent",
+                (s.email, s.locale, _names_json(s.components), _names_json(s.regions),
+                 _names_json(s.postcodes), new_token, _iso(now), _iso(now), consent))
+            row = db.execute("SELECT token FROM subscribers WHERE email = ?", (s.email,)).fetchone()
+        return Subscriber(s.email, s.locale, s.components, s.regions, row[0], True, s.postcodes)
+
+    def hit(self, key: str, *, limit: int, window: float, now: float) -> float | None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM rate_limits WHERE window_start < ?", (now - 2 * 86_400,))
+            # One statement counts the hit and starts a new window when the last one is over,
+            # so concurrent requests (several `serve`s on one ledger) never both get the last slot.
+            start, hits = db.execute(
+                "INSERT INTO rate_limits (key, window_start, hits) VALUES (?, ?, 1)"
+                " ON CONFLICT (key) DO UPDATE SET"
+                " hits = CASE WHEN rate_limits.window_start <= ? THEN 1 ELSE rate_limits.hits + 1 END,"
+                " window_start = CASE WHEN rate_limits.window_start <= ? THEN excluded.window_start"
+                " ELSE rate_limits.window_start END RETURNING window_start, hits",
+                (key, now, now - window, now - window)).fetchone()
+        return None if hits <= limit else max(start + window - now, 1.0)
+
+    def person(self, email: str) -> dict[str, list[dict[str, Any]]]:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for table, where in (("subscribers", "email = ?"), ("subscription_requests", "email = ?"),
+                             ("deliveries", "recipient = ?")):
+            columns = [c for c in TABLES[table] if c not in ("token", "token_hash", "meta")]
+            rows = self.query(f"SELECT {', '.join(columns)} FROM {table} WHERE {where}"
+                              f" ORDER BY {columns[0]}", (email,))
+            found[table] = [dict(zip(columns, row, strict=True)) for row in rows]
+        return found
+
+    def erase_person(self, email: str, alias: str, rate_keys: Sequence[str]) -> dict[str, int]:
+        now = _now()
+        with self.transaction() as db:
+            counts = {
+                "subscribers": db.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount,
+                "subscription_requests": db.execute(
+                    "DELETE FROM subscription_requests WHERE email = ?", (email,)).rowcount,
+                # Not sent yet: never will be. Sent: the record stays (exactly once depends on
+                # it), under an alias that names nobody.
+                "deliveries_cancelled": db.execute(
+                    "UPDATE deliveries SET state = 'skipped', error = 'the recipient was erased',"
+                    " lease_owner = NULL, lease_until = NULL, updated_at = ?"
+                    " WHERE recipient = ? AND state IN ('pending', 'in_flight', 'failed')",
+                    (now, email)).rowcount,
+                "deliveries": db.execute(
+                    "UPDATE deliveries SET recipient = ?, meta = '{}' WHERE recipient = ?",
+                    (alias, email)).rowcount,
+            }
+            db.executemany("DELETE FROM rate_limits WHERE key = ?", [(k,) for k in rate_keys])
+        return counts
+
+    def _requests(self, where: str, params: Sequence[object] = (),
+                  db: Any = None) -> list[SubscriptionRequest]:
+        sql = ("SELECT email, locale, components, regions, postcodes, consent, created_at, expires_at,"
+               f" confirmed_at FROM subscription_requests {where}")
+        rows = db.execute(sql, params).fetchall() if db is not None else self.query(sql, params)
+        return [SubscriptionRequest(Subscriber(r[0], r[1], _names(r[2]), _names(r[3]), postcodes=_names(r[4]),
+                                               active=False),
+                                    json.loads(r[5]), _when(r[6]), _when(r[7]), _when(r[8]))  # type: ignore[arg-type]
+                for r in rows]
 
     def _subscribers(self, where: str, params: Sequence[object] = ()) -> list[Subscriber]:
         rows = self.query(

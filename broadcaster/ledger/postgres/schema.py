@@ -1,6 +1,6 @@
 """The PostgreSQL ledger's schema and how each version migrates to the next.
 
-The same tables as SQLite's (ledger/sqlite/schema.py; its version 10 is this one's 2), so that the shared
+The same tables as SQLite's (ledger/sqlite/schema.py; its version 11 is this one's 3), so that the shared
 statements in ledger/sql.py run on both: times are ISO text in UTC, lists JSON text, flags
 0/1. The version is a row of `broadcaster_schema`. Migrations run in one transaction under an
 advisory lock, so two hosts starting at once migrate once, and a ledger written by a newer
@@ -12,8 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from broadcaster.errors import SettingsError
+from broadcaster.ledger.sql import SUBSCRIPTIONS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Any number: the advisory lock that serialises migrations across hosts.
 MIGRATION_LOCK = 0x62726F6164  # "broad"
@@ -101,6 +102,8 @@ CREATE TABLE reminders (
 ALTER TABLE deliveries ADD COLUMN lease_owner TEXT, ADD COLUMN lease_until TEXT;
 CREATE INDEX deliveries_open ON deliveries (update_id, channel, id) WHERE state IN ('pending', 'in_flight');
 """,
+    # Self-service subscription: consent, unconfirmed requests, rate-limit counters.
+    3: SUBSCRIPTIONS.replace("REAL", "DOUBLE PRECISION"),
 }
 
 

@@ -11,8 +11,9 @@ import sqlite3
 from pathlib import Path
 
 from broadcaster.errors import SettingsError
+from broadcaster.ledger.sql import SUBSCRIPTIONS
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -154,6 +155,7 @@ ALTER TABLE deliveries ADD COLUMN lease_owner TEXT;
 ALTER TABLE deliveries ADD COLUMN lease_until TEXT;
 CREATE INDEX deliveries_open ON deliveries (update_id, channel, id) WHERE state IN ('pending', 'in_flight');
 """,
+    11: SUBSCRIPTIONS,  # ledger/sql.py: the same in both stores
 }
 
 
