@@ -31,16 +31,40 @@ from broadcaster.settings import Settings, load_settings
 if TYPE_CHECKING:
     from broadcaster.model import Subscriber
     from broadcaster.report import BuildReport, StateReport, TransferReport, WorkerReport
-    from broadcaster.subscribers import ImportReport, SubscriberList
+    from broadcaster.subscribers import ImportReport, Roster
+    from broadcaster.subscriptions import Erased, PersonData
     from broadcaster.tick import TickReport
 
 __all__ = [
-    "Cancelled", "Confirm", "NextUpdate", "SettingsLike", "Translations", "add_subscriber",
-    "advance_maintenance", "announce", "build_site", "cancel_maintenance", "discard", "export_state",
+    "Cancelled",
+    "Confirm",
+    "NextUpdate",
+    "SettingsLike",
+    "Translations",
+    "add_subscriber",
+    "advance_maintenance",
+    "announce",
+    "build_site",
+    "cancel_maintenance",
+    "discard",
+    "erase_subscriber",
+    "export_state",
+    "export_subscriber",
     "import_state",
-    "import_subscribers", "list_incidents", "list_subscribers", "migrate_state", "publish",
+    "import_subscribers",
+    "list_incidents",
+    "list_subscribers",
+    "migrate_state",
+    "publish",
     "remove_subscriber",
-    "reschedule_maintenance", "resolve", "retry", "schedule_maintenance", "show", "tick", "update", "worker",
+    "reschedule_maintenance",
+    "resolve",
+    "retry",
+    "schedule_maintenance",
+    "show",
+    "tick",
+    "update",
+    "worker",
 ]
 
 SettingsLike = Settings | str | Path | None
@@ -273,11 +297,28 @@ def remove_subscriber(email: str, *, settings: SettingsLike = None) -> Subscribe
     return subscribers.remove(_settings(settings), email)
 
 
-def list_subscribers(*, settings: SettingsLike = None) -> SubscriberList:
-    """Every subscriber on file, active or not (never their tokens)."""
+def list_subscribers(*, each: bool = True, settings: SettingsLike = None) -> Roster:
+    """How many subscribers are active, waiting to confirm and unsubscribed, and (with `each`)
+    every one of them (never their tokens)."""
     from broadcaster import subscribers
 
-    return subscribers.listed(_settings(settings))
+    return subscribers.listed(_settings(settings), each=each)
+
+
+def export_subscriber(email: str, *, settings: SettingsLike = None) -> PersonData:
+    """Everything held about one address (a data-protection request): subscription, consent,
+    unconfirmed requests, and each email sent to it."""
+    from broadcaster import subscriptions
+
+    return subscriptions.export_person(_settings(settings), email)
+
+
+def erase_subscriber(email: str, *, settings: SettingsLike = None) -> Erased:
+    """Erase one address: subscription, consent and requests deleted, unsent emails cancelled,
+    records of sent ones kept (exactly once depends on them) under an alias naming nobody."""
+    from broadcaster import subscriptions
+
+    return subscriptions.erase_person(_settings(settings), email)
 
 
 def migrate_state(*, settings: SettingsLike = None) -> StateReport:

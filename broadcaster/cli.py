@@ -458,12 +458,50 @@ def subscribers_remove(
 
 @subscribers_app.command("list")
 def subscribers_list(json: Json = False) -> None:
-    """List subscribers: address, locale, state and what they follow."""
+    """How many are active, waiting to confirm and unsubscribed; --json lists each of them."""
 
     def run() -> Any:
         from broadcaster import api
 
-        return api.list_subscribers(settings=_config["path"])
+        return api.list_subscribers(each=json, settings=_config["path"])
+
+    _finish(run, json)
+
+
+@subscribers_app.command("export")
+def subscribers_export(
+    email: Annotated[str, typer.Argument(help="The person's address.", show_default=False)],
+    json: Json = False,
+) -> None:
+    """Everything held about one address (a data-protection request), as JSON."""
+
+    def run() -> Any:
+        from broadcaster import api
+
+        return api.export_subscriber(email, settings=_config["path"])
+
+    _finish(run, json)
+
+
+@subscribers_app.command("erase")
+def subscribers_erase(
+    email: Annotated[str, typer.Argument(help="The person's address.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Erase without asking.")] = False,
+    json: Json = False,
+) -> None:
+    """Erase a person entirely: subscription, consent, requests; unsent emails cancelled."""
+
+    def run() -> Any:
+        from broadcaster import api
+        from broadcaster.errors import InputError
+
+        if not yes:
+            if not sys.stdin.isatty():
+                raise InputError("not erasing without confirmation: stdin is not a terminal; pass --yes")
+            if not typer.confirm(f"Erase everything held about {email}? This cannot be undone.",
+                                 default=False, err=json):
+                raise InputError("nothing erased")
+        return api.erase_subscriber(email, settings=_config["path"])
 
     _finish(run, json)
 

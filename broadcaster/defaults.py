@@ -70,3 +70,15 @@ PROGRESS_MINIMUM = 100
 #: Retry-After it sends then (a 200 must mean the person is out).
 UNSUBSCRIBE_WAIT = 3.0
 UNSUBSCRIBE_RETRY = 5
+
+# -- self-service subscription (the status page's form, served by `serve`) ------------------
+#: An unconfirmed request's link works this long ([subscriptions] confirm_hours).
+SUBSCRIBE_CONFIRM_HOURS = 48.0
+#: Form submissions one IP may make an hour; past it, 429 with Retry-After.
+SUBSCRIBE_PER_IP_PER_HOUR = 10
+#: Confirmation emails one address may get a day, however many requests name it.
+SUBSCRIBE_EMAILS_PER_ADDRESS_PER_DAY = 3
+#: A subscription form, confirm or preferences body is a few hundred bytes; more is refused.
+SUBSCRIBE_MAX_BODY = 16 * 1024
+#: A confirm or preferences page's form may be submitted for this long after it was shown.
+SUBSCRIBE_FORM_SECONDS = 2 * 3600

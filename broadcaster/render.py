@@ -300,7 +300,23 @@ def common_variables(templates: Templates, locale: str) -> dict[str, Any]:
         "t": templates.strings(locale),
         "home": settings.home_url(locale),
         "alternates": {code: settings.home_url(code) for code in settings.organization.locales},
+        "subscribe": subscription_form(settings, locale),
     }
+
+
+def subscription_form(settings: Settings, locale: str) -> dict[str, Any] | None:
+    """What the "Get updates by email" form offers in `locale` (None: the site offers none):
+    where it posts, the components by group and the regions, named as readers know them."""
+    url = settings.subscribe_url
+    if url is None:
+        return None
+    groups: dict[str | None, list[dict[str, str]]] = {}
+    for c in settings.components:
+        groups.setdefault(c.group, []).append({"name": c.name, "label": settings.label(c.name, locale)})
+    return {"url": url,
+            "groups": [{"name": settings.label(g, locale) if g else None, "components": members}
+                       for g, members in groups.items()],
+            "regions": [{"name": r.name, "label": settings.label(r.name, locale)} for r in settings.regions]}
 
 
 def _grouped(states: Sequence[Any], settings: Settings, locale: str) -> list[dict[str, Any]]:

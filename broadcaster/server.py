@@ -1,4 +1,5 @@
-"""`broadcaster serve`: the alert hooks, the one-click unsubscribe endpoint, a health check.
+"""`broadcaster serve`: the alert hooks, one-click unsubscribe, the subscription pages
+(subscription_pages.py), a health check.
 
 FastAPI on uvicorn, with its OpenAPI description at /openapi.json. Hook bodies are read raw
 (at most 1 MiB) and their signature checked *before* they are parsed, so nobody unsigned
@@ -56,7 +57,8 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
             yield
 
     app = FastAPI(title="broadcaster", version=__version__, lifespan=lifespan,
-                  description="Alert hooks (drafts for a person to publish), one-click unsubscribe.")
+                  description="Alert hooks (drafts for a person to publish), one-click unsubscribe, "
+                              "self-service subscription (double opt-in) and preferences.")
 
     @app.exception_handler(hooks.HookRefused)
     async def _refused(request: Request, exc: hooks.HookRefused) -> JSONResponse:
@@ -64,6 +66,10 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
 
     _add_hooks(app, settings, secret)
     _add_unsubscribe(app, settings)
+    if settings.subscribe_url is not None:
+        from broadcaster import subscription_pages
+
+        subscription_pages.add_routes(app, settings, secret, _body_of)
 
     @app.get("/healthz", summary="Health check for the load balancer")
     async def healthz() -> JSONResponse:
@@ -77,18 +83,18 @@ def create_app(settings: Settings, secret: SecretStr) -> FastAPI:
     return app
 
 
-async def _body_of(request: Request) -> bytes:
-    """The raw body, at most MAX_BODY bytes, arriving within SERVE_BODY_SECONDS (413, 408)."""
+async def _body_of(request: Request, limit: int = hooks.MAX_BODY) -> bytes:
+    """The raw body, at most `limit` bytes, arriving within SERVE_BODY_SECONDS (413, 408)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > hooks.MAX_BODY:
-        raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
+    if declared.isdigit() and int(declared) > limit:
+        raise hooks.HookRefused(413, f"the body is over {limit} bytes")
     body = bytearray()
 
     async def read() -> None:
         async for chunk in request.stream():
             body.extend(chunk)
-            if len(body) > hooks.MAX_BODY:
-                raise hooks.HookRefused(413, f"the body is over {hooks.MAX_BODY} bytes")
+            if len(body) > limit:
+                raise hooks.HookRefused(413, f"the body is over {limit} bytes")
 
     try:  # a client that trickles its body must not hold a connection for ever
         await asyncio.wait_for(read(), timeout=defaults.SERVE_BODY_SECONDS)
@@ -243,11 +249,11 @@ class _Repeats(logging.Filter):
 
 
 class _HideTokens(logging.Filter):
-    """Access logs show /unsubscribe/… without the subscriber's token."""
+    """Access logs show /unsubscribe/…, /subscribe/… and /preferences/… without the token."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(re.sub(r"/unsubscribe/[^/\s?]+", "/unsubscribe/…", a)
+            record.args = tuple(re.sub(r"/(unsubscribe|subscribe|preferences)/[^/\s?]+", r"/\1/…", a)
                                 if isinstance(a, str) else a for a in record.args)
         return True
 
@@ -334,7 +340,7 @@ def _page(settings: Settings, locale: str, state: str, **extra: str) -> str:
     heading = {"confirm": words["title"], "done": words["done_title"]}.get(state, words["invalid_title"])
     template = templates.find("website", "unsubscribe", locale, "html")
     return templates.render(template, {**common_variables(templates, locale), "state": state,
-                                       "heading": heading, **extra})
+                                       "heading": heading, "subscribe": None, **extra})
 
 
 def _body(model: type[BaseModel]) -> dict[str, Any]:

@@ -110,6 +110,17 @@ class SiteSettings(_Section):
     output_dir: Path = Path("public")
     publish_command: str | None = None
     recent_history: int = Field(defaults.RECENT_HISTORY, ge=0)
+    #: Where the pages' "Get updates by email" form posts (default {base_url}/subscribe, which
+    #: a reverse proxy sends to `broadcaster serve`); the confirmation links live under it.
+    subscribe_url: str | None = None
+
+    @field_validator("subscribe_url")
+    @classmethod
+    def _subscribe_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
+            raise ValueError(f"{value!r} is not an http(s) address such as "
+                             "'https://status.example.com/subscribe'")
+        return value.rstrip("/") if value else value
 
     @field_validator("base_url")
     @classmethod
@@ -235,6 +246,20 @@ class WorkerSettings(_Section):
     poll_seconds: float = Field(defaults.WORKER_POLL, gt=0, le=600)
 
 
+class SubscriptionSettings(_Section):
+    """Self-service subscription from the status page (double opt-in, served by `serve`)."""
+
+    #: Offer the form on every page (only while [channels.email] is enabled: it sends the
+    #: confirmation and everything after).
+    enabled: bool = True
+    #: An unconfirmed request's link works this long.
+    confirm_hours: float = Field(defaults.SUBSCRIBE_CONFIRM_HOURS, gt=0, le=24 * 30)
+    #: Form submissions one IP may make an hour; past it, 429 with Retry-After.
+    per_ip_per_hour: int = Field(defaults.SUBSCRIBE_PER_IP_PER_HOUR, ge=1)
+    #: Confirmation emails one address may get a day, however many requests name it.
+    emails_per_address_per_day: int = Field(defaults.SUBSCRIBE_EMAILS_PER_ADDRESS_PER_DAY, ge=1)
+
+
 class AutomationSettings(_Section):
     """How alerts from monitoring become incidents (`broadcaster serve`)."""
 
@@ -273,6 +298,7 @@ class Settings(_Section):
     retry: RetrySettings = RetrySettings()
     worker: WorkerSettings = WorkerSettings()
     automation: AutomationSettings = AutomationSettings()
+    subscriptions: SubscriptionSettings = SubscriptionSettings()
     components: list[ComponentSettings] = Field(default_factory=list)
     groups: list[GroupSettings] = Field(default_factory=list)
     regions: list[RegionSettings] = Field(default_factory=list)
@@ -369,6 +395,20 @@ class Settings(_Section):
         """The status site's front page in `locale`: the default at the root, others under /{locale}/."""
         prefix = "" if locale in (None, self.organization.default_locale) else f"/{locale}"
         return f"{self.site.base_url}{prefix}/"
+
+    @property
+    def subscribe_url(self) -> str | None:
+        """Where the status pages' subscription form posts, or None when the site offers none
+        (switched off, or no enabled email channel to confirm and send with)."""
+        if not (self.subscriptions.enabled and self.subscription_channel()):
+            return None
+        return self.site.subscribe_url or f"{self.site.base_url}/subscribe"
+
+    def subscription_channel(self) -> str | None:
+        """The enabled channel that has subscribers (the role, not a name: email today)."""
+        known = registry.channels()
+        found = [n for n in self.enabled_channels() if getattr(known.get(n), "has_audience", False)]
+        return found[0] if found else None
 
     def statement_url(self, incident_id: str, locale: str | None = None) -> str:
         """The official statement's address, in `locale`."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from broadcaster.addresses import normalize_address
 from broadcaster.errors import InputError
 from broadcaster.ledger import Ledger, open_ledger
-from broadcaster.model import Incident, Subscriber
+from broadcaster.model import Incident, Subscriber, SubscriptionRequest
 from broadcaster.places import Places, normal_postcode
 from broadcaster.report import Result
 
@@ -84,6 +84,37 @@ class SubscriberList(Result):
             rows.append((s.email, s.locale, "active" if s.active else "unsubscribed", follows))
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         return "\n".join("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3] for r in rows)
+
+
+@dataclass(frozen=True)
+class Roster(Result):
+    """`broadcaster subscribers list`: how many people are active, waiting to confirm (asked on
+    the status page) and unsubscribed; with `--json`, each of them (never their tokens)."""
+
+    counts: Mapping[str, int]
+    subscribers: Sequence[Subscriber] = ()
+    pending: Sequence[SubscriptionRequest] = ()
+
+    def to_json(self) -> list[dict[str, object]]:
+        people: list[dict[str, object]] = [
+            {**_person(s), "state": "active" if s.active else "unsubscribed"} for s in self.subscribers]
+        people += [{**_person(r.subscriber), "state": "pending", "requested_at": r.created_at.isoformat(),
+                    "expires_at": r.expires_at.isoformat()} for r in self.pending]
+        return people
+
+    def text(self) -> str:
+        c = self.counts
+        return (f"{c['active']:,} active, {c['pending']:,} waiting to confirm, "
+                f"{c['unsubscribed']:,} unsubscribed.")
+
+    def notes(self) -> list[str]:
+        return ["`broadcaster subscribers list --json` lists each of them; "
+                "`broadcaster subscribers export EMAIL` shows everything held about one."]
+
+
+def _person(s: Subscriber) -> dict[str, object]:
+    return {"email": s.email, "locale": s.locale, "components": list(s.components),
+            "regions": list(s.regions), "postcodes": list(s.postcodes), "active": s.active}
 
 
 def keeps_case(settings: Settings) -> bool:
@@ -230,7 +261,12 @@ def remove(settings: Settings, email: str) -> Subscriber:
     return removed
 
 
-def listed(settings: Settings) -> SubscriberList:
-    """Every subscriber on file, active or not (never their tokens)."""
+def listed(settings: Settings, *, each: bool = True) -> Roster:
+    """How many subscribers are in each state and, with `each`, every one of them, active,
+    unsubscribed or waiting to confirm (never their tokens)."""
+    from datetime import UTC, datetime
+
     with open_ledger(settings, read_only=True) as ledger:
-        return SubscriberList(ledger.subscribers())
+        pending = ledger.subscription_requests(pending_at=datetime.now(UTC))
+        counts = {**ledger.subscriber_counts(), "pending": len(pending)}
+        return Roster(counts, ledger.subscribers() if each else (), pending if each else ())

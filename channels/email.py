@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from email import policy as email_policy
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -81,6 +81,9 @@ class EmailSettings(ChannelSettings):
     #: The one-click unsubscribe URL; {token} is the subscriber's. Default:
     #: {site.base_url}/unsubscribe/{token} (served by `broadcaster serve`).
     unsubscribe_url: str | None = None
+    #: The "manage your subscription" page; {token} is the subscriber's. Default:
+    #: {site.base_url}/preferences/{token} (served by `broadcaster serve`).
+    preferences_url: str | None = None
     #: The mailbox for mailto: unsubscribe requests (default: the sender's address).
     unsubscribe_mailto: str | None = None
     #: A CA bundle to trust for starttls/tls (default: the system's).
@@ -107,11 +110,12 @@ class EmailSettings(ChannelSettings):
             raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("unsubscribe_url")
+    @field_validator("unsubscribe_url", "preferences_url")
     @classmethod
     def _unsubscribe(cls, value: str | None) -> str | None:
         if value is not None and (not re.match(r"^https://[^/\s]+", value) or value.count("{token}") != 1):
-            raise ValueError("must be an https:// URL containing {token} once (RFC 8058 requires HTTPS)")
+            raise ValueError("must be an https:// URL containing {token} once (the link carries a secret; "
+                             "RFC 8058 requires HTTPS for unsubscribing)")
         return value
 
 
@@ -126,7 +130,8 @@ class EmailChannel(AudienceChannel, StaffNotices):
     settings: EmailSettings
 
     def compose(self, page: Page) -> Post:
-        extra = {"unsubscribe_url": self.unsubscribe_url(TOKEN)}
+        extra = {"unsubscribe_url": self.unsubscribe_url(TOKEN),
+                 "preferences_url": self.preferences_url(TOKEN)}
         text = _wrap(tidy(page.render(page.kind, **extra)))
         html_page = replace(page, extension="html")
         html = _break_long_lines(html_page.render(page.kind, **extra))
@@ -137,6 +142,12 @@ class EmailChannel(AudienceChannel, StaffNotices):
     def unsubscribe_url(self, token: str) -> str:
         template = self.settings.unsubscribe_url or (
             self.context.settings.site.base_url.rstrip("/") + "/unsubscribe/{token}"
+        )
+        return template.replace("{token}", token)
+
+    def preferences_url(self, token: str) -> str:
+        template = self.settings.preferences_url or (
+            self.context.settings.site.base_url.rstrip("/") + "/preferences/{token}"
         )
         return template.replace("{token}", token)
 
@@ -214,6 +225,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
         message["To"] = ", ".join(to)
         message["Subject"] = subject
         message["Date"] = formatdate(localtime=False, usegmt=True)
+        message["Message-ID"] = make_msgid(domain=sender.rsplit("@", 1)[-1])
         message["Auto-Submitted"] = "auto-generated"
         message.set_content(_wrap(text), charset="utf-8")
         try:
