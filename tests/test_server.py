@@ -37,17 +37,27 @@ class Server:
         return json.loads(self.project.cli("list", "--drafts", "--json").stdout)
 
 
-def start(project: Project) -> Iterator[Server]:
+def free_port() -> int:
     import socket
 
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(project: Project, *, port: int | None = None, static: bool = False) -> Iterator[Server]:
+    """`serve` on loopback; with `static`, the status site's files too on the same origin (what
+    the README's reverse-proxy rule gives a visitor)."""
     import uvicorn
 
     from broadcaster.server import create_app
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = port or free_port()
     app = create_app(load_settings(project.config), SecretStr(SECRET))
+    if static:
+        from starlette.staticfiles import StaticFiles
+
+        app.mount("/", StaticFiles(directory=project.public, html=True))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
