@@ -284,8 +284,9 @@ def test_erasing_a_person_keeps_sent_records_under_an_alias(ledger: Ledger):
     update = an_update()
     ledger.record(update, [NewDelivery("email", "es", "ana@example.com"),
                            NewDelivery("email", "es", "bob@example.com")])
-    sent, _ = sorted(ledger.deliveries(update_id=update.id), key=lambda d: d.recipient)
+    sent, bob = sorted(ledger.deliveries(update_id=update.id), key=lambda d: d.recipient)
     ledger.mark_sent(sent.id, Receipt("<m@example.com>"))
+    ledger.mark_failed(bob.id, "the SMTP server refused bob@example.com")
     later = an_update(update.incident_id, 2, kind=Kind.UPDATE, status=Status.IDENTIFIED)
     ledger.record(later, [NewDelivery("email", "es", "ana@example.com")])
     ledger.save_subscribers([Subscriber("ana@example.com", "es", token="tok-ana-0123456789")], [])
@@ -303,7 +304,11 @@ def test_erasing_a_person_keeps_sent_records_under_an_alias(ledger: Ledger):
               for d in ledger.deliveries(incident_id=update.incident_id)}
     assert states == {(update.id, "erased-1"): DeliveryState.SENT,
                       (later.id, "erased-1"): DeliveryState.SKIPPED,
-                      (update.id, "bob@example.com"): DeliveryState.PENDING}
+                      (update.id, "bob@example.com"): DeliveryState.FAILED}
+    ledger.erase_person("bob@example.com", "erased-2", [])
+    (bob,) = [d for d in ledger.deliveries(update_id=update.id) if d.recipient == "erased-2"]
+    assert bob.state == DeliveryState.SKIPPED and bob.error == "the recipient was erased"
+    assert "bob@example.com" not in repr(list(ledger.export_rows())), "not even in an error message"
     assert ledger.hit("address:k", limit=1, window=60, now=time.time()) is None, "its counter is gone"
 
 

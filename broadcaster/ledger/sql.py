@@ -616,8 +616,8 @@ class SQLLedger(ABC):
                     " WHERE recipient = ? AND state IN ('pending', 'in_flight', 'failed')",
                     (now, email)).rowcount,
                 "deliveries": db.execute(
-                    "UPDATE deliveries SET recipient = ?, meta = '{}' WHERE recipient = ?",
-                    (alias, email)).rowcount,
+                    "UPDATE deliveries SET recipient = ?, meta = '{}', error = REPLACE(error, ?, ?)"
+                    " WHERE recipient = ?", (alias, email, alias, email)).rowcount,
             }
             db.executemany("DELETE FROM rate_limits WHERE key = ?", [(k,) for k in rate_keys])
         return counts
