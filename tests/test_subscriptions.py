@@ -226,6 +226,9 @@ def test_export_and_erase_a_person(site, project: Project):
     assert project.rows("SELECT COUNT(*) FROM subscribers") == [(0,)]
     assert project.rows("SELECT COUNT(*) FROM subscription_requests") == [(0,)]
     assert "ana@example.com" not in "".join(str(v) for v in project.files().values())
+    for command in (("export",), ("erase", "--yes")):
+        bad = project.cli("subscribers", command[0], "not-an-address", *command[1:])
+        assert bad.exit_code == 2 and "not a valid email address" in bad.output, bad.output
     nothing = project.cli("subscribers", "export", "ana@example.com")
     assert nothing.exit_code == 0 and "Nothing is held about ana@example.com" in nothing.stdout
 
