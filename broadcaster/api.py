@@ -364,15 +364,16 @@ def _where(s: Settings) -> str:
     return s.state.url or str(s.state.path)
 
 
-def build_site(*, settings: SettingsLike = None) -> BuildReport:
+def build_site(*, full: bool = False, settings: SettingsLike = None) -> BuildReport:
     """Rewrite the whole status site from the ledger: every statement, every month, every feed.
 
     Updates rewrite only what they touch; this is for a new output_dir, changed templates or
-    settings, or a site that was lost. Unchanged files are not rewritten.
+    settings, or a site that was lost. Unchanged files are not rewritten, and a statement or
+    month page made from unchanged inputs is not even rendered, unless `full`.
     """
     from broadcaster.site.build import build_site as build
 
-    return build(_settings(settings))
+    return build(_settings(settings), full=full)
 
 
 def tick(*, now: datetime | None = None, settings: SettingsLike = None) -> TickReport:

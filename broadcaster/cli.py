@@ -602,13 +602,18 @@ app.add_typer(site_app, name="site")
 
 
 @site_app.command("build")
-def site_build(json: Json = False) -> None:
+def site_build(
+    full: Annotated[bool, typer.Option(
+        "--full", help="Render every page, even those made from unchanged inputs "
+        "(after editing files in output_dir by hand).")] = False,
+    json: Json = False,
+) -> None:
     """Rewrite the whole status site from the ledger (unchanged files are left alone)."""
 
     def run() -> Any:
         from broadcaster import api
 
-        return api.build_site(settings=_config["path"])
+        return api.build_site(full=full, settings=_config["path"])
 
     _finish(run, json)
 

@@ -87,6 +87,36 @@ class Templates:
         self.folders.append(shipped_templates())
         self.env = _environment(tuple(self.folders))
         self._strings: dict[str, dict[str, Any]] = {}
+        #: What every page of one site state shows (open incidents, history, the lookup's
+        #: areas), computed once per (state, locale) rather than for each of thousands of pages.
+        self._site_views: dict[tuple[int, str], tuple[SiteState, dict[str, Any]]] = {}
+        self._digest: str | None = None
+
+    def inputs_digest(self) -> str:
+        """A digest of everything besides the incident that a statement page is made from:
+        broadcaster's version, the settings, and every template and strings file (the user's
+        folder, channels', shipped). `site build` skips a statement whose digest is unchanged."""
+        if self._digest is None:
+            import hashlib
+
+            from broadcaster import __version__
+
+            settings = self.settings.model_dump_json(serialize_as_any=True)  # channels' own fields too
+            digest = hashlib.sha256(f"{__version__}\n{settings}".encode())
+            for folder in self.folders:
+                for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix != ".pyc"):
+                    digest.update(f"\n{path.relative_to(folder)}\n".encode())
+                    digest.update(path.read_bytes())
+            self._digest = digest.hexdigest()
+        return self._digest
+
+    def site_views(self, site: SiteState, locale: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """`build()`'s site-wide variables for (site, locale), computed once."""
+        key = (id(site), locale)
+        found = self._site_views.get(key)
+        if found is None or found[0] is not site:
+            found = self._site_views[key] = (site, build())
+        return found[1]
 
     def find(self, channel: str, name: str, locale: str, extension: str) -> str:
         """The template for `locale`, else the default locale's, else the locale-free one."""
@@ -261,6 +291,26 @@ class Page:
             "statement_url": self.statement_url,
             "incident": view.incident(self.incident),
             "update": view.update(self.update),
+            **self.templates.site_views(self.site, f"{locale}/{self.publishes_statement}",
+                                        lambda: self._site_variables(view)),
+        }
+
+    def digest(self, template: str) -> str:
+        """What a statement or month page is made of, as a digest: the incident (every update,
+        every word) or the month's incidents, and everything else such a page depends on
+        (`Templates.inputs_digest`). `site build` skips a page whose digest is unchanged."""
+        import hashlib
+
+        made_of = self.incident if template == "statement" else self.site.month
+        text = f"{self.templates.inputs_digest()}\n{template}\n{made_of!r}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _site_variables(self, view: IncidentViews) -> dict[str, Any]:
+        """What depends on the site's state, not on this incident: the same for every page of
+        a state and locale (cached by `Templates.site_views`)."""
+        settings = self.settings
+        locale = self.locale
+        return {
             "open_incidents": [view.incident(i) for i in self.site.open],
             "maintenance": [view.incident(i) for i in self.site.maintenance],
             "recent_incidents": [view.incident(i) for i in self.site.recent],
@@ -330,6 +380,7 @@ def _grouped(states: Sequence[Any], settings: Settings, locale: str) -> list[dic
             for name, members in groups.items()]
 
 
+@cache
 def _month_name(key: str, locale: str) -> str:
     """"November 2026", "Noviembre de 2026": a heading, so capitalised in every language."""
     from babel.dates import format_skeleton

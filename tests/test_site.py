@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import feedparser
 import pytest
@@ -177,6 +178,45 @@ def test_site_build_rewrites_everything_from_the_ledger(site: Project):
     assert all((site.public / "incidents" / i / "index.html").exists() for i in incidents)
     again = json.loads(site.cli("site", "build", "--json").stdout)
     assert again["written"] == 0, "unchanged files are left alone"
+
+
+def test_a_build_renders_only_what_changed(site: Project, monkeypatch: pytest.MonkeyPatch):
+    """Statements and months carry the digest of what they were made from; a build renders
+    only those whose inputs changed (an update, a template, the settings), or all with --full."""
+    from broadcaster.render import Page
+
+    incidents = [site.announce() for _ in range(3)]
+    site.cli("update", incidents[0], "--message", "Still failing.", "--status", "identified", "--yes")
+    rendered: list[str] = []
+    real = Page.render
+    monkeypatch.setattr(Page, "render",
+                        lambda self, name, **kw: rendered.append(name) or real(self, name, **kw))
+
+    def build(*options: str) -> dict:
+        rendered.clear()
+        result = site.cli("site", "build", *options, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    assert build()["written"] == 0 and sorted(set(rendered)) == ["history", "index"], \
+        "what the commands wrote is what a build would: nothing to render but the shared pages"
+    statement = site.public / "es" / "incidents" / incidents[1] / "index.html"
+    statement.unlink()
+    assert build()["written"] == 1 and rendered.count("statement") == 2, "a lost page is made again"
+    edited = statement.read_text().replace("<h1>", "<h1>EDITED ")
+    statement.write_text(edited)
+    assert build()["written"] == 0 and statement.read_text() == edited, "inputs unchanged: left alone"
+    assert build("--full")["written"] == 1 and "EDITED" not in statement.read_text()
+    assert rendered.count("statement") == 6 and rendered.count("month") == 2
+
+    mine = site.root / "my-templates" / "website"
+    mine.mkdir(parents=True)
+    source = (Path(__file__).parents[1] / "templates" / "website" / "statement.html").read_text()
+    (mine / "statement.html").write_text(source.replace("<article", "<!-- mine --><article"))
+    site.write(SITE + '\n[templates]\ndir = "my-templates"\n')
+    assert build()["written"] >= 6 and rendered.count("statement") == 6, "a template changed: all again"
+    assert "<!-- mine -->" in statement.read_text()
+    assert build()["written"] == 0 and "statement" not in rendered
 
 
 def test_site_build_with_nothing_published_says_so(site: Project):

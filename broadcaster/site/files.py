@@ -35,11 +35,26 @@ def site_files(page: Page, *, statement: bool, month: bool, shared: bool = True)
             folder = path.removesuffix("index.html")
             alternates = {loc: settings.home_url(loc) + folder for loc in page.locales}
             files[prefix + path] = localized.render(template, alternates=alternates)
+            if template in ("statement", "month"):  # what it was made from: `site build` skips it
+                files[prefix + path] += digest_mark(page.digest(template))
         if shared:
             files[f"{prefix}feed.atom"] = feeds.atom(settings, page.site, locale, localized.variables["t"])
     if shared:
         files.update(statuspage.files(settings, page.site))
     return files
+
+
+def digest_mark(digest: str) -> str:
+    """The comment a statement or month page ends with: the digest of what it was made from."""
+    return f"<!-- broadcaster inputs {digest} -->\n"
+
+
+def page_paths(page: Page, template: str) -> list[str]:
+    """The statement's or the month's page in every locale."""
+    default = page.settings.organization.default_locale
+    path = (f"incidents/{page.incident.id}/index.html" if template == "statement"
+            else f"history/{page.site.month[0] if page.site.month else ''}/index.html")
+    return [("" if locale == default else f"{locale}/") + path for locale in page.locales]
 
 
 def writing_order(item: tuple[str, str]) -> tuple[bool, str]:
