@@ -20,16 +20,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from broadcaster import defaults, pipeline, request
+from broadcaster import defaults, request
 from broadcaster.ledger import open_ledger
 from broadcaster.model import Impact, Kind, Status
-from broadcaster.pipeline import Cancelled, Confirm
 from broadcaster.report import DeliveryOutcome, IncidentReport, Outcome
 from broadcaster.request import NextUpdate, Translations
 from broadcaster.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from broadcaster.model import Subscriber
+    from broadcaster.pipeline import Cancelled, Confirm
     from broadcaster.report import BuildReport, StateReport, TransferReport, WorkerReport
     from broadcaster.subscribers import ImportReport, Roster
     from broadcaster.subscriptions import Erased, PersonData
@@ -70,6 +70,16 @@ __all__ = [
 SettingsLike = Settings | str | Path | None
 
 
+def __getattr__(name: str) -> object:
+    """`Cancelled` and `Confirm` come from the pipeline, imported only when a command sends:
+    `list` and `show` start without it (it brings Jinja2, Markdown, tenacity, the channels)."""
+    if name in ("Cancelled", "Confirm"):
+        from broadcaster import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def announce(
     title: str,
     message: str,
@@ -87,6 +97,8 @@ def announce(
     settings: SettingsLike = None,
 ) -> Outcome:
     """Announce a new incident: statement first, then every enabled channel."""
+    from broadcaster import pipeline
+
     s = _settings(settings)
     req = request.new_incident(
         s, kind=Kind.ANNOUNCE, status=Status.INVESTIGATING, impact=impact,
@@ -113,6 +125,8 @@ def schedule_maintenance(
     settings: SettingsLike = None,
 ) -> Outcome:
     """Announce a planned maintenance window through every channel; `tick` moves it along."""
+    from broadcaster import pipeline
+
     s = _settings(settings)
     window = request.window_of(starts, ends, s)
     req = request.new_incident(
@@ -124,6 +138,8 @@ def schedule_maintenance(
 
 def advance_maintenance(incident_id: str, status: Status, *, settings: SettingsLike = None) -> Outcome:
     """Move a maintenance to in_progress or completed (what `tick` does when it is due)."""
+    from broadcaster import pipeline
+
     s = _settings(settings)
     return pipeline.send(s, request.maintenance_step(s, incident_id, status))
 
@@ -135,6 +151,8 @@ def cancel_maintenance(
 ) -> Outcome:
     """Call off a planned maintenance that has not finished: every channel is told it will not
     happen (or stops), the site and the JSON stop listing it."""
+    from broadcaster import pipeline
+
     s = _settings(settings)
     req = request.maintenance_step(s, incident_id, Status.CANCELLED, message=message,
                                    translations=translations, channels=channels)
@@ -148,6 +166,8 @@ def reschedule_maintenance(
 ) -> Outcome:
     """Move a planned maintenance to a new window, announced on every channel. A window already
     running keeps running (only its end can move)."""
+    from broadcaster import pipeline
+
     s = _settings(settings)
     req = request.maintenance_step(s, incident_id, None, window=request.window_of(starts, ends, s),
                                    message=message, translations=translations, channels=channels)
@@ -179,6 +199,8 @@ def update(
     `clear_guidance` drops it. On an incident whose latest update is an unpublished draft,
     a draft update revises that draft in place.
     """
+    from broadcaster import pipeline
+
     s = _settings(settings)
     new_status = request.update_status(status)
     request.one_of("--clear-guidance", "guidance", clear_guidance, guidance, translations)
@@ -211,6 +233,8 @@ def resolve(
     that is deliberate. Earlier guidance does not carry over (it was for while it was down);
     `guidance` gives any that still holds.
     """
+    from broadcaster import pipeline
+
     s = _settings(settings)
     request.one_of("--no-apology", "apology", no_apology, apology, translations)
     req = request.follow_up(
@@ -228,17 +252,23 @@ def publish(
     settings: SettingsLike = None,
 ) -> Outcome:
     """Approve an incident's drafts: they go out through the normal pipeline, in order."""
+    from broadcaster import pipeline
+
     return pipeline.publish(_settings(settings), incident_id, channels=channels, confirm=confirm)
 
 
 def discard(incident_id: str, *, settings: SettingsLike = None) -> Outcome:
     """Drop an incident's unpublished drafts (a false alarm): kept in the ledger for the record,
     gone from lists, the site and the JSON. Nothing is sent."""
+    from broadcaster import pipeline
+
     return pipeline.discard(_settings(settings), incident_id)
 
 
 def retry(incident_id: str | None = None, *, settings: SettingsLike = None) -> list[Outcome]:
     """Finish failed or interrupted deliveries (of one incident, or of all); never resend."""
+    from broadcaster import pipeline
+
     return pipeline.retry(_settings(settings), incident_id)
 
 
@@ -259,9 +289,13 @@ def show(incident_id: str, *, settings: SettingsLike = None) -> IncidentReport:
     """One incident with its updates, every delivery's state, and what its drafts would send."""
     s = _settings(settings)
     with open_ledger(s, read_only=True) as ledger:
-        incident = pipeline.existing(ledger, incident_id)
+        incident = ledger.incident(request.checked_id(incident_id))
         deliveries = [DeliveryOutcome.of(d) for d in ledger.deliveries(incident_id=incident_id)]
-        previews = pipeline.draft_previews(s, ledger, incident)
+        previews: list = []
+        if incident.drafts:  # rendering what a draft would send needs the whole pipeline
+            from broadcaster import pipeline
+
+            previews = pipeline.draft_previews(s, ledger, incident)
     return IncidentReport(incident, s.statement_url(incident_id), deliveries, previews,
                           local_time=s.organization.local_time)
 

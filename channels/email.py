@@ -33,7 +33,7 @@ from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -50,8 +50,10 @@ from broadcaster.channels.base import (
 )
 from broadcaster.errors import InputError, PermanentDeliveryError, TransientDeliveryError
 from broadcaster.model import Receipt
-from broadcaster.render import Page
 from broadcaster.settings import resolve_path
+
+if TYPE_CHECKING:
+    from broadcaster.render import Page
 
 #: Placeholders in the message built once per (update × locale): ASCII, unbreakable, and
 #: never folded or encoded by the email library (headers are written without folding). Each

@@ -30,10 +30,11 @@ from broadcaster.channels.base import Channel, ChannelContext, ChannelSettings, 
 from broadcaster.channels.tweet_text import LIMIT, weighted_length
 from broadcaster.errors import PermanentDeliveryError, TransientDeliveryError
 from broadcaster.model import Receipt
-from broadcaster.render import Page
 
 if TYPE_CHECKING:
     import tweepy
+
+    from broadcaster.render import Page
 
 X_HOST = "https://api.twitter.com"
 #: What X answers (403, v2 `detail`) when the same account posts the same text again.

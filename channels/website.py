@@ -13,14 +13,16 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from broadcaster.atomic import write_atomic
 from broadcaster.channels.base import ChannelSettings, ChannelSpec, Post, StatementChannel, tidy
 from broadcaster.errors import PermanentDeliveryError, TransientDeliveryError
 from broadcaster.masking import without_secrets
 from broadcaster.model import Receipt
-from broadcaster.render import Page
-from broadcaster.site.files import site_files, writing_order
+
+if TYPE_CHECKING:
+    from broadcaster.render import Page
 
 PUBLISH_COMMAND_TIMEOUT = 300
 
@@ -38,6 +40,8 @@ class WebsiteChannel(StatementChannel):
 
     def compose(self, page: Page) -> Post:
         """Every file this update touches: its statement, the indexes, its month, feeds, JSON."""
+        from broadcaster.site.files import site_files
+
         # A draft is written nowhere: rendering the whole site for it would only slow the hooks.
         files = {} if page.update.draft else site_files(
             page, statement=not page.incident.is_draft, month=page.site.month is not None)
@@ -49,6 +53,8 @@ class WebsiteChannel(StatementChannel):
     def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
         # Writing the same files again is harmless, so a resumed attempt needs no special care.
         root: Path = self.context.settings.site.output_dir
+        from broadcaster.site.files import writing_order
+
         written = []
         for relative, content in sorted(post.files.items(), key=writing_order):
             path = root / relative
