@@ -61,14 +61,20 @@ def main() -> None:
         target = regular_install(Path(tmp))
         installed_env = {**env, "PYTHONPATH": str(target)}
         script = "import sys; from broadcaster.cli import main; sys.exit(main())"
+        config, incident = project(Path(tmp), installed_env)
+        installed = [sys.executable, "-c", script]
         commands = {
-            "broadcaster --help": [sys.executable, "-c", script, "--help"],
+            "broadcaster --help": [*installed, "--help"],
+            "broadcaster list": [*installed, "--config", config, "list"],
+            "broadcaster show ID": [*installed, "--config", config, "show", incident],
+            "broadcaster announce --help": [*installed, "announce", "--help"],
+            "broadcaster subscribers list --help": [*installed, "subscribers", "list", "--help"],
             "  (editable dev install)": [str(bindir / "broadcaster"), "--help"],
             "apprise --help": [shutil.which("apprise", path=str(bindir)) or "apprise", "--help"],
             "bare typer app --help": [sys.executable, str(bare), "--help"],
             "python -c pass": [sys.executable, "-c", "pass"],
         }
-        envs = {name: installed_env if name == "broadcaster --help" else env for name in commands}
+        envs = {name: installed_env if name.startswith("broadcaster") else env for name in commands}
         for name, command in commands.items():  # warm the file cache
             timed(command, envs[name])
         samples: dict[str, list[float]] = {name: [] for name in commands}
@@ -77,13 +83,35 @@ def main() -> None:
                 samples[name].append(timed(command, envs[name]))
     apprise = statistics.median(samples["apprise --help"])
     print(f"start-up, {args.runs} interleaved runs each, {os.cpu_count()} cores\n")
-    print(f"{'command':<24} {'median ms':>10} {'best ms':>9} {'vs apprise':>11}")
+    print(f"{'command':<36} {'median ms':>10} {'best ms':>9} {'vs apprise':>11}")
     for name, values in samples.items():
         median = statistics.median(values)
-        print(f"{name:<24} {median * 1000:>10.1f} {min(values) * 1000:>9.1f} {median / apprise:>11.2f}")
-    ratio = statistics.median(samples["broadcaster --help"]) / apprise
-    verdict = "meets" if ratio <= 0.6 else "MISSES"
-    print(f"\nbroadcaster / apprise = {ratio:.2f} ({verdict} the goal of <= 0.60)")
+        print(f"{name:<36} {median * 1000:>10.1f} {min(values) * 1000:>9.1f} {median / apprise:>11.2f}")
+    help_ = statistics.median(samples["broadcaster --help"])
+    for name in ("broadcaster --help", "broadcaster announce --help", "broadcaster subscribers list --help"):
+        ratio = statistics.median(samples[name]) / apprise
+        verdict = "meets" if ratio <= 0.6 else "MISSES"
+        print(f"\n{name} / apprise = {ratio:.2f} ({verdict} the goal of <= 0.60)", end="")
+    for name in ("broadcaster list", "broadcaster show ID"):
+        ratio = statistics.median(samples[name]) / help_
+        print(f"\n{name} / broadcaster --help = {ratio:.2f} "
+              f"({'meets' if ratio <= 1.2 else 'MISSES'} the goal of <= 1.20)", end="")
+    print()
+
+
+def project(tmp: Path, env: dict[str, str]) -> tuple[str, str]:
+    """A settings file and one published incident (website only) for `list` and `show`."""
+    import json
+
+    config = tmp / "settings.toml"
+    config.write_text('[organization]\nname = "Bench"\nlocales = ["en", "es"]\n[site]\n'
+                      'base_url = "https://status.example.com"\noutput_dir = "public"\n'
+                      '[state]\npath = "state.db"\n', encoding="utf-8")
+    script = "import sys; from broadcaster.cli import main; sys.exit(main())"
+    done = subprocess.run([sys.executable, "-c", script, "--config", str(config), "announce",
+                           "--title", "Slow", "--message", "Slow.", "--yes", "--json"],
+                          capture_output=True, text=True, env=env, check=True)
+    return str(config), json.loads(done.stdout)["incident_id"]
 
 
 if __name__ == "__main__":

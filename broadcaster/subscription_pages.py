@@ -94,7 +94,8 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
         except InputError:
             fields = {}
         if _forged(request, fields, keys, "confirm", token) is not None:
-            return confirmation_page(found, token, status=403, notice=_words(settings, found)["stale"])
+            stale = subscriptions.words(settings, _locale(found))["stale"]
+            return confirmation_page(found, token, status=403, notice=stale)
         try:
             done = await run_in_threadpool(subscriptions.confirm, settings, token)
         except BroadcasterError as exc:
@@ -135,7 +136,7 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
             fields = await form_of(request)
             if _forged(request, fields, keys, "preferences", token) is not None:
                 return preferences(subscriber, token, status=403,
-                                   notice=_strings(settings, subscriber.locale)["stale"])
+                                   notice=subscriptions.words(settings, subscriber.locale)["stale"])
             saved = await run_in_threadpool(subscriptions.save_preferences, settings, token, fields)
         except SettingsError as exc:
             log.error("saving preferences failed: %s", exc)
@@ -145,7 +146,8 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
         except BroadcasterError as exc:
             log.error("saving preferences failed: %s", exc)
             return page(subscriber.locale, "busy", 503, headers={"Retry-After": "60"})
-        return preferences(saved, token, notice=_strings(settings, saved.locale)["saved"] if saved else "")
+        notice = subscriptions.words(settings, saved.locale)["saved"] if saved else ""
+        return preferences(saved, token, notice=notice)
 
     def preferences(subscriber: Any, token: str, *, status: int = 200, notice: str = "") -> HTMLResponse:
         if subscriber is None:
@@ -154,7 +156,7 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
             return page(subscriber.locale, "left", status)
         from broadcaster.render import subscription_form
 
-        words = _strings(settings, subscriber.locale)
+        words = subscriptions.words(settings, subscriber.locale)
         return page(subscriber.locale, "preferences", status, notice=notice, email=subscriber.email,
                     heading=words["preferences_title"], action=f"/preferences/{token}",
                     leave_action=f"/unsubscribe/{token}", csrf=keys.form_key("preferences", token),
@@ -185,16 +187,6 @@ def render(settings: Settings, locale: str, state: str, **extra: Any) -> str:
     variables.update({"state": state, "heading": heading, "notice": "", **extra})
     template = templates.find("website", "subscription", locale, "html")
     return templates.render(template, variables)
-
-
-def _words(settings: Settings, found: subscriptions.Confirmation) -> dict[str, str]:
-    return _strings(settings, _locale(found))
-
-
-def _strings(settings: Settings, locale: str) -> dict[str, str]:
-    from broadcaster.render import Templates
-
-    return Templates(settings).strings(locale)["subscribe"]
 
 
 def _locale(found: subscriptions.Confirmation) -> str:

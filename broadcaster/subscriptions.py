@@ -185,9 +185,9 @@ def ask(settings: Settings, fields: Mapping[str, Sequence[str]], *, ip: str, key
         token = secrets.token_urlsafe(32)
         moment = datetime.fromtimestamp(now, UTC)
         expires = moment + timedelta(hours=limits.confirm_hours)
-        words = _words(settings, choice.locale)
+        said = words(settings, choice.locale)
         consent = {"at": moment.isoformat(timespec="seconds"), "source": "status page form",
-                   "locale": choice.locale, "shown": words["intro"] + " " + words["consent"],
+                   "locale": choice.locale, "shown": said["intro"] + " " + said["consent"],
                    "ip_hash": keys.ip_hash(ip)}
         request = SubscriptionRequest(choice, consent, moment, expires)
         ledger.add_subscription_request(token_hash(token), request)
@@ -209,14 +209,15 @@ def _send_confirmation(settings: Settings, choice: Subscriber, link: str, expire
     channel = open_channel(settings, name) if name else None
     if not isinstance(channel, StaffNotices):
         raise DeliveryError("no enabled channel can send the confirmation email")
-    words = _words(settings, choice.locale)
+    said = words(settings, choice.locale)
     org = settings.organization.name
-    text = (words["mail_body"].replace("{organization}", org).replace("{link}", link)
+    text = (said["mail_body"].replace("{organization}", org).replace("{link}", link)
             .replace("{expires}", settings.organization.local_time(expires)))
-    channel.send_notice([choice.email], words["mail_subject"].replace("{organization}", org), text + "\n")
+    channel.send_notice([choice.email], said["mail_subject"].replace("{organization}", org), text + "\n")
 
 
-def _words(settings: Settings, locale: str) -> dict[str, str]:
+def words(settings: Settings, locale: str) -> dict[str, str]:
+    """The subscription words (templates/strings.{locale}.toml, [subscribe]) in `locale`."""
     from broadcaster.render import Templates
 
     return Templates(settings).strings(locale)["subscribe"]
