@@ -36,6 +36,11 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
              **extra: Any) -> HTMLResponse:
         return HTMLResponse(render(settings, locale, state, **extra), status, headers=headers)
 
+    def busy(locale: str, what: str, exc: Exception) -> HTMLResponse:
+        """The ledger or the mail server failed: nothing was done, come back in a minute."""
+        log.error("%s failed: %s", what, exc)
+        return page(locale, "busy", 503, headers={"Retry-After": "60"})
+
     async def form_of(request: Request) -> dict[str, list[str]]:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/x-www-form-urlencoded":
@@ -63,13 +68,11 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
             return page(locale_of(fields), "limited", 429, headers={"Retry-After": str(exc.seconds)},
                         minutes=minutes)
         except SettingsError as exc:  # the ledger could not be opened: not the visitor's fault
-            log.error("subscription request failed: %s", exc)
-            return page(locale_of(fields), "busy", 503, headers={"Retry-After": "60"})
+            return busy(locale_of(fields), "subscription request", exc)
         except InputError as exc:
             return page(locale_of(fields), "bad", 400, problem=str(exc), subscribe_open=True)
         except BroadcasterError as exc:
-            log.error("subscription request failed: %s", exc)
-            return page(locale_of(fields), "busy", 503, headers={"Retry-After": "60"})
+            return busy(locale_of(fields), "subscription request", exc)
         return page(asked.locale, "sent", email=asked.email, hours=_hours(settings))
 
     @app.get("/subscribe/{token}", response_class=HTMLResponse, responses=_PAGE,
@@ -78,15 +81,17 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
         try:
             found = await run_in_threadpool(subscriptions.confirmation, settings, token)
         except BroadcasterError as exc:
-            log.error("reading a confirmation link failed: %s", exc)
-            return page(default, "busy", 503, headers={"Retry-After": "60"})
+            return busy(default, "reading a confirmation link", exc)
         return confirmation_page(found, token)
 
     @app.post("/subscribe/{token}", response_class=HTMLResponse,
               responses={**_PAGE, 403: {"description": "Not from the page we served (CSRF)"}},
               summary="Confirm a subscription (the button)")
     async def confirm(token: str, request: Request) -> HTMLResponse:
-        found = await run_in_threadpool(subscriptions.confirmation, settings, token)
+        try:
+            found = await run_in_threadpool(subscriptions.confirmation, settings, token)
+        except BroadcasterError as exc:
+            return busy(default, "reading a confirmation link", exc)
         if found.state != "confirm":
             return confirmation_page(found, token)
         try:
@@ -99,8 +104,7 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
         try:
             done = await run_in_threadpool(subscriptions.confirm, settings, token)
         except BroadcasterError as exc:
-            log.error("confirmation failed: %s", exc)
-            return page(_locale(found), "busy", 503, headers={"Retry-After": "60"})
+            return busy(_locale(found), "confirmation", exc)
         return confirmation_page(done, token)
 
     def confirmation_page(found: subscriptions.Confirmation, token: str, *, status: int = 200,
@@ -120,8 +124,7 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
         try:
             subscriber = await run_in_threadpool(subscriptions.subscriber_of, settings, token)
         except BroadcasterError as exc:
-            log.error("reading preferences failed: %s", exc)
-            return page(default, "busy", 503, headers={"Retry-After": "60"})
+            return busy(default, "reading preferences", exc)
         return preferences(subscriber, token)
 
     @app.post("/preferences/{token}", response_class=HTMLResponse,
@@ -129,7 +132,10 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
                          403: {"description": "Not from the page we served (CSRF)"}},
               summary="Save a subscriber's choices")
     async def save(token: str, request: Request) -> HTMLResponse:
-        subscriber = await run_in_threadpool(subscriptions.subscriber_of, settings, token)
+        try:
+            subscriber = await run_in_threadpool(subscriptions.subscriber_of, settings, token)
+        except BroadcasterError as exc:
+            return busy(default, "reading preferences", exc)
         if subscriber is None or not subscriber.active:
             return preferences(subscriber, token)
         try:
@@ -139,13 +145,11 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
                                    notice=subscriptions.words(settings, subscriber.locale)["stale"])
             saved = await run_in_threadpool(subscriptions.save_preferences, settings, token, fields)
         except SettingsError as exc:
-            log.error("saving preferences failed: %s", exc)
-            return page(subscriber.locale, "busy", 503, headers={"Retry-After": "60"})
+            return busy(subscriber.locale, "saving preferences", exc)
         except InputError as exc:
             return preferences(subscriber, token, status=400, notice=str(exc))
         except BroadcasterError as exc:
-            log.error("saving preferences failed: %s", exc)
-            return page(subscriber.locale, "busy", 503, headers={"Retry-After": "60"})
+            return busy(subscriber.locale, "saving preferences", exc)
         notice = subscriptions.words(settings, saved.locale)["saved"] if saved else ""
         return preferences(saved, token, notice=notice)
 

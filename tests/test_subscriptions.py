@@ -353,3 +353,23 @@ def test_schemathesis_finds_no_server_error_in_the_subscription_pages(site, tmp_
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+def test_a_ledger_that_cannot_be_used_is_503_with_retry_after_and_nothing_sent(site, monkeypatch):
+    from broadcaster import subscriptions
+    from broadcaster.errors import LedgerBusyError
+
+    server, inbox = site
+
+    def busy(*args, **kwargs):
+        raise LedgerBusyError("the ledger at state/ledger.db is busy: database is locked")
+
+    monkeypatch.setattr(subscriptions, "open_ledger", busy)
+    token = "A" * 43
+    answers = [ask(server, "ana@example.com"), requests.get(f"{server.url}/subscribe/{token}", timeout=30),
+               requests.post(f"{server.url}/subscribe/{token}", timeout=30),
+               requests.get(f"{server.url}/preferences/{token}", timeout=30),
+               requests.post(f"{server.url}/preferences/{token}", data={"locale": "en"}, timeout=30)]
+    assert [a.status_code for a in answers] == [503] * 5
+    assert all(a.headers["Retry-After"] == "60" and "Nothing was changed" in a.text for a in answers)
+    assert inbox.messages == []
