@@ -110,9 +110,11 @@ class Templates:
             self._digest = digest.hexdigest()
         return self._digest
 
-    def site_views(self, site: SiteState, locale: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """`build()`'s site-wide variables for (site, locale), computed once."""
-        key = (id(site), locale)
+    def site_views(self, site: SiteState, variant: str,
+                   build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """`build()`'s site-wide variables for (site, variant: the locale and the kind of
+        page), computed once."""
+        key = (id(site), variant)
         found = self._site_views.get(key)
         if found is None or found[0] is not site:
             found = self._site_views[key] = (site, build())

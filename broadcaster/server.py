@@ -27,8 +27,6 @@ from broadcaster.errors import BroadcasterError, InputError, LedgerBusyError, Se
 from broadcaster.settings import Settings
 
 log = logging.getLogger("broadcaster.server")
-#: Unsubscribe tokens are opaque and random; anything else is not one.
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _ERROR = {"content": {"application/json": {"schema": {
     "type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}}}}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -164,7 +162,9 @@ def _add_unsubscribe(app: FastAPI, settings: Settings) -> None:
     @app.get("/unsubscribe/{token}", response_class=HTMLResponse, summary="Unsubscribe: confirmation page",
              responses={404: {"description": "Unknown token"}})
     async def unsubscribe_page(token: str) -> HTMLResponse:
-        subscriber = await run_in_threadpool(_subscriber, settings, token)
+        from broadcaster.subscriptions import subscriber_of
+
+        subscriber = await run_in_threadpool(subscriber_of, settings, token)
         if subscriber is None:
             return _not_found(settings)
         if not subscriber.active:
@@ -294,18 +294,11 @@ def _parsed(body: bytes, model: type[BaseModel]) -> Any:
         raise hooks.HookRefused(400, problems) from None
 
 
-def _subscriber(settings: Settings, token: str) -> Any:
-    if not _TOKEN.match(token):
-        return None
-    from broadcaster.ledger import open_ledger
-
-    with open_ledger(settings, read_only=True) as ledger:
-        return ledger.subscriber(token=token)
-
-
 def _unsubscribe(settings: Settings, token: str) -> Any:
     """The subscriber if the token is known (unsubscribed now or before), else None."""
-    subscriber = _subscriber(settings, token)
+    from broadcaster.subscriptions import subscriber_of
+
+    subscriber = subscriber_of(settings, token)
     if subscriber is None:
         return None
     from broadcaster.ledger import open_ledger

@@ -71,9 +71,7 @@ class SubscriberList(Result):
     subscribers: Sequence[Subscriber]
 
     def to_json(self) -> list[dict[str, object]]:
-        return [{"email": s.email, "locale": s.locale, "components": list(s.components),
-                 "regions": list(s.regions), "postcodes": list(s.postcodes), "active": s.active}
-                for s in self.subscribers]
+        return [_person(s) for s in self.subscribers]
 
     def text(self) -> str:
         if not self.subscribers:

@@ -36,10 +36,23 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
              **extra: Any) -> HTMLResponse:
         return HTMLResponse(render(settings, locale, state, **extra), status, headers=headers)
 
-    def busy(locale: str, what: str, exc: Exception) -> HTMLResponse:
+    @app.exception_handler(_Unavailable)
+    async def busy(request: Request, exc: _Unavailable) -> HTMLResponse:
         """The ledger or the mail server failed: nothing was done, come back in a minute."""
-        log.error("%s failed: %s", what, exc)
-        return page(locale, "busy", 503, headers={"Retry-After": "60"})
+        log.error("%s failed: %s", exc.what, exc.cause)
+        return page(exc.locale, "busy", 503, headers={"Retry-After": "60"})
+
+    async def call(locale: str, what: str, work: Any, *args: Any, **kwargs: Any) -> Any:
+        """`work(settings, …)` in a worker thread; a failing ledger or mail server (a
+        SettingsError is the ledger that could not be opened) becomes the busy page, 503."""
+        try:
+            return await run_in_threadpool(work, settings, *args, **kwargs)
+        except InputError as exc:
+            if isinstance(exc, SettingsError):
+                raise _Unavailable(locale, what, exc) from None
+            raise
+        except BroadcasterError as exc:
+            raise _Unavailable(locale, what, exc) from None
 
     async def form_of(request: Request) -> dict[str, list[str]]:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -61,37 +74,27 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
         try:
             fields = await form_of(request)
             ip = request.client.host if request.client else ""
-            asked = await run_in_threadpool(subscriptions.ask, settings, fields, ip=ip, keys=keys,
-                                            page_locale=locale_of(fields))
+            asked = await call(locale_of(fields), "subscription request", subscriptions.ask, fields,
+                               ip=ip, keys=keys, page_locale=locale_of(fields))
         except subscriptions.Limited as exc:
             minutes = str(max(1, round(exc.seconds / 60)))
             return page(locale_of(fields), "limited", 429, headers={"Retry-After": str(exc.seconds)},
                         minutes=minutes)
-        except SettingsError as exc:  # the ledger could not be opened: not the visitor's fault
-            return busy(locale_of(fields), "subscription request", exc)
         except InputError as exc:
             return page(locale_of(fields), "bad", 400, problem=str(exc), subscribe_open=True)
-        except BroadcasterError as exc:
-            return busy(locale_of(fields), "subscription request", exc)
         return page(asked.locale, "sent", email=asked.email, hours=_hours(settings))
 
     @app.get("/subscribe/{token}", response_class=HTMLResponse, responses=_PAGE,
              summary="Confirm a subscription: a page with a button (a GET changes nothing)")
     async def confirm_page(token: str) -> HTMLResponse:
-        try:
-            found = await run_in_threadpool(subscriptions.confirmation, settings, token)
-        except BroadcasterError as exc:
-            return busy(default, "reading a confirmation link", exc)
+        found = await call(default, "reading a confirmation link", subscriptions.confirmation, token)
         return confirmation_page(found, token)
 
     @app.post("/subscribe/{token}", response_class=HTMLResponse,
               responses={**_PAGE, 403: {"description": "Not from the page we served (CSRF)"}},
               summary="Confirm a subscription (the button)")
     async def confirm(token: str, request: Request) -> HTMLResponse:
-        try:
-            found = await run_in_threadpool(subscriptions.confirmation, settings, token)
-        except BroadcasterError as exc:
-            return busy(default, "reading a confirmation link", exc)
+        found = await call(default, "reading a confirmation link", subscriptions.confirmation, token)
         if found.state != "confirm":
             return confirmation_page(found, token)
         try:
@@ -101,10 +104,7 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
         if _forged(request, fields, keys, "confirm", token) is not None:
             stale = subscriptions.words(settings, _locale(found))["stale"]
             return confirmation_page(found, token, status=403, notice=stale)
-        try:
-            done = await run_in_threadpool(subscriptions.confirm, settings, token)
-        except BroadcasterError as exc:
-            return busy(_locale(found), "confirmation", exc)
+        done = await call(_locale(found), "confirmation", subscriptions.confirm, token)
         return confirmation_page(done, token)
 
     def confirmation_page(found: subscriptions.Confirmation, token: str, *, status: int = 200,
@@ -121,21 +121,15 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
     @app.get("/preferences/{token}", response_class=HTMLResponse, responses=_PAGE,
              summary="Manage a subscription: language and what to follow, or leave")
     async def preferences_page(token: str) -> HTMLResponse:
-        try:
-            subscriber = await run_in_threadpool(subscriptions.subscriber_of, settings, token)
-        except BroadcasterError as exc:
-            return busy(default, "reading preferences", exc)
-        return preferences(subscriber, token)
+        return preferences(await call(default, "reading preferences", subscriptions.subscriber_of, token),
+                           token)
 
     @app.post("/preferences/{token}", response_class=HTMLResponse,
               responses={**_PAGE, 400: {"description": "The form is wrong (the page says what)"},
                          403: {"description": "Not from the page we served (CSRF)"}},
               summary="Save a subscriber's choices")
     async def save(token: str, request: Request) -> HTMLResponse:
-        try:
-            subscriber = await run_in_threadpool(subscriptions.subscriber_of, settings, token)
-        except BroadcasterError as exc:
-            return busy(default, "reading preferences", exc)
+        subscriber = await call(default, "reading preferences", subscriptions.subscriber_of, token)
         if subscriber is None or not subscriber.active:
             return preferences(subscriber, token)
         try:
@@ -143,13 +137,10 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
             if _forged(request, fields, keys, "preferences", token) is not None:
                 return preferences(subscriber, token, status=403,
                                    notice=subscriptions.words(settings, subscriber.locale)["stale"])
-            saved = await run_in_threadpool(subscriptions.save_preferences, settings, token, fields)
-        except SettingsError as exc:
-            return busy(subscriber.locale, "saving preferences", exc)
+            saved = await call(subscriber.locale, "saving preferences", subscriptions.save_preferences,
+                               token, fields)
         except InputError as exc:
             return preferences(subscriber, token, status=400, notice=str(exc))
-        except BroadcasterError as exc:
-            return busy(subscriber.locale, "saving preferences", exc)
         notice = subscriptions.words(settings, saved.locale)["saved"] if saved else ""
         return preferences(saved, token, notice=notice)
 
@@ -167,6 +158,14 @@ def add_routes(app: FastAPI, settings: Settings, secret: SecretStr,
                     choices=subscription_form(settings, subscriber.locale) or {"groups": [], "regions": []},
                     chosen={"locale": subscriber.locale, "components": subscriber.components,
                             "regions": subscriber.regions, "postcodes": subscriber.postcodes})
+
+
+class _Unavailable(Exception):
+    """A route's work failed on the ledger or the mail server (answered with the busy page)."""
+
+    def __init__(self, locale: str, what: str, cause: Exception) -> None:
+        super().__init__(what)
+        self.locale, self.what, self.cause = locale, what, cause
 
 
 def _forged(request: Request, fields: dict[str, list[str]], keys: subscriptions.Keys, purpose: str,

@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("broadcaster.subscriptions")
 
-#: Link tokens are url-safe base64 of 32 random bytes; anything else is not one.
+#: Link and subscriber tokens are url-safe base64 of random bytes; anything else is not one.
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 #: The form's fields; anything else in a body is ignored.
 FIELDS = ("email", "locale", "component", "region", "postcode", "website", "csrf")

@@ -13,22 +13,10 @@ import pytest
 import requests
 from conftest import EMAIL_SECTION, Inbox, Project
 from test_server import Server, start
+from test_site import SITE
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-COMPONENTS = """
-[[components]]
-name = "Payments API"
-group = "Payments"
-
-[[components]]
-name = "Checkout"
-group = "Payments"
-
-[[regions]]
-name = "Madrid"
-postcodes = ["28"]
-names = { es = "Madrid" }
-
+COMPONENTS = SITE + """
 [subscriptions]
 per_ip_per_hour = 6
 emails_per_address_per_day = 2
@@ -119,6 +107,16 @@ def test_the_double_opt_in_path_from_form_to_first_incident_email(site, project:
     (ana,) = people(project)
     assert (ana["locale"], ana["components"], ana["regions"], ana["postcodes"]) == (
         "en", ["Payments API"], [], [])
+    prefs = requests.get(server.url + manage.group(1), timeout=30)
+    wrong = press(server, manage.group(1), prefs.text, component="Nuclear Plant")
+    assert wrong.status_code == 400 and "is not one this site offers" in wrong.text.replace("&#39;", "'")
+    assert people(project)[0]["components"] == ["Payments API"], "a bad form changes nothing"
+    leave = re.search(r'<form method="post" action="(/unsubscribe/[^"]+)"', prefs.text).group(1)
+    requests.post(server.url + leave, data={"from": "page"}, timeout=30)
+    left = requests.get(server.url + manage.group(1), timeout=30)
+    assert "You are not subscribed" in left.text and 'name="csrf"' not in left.text
+    assert press(server, manage.group(1), prefs.text, locale="es").status_code == 200
+    assert people(project)[0]["state"] == "unsubscribed", "leaving is final until a new confirmed request"
 
 
 def test_the_answer_is_the_same_whatever_the_address(site, project: Project):
