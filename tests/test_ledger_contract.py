@@ -422,3 +422,30 @@ def test_an_export_imports_whole_into_any_store(store: Settings, target: Setting
         assert len({d.id for d in ledger.deliveries(incident_id=first.incident_id)}) == 3
         assert ledger.thread(first.incident_id, "twitter", 2)[0].remote_id == "twitter-1"
 
+
+
+def test_sqlite_switching_to_wal_waits_out_a_locked_answer():
+    """Ten processes creating one new ledger: a WAL switch may answer "locked" at once,
+    without SQLite's busy handler; the store tries again until its busy timeout."""
+    import sqlite3
+
+    from broadcaster.ledger.sqlite.ledger import use_wal
+
+    class Racing:
+        def __init__(self, locked: int) -> None:
+            self.locked, self.calls = locked, 0
+
+        def execute(self, sql: str) -> None:
+            self.calls += 1
+            if self.calls <= self.locked:
+                raise sqlite3.OperationalError("database is locked")
+
+    db = Racing(locked=3)
+    use_wal(db, wait=5, pause=0)  # type: ignore[arg-type]
+    assert db.calls == 4
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        use_wal(Racing(locked=10**9), wait=0.05, pause=0.01)  # type: ignore[arg-type]
+    broken = Racing(locked=0)
+    broken.execute = lambda sql: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error"))
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        use_wal(broken, wait=5)  # type: ignore[arg-type]
