@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import smtplib
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,7 +30,9 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
-from common import ORGANIZATION, free_port
+from common import ORGANIZATION
+
+from broadcaster.standins.smtp import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 SENDER = "status@example.com"
@@ -40,33 +40,6 @@ SUBJECT = "[Investigating] Card payments failing · Example Corp"
 BODY = ("Some card payments fail at checkout. We are investigating.\n\n"
         "Pay by bank transfer for now, or retry in a few minutes. Your basket is kept.\n\n"
         "Read the official statement: https://status.example.com/incidents/k7q2m9xw4d/\n")
-
-
-class Sink:
-    """smtp-sink on a free loopback port (-c counts, 256 is its connection backlog)."""
-
-    def __init__(self) -> None:
-        binary = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-        if not os.access(binary, os.X_OK):
-            sys.exit("smtp-sink is missing: run `scripts/system-packages postfix` (Debian's postfix)")
-        self.port = free_port()
-        command = [binary, "-c", f"127.0.0.1:{self.port}", "256"]
-        if os.geteuid() == 0:
-            command[1:1] = ["-u", "root"]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    sys.exit("smtp-sink did not start")
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 WORDS = {
@@ -179,7 +152,10 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20_000, help="messages per method (default 20,000)")
     args = parser.parse_args()
     recipients = [f"subscriber{n}@example.com" for n in range(args.n)]
-    sink = Sink()
+    try:
+        sink = SmtpSink()
+    except RuntimeError as exc:
+        sys.exit(str(exc))
     rows: list[tuple[str, float]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="broadcaster-bench-") as tmp:

@@ -29,7 +29,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from email_fanout import ANNOUNCE, Sink, naive_loop, raw_loop, setup, subscribed
+from email_fanout import ANNOUNCE, naive_loop, raw_loop, setup, subscribed
+
+from broadcaster.standins.smtp import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -107,7 +109,7 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=5_000, help="messages the naive loop sends")
     args = parser.parse_args()
     recipients = [f"subscriber{n}@example.com" for n in range(args.n)]
-    sink = Sink()
+    sink = SmtpSink()
     rows: list[tuple[str, float, str]] = []
     with tempfile.TemporaryDirectory(prefix="broadcaster-bench-") as tmp:
         server = Server()

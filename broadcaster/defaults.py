@@ -21,6 +21,9 @@ INCIDENT_LOCK_WAIT = 300.0
 #: claim lasts unless its holder renews it (a third of it, while it sends), and how often an idle
 #: `broadcaster worker` looks for work.
 WORKER_BATCH = 500
+#: Connections in a row an SMTP server may close before any message gets through, before the
+#: email channel leaves the rest of a round for the next one.
+SMTP_STALLS = 3
 WORKER_LEASE = 60.0
 WORKER_POLL = 2.0
 

@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from broadcaster import defaults
 from broadcaster.channels.base import (
     AudienceChannel,
     ChannelSettings,
@@ -48,7 +49,8 @@ from broadcaster.channels.base import (
     StaffNotices,
     tidy,
 )
-from broadcaster.errors import InputError, PermanentDeliveryError, TransientDeliveryError
+from broadcaster.channels.smtp_pipelining import Lost, Refusal, send_pipelined
+from broadcaster.errors import DeliveryError, InputError, PermanentDeliveryError, TransientDeliveryError
 from broadcaster.model import Receipt
 from broadcaster.settings import resolve_path
 
@@ -181,43 +183,96 @@ class EmailChannel(AudienceChannel, StaffNotices):
     def _send_lane(self, message: PreparedMessage, recipients: Sequence[Recipient], report: Report) -> None:
         """One SMTP connection's share of the batch, reconnecting when the connection drops.
 
-        `report` returns once the result is recorded; whatever it raises stops this lane (and
-        `send_batch` raises it), so nothing is sent that the core cannot record.
+        Pipelined (one round trip per message) when the server offers PIPELINING, one command
+        at a time when it does not. `report` returns once the result is recorded; whatever it
+        raises stops this lane (and `send_batch` raises it), so nothing is sent that the core
+        cannot record.
         """
-        connection: smtplib.SMTP | None = None
-        eight_bit: list[str] = []
-        for number, recipient in enumerate(recipients):
+        position, stalls = 0, 0
+        while position < len(recipients):
             try:
-                if connection is None:
-                    connection = self._connect()
-                    eight_bit = ["BODY=8BITMIME"] if connection.has_extn("8bitmime") else []
-                options = eight_bit if recipient.address.isascii() else [*eight_bit, "SMTPUTF8"]
+                connection = self._connect()
+            except smtplib.SMTPAuthenticationError as exc:
+                error: DeliveryError = PermanentDeliveryError(
+                    f"the SMTP server refused the login ({exc.smtp_code}): check "
+                    "BROADCASTER_SMTP_USERNAME and BROADCASTER_SMTP_PASSWORD")
+                break
+            except _Unusable as exc:
+                error = exc.error
+                break
+            eight_bit = ["BODY=8BITMIME"] if connection.has_extn("8bitmime") else []
+            send = self._pipelined if connection.has_extn("pipelining") else self._one_by_one
+            reached = position
+            try:
+                reached = send(connection, message, recipients, position, eight_bit, report)
+            finally:
+                if reached >= len(recipients):
+                    _quit(connection)
+                else:
+                    _close(connection)
+            # A server that drops every connection before a message gets through: give up on
+            # the rest for this round (they are retried) rather than reconnect for ever.
+            stalls = stalls + 1 if reached == position else 0
+            position = reached
+            if stalls >= defaults.SMTP_STALLS:
+                error = TransientDeliveryError(
+                    f"the SMTP server closed {stalls} connections in a row before accepting a message")
+                break
+        else:
+            return
+        for r in recipients[position:]:
+            report(r, error)
+
+    def _pipelined(self, connection: smtplib.SMTP, message: PreparedMessage, recipients: Sequence[Recipient],
+                   position: int, eight_bit: list[str], report: Report) -> int:
+        """Send from `position` with PIPELINING; where to go on from if the connection drops."""
+        receipts: dict[int, Receipt] = {}
+
+        def data(r: Recipient) -> bytes:
+            data, receipts[r.delivery_id] = message.personal(r)
+            return data
+
+        def result(r: Recipient, refusal: Refusal | None) -> None:
+            receipt = receipts.pop(r.delivery_id, None)
+            if refusal is None and receipt is not None:
+                report(r, receipt)
+            elif refusal is not None:
+                what = {"MAIL": "refused the sender", "RCPT": f"refused {r.address}",
+                        "DATA": "refused the message", "message": "refused the message"}[refusal.stage]
+                report(r, _smtp_error(refusal.code, refusal.text, what))
+
+        try:
+            send_pipelined(connection, message.sender, recipients, position,
+                           address=lambda r: r.address, options=lambda r: _options(r, eight_bit),
+                           data=data, result=result)
+        except Lost as lost:
+            if lost.in_doubt is not None:
+                lost_error = TransientDeliveryError(f"SMTP connection lost: {_describe(lost.cause)}")
+                report(lost.in_doubt, lost_error)
+            return lost.resume_at
+        return len(recipients)
+
+    def _one_by_one(self, connection: smtplib.SMTP, message: PreparedMessage, recipients: Sequence[Recipient],
+                    position: int, eight_bit: list[str], report: Report) -> int:
+        """Send from `position` one command at a time (a server without PIPELINING)."""
+        for number in range(position, len(recipients)):
+            recipient = recipients[number]
+            try:
                 data, receipt = message.personal(recipient)
-                connection.sendmail(message.sender, [recipient.address], data, mail_options=options)
+                connection.sendmail(message.sender, [recipient.address], data,
+                                    mail_options=_options(recipient, eight_bit))
             except smtplib.SMTPRecipientsRefused as exc:
                 code, said = next(iter(exc.recipients.values()))
                 report(recipient, _smtp_error(code, said, f"refused {recipient.address}"))
             except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as exc:
                 report(recipient, _smtp_error(exc.smtp_code, exc.smtp_error, "refused the message"))
-            except smtplib.SMTPAuthenticationError as exc:
-                error = PermanentDeliveryError(
-                    f"the SMTP server refused the login ({exc.smtp_code}): check "
-                    "BROADCASTER_SMTP_USERNAME and BROADCASTER_SMTP_PASSWORD")
-                for r in recipients[number:]:
-                    report(r, error)
-                return
-            except _Unusable as exc:
-                for r in recipients[number:]:
-                    report(r, exc.error)
-                return
             except (smtplib.SMTPException, OSError) as exc:
-                # Dropped, reset or timed out: start a fresh connection for the rest.
+                # Dropped, reset or timed out: a fresh connection for the rest.
                 report(recipient, TransientDeliveryError(f"SMTP connection lost: {_describe(exc)}"))
-                _close(connection)
-                connection = None
+                return number + 1
             else:
                 report(recipient, receipt)
-        _quit(connection)
+        return len(recipients)
 
     def send_notice(self, to: Sequence[str], subject: str, text: str) -> None:
         """One plain message to staff (tick's reminders), through the same server and login."""
@@ -343,6 +398,10 @@ class PreparedMessage:
         }
         data = b"".join(values[p] if i % 2 else p for i, p in enumerate(self.parts))
         return data, Receipt(remote_id=message_id)
+
+
+def _options(recipient: Recipient, eight_bit: list[str]) -> list[str]:
+    return eight_bit if recipient.address.isascii() else [*eight_bit, "SMTPUTF8"]
 
 
 class _Unusable(Exception):

@@ -6,6 +6,7 @@ import json
 import shutil
 import ssl
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 from conftest import EMAIL_SECTION, Inbox, Project
@@ -15,6 +16,14 @@ ana@example.com,es,,
 bob@example.com,en,Payments API,
 carl@example.com,en,Search,Madrid
 """
+
+
+@pytest.fixture(params=["pipelining", "one command at a time"])
+def inbox(request: pytest.FixtureRequest) -> Iterator[Inbox]:
+    """Every test here runs against a server that offers PIPELINING and one that does not."""
+    with Inbox() as box:
+        box.pipelining = request.param == "pipelining"
+        yield box
 
 
 def subscribe(project: Project, rows: str = SUBSCRIBERS) -> None:

@@ -1,7 +1,9 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps what it receives, and can misbehave.
 
 The drill sends its subscribers' emails here; the tests use it to refuse a recipient, to
-answer a 4xx, or to drop the connection before or after taking a message.
+answer a 4xx, or to drop the connection before or after taking a message. It offers
+PIPELINING (RFC 2920) as Postfix does, unless told not to: aiosmtpd reads commands in order
+from the stream, so a pipelining client's batches are answered as a real relay answers them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class SmtpStandIn:
         self.drop_after_storing = 0
         #: Seconds each DATA takes to answer (a slow relay; connections still run in parallel).
         self.delay = 0.0
+        #: Offer PIPELINING in the EHLO answer (a client then sends commands in batches).
+        self.pipelining = True
         self.lock = threading.Lock()
         self.port = 0
         self._controller: Any = None
@@ -62,6 +66,13 @@ class SmtpStandIn:
             return [m for m in self.messages if address in m.envelope_to]
 
     # -- aiosmtpd handler hooks ------------------------------------------------------------
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -97,3 +108,45 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class SmtpSink:
+    """Postfix's `smtp-sink` (C, fast, PIPELINING by default) on a free loopback port, for the
+    benchmarks and the tests of the SMTP client; `options` are its own (`-p`: no PIPELINING,
+    `-q .`: hang up after a message's final dot without answering, `-D file`: keep messages)."""
+
+    def __init__(self, *options: str) -> None:
+        import os
+        import shutil
+        import subprocess
+        import time
+
+        binary = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError("smtp-sink is missing: run `scripts/system-packages postfix`")
+        self.port = _free_port()
+        command = [binary, *options, "-c", f"127.0.0.1:{self.port}", "256"]
+        if os.geteuid() == 0:
+            command[1:1] = ["-u", "root"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("smtp-sink did not start") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def __enter__(self) -> SmtpSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,138 @@
+"""The pipelining SMTP client (channels/smtp_pipelining.py) against aiosmtpd and Postfix's
+smtp-sink: one round trip per message, each recipient's result kept, refusals alone, a
+dropped connection reported with the message in doubt, and servers that do not pipeline."""
+
+from __future__ import annotations
+
+import smtplib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broadcaster.channels.smtp_pipelining import Lost, Refusal, dot_stuffed, send_pipelined
+from broadcaster.standins.smtp import SmtpSink, SmtpStandIn
+
+SENDER = "status@example.com"
+
+
+def message(to: str, body: str = "Card payments fail.\r\n") -> bytes:
+    return (f"From: {SENDER}\r\nTo: {to}\r\nSubject: Payments\r\n\r\n{body}").encode()
+
+
+class Writes(smtplib.SMTP):
+    """smtplib's connection, counting the writes it makes (one per round trip when pipelined)."""
+
+    writes = 0
+
+    def send(self, s: bytes | str) -> None:
+        self.writes += 1
+        super().send(s)
+
+
+def run(port: int, addresses: list[str], body: str = "Card payments fail.\r\n", start: int = 0,
+        ) -> tuple[dict[str, Refusal | None], Writes]:
+    results: dict[str, Refusal | None] = {}
+    connection = Writes("127.0.0.1", port, timeout=30)
+    connection.ehlo()
+    assert connection.has_extn("pipelining")
+    send_pipelined(connection, SENDER, addresses, start, address=lambda a: a, options=lambda a: [],
+                   data=lambda a: message(a, body), result=results.__setitem__)
+    connection.quit()
+    return results, connection
+
+
+@pytest.fixture
+def server() -> Iterator[SmtpStandIn]:
+    with SmtpStandIn() as box:
+        yield box
+
+
+def test_each_message_is_one_round_trip_and_arrives_whole(server: SmtpStandIn):
+    addresses = [f"p{n}@example.com" for n in range(50)]
+    results, connection = run(server.port, addresses, body="Line one.\r\n.starts with a dot\r\n..two\r\n")
+    assert results == dict.fromkeys(addresses)
+    # EHLO, the first envelope, then one write per message (its text with the next envelope), QUIT.
+    assert connection.writes == 1 + 1 + len(addresses) + 1
+    assert sorted(m.envelope_to[0] for m in server.messages) == sorted(addresses)
+    assert {m.get_content() for m in server.messages} == {"Line one.\r\n.starts with a dot\r\n..two\r\n"}
+
+
+def test_a_refused_recipient_fails_alone_and_the_next_goes_out(server: SmtpStandIn):
+    server.refuse["bob@example.com"] = "550 5.1.1 no such user"
+    server.refuse["dan@example.com"] = "452 4.2.2 mailbox full"
+    addresses = ["ana@example.com", "bob@example.com", "carl@example.com", "dan@example.com",
+                 "eve@example.com"]
+    results, _ = run(server.port, addresses)
+    assert results["bob@example.com"] == Refusal(550, "5.1.1 no such user", "RCPT")
+    assert results["dan@example.com"] == Refusal(452, "4.2.2 mailbox full", "RCPT")
+    assert {a for a, r in results.items() if r is None} == {"ana@example.com", "carl@example.com",
+                                                           "eve@example.com"}
+    assert sorted(m.envelope_to[0] for m in server.messages) == ["ana@example.com", "carl@example.com",
+                                                                 "eve@example.com"]
+
+
+def test_a_message_refused_after_its_text_fails_alone(server: SmtpStandIn):
+    server.refuse_data["bob@example.com"] = "554 5.7.1 rejected as spam"
+    results, _ = run(server.port, ["ana@example.com", "bob@example.com", "carl@example.com"])
+    assert results == {"ana@example.com": None, "carl@example.com": None,
+                       "bob@example.com": Refusal(554, "5.7.1 rejected as spam", "message")}
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_a_connection_dropped_mid_pipeline_names_the_message_in_doubt(server: SmtpStandIn, stored: bool):
+    if stored:
+        server.drop_after_storing = 1
+    else:
+        server.drop_before_storing = 1
+    addresses = ["ana@example.com", "bob@example.com", "carl@example.com"]
+    results: dict[str, Refusal | None] = {}
+    connection = smtplib.SMTP("127.0.0.1", server.port, timeout=30)
+    connection.ehlo()
+    with pytest.raises(Lost) as lost:
+        send_pipelined(connection, SENDER, addresses, 0, address=lambda a: a, options=lambda a: [],
+                       data=message, result=results.__setitem__)
+    connection.close()
+    # The first message's text went out and its answer never came: it may have arrived.
+    assert lost.value.in_doubt == "ana@example.com" and lost.value.resume_at == 1
+    assert results == {}, "nothing is reported as sent or refused without the server's word"
+    assert len(server.messages) == int(stored)
+    # On a new connection the rest goes on from where it stopped.
+    again, _ = run(server.port, addresses, start=lost.value.resume_at)
+    assert again == {"bob@example.com": None, "carl@example.com": None}
+
+
+def test_dot_stuffing_and_the_final_line_ending():
+    assert dot_stuffed(b"a\r\n.b\r\n..c") == b"a\r\n..b\r\n...c\r\n"
+
+
+def test_thousands_of_messages_through_postfix_smtp_sink():
+    with tempfile.TemporaryDirectory() as tmp:
+        dump = Path(tmp) / "dump"
+        try:
+            sink = SmtpSink("-D", str(dump))
+        except RuntimeError as exc:
+            pytest.skip(str(exc))
+        with sink:
+            addresses = [f"s{n}@example.com" for n in range(2000)]
+            results, connection = run(sink.port, addresses)
+        assert results == dict.fromkeys(addresses)
+        assert connection.writes == len(addresses) + 3
+        kept = dump.read_bytes()
+        assert all(f"To: {a}\n".encode() in kept for a in (addresses[0], addresses[999], addresses[-1]))
+
+
+def test_smtp_sink_hanging_up_after_the_dot_leaves_that_message_in_doubt():
+    try:
+        sink = SmtpSink("-q", ".")
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    with sink:
+        connection = smtplib.SMTP("127.0.0.1", sink.port, timeout=30)
+        connection.ehlo()
+        with pytest.raises(Lost) as lost:
+            send_pipelined(connection, SENDER, ["a@example.com", "b@example.com"], 0, address=lambda a: a,
+                           options=lambda a: [], data=message, result=lambda a, r: None)
+        connection.close()
+    assert (lost.value.in_doubt, lost.value.resume_at) == ("a@example.com", 1)
