@@ -22,6 +22,7 @@ _API = {
     "retry": "broadcaster.api",
     "list_incidents": "broadcaster.api",
     "show": "broadcaster.api",
+    "recipients": "broadcaster.api",
     "tick": "broadcaster.api",
     "worker": "broadcaster.api",
     "schedule_maintenance": "broadcaster.api",

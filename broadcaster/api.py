@@ -15,7 +15,7 @@ rebuild is site/build.py; tick is tick.py.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING
 from broadcaster import defaults, request
 from broadcaster.ledger import open_ledger
 from broadcaster.model import Impact, Kind, Status
-from broadcaster.report import DeliveryOutcome, IncidentReport, Outcome
+from broadcaster.report import (
+    DeliveryOutcome,
+    IncidentReport,
+    Outcome,
+    RecipientListing,
+    mailing_summaries,
+)
 from broadcaster.request import NextUpdate, Translations
 from broadcaster.settings import Settings, load_settings
 
@@ -290,14 +296,32 @@ def show(incident_id: str, *, settings: SettingsLike = None) -> IncidentReport:
     s = _settings(settings)
     with open_ledger(s, read_only=True) as ledger:
         incident = ledger.incident(request.checked_id(incident_id))
-        deliveries = [DeliveryOutcome.of(d) for d in ledger.deliveries(incident_id=incident_id)]
+        posts = ledger.deliveries(incident_id=incident_id, audience=False)
+        deliveries = [DeliveryOutcome.of(d) for d in posts]
+        lists = [m for u in incident.updates for m in mailing_summaries(ledger, update_id=u.id)]
         previews: list = []
         if incident.drafts:  # rendering what a draft would send needs the whole pipeline
             from broadcaster import pipeline
 
             previews = pipeline.draft_previews(s, ledger, incident)
-    return IncidentReport(incident, s.statement_url(incident_id), deliveries, previews,
+    return IncidentReport(incident, s.statement_url(incident_id), deliveries, lists, previews,
                           local_time=s.organization.local_time)
+
+
+def recipients(incident_id: str, *, settings: SettingsLike = None) -> RecipientListing:
+    """Every recipient of the incident's mailing lists with their delivery's state, read from
+    the ledger a chunk at a time as the result is gone through (a million, in flat memory)."""
+    s = _settings(settings)
+    checked = request.checked_id(incident_id)
+    with open_ledger(s, read_only=True) as ledger:
+        ledger.incident(checked)  # an unknown id is an error now, not halfway through the listing
+
+    def rows() -> Iterator[DeliveryOutcome]:
+        with open_ledger(s, read_only=True) as ledger:
+            for d in ledger.each_delivery(incident_id=checked, audience=True):
+                yield DeliveryOutcome.of(d)
+
+    return RecipientListing(rows())
 
 
 def import_subscribers(

@@ -293,12 +293,22 @@ def list_(
 
 
 @app.command()
-def show(incident: IncidentArg, json: Json = False) -> None:
+def show(
+    incident: IncidentArg,
+    recipients: Annotated[
+        bool,
+        typer.Option("--recipients", help="List every email recipient and their delivery's state, one "
+                     "per line (tab-separated; JSON Lines with --json), instead of the counts."),
+    ] = False,
+    json: Json = False,
+) -> None:
     """Show an incident: its updates and where each was delivered."""
 
     def run() -> Any:
         from broadcaster import api
 
+        if recipients:
+            return api.recipients(incident, settings=_config["path"])
         return api.show(incident, settings=_config["path"])
 
     _finish(run, json)

@@ -86,6 +86,18 @@ class Job:
     render: Callable[[], Post] | None = None
 
 
+@dataclass(frozen=True)
+class MailingList:
+    """An update's recipients on a channel with an audience, sent batch by batch as they are
+    claimed from the ledger (never loaded whole): the post per locale, and how many there are."""
+
+    channel: Channel
+    update_id: str
+    seq: int
+    posts: Mapping[str, Post]
+    total: int
+
+
 def sender_id() -> str:
     """A name for this process among every sender of the team (host, pid, and a nonce: a pid
     is reused, and a lease must never be mistaken for a dead process's)."""
@@ -124,20 +136,27 @@ class Dispatcher:
         #: Set to stop claiming batches (a worker told to stop finishes the batch in hand).
         self.stop = threading.Event()
 
-    def run(self, jobs: Sequence[Job]) -> None:
+    def run(self, jobs: Sequence[Job], lists: Sequence[MailingList] = ()) -> None:
         """Send the statement, then, if it is live, everything else concurrently."""
         first = [j for j in jobs if j.channel.publishes_statement]
         rest = [j for j in jobs if not j.channel.publishes_statement]
         for job in first:
             self.deliver(job)
-        if not rest or not self.statement_live({j.delivery.update_id for j in rest}):
+        waiting = {j.delivery.update_id for j in rest} | {m.update_id for m in lists}
+        if not waiting or not self.statement_live(waiting):
             return
         by_channel: dict[str, list[Job]] = {}
         for job in rest:
             by_channel.setdefault(job.channel.spec.name, []).append(job)
-        pool = ThreadPoolExecutor(max_workers=len(by_channel), thread_name_prefix="channel")
+        lists_by_channel: dict[str, list[MailingList]] = {}
+        for mailing in sorted(lists, key=lambda m: m.seq):  # one update after another, in order
+            lists_by_channel.setdefault(mailing.channel.spec.name, []).append(mailing)
+        work: list[Callable[[], None]] = [lambda group=group: self._deliver_all(group)
+                                          for group in by_channel.values()]
+        work += [lambda group=group: self._send_lists(group) for group in lists_by_channel.values()]
+        pool = ThreadPoolExecutor(max_workers=len(work), thread_name_prefix="channel")
         with self.leases(), pool:
-            for future in [pool.submit(self._deliver_all, group) for group in by_channel.values()]:
+            for future in [pool.submit(each) for each in work]:
                 future.result()
 
     @contextmanager
@@ -174,16 +193,12 @@ class Dispatcher:
         )
 
     def _deliver_all(self, jobs: Sequence[Job]) -> None:
-        if jobs[0].channel.has_audience:
-            updates: dict[str, list[Job]] = {}
-            for job in jobs:  # one shared fan-out per update, in order
-                updates.setdefault(job.delivery.update_id, []).append(job)
-            for group in updates.values():
-                self.fan_out(group[0].channel, group[0].delivery.update_id, group[0].seq,
-                             {j.delivery.locale: j.post for j in group}, total=len(group))
-            return
         for job in jobs:
             self.deliver(job)
+
+    def _send_lists(self, lists: Sequence[MailingList]) -> None:
+        for m in lists:
+            self.fan_out(m.channel, m.update_id, m.seq, m.posts, total=m.total)
 
     def fan_out(self, channel: Channel, update_id: str, seq: int, posts: Mapping[str, Post], *,
                 total: int, wait_for_others: bool = True) -> int:
@@ -340,7 +355,8 @@ class AudienceBatch:
         if gone:
             self.d.ledger.finish([], [], gone)
             self.tally.add(len(gone))
-        threads = self.d.ledger.first_receipts(first.incident_id, first.channel, self.jobs[0].seq)
+        threads = self.d.ledger.first_receipts(first.incident_id, first.channel, self.jobs[0].seq,
+                                               [j.delivery.recipient for j in self.jobs])
         self.todo = [
             Recipient(j.delivery.id, j.delivery.recipient, tokens[j.delivery.recipient],
                       threads.get(j.delivery.recipient), j.delivery.attempts > 0)

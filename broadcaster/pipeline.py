@@ -11,19 +11,19 @@ channels are opened by preflight, and the fan-out itself is dispatch.py.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from datetime import UTC, datetime
 
 from broadcaster.channels.base import Channel, Post
-from broadcaster.dispatch import UNFINISHED, UNSENT, Dispatcher, Job, RetryPolicy, Sharing
+from broadcaster.dispatch import UNFINISHED, UNSENT, Dispatcher, Job, MailingList, RetryPolicy, Sharing
 from broadcaster.errors import BroadcasterError, InputError
-from broadcaster.ledger import Ledger, NewDelivery, open_ledger
+from broadcaster.ledger import DeliveryCount, Ledger, NewDelivery, open_ledger
 from broadcaster.model import Delivery, Incident, Update
 from broadcaster.preflight import Audience, Preview, check, open_channels
 from broadcaster.render import page_factory
-from broadcaster.report import DeliveryOutcome, Outcome
+from broadcaster.report import DeliveryOutcome, Outcome, mailing_summaries
 from broadcaster.request import Request, checked_id
 from broadcaster.settings import Settings
 from broadcaster.site.state import SiteState
@@ -70,9 +70,8 @@ def send(s: Settings, request: Request, *, dry_run: bool = False, confirm: Confi
             return Outcome(request.incident_id, upd.id, checked.statement_url, draft=True,
                            preview=checked, warnings=checked.warnings, revised=revised)
         ledger.record(upd, new_deliveries(checked))
-        dispatcher(s, ledger).run(_jobs(s, ledger, checked, chans, upd))
-        return _outcome(s, request.incident_id, upd.id, ledger.deliveries(update_id=upd.id),
-                        checked.warnings)
+        dispatcher(s, ledger).run(*_work(s, ledger, checked, chans, upd))
+        return _outcome(s, ledger, request.incident_id, [upd.id], checked.warnings)
 
 
 def publish(s: Settings, incident_id: str, *, channels: Sequence[str] | None = None,
@@ -91,12 +90,15 @@ def publish(s: Settings, incident_id: str, *, channels: Sequence[str] | None = N
         for each in previews:
             if confirm is not None and not confirm(each):
                 raise Cancelled("cancelled; nothing was published")
-        published = ledger.publish(incident_id, new_deliveries(previews[0]))
-        jobs = [job for u, p in zip(published, previews, strict=True)
-                for job in _jobs(s, ledger, p, chans, u)]
-        dispatcher(s, ledger).run(jobs)
-        outcome = _outcome(s, incident_id, published[-1].id,
-                           [d for u in published for d in ledger.deliveries(update_id=u.id)],
+        published = ledger.publish(incident_id, lambda: new_deliveries(previews[0]))
+        jobs: list[Job] = []
+        lists: list[MailingList] = []
+        for u, p in zip(published, previews, strict=True):
+            more_jobs, more_lists = _work(s, ledger, p, chans, u)
+            jobs += more_jobs
+            lists += more_lists
+        dispatcher(s, ledger).run(jobs, lists)
+        outcome = _outcome(s, ledger, incident_id, [u.id for u in published],
                            [w for p in previews for w in p.warnings])
         labels = [(u.id, f"#{u.seq} {u.kind.value} · {u.status.value}") for u in published]
         return replace(outcome, published=labels)
@@ -153,9 +155,20 @@ def existing(ledger: Ledger, incident_id: str) -> Incident:
     return ledger.incident(checked_id(incident_id))
 
 
-def new_deliveries(preview: Preview) -> list[NewDelivery]:
-    return [NewDelivery(p.channel, p.locale, recipient)
-            for p in preview.planned for recipient in (p.recipients or ("",))]
+def new_deliveries(preview: Preview) -> Iterator[NewDelivery]:
+    """The deliveries to record for a preview: one per post, and one per recipient of a
+    channel with an audience, streamed from the ledger's subscribers (never held whole)."""
+    lists: dict[str, set[str]] = {}
+    for p in preview.planned:
+        if p.recipients:
+            lists.setdefault(p.channel, set()).add(p.locale)
+        else:
+            yield NewDelivery(p.channel, p.locale)
+    if lists and preview.audience is not None:
+        for channel, locales in lists.items():
+            for locale, address in preview.audience.each():
+                if locale in locales:
+                    yield NewDelivery(channel, locale, address)
 
 
 # -- inside -----------------------------------------------------------------------------------
@@ -182,34 +195,39 @@ def _with_drafts(s: Settings, ledger: Ledger | None, incident_id: str, verb: str
 def _retry_incident(s: Settings, ledger: Ledger, incident_id: str) -> Outcome:
     with ledger.incident_lock(incident_id):
         incident = existing(ledger, incident_id)
-        unfinished = ledger.deliveries(incident_id=incident_id, unfinished=True)
-        latest = incident.updates[-1]
-        if not unfinished:
-            return _outcome(s, incident_id, latest.id, ledger.deliveries(update_id=latest.id), [])
-        gone = sorted({d.channel for d in unfinished} - set(s.enabled_channels()))
+        posts = ledger.deliveries(incident_id=incident_id, unfinished=True, audience=False)
+        lists = [c for c in ledger.delivery_counts(incident_id=incident_id) if c.state in UNFINISHED]
+        updates = list(dict.fromkeys([*(d.update_id for d in posts), *(c.update_id for c in lists)]))
+        if not updates:
+            return _outcome(s, ledger, incident_id, [incident.updates[-1].id], [])
+        gone = sorted({*(d.channel for d in posts), *(c.channel for c in lists)} - set(s.enabled_channels()))
         if gone:
             raise InputError(
                 f"incident {incident_id} has unfinished deliveries for {', '.join(gone)}, "
                 "which is not enabled any more; enable it again to finish them"
             )
-        resume(s, ledger, incident, unfinished, open_channels(s), dispatcher(s, ledger, retrying=True))
-        ids = {d.id for d in unfinished}
-        after = [d for d in ledger.deliveries(incident_id=incident_id) if d.id in ids]
-        return _outcome(s, incident_id, latest.id, after, [])
+        resume(s, ledger, incident, posts, lists, open_channels(s), dispatcher(s, ledger, retrying=True))
+        return _outcome(s, ledger, incident_id, updates, [], only_ids={d.id for d in posts})
 
 
-def resume(s: Settings, ledger: Ledger, incident: Incident, deliveries: Sequence[Delivery],
-           chans: Mapping[str, Channel], fan_out: Dispatcher) -> None:
-    """Send recorded deliveries again (unfinished ones, found under the incident's lock), each
-    update's post rendered as it was recorded, once per (channel, locale)."""
+def resume(s: Settings, ledger: Ledger, incident: Incident, posts: Sequence[Delivery],
+           lists: Sequence[DeliveryCount], chans: Mapping[str, Channel], fan_out: Dispatcher) -> None:
+    """Send recorded deliveries again (unfinished ones, found under the incident's lock): these
+    posts, and the recipients of these mailing lists still to do, each update's post rendered as
+    it was recorded, once per (channel, locale)."""
     by_update = {u.id: u for u in incident.updates}
     jobs: list[Job] = []
-    for update_id in dict.fromkeys(d.update_id for d in deliveries):
+    mailings: list[MailingList] = []
+    for update_id in dict.fromkeys([*(d.update_id for d in posts), *(c.update_id for c in lists)]):
         upd = by_update[update_id]
-        mine = [d for d in deliveries if d.update_id == update_id]
-        posts = rendered(s, ledger, chans, incident, upd, {(d.channel, d.locale) for d in mine})
-        jobs += _jobs(s, ledger, posts, chans, upd, mine)
-    fan_out.run(jobs)
+        mine = [d for d in posts if d.update_id == update_id]
+        counts = [c for c in lists if c.update_id == update_id]
+        targets = {(d.channel, d.locale) for d in mine} | {(c.channel, c.locale) for c in counts}
+        preview = rendered(s, ledger, chans, incident, upd, targets)
+        more_jobs, more_lists = _work(s, ledger, preview, chans, upd, mine, counts)
+        jobs += more_jobs
+        mailings += more_lists
+    fan_out.run(jobs, mailings)
 
 
 def rendered(s: Settings, ledger: Ledger, chans: Mapping[str, Channel], incident: Incident, update: Update,
@@ -218,17 +236,33 @@ def rendered(s: Settings, ledger: Ledger, chans: Mapping[str, Channel], incident
     return preview(s, ledger, chans, update, incident, targets=sorted(targets))
 
 
-def _jobs(s: Settings, ledger: Ledger, preview: Preview, chans: Mapping[str, Channel], upd: Update,
-          deliveries: Sequence[Delivery] | None = None) -> list[Job]:
-    """The recorded deliveries of `upd` (or these) with their posts; the statement channel's is
-    rendered again when it is sent, from the ledger as it is then (see `Job.render`)."""
-    posts = {(p.channel, p.locale): p.post for p in preview.planned}
-    return [
-        Job(d, chans[d.channel], posts[d.channel, d.locale], upd.seq,
+def _work(s: Settings, ledger: Ledger, preview: Preview, chans: Mapping[str, Channel], upd: Update,
+          posts: Sequence[Delivery] | None = None, lists: Sequence[DeliveryCount] | None = None,
+          ) -> tuple[list[Job], list[MailingList]]:
+    """The recorded deliveries of `upd` (or these) with their posts, and its mailing lists (or
+    these) in numbers: their recipients are claimed from the ledger batch by batch as they are
+    sent. The statement channel's post is rendered again when it is sent, from the ledger as
+    it is then (see `Job.render`)."""
+    rendered_posts = {(p.channel, p.locale): p.post for p in preview.planned}
+    if posts is None:
+        posts = ledger.deliveries(update_id=upd.id, audience=False)
+    if lists is None:
+        lists = ledger.delivery_counts(update_id=upd.id)
+    jobs = [
+        Job(d, chans[d.channel], rendered_posts[d.channel, d.locale], upd.seq,
             render=_statement_render(s, ledger, chans[d.channel], upd, d.locale)
             if chans[d.channel].publishes_statement else None)
-        for d in (deliveries if deliveries is not None else ledger.deliveries(update_id=upd.id))
+        for d in posts
     ]
+    totals: dict[str, int] = {}
+    for c in lists:
+        totals[c.channel] = totals.get(c.channel, 0) + c.count
+    mailings = [
+        MailingList(chans[name], upd.id, upd.seq,
+                    {loc: post for (channel, loc), post in rendered_posts.items() if channel == name}, total)
+        for name, total in totals.items()
+    ]
+    return jobs, mailings
 
 
 def _statement_render(
@@ -268,10 +302,15 @@ def _audience(ledger: Ledger, s: Settings, chans: Mapping[str, Channel],
     return audience(ledger, s, incident)
 
 
-def _outcome(s: Settings, incident_id: str, update_id: str, deliveries: Sequence[Delivery],
-             warnings: Sequence[str]) -> Outcome:
-    return Outcome(incident_id, update_id, s.statement_url(incident_id),
-                   [DeliveryOutcome.of(d) for d in deliveries], warnings=list(warnings))
+def _outcome(s: Settings, ledger: Ledger, incident_id: str, update_ids: Sequence[str],
+             warnings: Sequence[str], *, only_ids: set[int] | None = None) -> Outcome:
+    """What these updates' deliveries came to: each post (of `only_ids`, for a retry), and each
+    mailing list in numbers with the first recipients still to do (see `report.MailingSummary`)."""
+    posts = [d for u in update_ids for d in ledger.deliveries(update_id=u, audience=False)
+             if only_ids is None or d.id in only_ids]
+    lists = [summary for u in update_ids for summary in mailing_summaries(ledger, update_id=u)]
+    return Outcome(incident_id, update_ids[-1], s.statement_url(incident_id),
+                   [DeliveryOutcome.of(d) for d in posts], warnings=list(warnings), lists=lists)
 
 
 def dispatcher(s: Settings, ledger: Ledger, *, retrying: bool = False) -> Dispatcher:

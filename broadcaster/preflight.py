@@ -7,7 +7,7 @@ worse than a late one, and a wrong post cannot be taken back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -28,8 +28,8 @@ class Planned:
     post: Post
     length: int
     limit: int | None
-    #: For channels with an audience: the subscribers who get this post (one delivery each).
-    recipients: tuple[str, ...] = ()
+    #: For channels with an audience: how many subscribers get this post (one delivery each).
+    recipients: int = 0
 
 
 @dataclass
@@ -41,6 +41,8 @@ class Preview:
     statement_url: str
     planned: list[Planned] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Who the channels with an audience reach (streamed from the ledger when recorded).
+    audience: Audience | None = None
 
 
 def open_channels(settings: Settings, only: Sequence[str] | None = None) -> dict[str, Channel]:
@@ -65,14 +67,23 @@ def open_channel(settings: Settings, name: str) -> Channel:
     return cls(settings.channels[name], ChannelContext(settings, secrets, settings.request_timeout_seconds))
 
 
-#: Per locale, the subscribers an update reaches (for channels with an audience).
-Audience = Mapping[str, Sequence[str]]
+@dataclass(frozen=True)
+class Audience:
+    """The subscribers an update reaches (channels with an audience): how many per locale, and
+    a way to go through them again, (locale, address) a chunk at a time from the ledger, when
+    the deliveries are recorded. A list of a million is counted and streamed, never held."""
+
+    counts: Mapping[str, int]
+    each: Callable[[], Iterator[tuple[str, str]]]
+
+    def count(self, locale: str) -> int:
+        return self.counts.get(locale, 0)
 
 
 def locales_of(settings: Settings, channel: Channel, audience: Audience | None = None) -> list[str]:
     """The locales a channel publishes in: one delivery each (all at once for the statement)."""
     if channel.has_audience:
-        return [loc for loc in settings.organization.locales if (audience or {}).get(loc)]
+        return [loc for loc in settings.organization.locales if audience and audience.count(loc)]
     if channel.publishes_statement:
         return [settings.organization.default_locale]
     return [settings.channel_locale(channel.spec.name)]
@@ -93,7 +104,7 @@ def check(
     A draft is checked like anything else except for credentials, which are needed only when
     it is published: the hook server that drafts an alert need not hold the platforms' keys.
     """
-    preview = Preview(update, incident, settings.statement_url(incident.id))
+    preview = Preview(update, incident, settings.statement_url(incident.id), audience=audience)
     problems: list[str] = []
     fresh = targets is None
     if targets is None:
@@ -164,5 +175,5 @@ def _planned(settings: Settings, channel: Channel, page: Page, locale: str, audi
         for part, content in post.linked_parts().items():
             if link not in content:
                 problems.append(f"{label}: the {part} does not link to the statement {link}")
-    recipients = tuple((audience or {}).get(locale, ())) if channel.has_audience else ()
+    recipients = audience.count(locale) if audience and channel.has_audience else 0
     return Planned(name, locale, post, lengths[0], limit, recipients)

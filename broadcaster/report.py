@@ -8,15 +8,17 @@ delivery is done, 3 when some are not and `broadcaster retry` can finish them.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from broadcaster.model import Delivery, DeliveryState, Incident
 
 if TYPE_CHECKING:
+    from broadcaster.ledger import DeliveryCount, Ledger
     from broadcaster.preflight import Preview
 
 class Result:
@@ -38,6 +40,9 @@ class Result:
         return []
 
 
+#: How a person reads a delivery's state (in flight is pending: not done, `retry` finishes it).
+_STATUS = {DeliveryState.SENT: "sent", DeliveryState.FAILED: "failed", DeliveryState.SKIPPED: "skipped"}
+
 WAITING_FOR_STATEMENT = "waiting for the statement to be published; `broadcaster retry` sends it"
 
 
@@ -57,11 +62,7 @@ class DeliveryOutcome:
 
     @classmethod
     def of(cls, delivery: Delivery) -> DeliveryOutcome:
-        status = {
-            DeliveryState.SENT: "sent",
-            DeliveryState.FAILED: "failed",
-            DeliveryState.SKIPPED: "skipped",
-        }.get(delivery.state, "pending")
+        status = _STATUS.get(delivery.state, "pending")
         error = delivery.error
         if delivery.state is DeliveryState.PENDING and not error:
             error = WAITING_FOR_STATEMENT
@@ -89,6 +90,65 @@ class DeliveryOutcome:
         return out
 
 
+#: Recipients of a mailing list still to do that a report names (`show --recipients` lists all).
+LISTED_RECIPIENTS = 100
+
+
+@dataclass(frozen=True)
+class MailingSummary:
+    """One update's mailing list on one channel, in numbers: how many recipients are in each
+    state, the most attempts any took, and the first of those still to do (failed or pending).
+    Counted in the ledger (GROUP BY): a report on a list of a million holds a few numbers."""
+
+    update_id: str
+    channel: str
+    counts: Mapping[str, int]
+    attempts: int
+    unfinished: Sequence[DeliveryOutcome] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def done(self) -> bool:
+        return not (self.counts.get("failed") or self.counts.get("pending"))
+
+    @property
+    def status(self) -> str:
+        return "failed" if self.counts.get("failed") else "pending" if self.counts.get("pending") else "sent"
+
+    def to_json(self) -> dict[str, Any]:
+        """The list as one delivery among the others (no `recipient`; `recipients` counts them),
+        followed in `deliveries` by the first recipients still to do, each with `recipient`."""
+        return {"channel": self.channel, "status": self.status, "url": None,
+                "error": next((d.error for d in self.unfinished if d.error), None), "locale": "",
+                "attempts": self.attempts, "update_id": self.update_id, "recipients": dict(self.counts)}
+
+    def json_entries(self) -> list[dict[str, Any]]:
+        return [self.to_json(), *(d.to_json() for d in self.unfinished)]
+
+
+def mailing_summaries(ledger: Ledger, *, update_id: str) -> list[MailingSummary]:
+    """The update's mailing lists, per channel, with the first recipients still to do."""
+    by_channel: dict[str, list[DeliveryCount]] = {}
+    for c in ledger.delivery_counts(update_id=update_id):
+        by_channel.setdefault(c.channel, []).append(c)
+    out = []
+    for channel, counts in by_channel.items():
+        states: Counter[str] = Counter()
+        for c in counts:
+            states[_STATUS.get(c.state, "pending")] += c.count
+        unfinished: list[DeliveryOutcome] = []
+        if states["failed"] or states["pending"]:
+            unfinished = [DeliveryOutcome.of(d) for d in ledger.deliveries(
+                update_id=update_id, channels=[channel], unfinished=True, audience=True,
+                limit=LISTED_RECIPIENTS)]
+        out.append(MailingSummary(update_id, channel, dict(states), max(c.attempts for c in counts),
+                                  unfinished))
+    return out
+
+
 @dataclass(frozen=True)
 class Outcome(Result):
     """The result of announce, update, resolve, publish or retry for one incident."""
@@ -107,10 +167,13 @@ class Outcome(Result):
     published: Sequence[tuple[str, str]] = ()
     #: For `discard`: the draft updates set aside.
     discarded: Sequence[str] = ()
+    #: Each update's mailing lists, in numbers (their recipients are not in `deliveries`).
+    lists: Sequence[MailingSummary] = ()
 
     @property
     def exit_code(self) -> int:
         done = all(d.status in ("sent", "skipped") for d in self.deliveries)
+        done = done and all(m.done for m in self.lists)
         return 0 if done or self.dry_run or self.draft else 3
 
     def to_json(self) -> dict[str, Any]:
@@ -118,7 +181,8 @@ class Outcome(Result):
             "incident_id": self.incident_id,
             "update_id": self.update_id,
             "statement_url": self.statement_url,
-            "deliveries": [d.to_json() for d in self.deliveries],
+            "deliveries": [*(d.to_json() for d in self.deliveries),
+                           *(entry for m in self.lists for entry in m.json_entries())],
         }
         if self.dry_run:
             out["dry_run"] = True
@@ -131,12 +195,8 @@ class Outcome(Result):
             out["published"] = [{"update_id": uid, "label": label} for uid, label in self.published]
         if self.warnings:
             out["warnings"] = list(self.warnings)
-        recipients: dict[str, Counter[str]] = {}
-        for d in self.deliveries:
-            if d.recipient:
-                recipients.setdefault(d.channel, Counter())[d.status] += 1
-        if recipients:
-            out["recipients"] = {channel: dict(counts) for channel, counts in recipients.items()}
+        if self.lists:
+            out["recipients"] = _recipient_counts(self.lists)
         if self.preview is not None:
             out["preview"] = _planned_json(self.preview)
         return out
@@ -159,9 +219,10 @@ class Outcome(Result):
         if self.published:  # publish: one table per update, labelled, in the order they went out
             for update_id, label in self.published:
                 lines.append(f"── {label}")
-                lines.append(deliveries_table([d for d in self.deliveries if d.update_id == update_id]))
+                lines.append(deliveries_table([d for d in self.deliveries if d.update_id == update_id],
+                                              [m for m in self.lists if m.update_id == update_id]))
         else:
-            lines.append(deliveries_table(self.deliveries))
+            lines.append(deliveries_table(self.deliveries, self.lists))
         return "\n".join(lines)
 
     def notes(self) -> list[str]:
@@ -174,37 +235,40 @@ class Outcome(Result):
         return notes
 
 
-def deliveries_table(deliveries: Sequence[DeliveryOutcome], failures_shown: int = 10) -> str:
+def deliveries_table(deliveries: Sequence[DeliveryOutcome], lists: Sequence[MailingSummary] = (),
+                     failures_shown: int = 10) -> str:
     """A plain table a person reads at 3 a.m.: channel, status, where it went, what failed.
 
     A mailing list is one line with its counts, followed by the first recipients that failed.
     """
     rows = [("CHANNEL", "STATUS", "ATTEMPTS", "WHERE / ERROR")]
-    audiences: dict[str, list[DeliveryOutcome]] = {}
     for d in deliveries:
-        if d.recipient:
-            audiences.setdefault(d.channel, []).append(d)
-        else:
-            where = d.url if d.status == "sent" else d.error or ""
-            if d.note:
-                where = f"{where} ({d.note})"
-            rows.append((d.channel, d.status, str(d.attempts), where))
-    for channel, group in audiences.items():
-        counts = Counter(d.status for d in group)
-        unfinished = [d for d in group if d.status in ("failed", "pending")]
-        status = "failed" if counts["failed"] else "pending" if unfinished else "sent"
-        summary = ", ".join(f"{n:,} {state}" for state, n in sorted(counts.items()))
-        rows.append((channel, status, str(max(d.attempts for d in group)),
-                     f"{len(group):,} recipients: {summary}"))
+        where = d.url if d.status == "sent" else d.error or ""
+        if d.note:
+            where = f"{where} ({d.note})"
+        rows.append((d.channel, d.status, str(d.attempts), where))
+    for m in lists:
+        summary = ", ".join(f"{n:,} {state}" for state, n in sorted(m.counts.items()))
+        rows.append((m.channel, m.status, str(m.attempts), f"{m.total:,} recipients: {summary}"))
         rows += [(f"  {d.recipient}", d.status, str(d.attempts), d.error or "")
-                 for d in unfinished[:failures_shown]]
-        if len(unfinished) > failures_shown:
-            rows.append(("", "", "", f"… and {len(unfinished) - failures_shown:,} more (broadcaster show)"))
+                 for d in m.unfinished[:failures_shown]]
+        left = m.counts.get("failed", 0) + m.counts.get("pending", 0)
+        if left > failures_shown:
+            rows.append(("", "", "", f"… and {left - failures_shown:,} more "
+                                     "(`broadcaster show ID --recipients`)"))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return "\n".join(
         ("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:3])) + "  " + (r[3] or "")).rstrip()
         for r in rows
     )
+
+
+def _recipient_counts(lists: Sequence[MailingSummary]) -> dict[str, dict[str, int]]:
+    """Per channel, how many recipients are in each state (every update's lists added up)."""
+    totals: dict[str, Counter[str]] = {}
+    for m in lists:
+        totals.setdefault(m.channel, Counter()).update(m.counts)
+    return {channel: dict(counts) for channel, counts in totals.items()}
 
 
 def preview_text(preview: Preview) -> str:
@@ -224,7 +288,7 @@ def preview_text(preview: Preview) -> str:
             continue
         limit = f"{planned.length}/{planned.limit}" if planned.limit else f"{planned.length} chars"
         if planned.recipients:
-            count = len(planned.recipients)
+            count = planned.recipients
             limit = f"to {count:,} subscriber{'s' * (count != 1)}"
         if planned.post.cost is not None:
             posts = 1 + len(planned.post.continuation)
@@ -253,6 +317,8 @@ class IncidentReport(Result):
     incident: Incident
     statement_url: str
     deliveries: Sequence[DeliveryOutcome] = ()
+    #: Each update's mailing lists, in numbers (`show --recipients` lists every recipient).
+    lists: Sequence[MailingSummary] = ()
     #: For drafts: each draft update as every channel would send it (`show`), or why it cannot be.
     previews: Sequence[Preview | str] = ()
     #: How a person reads a time: in the organisation's zone, named (see OrganizationSettings).
@@ -283,7 +349,11 @@ class IncidentReport(Result):
                     "created_at": u.created_at.isoformat(),
                     "next_update_at": u.next_update_at.isoformat() if u.next_update_at else None,
                     "texts": {loc: vars(t) for loc, t in u.texts.items()},
-                    "deliveries": [d.to_json() for d in self.deliveries if d.update_id == u.id],
+                    "deliveries": [*(d.to_json() for d in self.deliveries if d.update_id == u.id),
+                                   *(entry for m in self.lists if m.update_id == u.id
+                                     for entry in m.json_entries())],
+                    **({"recipients": _recipient_counts(mine)}
+                       if (mine := [m for m in self.lists if m.update_id == u.id]) else {}),
                 }
                 for u in i.updates
             ],
@@ -314,12 +384,41 @@ class IncidentReport(Result):
                          + (" · draft" if u.draft else ""))
             lines.extend(f"   {line}" for line in u.text(default).message.splitlines())
             mine = [d for d in self.deliveries if d.update_id == u.id]
-            if mine:
-                lines.extend("   " + row for row in deliveries_table(mine).splitlines())
+            lists = [m for m in self.lists if m.update_id == u.id]
+            if mine or lists:
+                lines.extend("   " + row for row in deliveries_table(mine, lists).splitlines())
         for preview in self.previews:
             lines += ["", "── what `broadcaster publish` would send ──"]
             lines += [preview] if isinstance(preview, str) else preview_text(preview).splitlines()
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RecipientListing(Result):
+    """`broadcaster show ID --recipients`: every recipient of the incident's mailing lists, one
+    line each (tab-separated, or JSON Lines), printed as they are read from the ledger."""
+
+    rows: Iterable[DeliveryOutcome]
+
+    COLUMNS: ClassVar[tuple[str, ...]] = ("update_id", "channel", "locale", "recipient", "status",
+                                          "attempts", "error")
+
+    def lines(self, as_json: bool) -> Iterator[str]:
+        if not as_json:
+            yield "\t".join(c.upper() for c in self.COLUMNS)
+        for d in self.rows:
+            out = d.to_json()
+            if as_json:
+                yield json.dumps(out, ensure_ascii=False)
+            else:
+                yield "\t".join("" if out.get(c) is None else str(out[c]).replace("\t", " ")
+                                for c in self.COLUMNS)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [d.to_json() for d in self.rows]
+
+    def text(self) -> str:
+        return "\n".join(self.lines(False))
 
 
 @dataclass(frozen=True)
@@ -361,7 +460,7 @@ def _planned_json(preview: Preview) -> list[dict[str, Any]]:
             "limit": p.limit,
             "files": sorted(p.post.files),
             "replies": list(p.post.continuation),
-            **({"recipients": len(p.recipients)} if p.recipients else {}),
+            **({"recipients": p.recipients} if p.recipients else {}),
             **({"subject": p.post.subject} if p.post.subject else {}),
             **({"cost_usd": p.post.cost} if p.post.cost is not None else {}),
         }

@@ -9,10 +9,12 @@ spreadsheet again does not sign them back up; only an explicit `subscribers add`
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
+import itertools
 import secrets
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,9 +27,14 @@ from broadcaster.places import Places, normal_postcode
 from broadcaster.report import Result
 
 if TYPE_CHECKING:
+    from broadcaster.preflight import Audience
     from broadcaster.settings import Settings
 
 CSV_COLUMNS = ("email", "locale", "components", "regions", "postcodes")
+#: Rows an import reads, checks and saves at a time (one transaction each).
+IMPORT_BATCH = 5000
+#: Addresses a report names in full (the rest are counted).
+LISTED = 100
 
 
 @dataclass
@@ -37,9 +44,15 @@ class ImportReport(Result):
     added: int = 0
     updated: int = 0
     unchanged: int = 0
-    #: Addresses that unsubscribed earlier: an import never signs them up again.
+    #: Addresses that unsubscribed earlier: an import never signs them up again (the first
+    #: `LISTED` of them; `kept_count` says how many in all).
     kept_unsubscribed: list[str] = field(default_factory=list)
+    kept_count: int = 0
     problems: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> int:
+        return max(self.kept_count, len(self.kept_unsubscribed))
 
     @property
     def exit_code(self) -> int:
@@ -48,16 +61,17 @@ class ImportReport(Result):
 
     def to_json(self) -> dict[str, object]:
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
-                "kept_unsubscribed": self.kept_unsubscribed, "problems": self.problems,
+                "kept_unsubscribed": self.kept_unsubscribed, "kept_unsubscribed_count": self.kept,
+                "problems": self.problems,
                 "exit_code": self.exit_code}
 
     def text(self) -> str:
         lines = [f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged."]
         if self.kept_unsubscribed:
-            lines.append(f"{len(self.kept_unsubscribed)} left earlier and stay unsubscribed "
+            lines.append(f"{self.kept:,} left earlier and stay unsubscribed "
                          "(`broadcaster subscribers add` signs one up again): "
                          + ", ".join(self.kept_unsubscribed[:10])
-                         + (" …" if len(self.kept_unsubscribed) > 10 else ""))
+                         + (" …" if self.kept > 10 else ""))
         if self.problems:
             lines.append(f"{len(self.problems)} rows refused; the others were imported:")
             lines += [f"  {p}" for p in self.problems]
@@ -121,34 +135,65 @@ def keeps_case(settings: Settings) -> bool:
     return bool(getattr(email, "case_sensitive_addresses", False))
 
 
-def parse_csv(path: Path, settings: Settings) -> tuple[list[tuple[int, Subscriber]], list[str]]:
-    """Good rows with their line numbers, and a message for each bad row (file:line: why)."""
+def parse_csv(path: Path, settings: Settings, *, batch: int = IMPORT_BATCH,
+              ) -> Iterator[tuple[list[tuple[int, Subscriber]], list[str]]]:
+    """The file a batch at a time: its good rows with their line numbers, and a message for
+    each bad row (file:line: why). Streamed: a million rows are never in memory at once; only
+    a 64-bit hash and a line number per address are kept, to name duplicates."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
         raise InputError(f"{path}: cannot read the subscriber list: {exc}") from None
+    seen: dict[int, int] = {}
     rows: list[tuple[int, Subscriber]] = []
     problems: list[str] = []
-    seen: dict[str, int] = {}
-    reader = csv.reader(io.StringIO(text, newline=""))
-    for cells in reader:
-        line = reader.line_num
-        if not any(c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
-            continue
-        if line == 1 and cells[0].strip().casefold() == "email":
-            continue  # the header row
+    with handle:
+        reader = csv.reader(handle)
         try:
-            subscriber = _row(cells, settings)
-        except InputError as exc:
-            problems.append(f"{path}:{line}: {exc}")
-            continue
-        if subscriber.email in seen:
-            problems.append(f"{path}:{line}: {subscriber.email} is already on line {seen[subscriber.email]}; "
-                            "kept that one")
-            continue
-        seen[subscriber.email] = line
-        rows.append((line, subscriber))
-    return rows, problems
+            for cells in reader:
+                line = reader.line_num
+                if not any(c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
+                    continue
+                if line == 1 and cells[0].strip().casefold() == "email":
+                    continue  # the header row
+                try:
+                    subscriber = _row(cells, settings)
+                except InputError as exc:
+                    problems.append(f"{path}:{line}: {exc}")
+                    continue
+                key = hash(subscriber.email)
+                if key in seen:
+                    problems.append(f"{path}:{line}: {subscriber.email} is already on line {seen[key]}; "
+                                    "kept that one")
+                    continue
+                seen[key] = line
+                rows.append((line, subscriber))
+                if len(rows) >= batch:
+                    yield rows, problems
+                    rows, problems = [], []
+        except csv.Error as exc:
+            problems.append(f"{path}:{reader.line_num}: cannot read the row: {exc}; the rest was not read")
+    yield rows, problems
+
+
+def scan(path: Path) -> int:
+    """Lines in the file, read in blocks; InputError naming the line if it is not UTF-8, before
+    a single row is imported (the rows are then read a batch at a time)."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    lines = 0
+    try:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    line = lines + block[:max(exc.start, 0)].count(b"\n") + 1
+                    raise InputError(f"{path}:{line}: not UTF-8 text ({exc.reason}); save the list as "
+                                     "UTF-8 (CSV UTF-8 in a spreadsheet) and import it again") from None
+                lines += block.count(b"\n")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the subscriber list: {exc}") from None
+    return lines
 
 
 def _row(cells: list[str], settings: Settings) -> Subscriber:
@@ -207,19 +252,23 @@ def save(ledger: Ledger, subscribers: Sequence[Subscriber], *, resubscribe: bool
     return report
 
 
-def audience(ledger: Ledger, settings: Settings, incident: Incident) -> dict[str, list[str]]:
-    """Per locale, the active subscribers this incident concerns (by its every update's
-    components and regions: someone concerned once stays in the thread)."""
+def audience(ledger: Ledger, settings: Settings, incident: Incident) -> Audience:
+    """The active subscribers this incident concerns (by its every update's components and
+    regions: someone concerned once stays in the thread), counted per locale now and streamed
+    again from the ledger when the deliveries are recorded."""
+    from broadcaster.preflight import Audience
+
     components = list(dict.fromkeys(n for u in incident.updates for n in u.components))
     regions = list(dict.fromkeys(n for u in incident.updates for n in u.regions))
     places = Places.of(settings.regions)
     locales = settings.organization.locales
-    found: dict[str, list[str]] = {loc: [] for loc in locales}
-    for subscriber in ledger.subscribers(active_only=True):
-        if subscriber.follows(components, regions, places):
-            locale = subscriber.locale if subscriber.locale in locales else locales[0]
-            found[locale].append(subscriber.email)
-    return found
+
+    def each() -> Iterator[tuple[str, str]]:
+        for subscriber in ledger.each_subscriber(active_only=True):
+            if subscriber.follows(components, regions, places):
+                yield (subscriber.locale if subscriber.locale in locales else locales[0]), subscriber.email
+
+    return Audience(Counter(locale for locale, _ in each()), each)
 
 
 # -- what `broadcaster subscribers …` does -------------------------------------------------
@@ -227,15 +276,32 @@ def audience(ledger: Ledger, settings: Settings, incident: Incident) -> dict[str
 
 def import_csv(settings: Settings, path: Path | None, *, resubscribe: bool) -> ImportReport:
     """Add or update subscribers from a CSV (default: `[channels.email] subscribers`); bad rows
-    are reported with their line numbers and the good rows are kept."""
+    are reported with their line numbers and the good rows are kept. Read and saved a batch at
+    a time (one transaction each), with a progress bar on a terminal."""
+    from broadcaster.progress import reporter
+
     if path is None:
         if "email" not in settings.channels:
             raise InputError("no [channels.email] section: give the CSV file to import")
         path = settings.channels["email"].subscribers  # type: ignore[attr-defined]
-    rows, problems = parse_csv(path, settings)
+    total = scan(path)
+    progress = reporter.get()
+    report = ImportReport()
+    batches = parse_csv(path, settings, batch=IMPORT_BATCH)
+    first = next(batches)  # a file that cannot be read creates no ledger
     with open_ledger(settings) as ledger:
-        report = save(ledger, [sub for _, sub in rows], resubscribe=resubscribe)
-    report.problems = problems
+        for rows, problems in itertools.chain([first], batches):
+            done = save(ledger, [sub for _, sub in rows], resubscribe=resubscribe)
+            report.added += done.added
+            report.updated += done.updated
+            report.unchanged += done.unchanged
+            report.kept_unsubscribed += done.kept_unsubscribed[:LISTED - len(report.kept_unsubscribed)]
+            report.kept_count += len(done.kept_unsubscribed)
+            report.problems += problems
+            if progress and rows:
+                progress("subscribers", rows[-1][0], total)
+    if progress and total:
+        progress("subscribers", total, total)
     return report
 
 

@@ -80,7 +80,7 @@ class Worker:
             return 0  # only posts whose statement failed: `retry` is for that
         incident = existing(self.ledger, incident_id)
         self.say(f"incident {incident_id}: finishing {len(left)} deliveries left by a sender that is gone")
-        resume(self.s, self.ledger, incident, left, self.chans, self.fan_out)
+        resume(self.s, self.ledger, incident, left, [], self.chans, self.fan_out)
         self.report.incidents.append(incident_id)
         self.report.deliveries += len(left)
         return len(left)

@@ -127,7 +127,10 @@ def test_a_refused_recipient_fails_alone_and_retry_emails_each_person_once(maili
     mailing.inbox.refuse["user3@example.com"] = "450 4.2.1 mailbox busy"
     outcome = announce(mailing)
     assert outcome["exit_code"] == 3
-    states = {d["recipient"]: d for d in outcome["deliveries"] if d["channel"] == "email"}
+    states = {d["recipient"]: d for d in outcome["deliveries"] if d.get("recipient")}
+    assert set(states) == {"user7@example.com", "user3@example.com"}, "only those still to do are listed"
+    email = next(d for d in outcome["deliveries"] if d["channel"] == "email" and "recipients" in d)
+    assert email["status"] == "failed" and email["recipients"] == {"sent": 18, "failed": 2}
     assert states["user7@example.com"]["status"] == "failed"
     assert "550" in states["user7@example.com"]["error"] and states["user7@example.com"]["attempts"] == 1
     assert states["user3@example.com"]["status"] == "failed"
@@ -168,8 +171,13 @@ def test_someone_who_leaves_before_a_retry_is_skipped(mailing: Project):
     assert mailing.cli("subscribers", "remove", "bob@example.com").exit_code == 0
     mailing.inbox.refuse.clear()
     done = json.loads(mailing.cli("retry", outcome["incident_id"], "--json").stdout)
-    bob = next(d for d in done["deliveries"] if d.get("recipient") == "bob@example.com")
+    assert done["recipients"]["email"] == {"sent": 1, "skipped": 1}
+    assert not [d for d in done["deliveries"] if d.get("recipient")], "only recipients still to do are listed"
+    listed = mailing.cli("show", outcome["incident_id"], "--recipients", "--json")
+    rows = {r["recipient"]: r for r in map(json.loads, listed.stdout.splitlines())}
+    bob = rows["bob@example.com"]
     assert bob["status"] == "skipped" and "unsubscribed" in bob["error"]
+    assert rows["ana@example.com"]["status"] == "sent"
     assert [m.envelope_to for m in mailing.inbox.messages] == [["ana@example.com"]]
 
 
@@ -343,3 +351,68 @@ def test_a_line_too_long_for_smtp_is_refused_before_anything_is_sent(mailing: Pr
     result = mailing.cli("announce", "--title", "T", "--message", "x" * 1200, "--yes")
     assert result.exit_code == 2 and "SMTP allows 998" in result.output
     assert mailing.inbox.messages == [] and not mailing.public.exists()
+
+
+def test_show_counts_a_list_and_streams_every_recipient_on_request(mailing: Project):
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(12)))
+    mailing.inbox.refuse["user5@example.com"] = "550 5.1.1 no such user"
+    outcome = announce(mailing)
+    shown = json.loads(mailing.cli("show", outcome["incident_id"], "--json").stdout)
+    (update,) = shown["updates"]
+    assert update["recipients"] == {"email": {"sent": 11, "failed": 1}}
+    assert [d.get("recipient") for d in update["deliveries"]] == [None, None, "user5@example.com"]
+    text = mailing.cli("show", outcome["incident_id"]).stdout
+    assert "12 recipients: 1 failed, 11 sent" in text and "user5@example.com" in text
+    assert "user6@example.com" not in text, "a sent recipient is counted, not listed"
+    listed = mailing.cli("show", outcome["incident_id"], "--recipients")
+    header, *rows = listed.stdout.splitlines()
+    assert header.split("\t") == ["UPDATE_ID", "CHANNEL", "LOCALE", "RECIPIENT", "STATUS", "ATTEMPTS",
+                                  "ERROR"]
+    assert sorted(r.split("\t")[3] for r in rows) == sorted(f"user{n}@example.com" for n in range(12))
+    as_json = [json.loads(line) for line in
+               mailing.cli("show", outcome["incident_id"], "--recipients", "--json").stdout.splitlines()]
+    assert {r["recipient"]: r["status"] for r in as_json}["user5@example.com"] == "failed"
+    assert len(as_json) == 12
+    unknown = mailing.cli("show", "zzzzzzzzzz", "--recipients")
+    assert unknown.exit_code == 2 and unknown.stdout == ""
+
+
+def test_an_import_goes_a_batch_at_a_time_and_names_duplicates_across_batches(
+        mailing: Project, monkeypatch: pytest.MonkeyPatch):
+    from broadcaster import subscribers
+
+    monkeypatch.setattr(subscribers, "IMPORT_BATCH", 3)
+    rows = "email\n" + "".join(f"user{n}@example.com\n" for n in range(10)) + "User2@Example.com\nbad\n"
+    (mailing.root / "list.csv").write_text(rows, encoding="utf-8")
+    result = mailing.cli("subscribers", "import", str(mailing.root / "list.csv"), "--json")
+    report = json.loads(result.stdout)
+    assert result.exit_code == 2 and report["added"] == 10
+    assert report["problems"][0].endswith(
+        "list.csv:12: user2@example.com is already on line 4; kept that one")
+    assert "list.csv:13:" in report["problems"][1]
+    assert len(mailing.rows("SELECT email FROM subscribers")) == 10
+
+
+def test_a_list_that_is_not_utf8_is_refused_by_line_before_anything_is_imported(mailing: Project):
+    (mailing.root / "list.csv").write_bytes(b"email\nana@example.com\njos\xe9@example.com\n")
+    result = mailing.cli("subscribers", "import", str(mailing.root / "list.csv"))
+    assert result.exit_code == 2
+    assert "list.csv:3: not UTF-8 text" in result.output and "save the list as UTF-8" in result.output
+    assert not (mailing.root / "state" / "ledger.db").exists(), "nothing imported, no ledger made"
+
+
+def test_a_long_import_reports_its_progress(mailing: Project, monkeypatch: pytest.MonkeyPatch):
+    from broadcaster import api, subscribers
+    from broadcaster.progress import reporter
+
+    monkeypatch.setattr(subscribers, "IMPORT_BATCH", 4)
+    (mailing.root / "list.csv").write_text("email\n" + "".join(f"u{n}@example.com\n" for n in range(10)),
+                                           encoding="utf-8")
+    seen: list[tuple[str, int, int]] = []
+    token = reporter.set(lambda what, done, total: seen.append((what, done, total)))
+    try:
+        api.import_subscribers(mailing.root / "list.csv", settings=mailing.config)
+    finally:
+        reporter.reset(token)
+    assert seen == [("subscribers", 5, 11), ("subscribers", 9, 11), ("subscribers", 11, 11),
+                    ("subscribers", 11, 11)]

@@ -6,6 +6,7 @@ adding one factory here and passing these tests unchanged.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -141,6 +142,42 @@ def test_a_batch_finishes_in_one_go_and_skipped_counts_as_done(ledger: Ledger):
         ledger.start_attempts(ids)  # two of them are done
 
 
+def test_a_mailing_list_is_recorded_streamed_from_the_subscribers_and_read_back_in_numbers(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch):
+    from broadcaster.ledger import sql
+
+    monkeypatch.setattr(sql, "CHUNK", 7)  # several chunks in each direction
+    people = [Subscriber(f"p{n:02}@example.com", "es" if n % 3 else "en", (), (), f"token-{n}", True)
+              for n in range(30)]
+    ledger.save_subscribers(people, [])
+    ledger.unsubscribe(email="p04@example.com")
+    assert [s.email for s in ledger.each_subscriber(active_only=True)] == [
+        p.email for p in people if p.email != "p04@example.com"]
+    assert len(list(ledger.each_subscriber())) == 30
+    update = an_update()
+    # Read from the same ledger while its own transaction writes, as an announcement does.
+    streamed = (NewDelivery("email", s.locale, s.email) for s in ledger.each_subscriber(active_only=True))
+    ledger.record(update, itertools.chain([NewDelivery("website", "en")], streamed))
+    assert [d.recipient for d in ledger.each_delivery(update_id=update.id, audience=True)] == [
+        p.email for p in people if p.email != "p04@example.com"]
+    (website,) = ledger.deliveries(update_id=update.id, audience=False)
+    ids = [d.id for d in ledger.deliveries(update_id=update.id, audience=True, limit=5)]
+    ledger.start_attempts(ids)
+    ledger.finish([(i, Receipt(f"m{i}")) for i in ids[:3]], [(ids[3], "mailbox full")], [(ids[4], "left")])
+    counts = {(c.locale, c.state.value): (c.count, c.attempts)
+              for c in ledger.delivery_counts(update_id=update.id)}
+    expected: dict[tuple[str, str], tuple[int, int]] = {}
+    by_address = {p.email: p.locale for p in people}
+    states = ["sent", "sent", "sent", "failed", "skipped"]
+    for d in ledger.deliveries(update_id=update.id, audience=True):
+        state = states[ids.index(d.id)] if d.id in ids else "pending"
+        count, attempts = expected.get((by_address[d.recipient], state), (0, 0))
+        expected[by_address[d.recipient], state] = (count + 1, max(attempts, int(d.id in ids)))
+    assert counts == expected and sum(n for n, _ in counts.values()) == 29 and website.recipient == ""
+    page = ledger.deliveries(update_id=update.id, audience=True, after_id=ids[1], limit=2)
+    assert [d.id for d in page] == ids[2:4]
+
+
 def test_a_mailing_list_is_claimed_in_disjoint_batches_under_leases(store: Settings, ledger: Ledger):
     update = an_update()
     people = [f"p{n}@example.com" for n in range(10)]
@@ -178,7 +215,9 @@ def test_the_thread_is_the_earlier_sent_posts_in_order(ledger: Ledger):
     ledger.record(second, [NewDelivery("twitter", "en"), NewDelivery("email", "en", "ana@example.com")])
     assert ledger.thread(first.incident_id, "twitter", 2) == [Receipt("twitter-1")]
     assert ledger.thread(first.incident_id, "twitter", 1) == []
-    assert ledger.first_receipts(first.incident_id, "email", 2) == {"ana@example.com": Receipt("email-1")}
+    assert ledger.first_receipts(first.incident_id, "email", 2, ["ana@example.com", "bob@example.com"]) == {
+        "ana@example.com": Receipt("email-1")}
+    assert ledger.first_receipts(first.incident_id, "email", 2, ["bob@example.com"]) == {}
     assert ledger.incident(first.incident_id).status is Status.IDENTIFIED
 
 

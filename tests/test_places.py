@@ -216,7 +216,7 @@ def test_cancel_and_reschedule_reach_every_channel_and_the_site(social: Social, 
                        "--ends", iso(24 * 60 + 120))
     assert moved["exit_code"] == 0, moved
     assert {d["channel"]: d["status"] for d in moved["deliveries"] if "recipient" not in d} == {
-        "website": "sent", "twitter": "sent", "facebook": "sent"}
+        "website": "sent", "twitter": "sent", "facebook": "sent", "email": "sent"}
     assert status_of(moved, "email")["status"] == "sent"
     tweet = social.x.posted()[-1]
     assert "moved to a new time" in tweet.text and "When:" in tweet.text

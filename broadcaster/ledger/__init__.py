@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from broadcaster.ledger.interface import Ledger, NewDelivery
+from broadcaster.ledger.interface import DeliveryCount, Ledger, NewDelivery
 
 if TYPE_CHECKING:
     from broadcaster.settings import Settings
 
-__all__ = ["Ledger", "NewDelivery", "kept_connections", "open_ledger"]
+__all__ = ["DeliveryCount", "Ledger", "NewDelivery", "kept_connections", "open_ledger"]
 
 
 @contextmanager

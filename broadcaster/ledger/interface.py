@@ -3,13 +3,21 @@ docstring for the promises), and what it gives when recording an update."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from broadcaster.model import Delivery, Incident, Receipt, Subscriber, SubscriptionRequest, Update
+from broadcaster.model import (
+    Delivery,
+    DeliveryState,
+    Incident,
+    Receipt,
+    Subscriber,
+    SubscriptionRequest,
+    Update,
+)
 
 #: What a ledger holds, table by table, in an order that keeps references valid: what
 #: `export_rows` yields and `import_rows` takes, whatever the store.
@@ -39,6 +47,20 @@ class NewDelivery:
     channel: str
     locale: str
     recipient: str = ""
+
+
+@dataclass(frozen=True)
+class DeliveryCount:
+    """How many of an update's recipients on one channel and locale are in one state."""
+
+    update_id: str
+    seq: int
+    channel: str
+    locale: str
+    state: DeliveryState
+    count: int
+    #: The most attempts any of them took.
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -76,12 +98,15 @@ class Ledger(Protocol):
         """Published incidents that started in `month`, newest first."""
         ...
 
-    def record(self, update: Update, deliveries: Sequence[NewDelivery]) -> None:
-        """Store the update and its pending deliveries in one transaction."""
+    def record(self, update: Update, deliveries: Iterable[NewDelivery]) -> None:
+        """Store the update and its pending deliveries in one transaction (`deliveries` is
+        consumed a chunk at a time: it may stream from this ledger's subscribers)."""
         ...
 
-    def publish(self, incident_id: str, deliveries: Sequence[NewDelivery]) -> list[Update]:
-        """Turn the incident's drafts into published updates, recording their deliveries."""
+    def publish(self, incident_id: str,
+                deliveries: Iterable[NewDelivery] | Callable[[], Iterable[NewDelivery]]) -> list[Update]:
+        """Turn the incident's drafts into published updates, recording their deliveries (for
+        each draft: a callable is called once per draft, for a stream)."""
         ...
 
     def incidents_with_drafts(self) -> list[Incident]:
@@ -99,8 +124,21 @@ class Ledger(Protocol):
     def deliveries(
         self, *, incident_id: str | None = None, update_id: str | None = None,
         unfinished: bool = False, channels: Sequence[str] | None = None,
+        audience: bool | None = None, limit: int | None = None, after_id: int | None = None,
     ) -> list[Delivery]:
-        """Deliveries in the order they were recorded (of `channels` only, if given)."""
+        """Deliveries in the order they were recorded (of `channels` only, if given; to a
+        mailing list's recipients only, or to none, by `audience`; at most `limit`, after the
+        id `after_id` in id order)."""
+        ...
+
+    def each_delivery(self, *, incident_id: str | None = None, update_id: str | None = None,
+                      audience: bool | None = None) -> Iterator[Delivery]:
+        """`deliveries`, streamed a chunk at a time in the order recorded."""
+        ...
+
+    def delivery_counts(self, *, incident_id: str | None = None,
+                        update_id: str | None = None) -> list[DeliveryCount]:
+        """Mailing lists in numbers: recipients per (update, channel, locale, state)."""
         ...
 
     def unfinished_incidents(self) -> list[str]:
@@ -128,8 +166,9 @@ class Ledger(Protocol):
         """Mark a batch of deliveries sent, failed or skipped, in one transaction."""
         ...
 
-    def first_receipts(self, incident_id: str, channel: str, before_seq: int) -> dict[str, Receipt]:
-        """Per recipient, the receipt of their first sent delivery of the incident."""
+    def first_receipts(self, incident_id: str, channel: str, before_seq: int,
+                       recipients: Sequence[str]) -> dict[str, Receipt]:
+        """Per recipient among `recipients`, the receipt of their first sent delivery of the incident."""
         ...
 
     def claim(self, owner: str, *, update_id: str, channel: str, limit: int, lease_seconds: float,
@@ -165,6 +204,10 @@ class Ledger(Protocol):
 
     def subscribers(self, *, active_only: bool = False) -> list[Subscriber]:
         """Every subscriber on file (or the active ones), by address."""
+        ...
+
+    def each_subscriber(self, *, active_only: bool = False) -> Iterator[Subscriber]:
+        """`subscribers`, streamed a chunk at a time, by address."""
         ...
 
     def subscriber(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any, ClassVar, Literal
 
 from broadcaster.errors import UnknownIncidentError
-from broadcaster.ledger.interface import TABLES, NewDelivery, OpenGroup
+from broadcaster.ledger.interface import TABLES, DeliveryCount, NewDelivery, OpenGroup
 from broadcaster.model import (
     Delivery,
     DeliveryState,
@@ -32,6 +33,9 @@ from broadcaster.model import (
     Update,
     is_incident_id,
 )
+
+#: Rows a streamed read or write takes at a time (memory stays flat whatever the list's size).
+CHUNK = 5000
 
 _DELIVERY_COLUMNS = (
     "d.id, d.update_id, u.incident_id, d.channel, d.recipient, d.locale, d.state, d.attempts,"
@@ -192,7 +196,7 @@ class SQLLedger(ABC):
             if i in created and updates[i]
         ]
 
-    def record(self, update: Update, deliveries: Sequence[NewDelivery]) -> None:
+    def record(self, update: Update, deliveries: Iterable[NewDelivery]) -> None:
         with self.transaction() as db:
             now = _now()
             db.execute(
@@ -209,7 +213,9 @@ class SQLLedger(ABC):
             self._insert_deliveries(db, update.id, deliveries, now)
             self._refresh_incident(db, update.incident_id, now)
 
-    def publish(self, incident_id: str, deliveries: Sequence[NewDelivery]) -> list[Update]:
+    def publish(self, incident_id: str,
+                deliveries: Iterable[NewDelivery] | Callable[[], Iterable[NewDelivery]]) -> list[Update]:
+        each = deliveries if callable(deliveries) else lambda: deliveries
         with self.transaction() as db:
             now = _now()
             ids = [r[0] for r in db.execute(
@@ -219,7 +225,7 @@ class SQLLedger(ABC):
             )]
             for update_id in ids:
                 db.execute("UPDATE updates SET draft = 0, created_at = ? WHERE id = ?", (now, update_id))
-                self._insert_deliveries(db, update_id, deliveries, now)
+                self._insert_deliveries(db, update_id, each(), now)
             self._refresh_incident(db, incident_id, now)
         incident = self.incident(incident_id)
         return [u for u in incident.updates if u.id in ids]
@@ -262,14 +268,14 @@ class SQLLedger(ABC):
         return ids
 
     @staticmethod
-    def _insert_deliveries(
-        db: Any, update_id: str, deliveries: Sequence[NewDelivery], now: str
-    ) -> None:
-        db.executemany(
-            "INSERT INTO deliveries (update_id, channel, recipient, locale, state, updated_at)"
-            " VALUES (?, ?, ?, ?, 'pending', ?)",
-            [(update_id, d.channel, d.recipient, d.locale, now) for d in deliveries],
-        )
+    def _insert_deliveries(db: Any, update_id: str, deliveries: Iterable[NewDelivery], now: str) -> None:
+        """Insert as they come, a chunk at a time: a mailing list of a million is streamed from
+        the subscribers table, never held in memory whole."""
+        rows = ((update_id, d.channel, d.recipient, d.locale, now) for d in deliveries)
+        while chunk := list(islice(rows, CHUNK)):
+            db.executemany(
+                "INSERT INTO deliveries (update_id, channel, recipient, locale, state, updated_at)"
+                " VALUES (?, ?, ?, ?, 'pending', ?)", chunk)
 
     @staticmethod
     def _refresh_incident(db: Any, incident_id: str, now: str) -> None:
@@ -291,8 +297,14 @@ class SQLLedger(ABC):
     def deliveries(
         self, *, incident_id: str | None = None, update_id: str | None = None,
         unfinished: bool = False, channels: Sequence[str] | None = None,
+        audience: bool | None = None, limit: int | None = None, after_id: int | None = None,
     ) -> list[Delivery]:
         where, params = [], []
+        if audience is not None:
+            where.append("d.recipient != ''" if audience else "d.recipient = ''")
+        if after_id is not None:
+            where.append("d.id > ?")
+            params.append(after_id)
         if channels is not None:
             where.append(f"d.channel IN ({','.join('?' * len(channels))})")
             params.extend(channels)
@@ -307,8 +319,39 @@ class SQLLedger(ABC):
         sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN updates u ON u.id = d.update_id"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY u.seq, d.id"
+        sql += " ORDER BY d.id" if after_id is not None else " ORDER BY u.seq, d.id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
         return [_delivery_from_row(r) for r in self.query(sql, params)]
+
+    def each_delivery(self, *, incident_id: str | None = None, update_id: str | None = None,
+                      audience: bool | None = None) -> Iterator[Delivery]:
+        """`deliveries` a chunk at a time, in the order recorded (keyset by id): a mailing list
+        of a million, listed without holding it."""
+        after = 0
+        while chunk := self.deliveries(incident_id=incident_id, update_id=update_id, audience=audience,
+                                       limit=CHUNK, after_id=after):
+            yield from chunk
+            after = chunk[-1].id
+
+    def delivery_counts(self, *, incident_id: str | None = None,
+                        update_id: str | None = None) -> list[DeliveryCount]:
+        """Mailing lists in numbers: per (update, channel, locale, state), how many recipients
+        and the most attempts any of them took (GROUP BY, whatever the size of the list)."""
+        where, params = ["d.recipient != ''"], []
+        if incident_id is not None:
+            where.append("u.incident_id = ?")
+            params.append(incident_id)
+        if update_id is not None:
+            where.append("d.update_id = ?")
+            params.append(update_id)
+        rows = self.query(
+            "SELECT d.update_id, u.seq, d.channel, d.locale, d.state, COUNT(*), MAX(d.attempts)"
+            " FROM deliveries d JOIN updates u ON u.id = d.update_id WHERE " + " AND ".join(where)
+            + " GROUP BY d.update_id, u.seq, d.channel, d.locale, d.state"
+            " ORDER BY u.seq, d.channel, d.locale, d.state", params)
+        return [DeliveryCount(r[0], r[1], r[2], r[3], DeliveryState(r[4]), int(r[5]), int(r[6]))
+                for r in rows]
 
     def unfinished_incidents(self) -> list[str]:
         rows = self.query(
@@ -376,17 +419,23 @@ class SQLLedger(ABC):
                 [(why, now, i) for i, why in skipped],
             )
 
-    def first_receipts(self, incident_id: str, channel: str, before_seq: int) -> dict[str, Receipt]:
-        """Per recipient, the receipt of their first sent delivery of the incident (email threads)."""
-        rows = self.query(
-            "SELECT recipient, remote_id, url, meta FROM (SELECT d.recipient, d.remote_id, d.url, d.meta,"
-            " ROW_NUMBER() OVER (PARTITION BY d.recipient ORDER BY u.seq) AS n FROM deliveries d"
-            " JOIN updates u ON u.id = d.update_id"
-            " WHERE u.incident_id = ? AND d.channel = ? AND u.seq < ? AND d.state = 'sent'"
-            " AND d.recipient != '') AS firsts WHERE n = 1",
-            (incident_id, channel, before_seq),
-        )
-        return {r[0]: Receipt(r[1], r[2], json.loads(r[3])) for r in rows}
+    def first_receipts(self, incident_id: str, channel: str, before_seq: int,
+                       recipients: Sequence[str]) -> dict[str, Receipt]:
+        """Per recipient (of these: a batch), the receipt of their first sent delivery of the
+        incident (email threads)."""
+        found: dict[str, Receipt] = {}
+        for start in range(0, len(recipients), 500):
+            chunk = list(recipients[start:start + 500])
+            rows = self.query(
+                "SELECT recipient, remote_id, url, meta FROM (SELECT d.recipient, d.remote_id, d.url,"
+                " d.meta, ROW_NUMBER() OVER (PARTITION BY d.recipient ORDER BY u.seq) AS n"
+                " FROM deliveries d JOIN updates u ON u.id = d.update_id"
+                " WHERE u.incident_id = ? AND d.channel = ? AND u.seq < ? AND d.state = 'sent'"
+                f" AND d.recipient IN ({','.join('?' * len(chunk))})) AS firsts WHERE n = 1",
+                (incident_id, channel, before_seq, *chunk),
+            )
+            found.update((r[0], Receipt(r[1], r[2], json.loads(r[3]))) for r in rows)
+        return found
 
     def mark_failed(self, delivery_id: int, error: str) -> None:
         with self.transaction() as db:
@@ -472,6 +521,14 @@ class SQLLedger(ABC):
 
     def subscribers(self, *, active_only: bool = False) -> list[Subscriber]:
         return self._subscribers("WHERE active = 1 ORDER BY email" if active_only else "ORDER BY email")
+
+    def each_subscriber(self, *, active_only: bool = False) -> Iterator[Subscriber]:
+        """`subscribers`, a chunk at a time (keyset by address): a million, never all at once."""
+        where = "WHERE active = 1 AND email > ?" if active_only else "WHERE email > ?"
+        after = ""
+        while chunk := self._subscribers(f"{where} ORDER BY email LIMIT {CHUNK}", [after]):
+            yield from chunk
+            after = chunk[-1].email
 
     def subscriber(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:
         column, value = ("email", email) if email is not None else ("token", token)
