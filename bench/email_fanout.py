@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 
 from common import ORGANIZATION
@@ -166,7 +167,8 @@ def raw_loop(port: int, recipients: list[str], content: dict | None, connections
 
 def pipelined_loop(port: int, recipients: list[str], content: dict, connections: int = 4) -> float:
     """The ceiling: raw sockets, PIPELINING, the message pre-rendered and dot-stuffed once."""
-    data = build("rcpt@placeholder.invalid", content).as_bytes().replace(b"\n.", b"\n..")
+    data = build("rcpt@placeholder.invalid", content).as_bytes(policy=SMTP_POLICY)
+    data = data.replace(b"\r\n.", b"\r\n..")
 
     def lane(share: list[str]) -> None:
         sock = socket.create_connection(("127.0.0.1", port))
