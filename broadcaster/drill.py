@@ -154,7 +154,7 @@ def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = Fals
             incident = outcome.incident_id
             result.steps.append((name, outcome))
             say(f"── {name} ─────────────────────────────")
-            say(deliveries_table(outcome.deliveries))
+            say(deliveries_table(outcome.deliveries, outcome.lists))
             for line in _received(outcome):
                 say(f"   {line}")
             say("")

@@ -19,6 +19,7 @@ def test_the_drill_rehearses_a_whole_incident_and_serves_the_site(tmp_path):
     for step in ("announce", "update", "resolve"):
         assert f"── {step}" in out
     assert out.count("→ 200") == 3 and "Drill passed" in out
+    assert out.count("2 recipients: 2 sent") == 3, "each step's table counts the mailing list"
     assert (tmp_path / "drill" / "site" / "es" / "index.html").exists()
     thread = out.split("X thread of @examplecorp", 1)[1].split("Facebook Page post", 1)[0]
     assert thread.count("┌ post") == 3 and thread.count("(reply)") == 2
