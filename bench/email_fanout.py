@@ -154,6 +154,17 @@ def build(to: str, content: dict | None) -> EmailMessage:
     return message
 
 
+def in_lanes(lane: Callable[[list[str]], None], recipients: list[str], connections: int) -> float:
+    """Seconds for `connections` threads to send a share of the recipients each."""
+    start = time.perf_counter()
+    threads = [threading.Thread(target=lane, args=(recipients[i::connections],)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
 def raw_loop(port: int, recipients: list[str], content: dict | None, connections: int = 4) -> float:
     data = build("rcpt@placeholder.invalid", content).as_bytes()
 
@@ -162,13 +173,7 @@ def raw_loop(port: int, recipients: list[str], content: dict | None, connections
             for r in share:
                 smtp.sendmail(SENDER, [r], data.replace(b"rcpt@placeholder.invalid", r.encode()))
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=lane, args=(recipients[i::connections],)) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start
+    return in_lanes(lane, recipients, connections)
 
 
 def pipelined_loop(port: int, recipients: list[str], content: dict, connections: int = 4) -> float:
@@ -202,13 +207,7 @@ def pipelined_loop(port: int, recipients: list[str], content: dict, connections:
         answers(1)
         sock.close()
 
-    start = time.perf_counter()
-    threads = [threading.Thread(target=lane, args=(recipients[i::connections],)) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start
+    return in_lanes(lane, recipients, connections)
 
 
 class DelayingProxy:

@@ -73,6 +73,16 @@ CREATE TABLE rate_limits (
 """
 
 
+def _scope(where: list[str], params: list[object], incident_id: str | None, update_id: str | None) -> None:
+    """Narrow a query of deliveries (`d`, joined to their update `u`) to an incident or update."""
+    if incident_id is not None:
+        where.append("u.incident_id = ?")
+        params.append(incident_id)
+    if update_id is not None:
+        where.append("d.update_id = ?")
+        params.append(update_id)
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -308,12 +318,7 @@ class SQLLedger(ABC):
         if channels is not None:
             where.append(f"d.channel IN ({','.join('?' * len(channels))})")
             params.extend(channels)
-        if incident_id is not None:
-            where.append("u.incident_id = ?")
-            params.append(incident_id)
-        if update_id is not None:
-            where.append("d.update_id = ?")
-            params.append(update_id)
+        _scope(where, params, incident_id, update_id)
         if unfinished:
             where.append("d.state NOT IN ('sent', 'skipped')")
         sql = f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN updates u ON u.id = d.update_id"
@@ -338,13 +343,9 @@ class SQLLedger(ABC):
                         update_id: str | None = None) -> list[DeliveryCount]:
         """Mailing lists in numbers: per (update, channel, locale, state), how many recipients
         and the most attempts any of them took (GROUP BY, whatever the size of the list)."""
-        where, params = ["d.recipient != ''"], []
-        if incident_id is not None:
-            where.append("u.incident_id = ?")
-            params.append(incident_id)
-        if update_id is not None:
-            where.append("d.update_id = ?")
-            params.append(update_id)
+        where: list[str] = ["d.recipient != ''"]
+        params: list[object] = []
+        _scope(where, params, incident_id, update_id)
         rows = self.query(
             "SELECT d.update_id, u.seq, d.channel, d.locale, d.state, COUNT(*), MAX(d.attempts)"
             " FROM deliveries d JOIN updates u ON u.id = d.update_id WHERE " + " AND ".join(where)
