@@ -45,14 +45,10 @@ class ImportReport(Result):
     updated: int = 0
     unchanged: int = 0
     #: Addresses that unsubscribed earlier: an import never signs them up again (the first
-    #: `LISTED` of them; `kept_count` says how many in all).
+    #: `LISTED` of them; `kept` says how many in all).
     kept_unsubscribed: list[str] = field(default_factory=list)
-    kept_count: int = 0
+    kept: int = 0
     problems: list[str] = field(default_factory=list)
-
-    @property
-    def kept(self) -> int:
-        return max(self.kept_count, len(self.kept_unsubscribed))
 
     @property
     def exit_code(self) -> int:
@@ -242,6 +238,7 @@ def save(ledger: Ledger, subscribers: Sequence[Subscriber], *, resubscribe: bool
                                     secrets.token_urlsafe(24), True, new.postcodes))
         elif not old.active and not resubscribe:
             report.kept_unsubscribed.append(new.email)
+            report.kept += 1
         elif (old.locale, old.components, old.regions, old.postcodes, old.active) == (
                 new.locale, new.components, new.regions, new.postcodes, True):
             report.unchanged += 1
@@ -296,7 +293,7 @@ def import_csv(settings: Settings, path: Path | None, *, resubscribe: bool) -> I
             report.updated += done.updated
             report.unchanged += done.unchanged
             report.kept_unsubscribed += done.kept_unsubscribed[:LISTED - len(report.kept_unsubscribed)]
-            report.kept_count += len(done.kept_unsubscribed)
+            report.kept += done.kept
             report.problems += problems
             if progress and rows:
                 progress("subscribers", rows[-1][0], total)
