@@ -249,7 +249,8 @@ def deliveries_table(deliveries: Sequence[DeliveryOutcome], lists: Sequence[Mail
         rows.append((d.channel, d.status, str(d.attempts), where))
     for m in lists:
         summary = ", ".join(f"{n:,} {state}" for state, n in sorted(m.counts.items()))
-        rows.append((m.channel, m.status, str(m.attempts), f"{m.total:,} recipients: {summary}"))
+        rows.append((m.channel, m.status, str(m.attempts),
+                     f"{m.total:,} recipient{'s' * (m.total != 1)}: {summary}"))
         rows += [(f"  {d.recipient}", d.status, str(d.attempts), d.error or "")
                  for d in m.unfinished[:failures_shown]]
         left = m.counts.get("failed", 0) + m.counts.get("pending", 0)
