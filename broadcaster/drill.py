@@ -23,6 +23,8 @@ from broadcaster.report import Outcome, Result, deliveries_table
 from broadcaster.settings import Settings, settings_from_dict
 from broadcaster.site.preview_server import SiteServer
 from broadcaster.standins.graph_api import DRILL_PAGE_ID, DRILL_PAGE_TOKEN, GraphStandIn
+from broadcaster.standins.mastodon_api import DRILL_TOKEN as DRILL_MASTODON_TOKEN
+from broadcaster.standins.mastodon_api import MastodonStandIn
 from broadcaster.standins.smtp import SmtpStandIn
 from broadcaster.standins.x_api import DRILL_CREDENTIALS, XStandIn
 
@@ -89,6 +91,7 @@ class StandIns:
     x: XStandIn
     graph: GraphStandIn
     smtp: SmtpStandIn
+    mastodon: MastodonStandIn
 
 
 #: The drill's subscribers: one follows everything in Spanish, one the affected component,
@@ -119,13 +122,15 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
                 "twitter": {"enabled": True, "api_base": stand_ins.x.url, "thread_long": True},
                 "facebook": {"enabled": True, "page_id": DRILL_PAGE_ID, "api_base": stand_ins.graph.url,
                              "locale": "es"},
+                "mastodon": {"enabled": True, "api_base": stand_ins.mastodon.url},
                 "email": {"enabled": True, "host": "127.0.0.1", "port": stand_ins.smtp.port,
                           "sender": "Example Corp Status <status@example.com>", "connections": 2},
             },
             "retry": {"attempts": 3, "initial_wait_seconds": 0.1, "max_wait_seconds": 1},
         },
         # Made-up credentials only the stand-ins accept: never the operator's real ones.
-        environ={**DRILL_CREDENTIALS.environ(), "BROADCASTER_FACEBOOK_PAGE_TOKEN": DRILL_PAGE_TOKEN},
+        environ={**DRILL_CREDENTIALS.environ(), "BROADCASTER_FACEBOOK_PAGE_TOKEN": DRILL_PAGE_TOKEN,
+                 "BROADCASTER_MASTODON_ACCESS_TOKEN": DRILL_MASTODON_TOKEN},
     )
 
 
@@ -135,13 +140,14 @@ def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = Fals
     folder.mkdir(parents=True, exist_ok=True)
     say: Callable[[str], None] = (lambda _: None) if quiet else typer.echo
     with SiteServer(folder / "site") as site, XStandIn() as x, GraphStandIn() as graph, \
-            SmtpStandIn() as smtp:
-        stand_ins = StandIns(site, x, graph, smtp)
+            SmtpStandIn() as smtp, MastodonStandIn() as mastodon:
+        stand_ins = StandIns(site, x, graph, smtp, mastodon)
         settings = drill_settings(folder, stand_ins)
         _subscribe(settings)
         result = DrillResult(folder, site.url)
         say(f"Drill in {folder}\nStatus site served at {site.url}/ while the drill runs; "
             f"X API stand-in at {x.url}, Graph API stand-in at {graph.url}, "
+            f"Mastodon stand-in at {mastodon.url}, "
             f"SMTP server at 127.0.0.1:{smtp.port}.\n")
         steps: list[tuple[str, Callable[[str | None], Outcome]]] = [
             ("announce", lambda _: _announce(settings)),
@@ -219,7 +225,8 @@ def _subscribe(settings: Settings) -> None:
 
 
 def _social_view(stand_ins: StandIns) -> list[str]:
-    """The incident as followers see it: the X thread, and the Page post with its comments."""
+    """The incident as followers see it: the X and Mastodon threads, the Page post with its
+    comments, and the emails."""
     lines = []
     x = stand_ins.x
     for root in (t for t in x.posted() if t.in_reply_to is None):
@@ -232,6 +239,12 @@ def _social_view(stand_ins: StandIns) -> list[str]:
         lines += _block(f"post {post.id}, link {post.link}", post.message)
         for comment in post.comments:
             lines += _block(f"comment {comment.id}", comment.message, indent="      ")
+    mastodon = stand_ins.mastodon
+    for root in (s for s in mastodon.posted() if s.in_reply_to is None):
+        lines.append(f"Mastodon thread of @{mastodon.username}, as the Mastodon stand-in received it:")
+        for depth, status in enumerate(mastodon.thread(root.id)):
+            label = f"status {status.id}" + (" (reply)" if depth else "") + f", {status.language}"
+            lines += _block(label, status.text)
     lines.append("Emails, as the SMTP server received them (carla follows only Search: none for her):")
     for message in stand_ins.smtp.messages:
         threaded = "in reply to the first" if message["In-Reply-To"] else "first of the thread"

@@ -157,7 +157,7 @@ def _planned(settings: Settings, channel: Channel, page: Page, locale: str, audi
              problems: list[str], warnings: list[str]) -> Planned | None:
     """One channel's post in one locale, checked against its limit and for the statement link;
     None (and the problem noted) if it cannot be rendered."""
-    name, limit = channel.spec.name, channel.spec.limit
+    name, limit = channel.spec.name, channel.limit
     label = name if channel.publishes_statement else f"{name} ({locale})"
     try:
         post = channel.compose(page)

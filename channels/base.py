@@ -75,8 +75,10 @@ class Post:
     notes: tuple[str, ...] = ()
     #: What the platform charges for this post and its replies, in US dollars (X), if anything.
     cost: float | None = None
-    #: The update this post belongs to (email Message-IDs are built from it).
+    #: The update this post belongs to (email Message-IDs and idempotency keys are built from it).
     update_id: str = ""
+    #: The language the post is written in (platforms that tag posts with one use it).
+    locale: str = ""
 
     def linked_parts(self) -> dict[str, str]:
         """The parts a reader sees, each of which must carry the statement link."""
@@ -153,12 +155,14 @@ class Channel(ABC):
         """
         from broadcaster.channels.fitting import fit, unmarked
 
-        post = Post(text=unmarked(text), link=page.statement_url, update_id=page.update.id)
-        if self.spec.limit is None:
+        post = Post(text=unmarked(text), link=page.statement_url, update_id=page.update.id,
+                    locale=page.locale)
+        limit = self.limit
+        if limit is None:
             return post
         # A reply leaves room for the link, should the platform refuse it in the thread.
-        room = self.spec.limit - self.length("\n\n" + page.statement_url)
-        fitted = fit(text, limit=self.spec.limit, length=self.length, link=page.statement_url,
+        room = limit - self.length("\n\n" + page.statement_url)
+        fitted = fit(text, limit=limit, length=self.length, link=page.statement_url,
                      thread_long=self.thread_long, replies=self.replies, fields=page.essentials(),
                      reply_limit=room if self.replies else None)
         return replace(post, text=fitted.parts[0], continuation=fitted.parts[1:], notes=fitted.notes())
@@ -167,6 +171,12 @@ class Channel(ABC):
         """Problems (refuse) and warnings about the channel's own set-up on `today`: an API
         version near or past its end, for instance. Nothing by default."""
         return [], []
+
+    @property
+    def limit(self) -> int | None:
+        """Longest post, measured by `length`: the spec's, unless the account's own server says
+        otherwise (a Mastodon instance sets its own)."""
+        return self.spec.limit
 
     @property
     def thread_long(self) -> bool:
