@@ -26,6 +26,8 @@ def test_the_drill_rehearses_a_whole_incident_and_serves_the_site(tmp_path):
     page = out.split("Facebook Page post with its comments", 1)[1]
     assert page.count("┌ post") == 1 and page.count("┌ comment") == 2
     assert "Resuelto:" in page, "the Page posts in Spanish, as the drill configures it"
+    fedi = out.split("Mastodon thread of @examplecorp", 1)[1].split("Emails, as", 1)[0]
+    assert fedi.count("┌ status") == 3 and fedi.count("(reply)") == 2
     emails = out.split("Emails, as the SMTP server received them", 1)[1]
     assert emails.count("→ ana@example.com: ") == 3 and emails.count("→ bob@example.com: ") == 3
     assert "carla@" not in emails.split("\n", 1)[1], "carla follows only Search"
@@ -38,7 +40,7 @@ def test_the_drill_sends_to_every_channel(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     channels = {d["channel"] for s in json.loads(done.stdout)["steps"] for d in s["deliveries"]}
-    assert channels == {"website", "twitter", "facebook", "email"}
+    assert channels == {"website", "twitter", "facebook", "email", "mastodon"}
 
 
 def test_the_drill_reports_json(tmp_path):
