@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from broadcaster import defaults, request
+from broadcaster import defaults, registry, request
 from broadcaster.ledger import open_ledger
 from broadcaster.model import Impact, Kind, Status
 from broadcaster.report import (
@@ -296,7 +296,7 @@ def show(incident_id: str, *, settings: SettingsLike = None) -> IncidentReport:
     s = _settings(settings)
     with open_ledger(s, read_only=True) as ledger:
         incident = ledger.incident(request.checked_id(incident_id))
-        posts = ledger.deliveries(incident_id=incident_id, audience=False)
+        posts = ledger.deliveries(incident_id=incident_id, excluded=registry.mailing_lists())
         deliveries = [DeliveryOutcome.of(d) for d in posts]
         lists = [m for u in incident.updates for m in mailing_summaries(ledger, update_id=u.id)]
         previews: list = []
@@ -318,7 +318,7 @@ def recipients(incident_id: str, *, settings: SettingsLike = None) -> RecipientL
 
     def rows() -> Iterator[DeliveryOutcome]:
         with open_ledger(s, read_only=True) as ledger:
-            for d in ledger.each_delivery(incident_id=checked, audience=True):
+            for d in ledger.each_delivery(incident_id=checked, channels=registry.mailing_lists()):
                 yield DeliveryOutcome.of(d)
 
     return RecipientListing(rows())

@@ -241,6 +241,7 @@ class Dispatcher:
         # settle that before posting again. Failed is not proof that nothing was posted.
         resumed = delivery.attempts > 0
         thread = self.ledger.thread(delivery.incident_id, delivery.channel, job.seq)
+        post = replace(job.post, to=delivery.recipient) if delivery.recipient else job.post
         attempts = 0
         try:
             for attempt in self.policy.retrying():
@@ -248,7 +249,7 @@ class Dispatcher:
                     attempts += 1
                     self.ledger.start_attempt(delivery.id)
                     if job.render is None:
-                        receipt = job.channel.send(job.post, thread, resumed=resumed or attempts > 1)
+                        receipt = job.channel.send(post, thread, resumed=resumed or attempts > 1)
                     else:
                         with self.ledger.service_lock("site"):
                             receipt = job.channel.send(job.render(), thread, resumed=resumed or attempts > 1)

@@ -26,6 +26,8 @@ from broadcaster.standins.graph_api import DRILL_PAGE_ID, DRILL_PAGE_TOKEN, Grap
 from broadcaster.standins.mastodon_api import DRILL_TOKEN as DRILL_MASTODON_TOKEN
 from broadcaster.standins.mastodon_api import MastodonStandIn
 from broadcaster.standins.smtp import SmtpStandIn
+from broadcaster.standins.webhook_receiver import DRILL_SECRET as DRILL_WEBHOOK_SECRET
+from broadcaster.standins.webhook_receiver import WebhookReceiver
 from broadcaster.standins.x_api import DRILL_CREDENTIALS, XStandIn
 
 #: The embedded incident, in the spirit of the seed essays: acknowledge, guide, explain, apologise.
@@ -92,6 +94,7 @@ class StandIns:
     graph: GraphStandIn
     smtp: SmtpStandIn
     mastodon: MastodonStandIn
+    hooks: WebhookReceiver
 
 
 #: The drill's subscribers: one follows everything in Spanish, one the affected component,
@@ -123,6 +126,8 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
                 "facebook": {"enabled": True, "page_id": DRILL_PAGE_ID, "api_base": stand_ins.graph.url,
                              "locale": "es"},
                 "mastodon": {"enabled": True, "api_base": stand_ins.mastodon.url},
+                "webhook": {"enabled": True, "urls": [f"{stand_ins.hooks.url}/chatops",
+                                                      f"{stand_ins.hooks.url}/partner-status"]},
                 "email": {"enabled": True, "host": "127.0.0.1", "port": stand_ins.smtp.port,
                           "sender": "Example Corp Status <status@example.com>", "connections": 2},
             },
@@ -130,7 +135,8 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
         },
         # Made-up credentials only the stand-ins accept: never the operator's real ones.
         environ={**DRILL_CREDENTIALS.environ(), "BROADCASTER_FACEBOOK_PAGE_TOKEN": DRILL_PAGE_TOKEN,
-                 "BROADCASTER_MASTODON_ACCESS_TOKEN": DRILL_MASTODON_TOKEN},
+                 "BROADCASTER_MASTODON_ACCESS_TOKEN": DRILL_MASTODON_TOKEN,
+                 "BROADCASTER_WEBHOOK_SECRET": DRILL_WEBHOOK_SECRET},
     )
 
 
@@ -140,14 +146,14 @@ def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = Fals
     folder.mkdir(parents=True, exist_ok=True)
     say: Callable[[str], None] = (lambda _: None) if quiet else typer.echo
     with SiteServer(folder / "site") as site, XStandIn() as x, GraphStandIn() as graph, \
-            SmtpStandIn() as smtp, MastodonStandIn() as mastodon:
-        stand_ins = StandIns(site, x, graph, smtp, mastodon)
+            SmtpStandIn() as smtp, MastodonStandIn() as mastodon, WebhookReceiver() as hooks:
+        stand_ins = StandIns(site, x, graph, smtp, mastodon, hooks)
         settings = drill_settings(folder, stand_ins)
         _subscribe(settings)
         result = DrillResult(folder, site.url)
         say(f"Drill in {folder}\nStatus site served at {site.url}/ while the drill runs; "
             f"X API stand-in at {x.url}, Graph API stand-in at {graph.url}, "
-            f"Mastodon stand-in at {mastodon.url}, "
+            f"Mastodon stand-in at {mastodon.url}, webhook receiver at {hooks.url}, "
             f"SMTP server at 127.0.0.1:{smtp.port}.\n")
         steps: list[tuple[str, Callable[[str | None], Outcome]]] = [
             ("announce", lambda _: _announce(settings)),
@@ -245,6 +251,11 @@ def _social_view(stand_ins: StandIns) -> list[str]:
         for depth, status in enumerate(mastodon.thread(root.id)):
             label = f"status {status.id}" + (" (reply)" if depth else "") + f", {status.language}"
             lines += _block(label, status.text)
+    lines.append("Webhooks, as the receiver verified them (Standard Webhooks signatures):")
+    for event in stand_ins.hooks.events:
+        data = event.body["data"]
+        lines.append(f"   → {event.path}: {event.body['type']} {data['incident']['id']} "
+                     f"({data['incident']['status']}), webhook-id {event.id}")
     lines.append("Emails, as the SMTP server received them (carla follows only Search: none for her):")
     for message in stand_ins.smtp.messages:
         threaded = "in reply to the first" if message["In-Reply-To"] else "first of the thread"

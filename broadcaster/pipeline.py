@@ -22,6 +22,7 @@ from broadcaster.errors import BroadcasterError, InputError
 from broadcaster.ledger import DeliveryCount, Ledger, NewDelivery, open_ledger
 from broadcaster.model import Delivery, Incident, Update
 from broadcaster.preflight import Audience, Preview, check, open_channels
+from broadcaster.registry import mailing_lists
 from broadcaster.render import page_factory
 from broadcaster.report import DeliveryOutcome, Outcome, mailing_summaries
 from broadcaster.request import Request, checked_id
@@ -156,14 +157,15 @@ def existing(ledger: Ledger, incident_id: str) -> Incident:
 
 
 def new_deliveries(preview: Preview) -> Iterator[NewDelivery]:
-    """The deliveries to record for a preview: one per post, and one per recipient of a
-    channel with an audience, streamed from the ledger's subscribers (never held whole)."""
+    """The deliveries to record for a preview: one per post and destination, and one per
+    recipient of a channel with an audience, streamed from the ledger's subscribers (never
+    held whole)."""
     lists: dict[str, set[str]] = {}
     for p in preview.planned:
         if p.recipients:
             lists.setdefault(p.channel, set()).add(p.locale)
         else:
-            yield NewDelivery(p.channel, p.locale)
+            yield from (NewDelivery(p.channel, p.locale, to) for to in p.destinations)
     if lists and preview.audience is not None:
         for channel, locales in lists.items():
             for locale, address in preview.audience.each():
@@ -195,8 +197,9 @@ def _with_drafts(s: Settings, ledger: Ledger | None, incident_id: str, verb: str
 def _retry_incident(s: Settings, ledger: Ledger, incident_id: str) -> Outcome:
     with ledger.incident_lock(incident_id):
         incident = existing(ledger, incident_id)
-        posts = ledger.deliveries(incident_id=incident_id, unfinished=True, audience=False)
-        lists = [c for c in ledger.delivery_counts(incident_id=incident_id) if c.state in UNFINISHED]
+        posts = ledger.deliveries(incident_id=incident_id, unfinished=True, excluded=mailing_lists())
+        lists = [c for c in ledger.delivery_counts(channels=mailing_lists(), incident_id=incident_id)
+                 if c.state in UNFINISHED]
         updates = list(dict.fromkeys([*(d.update_id for d in posts), *(c.update_id for c in lists)]))
         if not updates:
             return _outcome(s, ledger, incident_id, [incident.updates[-1].id], [])
@@ -245,9 +248,9 @@ def _work(s: Settings, ledger: Ledger, preview: Preview, chans: Mapping[str, Cha
     it is then (see `Job.render`)."""
     rendered_posts = {(p.channel, p.locale): p.post for p in preview.planned}
     if posts is None:
-        posts = ledger.deliveries(update_id=upd.id, audience=False)
+        posts = ledger.deliveries(update_id=upd.id, excluded=mailing_lists())
     if lists is None:
-        lists = ledger.delivery_counts(update_id=upd.id)
+        lists = ledger.delivery_counts(channels=mailing_lists(), update_id=upd.id)
     jobs = [
         Job(d, chans[d.channel], rendered_posts[d.channel, d.locale], upd.seq,
             render=_statement_render(s, ledger, chans[d.channel], upd, d.locale)
@@ -306,7 +309,7 @@ def _outcome(s: Settings, ledger: Ledger, incident_id: str, update_ids: Sequence
              warnings: Sequence[str], *, only_ids: set[int] | None = None) -> Outcome:
     """What these updates' deliveries came to: each post (of `only_ids`, for a retry), and each
     mailing list in numbers with the first recipients still to do (see `report.MailingSummary`)."""
-    posts = [d for u in update_ids for d in ledger.deliveries(update_id=u, audience=False)
+    posts = [d for u in update_ids for d in ledger.deliveries(update_id=u, excluded=mailing_lists())
              if only_ids is None or d.id in only_ids]
     lists = [summary for u in update_ids for summary in mailing_summaries(ledger, update_id=u)]
     return Outcome(incident_id, update_ids[-1], s.statement_url(incident_id),

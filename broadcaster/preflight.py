@@ -30,6 +30,8 @@ class Planned:
     limit: int | None
     #: For channels with an audience: how many subscribers get this post (one delivery each).
     recipients: int = 0
+    #: Where the post goes, one delivery each (`Channel.destinations`).
+    destinations: tuple[str, ...] = ("",)
 
 
 @dataclass
@@ -176,4 +178,5 @@ def _planned(settings: Settings, channel: Channel, page: Page, locale: str, audi
             if link not in content:
                 problems.append(f"{label}: the {part} does not link to the statement {link}")
     recipients = audience.count(locale) if audience and channel.has_audience else 0
-    return Planned(name, locale, post, lengths[0], limit, recipients)
+    destinations = ("",) if channel.has_audience else channel.destinations()
+    return Planned(name, locale, post, lengths[0], limit, recipients, destinations)

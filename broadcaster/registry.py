@@ -31,6 +31,12 @@ def channels() -> dict[str, type[Channel]]:
     return {**_from_entry_points(), **_registered}
 
 
+def mailing_lists() -> list[str]:
+    """The channels whose deliveries are a mailing list (one per subscriber: email), which
+    reports count rather than list; every other channel's deliveries are posts."""
+    return [name for name, channel in channels().items() if channel.has_audience]
+
+
 def register(channel: type[Channel]) -> type[Channel]:
     """Register a channel class in this process (tests, scripts); usable as a decorator."""
     _registered[channel.spec.name] = channel

@@ -132,7 +132,9 @@ class MailingSummary:
 def mailing_summaries(ledger: Ledger, *, update_id: str) -> list[MailingSummary]:
     """The update's mailing lists, per channel, with the first recipients still to do."""
     by_channel: dict[str, list[DeliveryCount]] = {}
-    for c in ledger.delivery_counts(update_id=update_id):
+    from broadcaster.registry import mailing_lists
+
+    for c in ledger.delivery_counts(channels=mailing_lists(), update_id=update_id):
         by_channel.setdefault(c.channel, []).append(c)
     out = []
     for channel, counts in by_channel.items():
@@ -142,7 +144,7 @@ def mailing_summaries(ledger: Ledger, *, update_id: str) -> list[MailingSummary]
         unfinished: list[DeliveryOutcome] = []
         if states["failed"] or states["pending"]:
             unfinished = [DeliveryOutcome.of(d) for d in ledger.deliveries(
-                update_id=update_id, channels=[channel], unfinished=True, audience=True,
+                update_id=update_id, channels=[channel], unfinished=True,
                 limit=LISTED_RECIPIENTS)]
         out.append(MailingSummary(update_id, channel, dict(states), max(c.attempts for c in counts),
                                   unfinished))
@@ -246,7 +248,8 @@ def deliveries_table(deliveries: Sequence[DeliveryOutcome], lists: Sequence[Mail
         where = d.url if d.status == "sent" else d.error or ""
         if d.note:
             where = f"{where} ({d.note})"
-        rows.append((d.channel, d.status, str(d.attempts), where))
+        rows.append((f"{d.channel} → {d.recipient}" if d.recipient else d.channel, d.status,
+                     str(d.attempts), where))
     for m in lists:
         summary = ", ".join(f"{n:,} {state}" for state, n in sorted(m.counts.items()))
         rows.append((m.channel, m.status, str(m.attempts),

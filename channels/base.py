@@ -79,6 +79,8 @@ class Post:
     update_id: str = ""
     #: The language the post is written in (platforms that tag posts with one use it).
     locale: str = ""
+    #: Which of the channel's destinations this delivery goes to (see `Channel.destinations`).
+    to: str = ""
 
     def linked_parts(self) -> dict[str, str]:
         """The parts a reader sees, each of which must carry the statement link."""
@@ -166,6 +168,16 @@ class Channel(ABC):
                      thread_long=self.thread_long, replies=self.replies, fields=page.essentials(),
                      reply_limit=room if self.replies else None)
         return replace(post, text=fitted.parts[0], continuation=fitted.parts[1:], notes=fitted.notes())
+
+    def destinations(self) -> tuple[str, ...]:
+        """Where each update goes, one delivery per name.
+
+        `("",)`, the default, is the channel's own account: one post. A channel that posts to
+        several fixed places (webhook URLs) names each, and each is then a delivery of its own
+        in the ledger, retried and reported on its own; `send` gets the name in `Post.to`.
+        Names are stored and shown, so they must hold no secret.
+        """
+        return ("",)
 
     def readiness(self, today: date) -> tuple[list[str], list[str]]:
         """Problems (refuse) and warnings about the channel's own set-up on `today`: an API

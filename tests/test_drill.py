@@ -28,6 +28,9 @@ def test_the_drill_rehearses_a_whole_incident_and_serves_the_site(tmp_path):
     assert "Resuelto:" in page, "the Page posts in Spanish, as the drill configures it"
     fedi = out.split("Mastodon thread of @examplecorp", 1)[1].split("Emails, as", 1)[0]
     assert fedi.count("┌ status") == 3 and fedi.count("(reply)") == 2
+    hooks = out.split("Webhooks, as the receiver verified them", 1)[1].split("Emails, as", 1)[0]
+    for event in ("incident.created", "incident.updated", "incident.resolved"):
+        assert hooks.count(f": {event} ") == 2, "each of the two URLs, once"
     emails = out.split("Emails, as the SMTP server received them", 1)[1]
     assert emails.count("→ ana@example.com: ") == 3 and emails.count("→ bob@example.com: ") == 3
     assert "carla@" not in emails.split("\n", 1)[1], "carla follows only Search"
@@ -40,7 +43,7 @@ def test_the_drill_sends_to_every_channel(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     channels = {d["channel"] for s in json.loads(done.stdout)["steps"] for d in s["deliveries"]}
-    assert channels == {"website", "twitter", "facebook", "email", "mastodon"}
+    assert channels == {"website", "twitter", "facebook", "email", "mastodon", "webhook"}
 
 
 def test_the_drill_reports_json(tmp_path):

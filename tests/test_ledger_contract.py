@@ -158,24 +158,26 @@ def test_a_mailing_list_is_recorded_streamed_from_the_subscribers_and_read_back_
     # Read from the same ledger while its own transaction writes, as an announcement does.
     streamed = (NewDelivery("email", s.locale, s.email) for s in ledger.each_subscriber(active_only=True))
     ledger.record(update, itertools.chain([NewDelivery("website", "en")], streamed))
-    assert [d.recipient for d in ledger.each_delivery(update_id=update.id, audience=True)] == [
+    assert [d.recipient for d in ledger.each_delivery(update_id=update.id, channels=["email"])] == [
         p.email for p in people if p.email != "p04@example.com"]
-    (website,) = ledger.deliveries(update_id=update.id, audience=False)
-    ids = [d.id for d in ledger.deliveries(update_id=update.id, audience=True, limit=5)]
+    (website,) = ledger.deliveries(update_id=update.id, excluded=["email"])
+    ids = [d.id for d in ledger.deliveries(update_id=update.id, channels=["email"], limit=5)]
     ledger.start_attempts(ids)
     ledger.finish([(i, Receipt(f"m{i}")) for i in ids[:3]], [(ids[3], "mailbox full")], [(ids[4], "left")])
     counts = {(c.locale, c.state.value): (c.count, c.attempts)
-              for c in ledger.delivery_counts(update_id=update.id)}
+              for c in ledger.delivery_counts(channels=["email"], update_id=update.id)}
     expected: dict[tuple[str, str], tuple[int, int]] = {}
     by_address = {p.email: p.locale for p in people}
     states = ["sent", "sent", "sent", "failed", "skipped"]
-    for d in ledger.deliveries(update_id=update.id, audience=True):
+    for d in ledger.deliveries(update_id=update.id, channels=["email"]):
         state = states[ids.index(d.id)] if d.id in ids else "pending"
         count, attempts = expected.get((by_address[d.recipient], state), (0, 0))
         expected[by_address[d.recipient], state] = (count + 1, max(attempts, int(d.id in ids)))
     assert counts == expected and sum(n for n, _ in counts.values()) == 29 and website.recipient == ""
-    page = ledger.deliveries(update_id=update.id, audience=True, after_id=ids[1], limit=2)
+    page = ledger.deliveries(update_id=update.id, channels=["email"], after_id=ids[1], limit=2)
     assert [d.id for d in page] == ids[2:4]
+    assert ledger.deliveries(update_id=update.id, channels=[]) == []
+    assert ledger.delivery_counts(channels=[], update_id=update.id) == []
 
 
 def test_a_mailing_list_is_claimed_in_disjoint_batches_under_leases(store: Settings, ledger: Ledger):

@@ -124,21 +124,22 @@ class Ledger(Protocol):
     def deliveries(
         self, *, incident_id: str | None = None, update_id: str | None = None,
         unfinished: bool = False, channels: Sequence[str] | None = None,
-        audience: bool | None = None, limit: int | None = None, after_id: int | None = None,
+        excluded: Sequence[str] = (), limit: int | None = None, after_id: int | None = None,
     ) -> list[Delivery]:
-        """Deliveries in the order they were recorded (of `channels` only, if given; to a
-        mailing list's recipients only, or to none, by `audience`; at most `limit`, after the
-        id `after_id` in id order)."""
+        """Deliveries in the order they were recorded (of `channels` only, if given, and of no
+        channel in `excluded`; at most `limit`, after the id `after_id` in id order). The
+        callers name the mailing lists (`registry.mailing_lists()`): the ledger knows no channel."""
         ...
 
     def each_delivery(self, *, incident_id: str | None = None, update_id: str | None = None,
-                      audience: bool | None = None) -> Iterator[Delivery]:
+                      channels: Sequence[str] | None = None) -> Iterator[Delivery]:
         """`deliveries`, streamed a chunk at a time in the order recorded."""
         ...
 
-    def delivery_counts(self, *, incident_id: str | None = None,
+    def delivery_counts(self, *, channels: Sequence[str], incident_id: str | None = None,
                         update_id: str | None = None) -> list[DeliveryCount]:
-        """Mailing lists in numbers: recipients per (update, channel, locale, state)."""
+        """Mailing lists in numbers: the deliveries of `channels` per (update, channel, locale,
+        state)."""
         ...
 
     def unfinished_incidents(self) -> list[str]:

@@ -73,6 +73,21 @@ CREATE TABLE rate_limits (
 """
 
 
+def _channels(where: list[str], params: list[object], channels: Sequence[str] | None,
+              excluded: Sequence[str]) -> bool:
+    """Narrow a delivery query to `channels` (None: any) and away from `excluded`; False when
+    no channel is left to ask for (an empty IN list is not valid SQL everywhere)."""
+    if channels is not None:
+        if not channels:
+            return False
+        where.append(f"d.channel IN ({','.join('?' * len(channels))})")
+        params.extend(channels)
+    if excluded:
+        where.append(f"d.channel NOT IN ({','.join('?' * len(excluded))})")
+        params.extend(excluded)
+    return True
+
+
 def _scope(where: list[str], params: list[object], incident_id: str | None, update_id: str | None) -> None:
     """Narrow a query of deliveries (`d`, joined to their update `u`) to an incident or update."""
     if incident_id is not None:
@@ -307,17 +322,14 @@ class SQLLedger(ABC):
     def deliveries(
         self, *, incident_id: str | None = None, update_id: str | None = None,
         unfinished: bool = False, channels: Sequence[str] | None = None,
-        audience: bool | None = None, limit: int | None = None, after_id: int | None = None,
+        excluded: Sequence[str] = (), limit: int | None = None, after_id: int | None = None,
     ) -> list[Delivery]:
         where, params = [], []
-        if audience is not None:
-            where.append("d.recipient != ''" if audience else "d.recipient = ''")
         if after_id is not None:
             where.append("d.id > ?")
             params.append(after_id)
-        if channels is not None:
-            where.append(f"d.channel IN ({','.join('?' * len(channels))})")
-            params.extend(channels)
+        if not _channels(where, params, channels, excluded):
+            return []
         _scope(where, params, incident_id, update_id)
         if unfinished:
             where.append("d.state NOT IN ('sent', 'skipped')")
@@ -330,21 +342,23 @@ class SQLLedger(ABC):
         return [_delivery_from_row(r) for r in self.query(sql, params)]
 
     def each_delivery(self, *, incident_id: str | None = None, update_id: str | None = None,
-                      audience: bool | None = None) -> Iterator[Delivery]:
+                      channels: Sequence[str] | None = None) -> Iterator[Delivery]:
         """`deliveries` a chunk at a time, in the order recorded (keyset by id): a mailing list
         of a million, listed without holding it."""
         after = 0
-        while chunk := self.deliveries(incident_id=incident_id, update_id=update_id, audience=audience,
+        while chunk := self.deliveries(incident_id=incident_id, update_id=update_id, channels=channels,
                                        limit=CHUNK, after_id=after):
             yield from chunk
             after = chunk[-1].id
 
-    def delivery_counts(self, *, incident_id: str | None = None,
+    def delivery_counts(self, *, channels: Sequence[str], incident_id: str | None = None,
                         update_id: str | None = None) -> list[DeliveryCount]:
         """Mailing lists in numbers: per (update, channel, locale, state), how many recipients
         and the most attempts any of them took (GROUP BY, whatever the size of the list)."""
-        where: list[str] = ["d.recipient != ''"]
+        where: list[str] = []
         params: list[object] = []
+        if not _channels(where, params, channels, ()):
+            return []
         _scope(where, params, incident_id, update_id)
         rows = self.query(
             "SELECT d.update_id, u.seq, d.channel, d.locale, d.state, COUNT(*), MAX(d.attempts)"

@@ -50,6 +50,11 @@ def files(settings: Settings, state: SiteState) -> dict[str, str]:
     return {f"api/v2/{name}": json.dumps(body, ensure_ascii=False, indent=1) for name, body in out.items()}
 
 
+def incident_json(settings: Settings, incident: Incident) -> dict[str, Any]:
+    """One incident (or maintenance) as incidents.json lists it: what webhooks send too."""
+    return _maintenance(settings, incident) if incident.is_maintenance else _incident(settings, incident)
+
+
 def _id(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:12]
 
