@@ -25,6 +25,9 @@ from broadcaster.site.preview_server import SiteServer
 from broadcaster.standins.graph_api import DRILL_PAGE_ID, DRILL_PAGE_TOKEN, GraphStandIn
 from broadcaster.standins.mastodon_api import DRILL_TOKEN as DRILL_MASTODON_TOKEN
 from broadcaster.standins.mastodon_api import MastodonStandIn
+from broadcaster.standins.slack_api import DRILL_BOT_TOKEN as DRILL_SLACK_TOKEN
+from broadcaster.standins.slack_api import DRILL_CHANNEL as DRILL_SLACK_CHANNEL
+from broadcaster.standins.slack_api import SlackStandIn
 from broadcaster.standins.smtp import SmtpStandIn
 from broadcaster.standins.webhook_receiver import DRILL_SECRET as DRILL_WEBHOOK_SECRET
 from broadcaster.standins.webhook_receiver import WebhookReceiver
@@ -95,6 +98,7 @@ class StandIns:
     smtp: SmtpStandIn
     mastodon: MastodonStandIn
     hooks: WebhookReceiver
+    slack: SlackStandIn
 
 
 #: The drill's subscribers: one follows everything in Spanish, one the affected component,
@@ -126,6 +130,8 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
                 "facebook": {"enabled": True, "page_id": DRILL_PAGE_ID, "api_base": stand_ins.graph.url,
                              "locale": "es"},
                 "mastodon": {"enabled": True, "api_base": stand_ins.mastodon.url},
+                "slack": {"enabled": True, "channel": DRILL_SLACK_CHANNEL,
+                          "api_base": f"{stand_ins.slack.url}/api"},
                 "webhook": {"enabled": True, "urls": [f"{stand_ins.hooks.url}/chatops",
                                                       f"{stand_ins.hooks.url}/partner-status"]},
                 "email": {"enabled": True, "host": "127.0.0.1", "port": stand_ins.smtp.port,
@@ -136,7 +142,8 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
         # Made-up credentials only the stand-ins accept: never the operator's real ones.
         environ={**DRILL_CREDENTIALS.environ(), "BROADCASTER_FACEBOOK_PAGE_TOKEN": DRILL_PAGE_TOKEN,
                  "BROADCASTER_MASTODON_ACCESS_TOKEN": DRILL_MASTODON_TOKEN,
-                 "BROADCASTER_WEBHOOK_SECRET": DRILL_WEBHOOK_SECRET},
+                 "BROADCASTER_WEBHOOK_SECRET": DRILL_WEBHOOK_SECRET,
+                 "BROADCASTER_SLACK_BOT_TOKEN": DRILL_SLACK_TOKEN},
     )
 
 
@@ -146,14 +153,16 @@ def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = Fals
     folder.mkdir(parents=True, exist_ok=True)
     say: Callable[[str], None] = (lambda _: None) if quiet else typer.echo
     with SiteServer(folder / "site") as site, XStandIn() as x, GraphStandIn() as graph, \
-            SmtpStandIn() as smtp, MastodonStandIn() as mastodon, WebhookReceiver() as hooks:
-        stand_ins = StandIns(site, x, graph, smtp, mastodon, hooks)
+            SmtpStandIn() as smtp, MastodonStandIn() as mastodon, WebhookReceiver() as hooks, \
+            SlackStandIn() as slack:
+        stand_ins = StandIns(site, x, graph, smtp, mastodon, hooks, slack)
         settings = drill_settings(folder, stand_ins)
         _subscribe(settings)
         result = DrillResult(folder, site.url)
         say(f"Drill in {folder}\nStatus site served at {site.url}/ while the drill runs; "
             f"X API stand-in at {x.url}, Graph API stand-in at {graph.url}, "
-            f"Mastodon stand-in at {mastodon.url}, webhook receiver at {hooks.url}, "
+            f"Mastodon stand-in at {mastodon.url}, Slack stand-in at {slack.url}, "
+            f"webhook receiver at {hooks.url}, "
             f"SMTP server at 127.0.0.1:{smtp.port}.\n")
         steps: list[tuple[str, Callable[[str | None], Outcome]]] = [
             ("announce", lambda _: _announce(settings)),
@@ -251,6 +260,13 @@ def _social_view(stand_ins: StandIns) -> list[str]:
         for depth, status in enumerate(mastodon.thread(root.id)):
             label = f"status {status.id}" + (" (reply)" if depth else "") + f", {status.language}"
             lines += _block(label, status.text)
+    slack = stand_ins.slack
+    for root in slack.top_level():
+        lines.append(f"Slack thread in {root.channel}, as the Slack stand-in received it:")
+        for message in slack.thread(root.ts):
+            label = f"message {message.ts}" + (" (in the thread" if message.thread_ts else "") \
+                + (", also in the channel)" if message.broadcast else ")" if message.thread_ts else "")
+            lines += _block(label, message.text)
     lines.append("Webhooks, as the receiver verified them (Standard Webhooks signatures):")
     for event in stand_ins.hooks.events:
         data = event.body["data"]

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 
 from broadcaster.errors import DeliveryError
 from broadcaster.model import Receipt
+from broadcaster.vocabulary import CLOSED
 
 if TYPE_CHECKING:
     from broadcaster.render import Page
@@ -66,6 +67,8 @@ class Post:
     #: The official statement this post links to.
     link: str = ""
     html: str | None = None
+    #: The platform's own rich form of the text (Slack's blocks, as JSON), if it has one.
+    rich: str | None = None
     subject: str | None = None
     #: For the website: path under output_dir -> file content.
     files: Mapping[str, str] = field(default_factory=dict)
@@ -81,12 +84,17 @@ class Post:
     locale: str = ""
     #: Which of the channel's destinations this delivery goes to (see `Channel.destinations`).
     to: str = ""
+    #: The update closes the incident (resolved, or a maintenance completed or cancelled): a
+    #: channel may show it more widely (Slack shows the thread's last reply in the channel too).
+    closes: bool = False
 
     def linked_parts(self) -> dict[str, str]:
         """The parts a reader sees, each of which must carry the statement link."""
         parts = {"text": self.text}
         if self.html is not None:
             parts["html"] = self.html
+        if self.rich is not None:
+            parts["rich"] = self.rich
         return parts
 
 
@@ -158,7 +166,7 @@ class Channel(ABC):
         from broadcaster.channels.fitting import fit, unmarked
 
         post = Post(text=unmarked(text), link=page.statement_url, update_id=page.update.id,
-                    locale=page.locale)
+                    locale=page.locale, closes=page.update.status in CLOSED)
         limit = self.limit
         if limit is None:
             return post

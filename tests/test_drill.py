@@ -28,6 +28,9 @@ def test_the_drill_rehearses_a_whole_incident_and_serves_the_site(tmp_path):
     assert "Resuelto:" in page, "the Page posts in Spanish, as the drill configures it"
     fedi = out.split("Mastodon thread of @examplecorp", 1)[1].split("Emails, as", 1)[0]
     assert fedi.count("┌ status") == 3 and fedi.count("(reply)") == 2
+    slack = out.split("Slack thread in", 1)[1].split("Webhooks, as", 1)[0]
+    assert slack.count("┌ message") == 3 and slack.count("(in the thread") == 2
+    assert slack.count("also in the channel)") == 1, "the resolution is broadcast"
     hooks = out.split("Webhooks, as the receiver verified them", 1)[1].split("Emails, as", 1)[0]
     for event in ("incident.created", "incident.updated", "incident.resolved"):
         assert hooks.count(f": {event} ") == 2, "each of the two URLs, once"
@@ -43,7 +46,7 @@ def test_the_drill_sends_to_every_channel(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     channels = {d["channel"] for s in json.loads(done.stdout)["steps"] for d in s["deliveries"]}
-    assert channels == {"website", "twitter", "facebook", "email", "mastodon", "webhook"}
+    assert channels == {"website", "twitter", "facebook", "email", "mastodon", "webhook", "slack"}
 
 
 def test_the_drill_reports_json(tmp_path):
