@@ -22,6 +22,7 @@ from broadcaster import api
 from broadcaster.report import Outcome, Result, deliveries_table
 from broadcaster.settings import Settings, settings_from_dict
 from broadcaster.site.preview_server import SiteServer
+from broadcaster.standins.bluesky_pds import DRILL_APP_PASSWORD, DRILL_HANDLE, BlueskyStandIn
 from broadcaster.standins.graph_api import DRILL_PAGE_ID, DRILL_PAGE_TOKEN, GraphStandIn
 from broadcaster.standins.mastodon_api import DRILL_TOKEN as DRILL_MASTODON_TOKEN
 from broadcaster.standins.mastodon_api import MastodonStandIn
@@ -99,6 +100,7 @@ class StandIns:
     mastodon: MastodonStandIn
     hooks: WebhookReceiver
     slack: SlackStandIn
+    bluesky: BlueskyStandIn
 
 
 #: The drill's subscribers: one follows everything in Spanish, one the affected component,
@@ -130,6 +132,7 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
                 "facebook": {"enabled": True, "page_id": DRILL_PAGE_ID, "api_base": stand_ins.graph.url,
                              "locale": "es"},
                 "mastodon": {"enabled": True, "api_base": stand_ins.mastodon.url},
+                "bluesky": {"enabled": True, "handle": DRILL_HANDLE, "api_base": stand_ins.bluesky.url},
                 "slack": {"enabled": True, "channel": DRILL_SLACK_CHANNEL,
                           "api_base": f"{stand_ins.slack.url}/api"},
                 "webhook": {"enabled": True, "urls": [f"{stand_ins.hooks.url}/chatops",
@@ -143,7 +146,8 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
         environ={**DRILL_CREDENTIALS.environ(), "BROADCASTER_FACEBOOK_PAGE_TOKEN": DRILL_PAGE_TOKEN,
                  "BROADCASTER_MASTODON_ACCESS_TOKEN": DRILL_MASTODON_TOKEN,
                  "BROADCASTER_WEBHOOK_SECRET": DRILL_WEBHOOK_SECRET,
-                 "BROADCASTER_SLACK_BOT_TOKEN": DRILL_SLACK_TOKEN},
+                 "BROADCASTER_SLACK_BOT_TOKEN": DRILL_SLACK_TOKEN,
+                 "BROADCASTER_BLUESKY_APP_PASSWORD": DRILL_APP_PASSWORD},
     )
 
 
@@ -154,14 +158,15 @@ def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = Fals
     say: Callable[[str], None] = (lambda _: None) if quiet else typer.echo
     with SiteServer(folder / "site") as site, XStandIn() as x, GraphStandIn() as graph, \
             SmtpStandIn() as smtp, MastodonStandIn() as mastodon, WebhookReceiver() as hooks, \
-            SlackStandIn() as slack:
-        stand_ins = StandIns(site, x, graph, smtp, mastodon, hooks, slack)
+            SlackStandIn() as slack, BlueskyStandIn() as bluesky:
+        stand_ins = StandIns(site, x, graph, smtp, mastodon, hooks, slack, bluesky)
         settings = drill_settings(folder, stand_ins)
         _subscribe(settings)
         result = DrillResult(folder, site.url)
         say(f"Drill in {folder}\nStatus site served at {site.url}/ while the drill runs; "
             f"X API stand-in at {x.url}, Graph API stand-in at {graph.url}, "
-            f"Mastodon stand-in at {mastodon.url}, Slack stand-in at {slack.url}, "
+            f"Mastodon stand-in at {mastodon.url}, Bluesky PDS stand-in at {bluesky.url}, "
+            f"Slack stand-in at {slack.url}, "
             f"webhook receiver at {hooks.url}, "
             f"SMTP server at 127.0.0.1:{smtp.port}.\n")
         steps: list[tuple[str, Callable[[str | None], Outcome]]] = [
@@ -260,6 +265,13 @@ def _social_view(stand_ins: StandIns) -> list[str]:
         for depth, status in enumerate(mastodon.thread(root.id)):
             label = f"status {status.id}" + (" (reply)" if depth else "") + f", {status.language}"
             lines += _block(label, status.text)
+    posts = stand_ins.bluesky.posted()
+    if posts:
+        lines.append(f"Bluesky thread of @{stand_ins.bluesky.handle}, as the PDS stand-in received it:")
+    for post in posts:
+        label = f"post {post.rkey}" + (" (reply)" if post.parent else "") + \
+            f", link card {post.record['embed']['external']['uri']}"
+        lines += _block(label, post.text)
     slack = stand_ins.slack
     for root in slack.top_level():
         lines.append(f"Slack thread in {root.channel}, as the Slack stand-in received it:")

@@ -23,11 +23,13 @@ def test_the_drill_rehearses_a_whole_incident_and_serves_the_site(tmp_path):
     assert (tmp_path / "drill" / "site" / "es" / "index.html").exists()
     thread = out.split("X thread of @examplecorp", 1)[1].split("Facebook Page post", 1)[0]
     assert thread.count("┌ post") == 3 and thread.count("(reply)") == 2
-    page = out.split("Facebook Page post with its comments", 1)[1]
+    page = out.split("Facebook Page post with its comments", 1)[1].split("Mastodon thread", 1)[0]
     assert page.count("┌ post") == 1 and page.count("┌ comment") == 2
     assert "Resuelto:" in page, "the Page posts in Spanish, as the drill configures it"
     fedi = out.split("Mastodon thread of @examplecorp", 1)[1].split("Emails, as", 1)[0]
     assert fedi.count("┌ status") == 3 and fedi.count("(reply)") == 2
+    sky = out.split("Bluesky thread of @", 1)[1].split("Slack thread in", 1)[0]
+    assert sky.count("┌ post") == 3 and sky.count("(reply)") == 2
     slack = out.split("Slack thread in", 1)[1].split("Webhooks, as", 1)[0]
     assert slack.count("┌ message") == 3 and slack.count("(in the thread") == 2
     assert slack.count("also in the channel)") == 1, "the resolution is broadcast"
@@ -46,7 +48,7 @@ def test_the_drill_sends_to_every_channel(tmp_path):
         capture_output=True, text=True, timeout=120,
     )
     channels = {d["channel"] for s in json.loads(done.stdout)["steps"] for d in s["deliveries"]}
-    assert channels == {"website", "twitter", "facebook", "email", "mastodon", "webhook", "slack"}
+    assert channels == {"website", "twitter", "facebook", "email", "mastodon", "webhook", "slack", "bluesky"}
 
 
 def test_the_drill_reports_json(tmp_path):
