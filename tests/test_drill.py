@@ -26,7 +26,7 @@ def test_the_drill_rehearses_a_whole_incident_and_serves_the_site(tmp_path):
     page = out.split("Facebook Page post with its comments", 1)[1].split("Mastodon thread", 1)[0]
     assert page.count("┌ post") == 1 and page.count("┌ comment") == 2
     assert "Resuelto:" in page, "the Page posts in Spanish, as the drill configures it"
-    fedi = out.split("Mastodon thread of @examplecorp", 1)[1].split("Emails, as", 1)[0]
+    fedi = out.split("Mastodon thread of @examplecorp", 1)[1].split("Bluesky thread", 1)[0]
     assert fedi.count("┌ status") == 3 and fedi.count("(reply)") == 2
     sky = out.split("Bluesky thread of @", 1)[1].split("Slack thread in", 1)[0]
     assert sky.count("┌ post") == 3 and sky.count("(reply)") == 2
