@@ -25,6 +25,9 @@ def test_a_regular_install_works_from_any_folder(tmp_path: Path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "broadcaster/templates/website/statement.html" in names
     assert "broadcaster/templates/strings.es.toml" in names
+    for plugin in ("mastodon", "bluesky", "slack", "webhook"):  # templates shipped beside each module
+        assert f"broadcaster/channels/{plugin}/templates/{plugin}/announce.txt" in names
+    assert "broadcaster/channels/slack/templates/strings.es.toml" in names
     assert "broadcaster/channels/website.py" in names
     assert not any(n.startswith(("channels/", "templates/", "tests/")) for n in names)
 
