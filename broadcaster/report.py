@@ -297,6 +297,8 @@ def preview_text(preview: Preview) -> str:
         if planned.post.cost is not None:
             posts = 1 + len(planned.post.continuation)
             limit += f" · {posts} post{'s' * (posts != 1)}, about ${planned.post.cost:.2f}"
+        if planned.destinations != ("",):
+            limit += f" · to {', '.join(planned.destinations)}"
         lines.append(f"── {planned.channel} ({planned.locale}) · {limit}")
         if planned.post.subject:
             lines.append(f"   Subject: {planned.post.subject}")
@@ -465,6 +467,7 @@ def _planned_json(preview: Preview) -> list[dict[str, Any]]:
             "files": sorted(p.post.files),
             "replies": list(p.post.continuation),
             **({"recipients": p.recipients} if p.recipients else {}),
+            **({"destinations": list(p.destinations)} if p.destinations != ("",) else {}),
             **({"subject": p.post.subject} if p.post.subject else {}),
             **({"cost_usd": p.post.cost} if p.post.cost is not None else {}),
         }

@@ -185,3 +185,13 @@ def test_the_channel_keeps_the_channel_contract(hooks: Hooks):
                   environ={"BROADCASTER_WEBHOOK_SECRET": DRILL_SECRET}, send=True)
     assert [e.body["type"] for e in hooks.receiver.at("/contract")] == [
         "incident.created", "incident.updated", "incident.resolved"]
+
+
+def test_the_dry_run_shows_the_message_and_where_it_goes_without_the_query(hooks: Hooks):
+    outcome = hooks.run(*ANNOUNCE, "--dry-run")
+    (planned,) = [p for p in outcome["preview"] if p["channel"] == "webhook"]
+    assert planned["destinations"] == [f"{hooks.receiver.url}/a", f"{hooks.receiver.url}/b"]
+    assert planned["text"].startswith("Card payments failing") and "s3cr3t" not in json.dumps(outcome)
+    text = hooks.project.cli(*ANNOUNCE, "--dry-run").output
+    assert "webhook (en) · " in text and f"to {hooks.receiver.url}/a, {hooks.receiver.url}/b" in text
+    assert hooks.receiver.seen == []

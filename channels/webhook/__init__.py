@@ -122,9 +122,11 @@ class WebhookChannel(Channel):
         return problems, warnings
 
     def compose(self, page: Page) -> Post:
+        """The readable message as the text (what the preview shows), the JSON event as the
+        rich form (what is sent)."""
         message = tidy(page.render(page.kind))
         body = event(page, message)
-        return Post(text=json.dumps(body, ensure_ascii=False, indent=1), link=page.statement_url,
+        return Post(text=message, rich=json.dumps(body, ensure_ascii=False), link=page.statement_url,
                     update_id=page.update.id, locale=page.locale)
 
     def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
@@ -140,14 +142,15 @@ class WebhookChannel(Channel):
         if signer is None:
             raise PermanentDeliveryError(f"{self.spec.secrets['secret']} is not a Standard Webhooks secret")
         message_id = webhook_id(post.update_id, post.to)
+        body = post.rich or post.text
         now = datetime.now(UTC)
         headers = {
             "content-type": "application/json; charset=utf-8", "user-agent": "broadcaster",
             "webhook-id": message_id, "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": signer.sign(message_id, now, post.text),
+            "webhook-signature": signer.sign(message_id, now, body),
         }
         try:
-            answer = self.session.post(url, data=post.text.encode(), headers=headers,
+            answer = self.session.post(url, data=body.encode(), headers=headers,
                                        timeout=self.context.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             raise TransientDeliveryError(f"{post.to}: {network_problem(exc)}") from None
