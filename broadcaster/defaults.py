@@ -85,3 +85,6 @@ SUBSCRIBE_EMAILS_PER_ADDRESS_PER_DAY = 3
 SUBSCRIBE_MAX_BODY = 16 * 1024
 #: A confirm or preferences page's form may be submitted for this long after it was shown.
 SUBSCRIBE_FORM_SECONDS = 2 * 3600
+
+#: Days of history the status page's uptime bars show (Statuspage and most status pages: 90).
+UPTIME_DAYS = 90

@@ -29,6 +29,7 @@ from broadcaster.errors import InputError
 from broadcaster.model import Incident, Kind, Update
 from broadcaster.settings import Settings
 from broadcaster.site.state import SiteState, areas
+from broadcaster.site.uptime import ComponentUptime, Day
 from broadcaster.vocabulary import CLOSED
 
 
@@ -318,6 +319,8 @@ class Page:
             "recent_incidents": [view.incident(i) for i in self.site.recent],
             "indicator": self.site.indicator,
             "component_groups": _grouped(self.site.components, settings, locale),
+            "uptime": {u.name: _uptime_view(u, self.templates.strings(locale), locale)
+                       for u in self.site.uptime} if self.publishes_statement else {},
             "regions": [{"name": r.name, "label": r.names.get(locale, r.name), "postcodes": r.postcodes}
                         for r in settings.regions],
             # What concerns each region, for readers without JavaScript (the lookup's answers):
@@ -378,8 +381,41 @@ def _grouped(states: Sequence[Any], settings: Settings, locale: str) -> list[dic
     for state in states:
         groups.setdefault(state.group, []).append(state)
     return [{"name": settings.label(name, locale) if name else None,
-             "components": [{**vars(s), "name": settings.label(s.name, locale)} for s in members]}
+             "components": [{**vars(s), "name": settings.label(s.name, locale), "canonical": s.name}
+                            for s in members]}
             for name, members in groups.items()]
+
+
+def _uptime_view(uptime: ComponentUptime, t: dict[str, Any], locale: str) -> dict[str, Any]:
+    """One component's bar in `locale`: each day's state and its accessible name ("12 Nov:
+    Partial outage for 1 h 20 min"), and the percentage."""
+    from babel.dates import format_date
+    from babel.numbers import format_decimal
+
+    words = t["uptime"]
+    code = locale.replace("-", "_")
+
+    def label(day: Day) -> str:
+        when = format_date(day.day, "d MMM", locale=code)
+        if not day.seconds:
+            return words["day_ok"].format(day=when)
+        spells = [words["spell"].format(state=t["component"][state], duration=_duration(seconds, words))
+                  for state, seconds in day.seconds]
+        return words["day_bad"].format(day=when, states=", ".join(spells))
+
+    return {"percent": words["percent"].format(percent=format_decimal(uptime.percent, "0.00", locale=code)),
+            "days": [{"date": d.day.isoformat(), "state": d.state, "label": label(d)} for d in uptime.days],
+            "label": words["label"].format(days=len(uptime.days)), "span": len(uptime.days)}
+
+
+def _duration(seconds: float, words: dict[str, str]) -> str:
+    """"1 h 20 min", "45 min", "under 1 min": how long a state lasted, to the minute."""
+    minutes = round(seconds / 60)
+    if minutes < 1:
+        return words["under_a_minute"]
+    hours, minutes = divmod(minutes, 60)
+    parts = ([f"{hours} h"] if hours else []) + ([f"{minutes} min"] if minutes else [])
+    return " ".join(parts)
 
 
 @cache

@@ -62,3 +62,10 @@ class DeliveryState(StrEnum):
     SENT = "sent"
     FAILED = "failed"
     SKIPPED = "skipped"
+
+
+#: Statuspage's component states, best to worst; an open incident's impact sets the state.
+COMPONENT_STATES = ("operational", "under_maintenance", "degraded_performance", "partial_outage",
+                    "major_outage")
+BY_IMPACT = {Impact.MINOR: "degraded_performance", Impact.MAJOR: "partial_outage",
+             Impact.CRITICAL: "major_outage"}

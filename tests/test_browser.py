@@ -227,3 +227,67 @@ def test_on_a_phone_the_answer_is_scrolled_into_view_and_focused(nested, tmp_pat
     assert float(found["scrolled"]) > 0, "the page scrolled to the answer"
     assert 0 <= float(found["top"]) < 844, f"the answer is on screen: {found}"
     assert found["focus"] == "H3", "focus moved to the answer, so a screen reader reads it"
+
+
+@pytest.fixture
+def history(project: Project) -> Iterator[tuple[Project, str]]:
+    """A site with 90 days of history recorded straight into the ledger (an outage a month ago,
+    a degraded day last week, a maintenance, one incident open now), built and served."""
+    from datetime import UTC, datetime, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    from broadcaster.ledger import open_ledger
+    from broadcaster.model import Impact, Kind, Status, Text, Update
+    from broadcaster.settings import load_settings
+
+    # Noon in Madrid N days ago, so no period crosses a midnight whatever the hour the test runs.
+    noon = datetime.combine(datetime.now(ZoneInfo("Europe/Madrid")).date(), time(12),
+                            ZoneInfo("Europe/Madrid")).astimezone(UTC)
+
+    def at(days: int, hours: float) -> datetime:
+        return noon - timedelta(days=days) + timedelta(hours=hours)
+
+    past = [("outage", Kind.ANNOUNCE, Impact.CRITICAL, ("Payments API", "Checkout"),
+             [(at(30, -3), Status.INVESTIGATING), (at(30, -1 - 40 / 60), Status.RESOLVED)]),
+            ("slow", Kind.ANNOUNCE, Impact.MINOR, ("Search",),
+             [(at(6, -3), Status.INVESTIGATING), (at(6, 4), Status.RESOLVED)]),
+            ("partial", Kind.ANNOUNCE, Impact.MAJOR, ("Payments API",),
+             [(at(61, -2), Status.INVESTIGATING), (at(61, -0.75), Status.RESOLVED)]),
+            ("works", Kind.MAINTENANCE, Impact.MINOR, ("Checkout",),
+             [(at(12, -4), Status.SCHEDULED), (at(12, -2), Status.IN_PROGRESS),
+              (at(12, 0), Status.COMPLETED)])]
+    with SiteServer(project.public) as server:
+        project.write(SITE, base=project.config.read_text().replace("https://status.example.com", server.url))
+        settings = load_settings(project.config)
+        with open_ledger(settings) as ledger:
+            for name, kind, impact, components, steps in past:
+                for seq, (at, status) in enumerate(steps, start=1):
+                    ledger.record(Update(f"{name}000000-{seq}", f"{name}000000", seq,
+                                         kind if seq == 1 else Kind.UPDATE, status, impact, components, (),
+                                         {"en": Text(f"{name.title()} problem", "Words.")}, at,
+                                         starts_at=steps[0][0] if kind is Kind.MAINTENANCE else None,
+                                         ends_at=steps[-1][0] if kind is Kind.MAINTENANCE else None), [])
+        project.announce("--component", "Payments API", "--impact", "major")
+        assert project.cli("site", "build").exit_code == 0
+        yield project, server.url
+
+
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+@pytest.mark.parametrize("locale", ["en", "es"])
+def test_the_uptime_bars_show_each_day_with_its_name(history, tmp_path, locale, width):
+    _, url = history
+    size = "390,1700" if width == "phone" else "1024,1700"
+    prefix = "" if locale == "en" else "/es"
+    dom, console = browse(f"{url}{prefix}/", tmp_path / "profile", size=size,
+                          screenshot=ARTIFACTS / f"uptime-{locale}-{width}.png")
+    assert console == []
+    bars = re.findall(r'<ol class="uptime" aria-label="[^"]+">(.*?)</ol>', dom, re.S)
+    assert len(bars) == 3 and all(bar.count("<li") == 90 for bar in bars)
+    payments, checkout, search = bars
+    assert payments.count("day-major_outage") == 1, "a month ago"
+    assert payments.count("day-partial_outage") == 2, "two months ago, and the incident open now"
+    assert checkout.count("day-major_outage") == 1 and checkout.count("day-under_maintenance") == 1
+    assert search.count("day-degraded_performance") == 1
+    words = {"en": ("Major outage for 1 h 20 min", "% uptime"),
+             "es": ("Interrupción grave durante 1 h 20 min", "% disponible")}[locale]
+    assert all(w in dom for w in words), words

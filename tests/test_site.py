@@ -159,10 +159,10 @@ def test_an_update_rewrites_only_what_it_touches(site: Project):
     written = [d for d in show(outcome["incident_id"], settings=site.config).deliveries
                if d.channel == "website"]
     assert written[0].status == "sent"
-    # statement, index, history, month, feed in 2 locales, and 9 JSON files: the same with 6 or 6,000.
+    # statement, index, history, month, feed in 2 locales, and 10 JSON files: the same with 6 or 6,000.
 
     ((meta,),) = site.rows("SELECT meta FROM deliveries WHERE channel = 'website' ORDER BY id DESC LIMIT 1")
-    assert len(json.loads(meta)["written"]) == 19
+    assert len(json.loads(meta)["written"]) == 20
 
 
 def test_site_build_rewrites_everything_from_the_ledger(site: Project):

@@ -8,26 +8,24 @@ that walks everything.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from broadcaster import defaults
 from broadcaster.ledger import Ledger
 from broadcaster.model import Impact, Incident, Status
 from broadcaster.settings import Settings
+from broadcaster.site.uptime import ComponentUptime, component_uptime
+from broadcaster.vocabulary import BY_IMPACT, COMPONENT_STATES
 
-#: Statuspage's component states, best to worst; an open incident's impact sets the state.
-COMPONENT_STATES = ("operational", "under_maintenance", "degraded_performance", "partial_outage",
-                    "major_outage")
-BY_IMPACT = {Impact.MINOR: "degraded_performance", Impact.MAJOR: "partial_outage",
-             Impact.CRITICAL: "major_outage"}
 #: Statuspage's overall indicator by the worst open impact ("maintenance" while a window runs
 #: and nothing is broken).
 INDICATOR = {None: "none", Impact.MINOR: "minor", Impact.MAJOR: "major", Impact.CRITICAL: "critical"}
 #: How many incidents the feeds, the JSON and the index consider (Statuspage lists 50).
 NEWEST = defaults.SITE_NEWEST
+UPTIME_DAYS = defaults.UPTIME_DAYS
 
 
 @dataclass(frozen=True)
@@ -52,6 +50,8 @@ class SiteState:
     month: tuple[str, Sequence[Incident]] | None = None
     months: Sequence[tuple[str, int]] = ()
     components: Sequence[ComponentState] = field(default_factory=tuple)
+    #: Each component's last 90 days, as of when the state was read.
+    uptime: Sequence[ComponentUptime] = ()
 
     @property
     def worst_impact(self) -> Impact | None:
@@ -113,7 +113,26 @@ def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = N
         open=open_now, maintenance=maintenance, recent=recent, newest=newest, month=month,
         months=sorted(months.items(), reverse=True),
         components=component_states(settings, open_now, maintenance),
+        uptime=_uptime(ledger, settings, merged, open_all),
     )
+
+
+def _uptime(ledger: Ledger, settings: Settings,
+            merged: Callable[[Sequence[Incident], bool], list[Incident]],
+            open_all: Sequence[Incident]) -> list[ComponentUptime]:
+    """The components' last 90 days: the incidents of the months they span (and one before, for
+    an incident that began earlier), and every open one; a bounded read, like the rest."""
+    if not settings.components:
+        return []
+    now = datetime.now(UTC)
+    seen: dict[str, Incident] = {i.id: i for i in open_all}  # the incident at hand as it will be
+    day = now - timedelta(days=UPTIME_DAYS + 31)
+    while day <= now + timedelta(days=31):
+        for i in merged(ledger.incidents_of_month(day.strftime("%Y-%m")), True):
+            seen.setdefault(i.id, i)
+        day += timedelta(days=28)
+    return component_uptime([c.name for c in settings.components], seen.values(), now,
+                            settings.organization.zone, UPTIME_DAYS)
 
 
 #: How far ahead the lookup shows planned maintenance for a place.

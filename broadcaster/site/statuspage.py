@@ -3,7 +3,8 @@
 Widgets, monitors and chat integrations that read a Statuspage page (summary.json,
 status.json, components.json, incidents.json, incidents/unresolved.json,
 scheduled-maintenances.json) read these files unchanged. Ids are stable hashes of names, so
-they survive rebuilds. `regions.json` is broadcaster's own: what the postcode lookup reads.
+they survive rebuilds. `regions.json` (what the postcode lookup reads) and `uptime.json` (each
+component's last 90 days) are broadcaster's own.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from broadcaster import markup
 from broadcaster.model import Incident, Status
 from broadcaster.settings import Settings
 from broadcaster.site.state import BY_IMPACT, SiteState, lookup_data, worst
+from broadcaster.site.uptime import DOWNTIME_WEIGHT
 from broadcaster.vocabulary import CLOSED
 
 DESCRIPTIONS = {"none": "All Systems Operational", "minor": "Minor Service Outage",
@@ -46,6 +48,7 @@ def files(settings: Settings, state: SiteState) -> dict[str, str]:
         "scheduled-maintenances/active.json": {
             "page": page, "scheduled_maintenances": [m for m in planned if m["status"] == "in_progress"]},
         "regions.json": lookup_data(settings, state),
+        "uptime.json": {"page": page, **_uptime(settings, state)},
     }
     return {f"api/v2/{name}": json.dumps(body, ensure_ascii=False, indent=1) for name, body in out.items()}
 
@@ -53,6 +56,22 @@ def files(settings: Settings, state: SiteState) -> dict[str, str]:
 def incident_json(settings: Settings, incident: Incident) -> dict[str, Any]:
     """One incident (or maintenance) as incidents.json lists it: what webhooks send too."""
     return _maintenance(settings, incident) if incident.is_maintenance else _incident(settings, incident)
+
+
+def _uptime(settings: Settings, state: SiteState) -> dict[str, Any]:
+    """broadcaster's own file: each component's last 90 days (see site/uptime.py for how)."""
+    days = [d.day for d in state.uptime[0].days] if state.uptime else []
+    return {
+        "days": len(days), "from": days[0].isoformat() if days else None,
+        "to": days[-1].isoformat() if days else None, "time_zone": settings.organization.timezone,
+        "downtime_weights": DOWNTIME_WEIGHT,
+        "components": [{
+            "id": _id(settings.site.base_url, "component", u.name), "name": u.name,
+            "uptime_percent": u.percent,
+            "days": [{"date": d.day.isoformat(), "state": d.state,
+                      "seconds": {state: round(spent) for state, spent in d.seconds}} for d in u.days],
+        } for u in state.uptime],
+    }
 
 
 def _id(*parts: str) -> str:
@@ -72,6 +91,7 @@ def _page(settings: Settings, state: SiteState) -> dict[str, Any]:
 
 def _components(settings: Settings, state: SiteState) -> list[dict[str, Any]]:
     page_id = _id(settings.site.base_url)
+    uptime = {u.name: u for u in state.uptime}
     out: list[dict[str, Any]] = []
     groups: dict[str, dict[str, Any]] = {}
     for position, c in enumerate(state.components, start=1):
@@ -85,12 +105,15 @@ def _components(settings: Settings, state: SiteState) -> list[dict[str, Any]]:
             }
             out.append(groups[c.group])
         component_id = _id(settings.site.base_url, "component", c.name)
-        out.append({
+        entry: dict[str, Any] = {
             "id": component_id, "name": c.name, "status": c.status, "created_at": None,
             "updated_at": None, "position": position, "description": c.description or None,
             "showcase": True, "start_date": None, "group_id": group_id, "page_id": page_id,
             "group": False, "only_show_if_degraded": False,
-        })
+        }
+        if c.name in uptime:  # broadcaster's extension: Statuspage readers ignore unknown fields
+            entry["uptime_percent_90d"] = uptime[c.name].percent
+        out.append(entry)
         if c.group:
             group = groups[c.group]
             group["components"].append(component_id)
