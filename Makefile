@@ -18,7 +18,13 @@ drill: $(STAMP)
 
 # Both run on SQLite, or on PostgreSQL with BROADCASTER_TEST_STATE=postgresql; the PostgreSQL
 # tests get a throwaway server when PostgreSQL is installed (scripts/with-postgres).
-test: $(STAMP)
+# axe-core (the pages' accessibility checks) comes from the npm registry when npm is there;
+# without it those tests skip and say why.
+node_modules/.installed: package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --silent && touch $@; \
+	else echo "npm not found: the accessibility tests will skip"; fi
+
+test: $(STAMP) node_modules/.installed
 	$(BIN)/ruff check .
 	scripts/with-postgres $(BIN)/pytest
 

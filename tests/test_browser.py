@@ -291,3 +291,69 @@ def test_the_uptime_bars_show_each_day_with_its_name(history, tmp_path, locale, 
     words = {"en": ("Major outage for 1 h 20 min", "% uptime"),
              "es": ("Interrupción grave durante 1 h 20 min", "% disponible")}[locale]
     assert all(w in dom for w in words), words
+
+
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+#: Runs axe-core once the page (and the lookup, answering from a #fragment) has settled, and
+#: writes the violations into the page for --dump-dom to carry out.
+AXE_RUN = """<script src="{src}"></script><script>
+setTimeout(function () {{
+  axe.run(document, {{resultTypes: ["violations"]}}).then(function (r) {{
+    var out = document.createElement("pre"); out.id = "axe-violations"; out.hidden = true;
+    out.textContent = JSON.stringify(r.violations.map(function (v) {{
+      return {{id: v.id, impact: v.impact, help: v.help,
+               nodes: v.nodes.map(function (n) {{
+                 return n.target.join(" ") + " :: " + n.failureSummary; }})}};
+    }}));
+    document.body.appendChild(out);
+  }});
+}}, 1500);
+</script></body>"""
+
+
+def axe_violations(public: Path, page: str, url: str, profile: Path, fragment: str = "") -> list[dict]:
+    """What axe-core finds wrong on `page` (a file under `public`), served at `url`."""
+    if not AXE.exists():
+        if os.environ.get("BROADCASTER_REQUIRE_TOOLS"):
+            pytest.fail("axe-core is missing: `npm ci` installs it (make test does)")
+        pytest.skip("axe-core is not installed (`npm ci`, which make test runs)")
+    shutil.copy(AXE, public / "__axe.min.js")
+    source = public / page
+    checked = source.with_name(source.stem + ".axe.html")
+    depth = "../" * (len(Path(page).parts) - 1)
+    checked.write_text(source.read_text(encoding="utf-8").replace(
+        "</body>", AXE_RUN.format(src=depth + "__axe.min.js")), encoding="utf-8")
+    try:
+        dom, console = browse(f"{url}/{checked.relative_to(public).as_posix()}{fragment}", profile)
+    finally:
+        checked.unlink()
+    found = re.search(r'<pre id="axe-violations" hidden="">(.*?)</pre>', dom, re.S)
+    assert found, f"axe-core did not run on {page}: {console}"
+    import html
+
+    return json.loads(html.unescape(found.group(1)))
+
+
+def _no_violations(found: dict[str, list[dict]]) -> None:
+    problems = [f"{name}: {v['id']} ({v['impact']}): {v['help']}\n      " + "\n      ".join(v["nodes"][:5])
+                for name, violations in found.items() for v in violations]
+    assert not problems, "axe-core found:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("locale", ["en", "es"])
+def test_axe_core_finds_no_violations_on_the_pages(history, tmp_path, locale):
+    project, url = history
+    prefix = "" if locale == "en" else "es/"
+    statement = next(p for p in (project.public / prefix / "incidents").iterdir() if p.is_dir())
+    month = next(p for p in (project.public / prefix / "history").iterdir() if p.is_dir())
+    pages = {"index": f"{prefix}index.html", "statement": f"{prefix}incidents/{statement.name}/index.html",
+             "history": f"{prefix}history/index.html", "month": f"{prefix}history/{month.name}/index.html"}
+    _no_violations({name: axe_violations(project.public, page, url, tmp_path / name)
+                    for name, page in pages.items()})
+
+
+@pytest.mark.parametrize("locale", ["en", "es"])
+def test_axe_core_finds_no_violations_in_the_lookups_answer(nested, tmp_path, locale):
+    project, url, _ = nested
+    page = "index.html" if locale == "en" else "es/index.html"
+    _no_violations({"lookup answer": axe_violations(project.public, page, url, tmp_path / "p", "#28013")})
