@@ -88,3 +88,5 @@ SUBSCRIBE_FORM_SECONDS = 2 * 3600
 
 #: Days of history the status page's uptime bars show (Statuspage and most status pages: 90).
 UPTIME_DAYS = 90
+#: Months the history page lists in full, newest first (older months are links to their page).
+HISTORY_MONTHS = 3

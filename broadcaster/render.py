@@ -28,7 +28,7 @@ from broadcaster.clock import Clock
 from broadcaster.errors import InputError
 from broadcaster.model import Incident, Kind, Update
 from broadcaster.settings import Settings
-from broadcaster.site.state import SiteState, areas
+from broadcaster.site.state import SiteState, areas, component_slug
 from broadcaster.site.uptime import ComponentUptime, Day
 from broadcaster.vocabulary import CLOSED
 
@@ -283,7 +283,7 @@ class Page:
     def variables(self) -> dict[str, Any]:
         settings = self.settings
         locale = self.locale
-        view = IncidentViews(settings, locale)
+        view = IncidentViews(settings, locale, self.templates.strings(locale))
         common = common_variables(self.templates, locale)
         return {
             **common,
@@ -308,6 +308,17 @@ class Page:
         text = f"{self.templates.inputs_digest()}\n{template}\n{made_of!r}"
         return hashlib.sha256(text.encode()).hexdigest()
 
+    def _component_pages(self, view: IncidentViews) -> dict[str, dict[str, Any]]:
+        """Per component (canonical name): its page's address, name, state and incidents."""
+        settings, locale = self.settings, self.locale
+        states = {c.name: c.status for c in self.site.components}
+        return {c.name: {"url": f"{settings.home_url(locale)}components/{component_slug(c.name)}/",
+                         "name": settings.label(c.name, locale), "canonical": c.name,
+                         "status": states.get(c.name, "operational"), "description": c.description,
+                         "incidents": [view.incident(i)
+                                       for i in _component_incidents(self.site.history, c.name)]}
+                for c in settings.components}
+
     def _site_variables(self, view: IncidentViews) -> dict[str, Any]:
         """What depends on the site's state, not on this incident: the same for every page of
         a state and locale (cached by `Templates.site_views`)."""
@@ -321,6 +332,11 @@ class Page:
             "component_groups": _grouped(self.site.components, settings, locale),
             "uptime": {u.name: _uptime_view(u, self.templates.strings(locale), locale)
                        for u in self.site.uptime} if self.publishes_statement else {},
+            # The latest months told in full, and each component's own page (site pages only).
+            "history": [{"key": key, "name": _month_name(key, locale),
+                         "incidents": [view.incident(i) for i in found]} for key, found in self.site.history]
+            if self.publishes_statement else [],
+            "component_pages": self._component_pages(view) if self.publishes_statement else {},
             "regions": [{"name": r.name, "label": r.names.get(locale, r.name), "postcodes": r.postcodes}
                         for r in settings.regions],
             # What concerns each region, for readers without JavaScript (the lookup's answers):
@@ -336,6 +352,12 @@ class Page:
             # Relative path from this locale's pages to the site root (JSON and feeds live there).
             "root": "" if locale == settings.organization.default_locale else "../",
         }
+
+
+def _component_incidents(history: Sequence[tuple[str, Sequence[Incident]]], name: str) -> list[Incident]:
+    key = name.casefold()
+    return [i for _, found in history for i in found
+            if key in {c.casefold() for u in i.published for c in u.components}]
 
 
 def common_variables(templates: Templates, locale: str) -> dict[str, Any]:
@@ -408,6 +430,19 @@ def _uptime_view(uptime: ComponentUptime, t: dict[str, Any], locale: str) -> dic
             "label": words["label"].format(days=len(uptime.days)), "span": len(uptime.days)}
 
 
+#: How much of an incident's first message a history shows.
+SUMMARY_LENGTH = 200
+
+
+def summary(text: str, length: int = SUMMARY_LENGTH) -> str:
+    """The first paragraph of `text`, cut at a word before `length` characters ("…" marks a cut)."""
+    first = text.strip().split("\n\n", 1)[0].replace("\n", " ")
+    if len(first) <= length:
+        return first
+    cut = first[:length].rsplit(" ", 1)[0].rstrip(" ,;:.")
+    return cut + "…"
+
+
 def _duration(seconds: float, words: dict[str, str]) -> str:
     """"1 h 20 min", "45 min", "under 1 min": how long a state lasted, to the minute."""
     minutes = round(seconds / 60)
@@ -430,9 +465,10 @@ def _month_name(key: str, locale: str) -> str:
 class IncidentViews:
     """Plain dicts of an incident in one locale: what templates may read, and nothing else."""
 
-    def __init__(self, settings: Settings, locale: str) -> None:
+    def __init__(self, settings: Settings, locale: str, words: dict[str, Any] | None = None) -> None:
         self.settings = settings
         self.locale = locale
+        self.words = words or {}
 
     def update(self, update: Update) -> dict[str, Any]:
         text = update.text(self.locale)
@@ -468,6 +504,12 @@ class IncidentViews:
             "created_at": incident.created_at,
             "updated_at": incident.updated_at,
             "resolved_at": resolved[-1].created_at if resolved else None,
+            # How long it lasted ("2 h 15 min"), and its first lines: what a history lists.
+            "duration": _duration((resolved[-1].created_at - incident.created_at).total_seconds(),
+                                  self.words["uptime"])
+            if resolved and not incident.is_maintenance and "uptime" in self.words else None,
+            "summary": summary(markup.to_plain(published[0].text(self.locale).message)),
+            "max_impact": incident.max_impact.value,
             "is_open": incident.is_open,
             "is_maintenance": incident.is_maintenance,
             "starts_at": incident.starts_at,

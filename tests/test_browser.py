@@ -291,6 +291,17 @@ def test_the_uptime_bars_show_each_day_with_its_name(history, tmp_path, locale, 
     words = {"en": ("Major outage for 1 h 20 min", "% uptime"),
              "es": ("Interrupción grave durante 1 h 20 min", "% disponible")}[locale]
     assert all(w in dom for w in words), words
+    # The history tells each incident: impact, how long, its first lines; a component has a page.
+    history_dom, console = browse(f"{url}{prefix}/history/", tmp_path / "history", size=size,
+                                  screenshot=ARTIFACTS / f"history-{locale}-{width}.png")
+    assert console == [] and history_dom.count('class="story"') == 5, "four past, one open"
+    lasted = {"en": "lasted 1 h 20 min", "es": "duró 1 h 20 min"}[locale]
+    assert lasted in history_dom and "Outage problem" in history_dom
+    assert 'class="summary">Words.' in history_dom
+    page, console = browse(f"{url}{prefix}/components/payments-api/", tmp_path / "component", size=size,
+                           screenshot=ARTIFACTS / f"component-{locale}-{width}.png")
+    assert console == [] and page.count('class="story"') == 3, "its three incidents, not Search's"
+    assert page.count('class="day day-') == 90
 
 
 AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
@@ -347,7 +358,8 @@ def test_axe_core_finds_no_violations_on_the_pages(history, tmp_path, locale):
     statement = next(p for p in (project.public / prefix / "incidents").iterdir() if p.is_dir())
     month = next(p for p in (project.public / prefix / "history").iterdir() if p.is_dir())
     pages = {"index": f"{prefix}index.html", "statement": f"{prefix}incidents/{statement.name}/index.html",
-             "history": f"{prefix}history/index.html", "month": f"{prefix}history/{month.name}/index.html"}
+             "history": f"{prefix}history/index.html", "month": f"{prefix}history/{month.name}/index.html",
+             "component": f"{prefix}components/payments-api/index.html"}
     _no_violations({name: axe_violations(project.public, page, url, tmp_path / name)
                     for name, page in pages.items()})
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from broadcaster.site import feeds, statuspage
+from broadcaster.site.state import component_slug
 
 if TYPE_CHECKING:
     from broadcaster.render import Page
@@ -15,7 +16,8 @@ def site_files(page: Page, *, statement: bool, month: bool, shared: bool = True)
     """The pages (every locale) and shared files of the site that `page` touches.
 
     `statement`: the incident's own page; `month`: its month in the history; `shared`: the
-    index, the history index, the feeds and the JSON, which every write refreshes.
+    index, the history index, each component's page, the feeds and the JSON, which every write
+    refreshes.
     """
     settings = page.settings
     default = settings.organization.default_locale
@@ -24,9 +26,14 @@ def site_files(page: Page, *, statement: bool, month: bool, shared: bool = True)
         pages[f"incidents/{page.incident.id}/index.html"] = "statement"
     if month and page.site.month is not None:
         pages[f"history/{page.site.month[0]}/index.html"] = "month"
+    extra: dict[str, dict[str, str]] = {}
     if shared:
         pages["index.html"] = "index"
         pages["history/index.html"] = "history"
+        for component in settings.components:  # each with its bar and incidents
+            path = f"components/{component_slug(component.name)}/index.html"
+            pages[path] = "component"
+            extra[path] = {"component": component.name}
     files: dict[str, str] = {}
     for locale in page.locales:
         localized = page.for_locale(locale)
@@ -34,7 +41,7 @@ def site_files(page: Page, *, statement: bool, month: bool, shared: bool = True)
         for path, template in pages.items():
             folder = path.removesuffix("index.html")
             alternates = {loc: settings.home_url(loc) + folder for loc in page.locales}
-            files[prefix + path] = localized.render(template, alternates=alternates)
+            files[prefix + path] = localized.render(template, alternates=alternates, **extra.get(path, {}))
             if template in ("statement", "month"):  # what it was made from: `site build` skips it
                 files[prefix + path] += digest_mark(page.digest(template))
         if shared:

@@ -26,6 +26,8 @@ INDICATOR = {None: "none", Impact.MINOR: "minor", Impact.MAJOR: "major", Impact.
 #: How many incidents the feeds, the JSON and the index consider (Statuspage lists 50).
 NEWEST = defaults.SITE_NEWEST
 UPTIME_DAYS = defaults.UPTIME_DAYS
+#: How many of the latest months the history page tells in full (the rest are links).
+HISTORY_MONTHS = defaults.HISTORY_MONTHS
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,9 @@ class SiteState:
     components: Sequence[ComponentState] = field(default_factory=tuple)
     #: Each component's last 90 days, as of when the state was read.
     uptime: Sequence[ComponentUptime] = ()
+    #: The latest months with incidents, newest first, each with its incidents (newest first):
+    #: what the history page tells in full, and what the component pages list.
+    history: Sequence[tuple[str, Sequence[Incident]]] = ()
 
     @property
     def worst_impact(self) -> Impact | None:
@@ -113,26 +118,46 @@ def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = N
         open=open_now, maintenance=maintenance, recent=recent, newest=newest, month=month,
         months=sorted(months.items(), reverse=True),
         components=component_states(settings, open_now, maintenance),
-        uptime=_uptime(ledger, settings, merged, open_all),
+        **_recent(ledger, settings, merged, open_all, months),
     )
 
 
-def _uptime(ledger: Ledger, settings: Settings,
+def _recent(ledger: Ledger, settings: Settings,
             merged: Callable[[Sequence[Incident], bool], list[Incident]],
-            open_all: Sequence[Incident]) -> list[ComponentUptime]:
-    """The components' last 90 days: the incidents of the months they span (and one before, for
-    an incident that began earlier), and every open one; a bounded read, like the rest."""
-    if not settings.components:
-        return []
+            open_all: Sequence[Incident], months: dict[str, int]) -> dict[str, Any]:
+    """The components' last 90 days and the latest months' incidents: read from the months the
+    90 days span (and one before, for an incident that began earlier) and every open incident;
+    a bounded read, like the rest."""
     now = datetime.now(UTC)
     seen: dict[str, Incident] = {i.id: i for i in open_all}  # the incident at hand as it will be
+    wanted = {key for key, _ in sorted(months.items(), reverse=True)[:HISTORY_MONTHS]}
     day = now - timedelta(days=UPTIME_DAYS + 31)
     while day <= now + timedelta(days=31):
-        for i in merged(ledger.incidents_of_month(day.strftime("%Y-%m")), True):
-            seen.setdefault(i.id, i)
+        wanted.add(day.strftime("%Y-%m"))
         day += timedelta(days=28)
-    return component_uptime([c.name for c in settings.components], seen.values(), now,
-                            settings.organization.zone, UPTIME_DAYS)
+    by_month: dict[str, list[Incident]] = {}
+    for key in sorted(wanted):
+        for i in merged(ledger.incidents_of_month(key), True):
+            seen.setdefault(i.id, i)
+    for i in seen.values():
+        if not i.is_draft:
+            by_month.setdefault(i.created_at.strftime("%Y-%m"), []).append(i)
+    history = [(key, sorted(found, key=lambda i: i.created_at, reverse=True))
+               for key, found in sorted(by_month.items(), reverse=True)][:HISTORY_MONTHS]
+    uptime = component_uptime([c.name for c in settings.components], seen.values(), now,
+                              settings.organization.zone, UPTIME_DAYS) if settings.components else []
+    return {"uptime": uptime, "history": history}
+
+
+def component_slug(name: str) -> str:
+    """A component's folder on the site: `components/{slug}/` ("Payments API" → payments-api)."""
+    import hashlib
+    import re
+    import unicodedata
+
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")
+    return slug or hashlib.sha256(name.encode()).hexdigest()[:10]
 
 
 #: How far ahead the lookup shows planned maintenance for a place.
