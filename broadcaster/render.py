@@ -378,7 +378,27 @@ def common_variables(templates: Templates, locale: str) -> dict[str, Any]:
         "home": settings.home_url(locale),
         "alternates": {code: settings.home_url(code) for code in settings.organization.locales},
         "subscribe": subscription_form(settings, locale),
+        "brand": brand(settings),
     }
+
+
+def brand(settings: Settings) -> dict[str, str | None]:
+    """The organisation's look: its accent (and the tint that reads on the dark theme) and its
+    logo as a data: URI, embedded so that the page needs nothing else to show it."""
+    from broadcaster.settings import tint_for_dark
+
+    logo = settings.site.logo
+    return {"accent": settings.site.accent_color, "accent_dark": tint_for_dark(settings.site.accent_color),
+            "logo": _data_uri(logo, logo.stat().st_mtime_ns) if logo else None}
+
+
+@cache
+def _data_uri(path: Path, mtime: int) -> str:
+    import base64
+
+    from broadcaster.settings import LOGO_TYPES
+
+    return f"data:{LOGO_TYPES[path.suffix.lower()]};base64,{base64.b64encode(path.read_bytes()).decode()}"
 
 
 def subscription_form(settings: Settings, locale: str) -> dict[str, Any] | None:

@@ -113,6 +113,36 @@ class SiteSettings(_Section):
     #: Where the pages' "Get updates by email" form posts (default {base_url}/subscribe, which
     #: a reverse proxy sends to `broadcaster serve`); the confirmation links live under it.
     subscribe_url: str | None = None
+    #: The organisation's logo (SVG, PNG, WebP or JPEG, at most 64 KB), shown in every page's
+    #: header. It is embedded in the pages, so it shows when everything else is down.
+    logo: Path | None = None
+    #: The organisation's colour for links, buttons and the header's rule. It must read on
+    #: white (contrast at least 4.5:1, WCAG AA); the dark theme uses a lighter tint of it.
+    accent_color: str = Field("#1d4f91", pattern=r"^#[0-9a-fA-F]{6}$")
+
+    @field_validator("logo")
+    @classmethod
+    def _logo(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = resolve_path(value, info)
+        if path.suffix.lower() not in LOGO_TYPES:
+            raise ValueError(f"{path.name}: the logo must be {', '.join(sorted(LOGO_TYPES))}")
+        if not path.is_file():
+            raise ValueError(f"{path} does not exist")
+        if path.stat().st_size > LOGO_MAX_BYTES:
+            raise ValueError(f"{path.name} is {path.stat().st_size:,} bytes; a logo of at most "
+                             f"{LOGO_MAX_BYTES // 1024} KB keeps every page light (it is embedded in each)")
+        return path
+
+    @field_validator("accent_color")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        ratio = contrast(value, "#ffffff")
+        if ratio < 4.5:
+            raise ValueError(f"{value} on white has a contrast of {ratio:.1f}:1; text needs at least "
+                             "4.5:1 (WCAG AA): choose a darker colour")
+        return value.lower()
 
     @field_validator("subscribe_url")
     @classmethod
@@ -135,6 +165,35 @@ class SiteSettings(_Section):
     @classmethod
     def _relative_to_file(cls, value: Path, info: ValidationInfo) -> Path:
         return resolve_path(value, info)
+
+
+#: The logo's file types and their media types, and its largest size.
+LOGO_TYPES = {".svg": "image/svg+xml", ".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg",
+              ".jpeg": "image/jpeg"}
+LOGO_MAX_BYTES = 64 * 1024
+#: The dark theme's page background (templates/website/_layout.html uses the same).
+DARK_BACKGROUND = "#121417"
+
+
+def tint_for_dark(colour: str) -> str:
+    """`colour` mixed with white until it reads on the dark theme's background (4.5:1)."""
+    rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]
+    for step in range(21):
+        mixed = "#" + "".join(f"{round(c + (255 - c) * step / 20):02x}" for c in rgb)
+        if contrast(mixed, DARK_BACKGROUND) >= 4.5:
+            return mixed
+    return "#ffffff"
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG's contrast ratio of two #rrggbb colours (1 to 21)."""
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
 
 
 class StateSettings(_Section):

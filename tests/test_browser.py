@@ -32,13 +32,15 @@ pytestmark = pytest.mark.skipif(
 
 
 def browse(url: str, profile: Path, *, screenshot: Path | None = None,
-           size: str = "1024,1400") -> tuple[str, list[str]]:
-    """The DOM after scripts ran, and every console message the page produced."""
+           size: str = "1024,1400", dark: bool = False) -> tuple[str, list[str]]:
+    """The DOM after scripts ran, and every console message the page produced (`dark`: as a
+    reader whose system prefers the dark colour scheme sees it)."""
     assert CHROMIUM, "chromium is required here (BROADCASTER_REQUIRE_TOOLS is set)"
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
-             "--virtual-time-budget=5000", "--hide-scrollbars", f"--window-size={size}"]
+             "--virtual-time-budget=5000", "--hide-scrollbars", f"--window-size={size}",
+             *(["--force-dark-mode"] if dark else [])]
     done = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     if screenshot is not None:
@@ -322,7 +324,8 @@ setTimeout(function () {{
 </script></body>"""
 
 
-def axe_violations(public: Path, page: str, url: str, profile: Path, fragment: str = "") -> list[dict]:
+def axe_violations(public: Path, page: str, url: str, profile: Path, fragment: str = "", *,
+                   dark: bool = False) -> list[dict]:
     """What axe-core finds wrong on `page` (a file under `public`), served at `url`."""
     if not AXE.exists():
         if os.environ.get("BROADCASTER_REQUIRE_TOOLS"):
@@ -335,7 +338,7 @@ def axe_violations(public: Path, page: str, url: str, profile: Path, fragment: s
     checked.write_text(source.read_text(encoding="utf-8").replace(
         "</body>", AXE_RUN.format(src=depth + "__axe.min.js")), encoding="utf-8")
     try:
-        dom, console = browse(f"{url}/{checked.relative_to(public).as_posix()}{fragment}", profile)
+        dom, console = browse(f"{url}/{checked.relative_to(public).as_posix()}{fragment}", profile, dark=dark)
     finally:
         checked.unlink()
     found = re.search(r'<pre id="axe-violations" hidden="">(.*?)</pre>', dom, re.S)
@@ -351,8 +354,9 @@ def _no_violations(found: dict[str, list[dict]]) -> None:
     assert not problems, "axe-core found:\n  " + "\n  ".join(problems)
 
 
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 @pytest.mark.parametrize("locale", ["en", "es"])
-def test_axe_core_finds_no_violations_on_the_pages(history, tmp_path, locale):
+def test_axe_core_finds_no_violations_on_the_pages(history, tmp_path, locale, scheme):
     project, url = history
     prefix = "" if locale == "en" else "es/"
     statement = next(p for p in (project.public / prefix / "incidents").iterdir() if p.is_dir())
@@ -360,8 +364,13 @@ def test_axe_core_finds_no_violations_on_the_pages(history, tmp_path, locale):
     pages = {"index": f"{prefix}index.html", "statement": f"{prefix}incidents/{statement.name}/index.html",
              "history": f"{prefix}history/index.html", "month": f"{prefix}history/{month.name}/index.html",
              "component": f"{prefix}components/payments-api/index.html"}
-    _no_violations({name: axe_violations(project.public, page, url, tmp_path / name)
+    dark = scheme == "dark"
+    _no_violations({name: axe_violations(project.public, page, url, tmp_path / name, dark=dark)
                     for name, page in pages.items()})
+    if dark:  # what a reader in the dark scheme sees, for a person to look at
+        for name in ("index", "statement"):
+            browse(f"{url}/{pages[name]}", tmp_path / f"shot-{name}", dark=True, size="1024,1500",
+                   screenshot=ARTIFACTS / f"dark-{name}-{locale}.png")
 
 
 @pytest.mark.parametrize("locale", ["en", "es"])

@@ -7,12 +7,17 @@ import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from conftest import Project
+import pytest
+from conftest import BASE_SETTINGS, Project
 
 from broadcaster.model import Impact, Incident, Kind, Status, Text, Update
 from broadcaster.site.uptime import component_uptime
 
 MADRID = ZoneInfo("Europe/Madrid")
+BASE_WITHOUT_SITE = BASE_SETTINGS.replace("""[site]
+base_url = "https://status.example.com"
+output_dir = "public"
+""", "")
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
@@ -118,3 +123,54 @@ def test_the_index_shows_a_bar_per_component_with_named_days_and_the_json_has_th
     components = json.loads((project.public / "api" / "v2" / "components.json").read_text(encoding="utf-8"))
     assert [c["uptime_percent_90d"] for c in components["components"]] == [
         uptime["components"][0]["uptime_percent"], 100.0]
+
+
+def test_the_organisations_logo_and_accent_colour_are_on_every_page(project: Project):
+    logo = ('<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+            '<rect width="10" height="10" fill="#7a1f5c"/></svg>')
+    (project.root / "logo.svg").write_text(logo, encoding="utf-8")
+    project.write("""
+        [site]
+        base_url = "https://status.example.com"
+        output_dir = "public"
+        logo = "logo.svg"
+        accent_color = "#7A1F5C"
+        """, base=BASE_WITHOUT_SITE)
+    done = project.cli("announce", "--title", "Slow pages", "--message", "Slow.", "--yes")
+    assert done.exit_code == 0, done.output
+    for page in ("index.html", "es/index.html", "history/index.html"):
+        html = (project.public / page).read_text(encoding="utf-8")
+        assert '<img src="data:image/svg+xml;base64,' in html, "embedded: it shows when all else is down"
+        assert "--accent: #7a1f5c;" in html
+        assert re.search(r"--accent: #[0-9a-f]{6}; }\n}", html), "a lighter tint for the dark scheme"
+
+
+def test_a_maintenance_timeline_is_blue_throughout(project: Project):
+    done = project.cli("maintenance", "schedule", "--title", "Database upgrade", "--message", "Pauses.",
+                       "--starts", "2030-01-10T02:00+01:00", "--ends", "2030-01-10T03:00+01:00",
+                       "--yes", "--json")
+    incident = json.loads(done.stdout)["incident_id"]
+    assert project.cli("maintenance", "cancel", incident, "--message", "Not needed.", "--yes").exit_code == 0
+    page = (project.public / "incidents" / incident / "index.html").read_text(encoding="utf-8")
+    timeline = page.split('<ol class="timeline"', 1)[1]
+    assert timeline.count('class="badge maintenance') == 2 and 'class="badge status-' not in timeline
+
+
+@pytest.mark.parametrize(("setting", "said"), [
+    ('accent_color = "#ffcc00"', "contrast of 1.5:1"),
+    ('accent_color = "blue"', "accent_color"),
+    ('logo = "missing.png"', "missing.png does not exist"),
+    ('logo = "logo.gif"', "the logo must be"),
+])
+def test_an_unreadable_colour_or_a_bad_logo_is_refused_naming_the_key(project: Project, setting: str,
+                                                                        said: str):
+    (project.root / "logo.gif").write_bytes(b"GIF89a")
+    project.write(f"""
+        [site]
+        base_url = "https://status.example.com"
+        output_dir = "public"
+        {setting}
+        """, base=BASE_WITHOUT_SITE)
+    result = project.cli("announce", "--title", "T", "--message", "M", "--yes")
+    assert result.exit_code == 2 and "site" in result.output and said in result.output, result.output
+    assert not project.public.exists()
