@@ -378,3 +378,105 @@ def test_axe_core_finds_no_violations_in_the_lookups_answer(nested, tmp_path, lo
     project, url, _ = nested
     page = "index.html" if locale == "en" else "es/index.html"
     _no_violations({"lookup answer": axe_violations(project.public, page, url, tmp_path / "p", "#28013")})
+
+
+class Keyboard:
+    """A headless Chromium driven over the DevTools protocol: real key presses, as a person
+    with only a keyboard makes them (Tab to move, typing, Enter)."""
+
+    def __init__(self, url: str, profile: Path, size: str = "390,900") -> None:
+        self.url, self.profile, self.size = url, profile, size
+
+    def __enter__(self) -> Keyboard:
+        import contextlib
+        import urllib.request
+
+        from websockets.sync.client import connect
+
+        url, profile, size = self.url, self.profile, self.size
+        self.stack = contextlib.ExitStack()
+        assert CHROMIUM, "chromium is required here (BROADCASTER_REQUIRE_TOOLS is set)"
+        self.browser = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--remote-debugging-port=0", f"--user-data-dir={profile}",
+             f"--window-size={size}", "about:blank"], stderr=subprocess.PIPE, text=True)
+        assert self.browser.stderr is not None
+        for line in self.browser.stderr:
+            if "DevTools listening on" in line:
+                port = line.split("127.0.0.1:", 1)[1].split("/", 1)[0]
+                break
+        import threading  # keep reading what it logs, so a full pipe never stalls it
+
+        threading.Thread(target=lambda: [None for _ in self.browser.stderr], daemon=True).start()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?{url}", method="PUT")
+        with urllib.request.urlopen(request, timeout=30) as answer:  # loopback only
+            target = json.loads(answer.read())
+        self.stack.callback(self._stop)
+        self.socket = self.stack.enter_context(connect(target["webSocketDebuggerUrl"], max_size=None))
+        self.ids = 0
+        self.call("Runtime.enable")
+        self.wait_for("document.readyState === 'complete'")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stack.close()
+
+    def _stop(self) -> None:
+        self.browser.terminate()
+        self.browser.wait(timeout=30)
+        if self.browser.stderr:
+            self.browser.stderr.close()
+
+    def call(self, method: str, **params: object) -> dict:
+        self.ids += 1
+        self.socket.send(json.dumps({"id": self.ids, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.socket.recv(timeout=30))
+            if message.get("id") == self.ids:
+                assert "error" not in message, message
+                return message.get("result", {})
+
+    def value(self, expression: str) -> object:
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression: str, seconds: float = 20) -> None:
+        import time
+
+        deadline = time.monotonic() + seconds
+        while not self.value(expression):
+            assert time.monotonic() < deadline, f"never true: {expression}"
+            time.sleep(0.05)
+
+    def press(self, key: str, code: int) -> None:
+        for kind in ("rawKeyDown", "keyUp"):
+            self.call("Input.dispatchKeyEvent", type=kind, key=key, code=key, windowsVirtualKeyCode=code,
+                      nativeVirtualKeyCode=code)
+        if key == "Enter":
+            self.call("Input.dispatchKeyEvent", type="char", text="\r", key="Enter")
+
+    def type(self, text: str) -> None:
+        self.call("Input.insertText", text=text)
+
+
+
+@pytest.mark.parametrize("locale", ["en", "es"])
+def test_the_lookup_works_with_the_keyboard_alone(nested, tmp_path, locale):
+    _, url, ids = nested
+    with Keyboard(f"{url}{'' if locale == 'en' else '/es'}/", tmp_path / "profile") as page:
+        for _ in range(40):  # Tab from the top of the page until the postcode field has focus
+            page.press("Tab", 9)
+            if page.value("document.activeElement.id") == "postcode":
+                break
+        assert page.value("document.activeElement.id") == "postcode", "the field is reachable by Tab"
+        assert page.value("getComputedStyle(document.activeElement).outlineStyle") != "none", \
+            "the focused field shows it"
+        page.type("28013")
+        page.press("Enter", 13)
+        page.wait_for("document.getElementById('lookup-result').textContent.length > 0")
+        answer = page.value("document.getElementById('lookup-result').textContent")
+        outage = {"en": "Fibre outage", "es": "Corte de fibra"}[locale]
+        assert outage in answer and ids["outage"] in page.value(
+            "document.getElementById('lookup-result').innerHTML")
+        page.wait_for("document.getElementById('lookup-result').contains(document.activeElement)")
+        page.press("Tab", 9)  # and on, by keyboard, to the statement the answer links
+        assert page.value("document.activeElement.tagName") == "A"
