@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 from broadcaster.errors import DeliveryError
 from broadcaster.model import Receipt
@@ -38,9 +38,20 @@ class ChannelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: Keys that must be set once the channel is enabled, each with what to put there (for
+    #: the refusal: "page_id is required when the channel is enabled (the Page's numeric id)").
+    required_when_enabled: ClassVar[Mapping[str, str]] = {}
+
     enabled: bool = False
     #: Bind the account to one locale (default: the organisation's first locale).
     locale: str | None = None
+
+    @model_validator(mode="after")
+    def _required_when_enabled(self) -> ChannelSettings:
+        for key, what in self.required_when_enabled.items():
+            if self.enabled and not getattr(self, key):
+                raise ValueError(f"{key} is required when the channel is enabled ({what})")
+        return self
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from broadcaster.channels.base import Channel, ChannelContext, ChannelSettings, ChannelSpec, Post
 from broadcaster.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
@@ -60,6 +60,7 @@ PERMISSIONS = "pages_manage_posts, pages_read_engagement and pages_manage_engage
 
 
 class FacebookSettings(ChannelSettings):
+    required_when_enabled: ClassVar[Mapping[str, str]] = {"page_id": "the Page's numeric id"}
     #: The numeric id of the Page (Page settings → About → Page ID).
     page_id: str = Field("", pattern=r"^\d*$")
     #: Graph API version, such as v25.0 (facebook-sdk's own check knows only 2.8–3.1).
@@ -67,12 +68,6 @@ class FacebookSettings(ChannelSettings):
     api_base: str = Field(GRAPH_HOST.rstrip("/"), pattern=r"^https?://[^/\s]+(/[^\s]*)?$")
     #: Updates and the resolution as comments on the announcement, or as new posts.
     updates: Literal["comment", "post"] = "comment"
-
-    @model_validator(mode="after")
-    def _page_when_enabled(self) -> FacebookSettings:
-        if self.enabled and not self.page_id:
-            raise ValueError("page_id is required when the channel is enabled (the Page's numeric id)")
-        return self
 
 
 class FacebookChannel(Channel):

@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from broadcaster.channels import graphemes
 from broadcaster.channels.base import Channel, ChannelContext, ChannelSettings, ChannelSpec, Post
@@ -46,17 +46,11 @@ _HANDLE = r"^([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]([a-zA-Z0-9
 
 
 class BlueskySettings(ChannelSettings):
+    required_when_enabled: ClassVar[Mapping[str, str]] = {"handle": "such as examplecorp.bsky.social"}
     #: The account's handle, such as examplecorp.bsky.social or status.example.com.
     handle: str = Field("", pattern=f"({_HANDLE})|^$")
     #: The account's PDS (its host: bsky.social for most accounts).
     api_base: str = Field(PDS, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")
-
-    @model_validator(mode="after")
-    def _handle_when_enabled(self) -> BlueskySettings:
-        if self.enabled and not self.handle:
-            raise ValueError("handle is required when the channel is enabled "
-                             "(such as examplecorp.bsky.social)")
-        return self
 
 
 class BlueskyChannel(Channel):

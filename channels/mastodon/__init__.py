@@ -22,11 +22,11 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from broadcaster.channels import graphemes
 from broadcaster.channels.base import Channel, ChannelContext, ChannelSettings, ChannelSpec, Post
@@ -48,6 +48,8 @@ _MENTION = re.compile(r"(?<![\w/])@(\w+)@[\w.-]+\w", re.ASCII)
 
 
 class MastodonSettings(ChannelSettings):
+    required_when_enabled: ClassVar[Mapping[str, str]] = {
+        "api_base": "the instance's address, such as https://mastodon.social"}
     #: The instance the account lives on, such as https://mastodon.social.
     api_base: str = Field("", pattern=r"^(https?://[^/\s]+(/[^\s]*)?)?$")
     #: Who sees the statuses: on public timelines, or only on the profile and to followers.
@@ -56,13 +58,6 @@ class MastodonSettings(ChannelSettings):
     max_characters: int | None = Field(None, ge=140)
     #: Continue a text too long for one status in replies, instead of shortening it.
     thread_long: bool = False
-
-    @model_validator(mode="after")
-    def _instance_when_enabled(self) -> MastodonSettings:
-        if self.enabled and not self.api_base:
-            raise ValueError("api_base is required when the channel is enabled (the instance's address, "
-                             "such as https://mastodon.social)")
-        return self
 
 
 class MastodonChannel(Channel):

@@ -20,11 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from broadcaster.channels.base import Channel, ChannelContext, ChannelSettings, ChannelSpec, Post
 from broadcaster.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
@@ -52,16 +52,11 @@ _QUIET.propagate = False  # slack-sdk logs every failed request at ERROR: the re
 
 
 class SlackSettings(ChannelSettings):
+    required_when_enabled: ClassVar[Mapping[str, str]] = {
+        "channel": "the Slack channel's ID, such as C0123ABCD: channel details → About"}
     #: The channel's ID (channel details → About, at the bottom: C0123ABCD).
     channel: str = Field("", pattern=r"^([CG][A-Z0-9]{6,})?$")
     api_base: str = Field(SLACK_API, pattern=r"^https?://[^/\s]+(/[^\s]*)?$")
-
-    @model_validator(mode="after")
-    def _channel_when_enabled(self) -> SlackSettings:
-        if self.enabled and not self.channel:
-            raise ValueError("channel is required when the channel is enabled (the Slack channel's ID, "
-                             "such as C0123ABCD: channel details → About)")
-        return self
 
 
 class SlackChannel(Channel):

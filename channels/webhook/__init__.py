@@ -23,9 +23,9 @@ import email.utils
 import hashlib
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -63,6 +63,7 @@ def destination(url: str) -> str:
 
 
 class WebhookSettings(ChannelSettings):
+    required_when_enabled: ClassVar[Mapping[str, str]] = {"urls": "where to POST each update"}
     #: Where every update is POSTed, each a delivery of its own.
     urls: list[str] = Field(default_factory=list)
 
@@ -78,8 +79,6 @@ class WebhookSettings(ChannelSettings):
 
     @model_validator(mode="after")
     def _usable(self) -> WebhookSettings:
-        if self.enabled and not self.urls:
-            raise ValueError("urls is required when the channel is enabled (where to POST each update)")
         seen: dict[str, int] = {}
         for number, url in enumerate(self.urls, start=1):
             if destination(url) in seen:
