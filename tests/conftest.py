@@ -221,10 +221,26 @@ def _drop_databases() -> Iterator[None]:
 
 
 @dataclass
-class Social:
-    """A project whose X and Facebook channels point at running stand-ins."""
+class Commands:
+    """A project whose channels point at running stand-ins; `run` is one command's JSON."""
 
     project: Project
+
+    def run(self, *args: str) -> dict:
+        """A command with --yes --json; its parsed output (any exit code)."""
+        import json
+
+        result = self.project.cli(*args, "--yes", "--json")
+        assert result.stdout.strip(), result.output
+        data = json.loads(result.stdout)
+        data["exit_code"] = result.exit_code
+        return data
+
+
+@dataclass
+class Social(Commands):
+    """A project whose X and Facebook channels point at running stand-ins."""
+
     x: XStandIn
     graph: GraphStandIn
 
@@ -244,16 +260,6 @@ class Social:
             """,
             base=top + BASE_SETTINGS,
         )
-
-    def run(self, *args: str) -> dict:
-        """A command with --json; its parsed output (any exit code)."""
-        import json
-
-        result = self.project.cli(*args, "--yes", "--json")
-        assert result.stdout.strip(), result.output
-        data = json.loads(result.stdout)
-        data["exit_code"] = result.exit_code
-        return data
 
 
 def status_of(outcome: dict, channel: str) -> dict:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import Project, status_of
+from conftest import Commands, Project, status_of
 
 from broadcaster.channels.bluesky import BlueskyChannel, link_facets, record_key
 from broadcaster.channels.testing import check_channel
@@ -21,8 +21,7 @@ ANNOUNCE = ("announce", "--title", "Pagos con tarjeta: fallan 💳", "--message"
 
 
 @dataclass
-class Sky:
-    project: Project
+class Sky(Commands):
     pds: BlueskyStandIn
 
     def configure(self, extra: str = "") -> None:
@@ -34,12 +33,6 @@ class Sky:
             {extra}
             """)
 
-    def run(self, *args: str) -> dict:
-        result = self.project.cli(*args, "--yes", "--json")
-        assert result.stdout.strip(), result.output
-        data = json.loads(result.stdout)
-        data["exit_code"] = result.exit_code
-        return data
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import Project, status_of
+from conftest import Commands, Project, status_of
 
 from broadcaster.channels.mastodon import MastodonChannel, plain_text
 from broadcaster.channels.testing import check_channel
@@ -21,8 +21,7 @@ ANNOUNCE = ("announce", "--title", "Card payments failing", "--message",
 
 
 @dataclass
-class Fediverse:
-    project: Project
+class Fediverse(Commands):
     instance: MastodonStandIn
 
     def configure(self, extra: str = "", top: str = "") -> None:
@@ -35,12 +34,6 @@ class Fediverse:
             {extra}
             """, base=top + BASE_SETTINGS)
 
-    def run(self, *args: str) -> dict:
-        result = self.project.cli(*args, "--yes", "--json")
-        assert result.stdout.strip(), result.output
-        data = json.loads(result.stdout)
-        data["exit_code"] = result.exit_code
-        return data
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import Project, status_of
+from conftest import Commands, Project, status_of
 
 from broadcaster.channels.slack import SlackChannel
 from broadcaster.channels.testing import check_channel
@@ -20,8 +20,7 @@ ANNOUNCE = ("announce", "--title", "Card payments failing", "--message",
 
 
 @dataclass
-class Workspace:
-    project: Project
+class Workspace(Commands):
     slack: SlackStandIn
 
     def configure(self, extra: str = "", channel: str = DRILL_CHANNEL) -> None:
@@ -33,12 +32,6 @@ class Workspace:
             {extra}
             """)
 
-    def run(self, *args: str) -> dict:
-        result = self.project.cli(*args, "--yes", "--json")
-        assert result.stdout.strip(), result.output
-        data = json.loads(result.stdout)
-        data["exit_code"] = result.exit_code
-        return data
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from conftest import Project
+from conftest import Commands, Project
 
 from broadcaster.channels.testing import check_channel
 from broadcaster.channels.webhook import WebhookChannel
@@ -20,8 +20,7 @@ ANNOUNCE = ("announce", "--title", "Card payments failing", "--message",
 
 
 @dataclass
-class Hooks:
-    project: Project
+class Hooks(Commands):
     receiver: WebhookReceiver
 
     def configure(self, *paths: str, extra: str = "") -> None:
@@ -33,12 +32,6 @@ class Hooks:
             {extra}
             """)
 
-    def run(self, *args: str) -> dict:
-        result = self.project.cli(*args, "--yes", "--json")
-        assert result.stdout.strip(), result.output
-        data = json.loads(result.stdout)
-        data["exit_code"] = result.exit_code
-        return data
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from typing import Any
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from broadcaster.standins.server import Fault, StandIn, json_response
+from broadcaster.standins.server import Fault, RateWindow, StandIn, json_response
 
 #: Made-up credentials the drill uses: they mean something only to this stand-in.
 DRILL_TOKEN = "drill-mastodon-token"
@@ -74,13 +74,12 @@ class MastodonStandIn(StandIn):
         self.username = username
         self.account_id = "109876543210987654"
         self.max_characters = max_characters
-        self.post_limit = post_limit
+        self.window = RateWindow(post_limit, WINDOW_SECONDS)
         #: Answer /api/v2/instance with 404, as an older or trimmed-down server does.
         self.hide_instance = False
         self.statuses: dict[str, Status] = {}
         self._ids = itertools.count(113500000000000000)
         self._keys: dict[tuple[str, str], tuple[str, float]] = {}
-        self._window: tuple[float, int] = (time.time() + WINDOW_SECONDS, 0)
 
     # -- scripted faults in Mastodon's shapes ------------------------------------------------
 
@@ -142,9 +141,9 @@ class MastodonStandIn(StandIn):
                     return json_response(self._view(self.statuses[made]), 200, self._limit_headers())
             if parent is not None and (parent not in self.statuses or self.statuses[parent].deleted):
                 return mastodon_error("Record not found", 404)
-            headers = self._spend()
-            if headers is None:
+            if not self.window.spend():
                 return mastodon_error("Too many requests", 429, self._limit_headers())
+            headers = self._limit_headers()
             status = Status(str(next(self._ids)), text, parent, visibility, form.get("language") or None)
             self.statuses[status.id] = status
             if key:
@@ -215,21 +214,10 @@ class MastodonStandIn(StandIn):
     def _token(request: Request) -> str:
         return request.headers.get("Authorization", "")[7:]
 
-    def _spend(self) -> dict[str, str] | None:
-        reset, used = self._window
-        if time.time() >= reset:
-            reset, used = time.time() + WINDOW_SECONDS, 0
-        if used >= self.post_limit:
-            self._window = (reset, used)
-            return None
-        self._window = (reset, used + 1)
-        return self._limit_headers()
-
     def _limit_headers(self) -> dict[str, str]:
-        reset, used = self._window
-        return {"X-RateLimit-Limit": str(self.post_limit),
-                "X-RateLimit-Remaining": str(max(0, self.post_limit - used)),
-                "X-RateLimit-Reset": _iso(reset)}
+        return {"X-RateLimit-Limit": str(self.window.limit),
+                "X-RateLimit-Remaining": str(self.window.remaining),
+                "X-RateLimit-Reset": _iso(self.window.reset)}
 
     def _account(self) -> dict[str, Any]:
         return {"id": self.account_id, "username": self.username, "acct": self.username,

@@ -91,6 +91,33 @@ class Seen:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class RateWindow:
+    """A platform's fixed rate-limit window: `limit` posts per `seconds`, then refusals until
+    it resets. Each stand-in sends the figures in its platform's own headers."""
+
+    limit: int
+    seconds: float
+    used: int = 0
+    reset: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.reset = time.time() + self.seconds
+
+    def spend(self) -> bool:
+        """Count one post; False (and nothing counted) once the window's posts are spent."""
+        if time.time() >= self.reset:
+            self.reset, self.used = time.time() + self.seconds, 0
+        if self.used >= self.limit:
+            return False
+        self.used += 1
+        return True
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+
 class _Dropped(ConnectionAbortedError):
     """Raised inside the app so werkzeug treats the connection as gone and sends nothing."""
 

@@ -24,7 +24,7 @@ from oauthlib.oauth1.rfc5849 import signature, utils
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from broadcaster.standins.server import Fault, StandIn, json_response
+from broadcaster.standins.server import Fault, RateWindow, StandIn, json_response
 
 DUPLICATE_DETAIL = "You are not allowed to create a Tweet with duplicate content."
 #: X's refusal (403) of a programmatic reply for apps on self-serve access (2026).
@@ -85,13 +85,12 @@ class XStandIn(StandIn):
         self.credentials = credentials
         self.username = username
         self.user_id = "1720000000000000001"
-        self.post_limit = post_limit
+        self.window = RateWindow(post_limit, WINDOW_SECONDS)
         #: Refuse every reply as X does for self-serve apps (set by a test or the drill).
         self.refuse_replies = False
         self.tweets: dict[str, Tweet] = {}
         self._ids = itertools.count(1860000000000000000)
         self._nonces: set[str] = set()
-        self._window: tuple[float, int] = (time.time() + WINDOW_SECONDS, 0)
 
     # -- scripted faults in X's shapes ---------------------------------------------------
 
@@ -156,9 +155,9 @@ class XStandIn(StandIn):
                 return problem(403, "Forbidden", REPLY_REFUSED_DETAIL)
             if any(t.text == text and not t.deleted for t in self.tweets.values()):
                 return problem(403, "Forbidden", DUPLICATE_DETAIL)
-            headers = self._spend()
-            if headers is None:
+            if not self.window.spend():
                 return problem(429, "Too Many Requests", "Too Many Requests", headers=self._limit_headers())
+            headers = self._limit_headers()
             tweet = Tweet(str(next(self._ids)), text, parent)
             self.tweets[tweet.id] = tweet
         return json_response({"data": self._view(tweet)}, 201, headers)
@@ -241,22 +240,10 @@ class XStandIn(StandIn):
             return unauthorized
         return None
 
-    def _spend(self) -> dict[str, str] | None:
-        """Count one post against the window; the rate headers, or None when spent."""
-        reset, used = self._window
-        if time.time() >= reset:
-            reset, used = time.time() + WINDOW_SECONDS, 0
-        if used >= self.post_limit:
-            self._window = (reset, used)
-            return None
-        self._window = (reset, used + 1)
-        return self._limit_headers()
-
     def _limit_headers(self) -> dict[str, str]:
-        reset, used = self._window
-        return {"x-rate-limit-limit": str(self.post_limit),
-                "x-rate-limit-remaining": str(max(0, self.post_limit - used)),
-                "x-rate-limit-reset": str(int(reset))}
+        return {"x-rate-limit-limit": str(self.window.limit),
+                "x-rate-limit-remaining": str(self.window.remaining),
+                "x-rate-limit-reset": str(int(self.window.reset))}
 
     def _view(self, tweet: Tweet) -> dict[str, Any]:
         text = re.sub(r"https?://\S+", lambda _: f"https://t.co/{secrets.token_urlsafe(7)[:10]}", tweet.text)
