@@ -26,7 +26,7 @@ from typing import Any
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from broadcaster.standins.server import Fault, StandIn, json_response
+from broadcaster.standins.server import Fault, StandIn, arguments, json_response
 
 #: Made-up credentials the drill uses: they mean something only to this stand-in.
 DRILL_HANDLE = "examplecorp.bsky.social"
@@ -101,7 +101,7 @@ class BlueskyStandIn(StandIn):
     # -- endpoints -------------------------------------------------------------------------
 
     def on_create_session(self, request: Request) -> Response:
-        body = _json(request)
+        body = arguments(request)
         if body.get("identifier") not in (self.handle, DID) or body.get("password") != self.app_password:
             return xrpc_error("AuthenticationRequired", "Invalid identifier or password", 401)
         return json_response(self._session())
@@ -122,7 +122,7 @@ class BlueskyStandIn(StandIn):
         refusal = self._access(request)
         if refusal:
             return refusal
-        body = _json(request)
+        body = arguments(request)
         if body.get("repo") not in (DID, self.handle):
             return xrpc_error("InvalidRequest", "Could not find repo")
         if body.get("collection") != "app.bsky.feed.post":
@@ -233,14 +233,6 @@ def _b64(data: bytes) -> str:
 def _bearer(request: Request) -> str:
     header = request.headers.get("Authorization", "")
     return header[7:] if header.startswith("Bearer ") else ""
-
-
-def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(request.get_data(as_text=True))
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _tid(n: int) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from broadcaster.standins.server import Fault, RateWindow, StandIn, json_response
+from broadcaster.standins.server import Fault, RateWindow, StandIn, arguments, json_response
 
 #: Made-up credentials the drill uses: they mean something only to this stand-in.
 DRILL_TOKEN = "drill-mastodon-token"
@@ -122,7 +122,7 @@ class MastodonStandIn(StandIn):
         token = self._token(request)
         if "write:statuses" not in self.tokens[token] and "write" not in self.tokens[token]:
             return mastodon_error("This action is outside the authorized scopes", 403)
-        form = _form(request)
+        form = {k: str(v) for k, v in arguments(request).items() if v is not None}
         text = form.get("status") or ""
         if not text.strip():
             return mastodon_error("Validation failed: Text can't be blank", 422)
@@ -251,16 +251,6 @@ def content_html(text: str) -> str:
 
     return "".join("<p>" + "<br />".join(linked(line) for line in paragraph.split("\n")) + "</p>"
                    for paragraph in re.split(r"\n\s*\n", text.strip()))
-
-
-def _form(request: Request) -> dict[str, str]:
-    if request.mimetype == "application/json":
-        try:
-            body = json.loads(request.get_data(as_text=True))
-        except ValueError:
-            return {}
-        return {k: str(v) for k, v in body.items() if v is not None} if isinstance(body, dict) else {}
-    return {k: v for k, v in request.form.items()}
 
 
 def _iso(epoch: float) -> str:

@@ -243,6 +243,18 @@ def _drop(environ: dict[str, Any]) -> None:
     raise _Dropped("connection dropped by a scripted fault")
 
 
+def arguments(request: Request) -> dict[str, Any]:
+    """A request's parameters as a platform reads them: a JSON object body, or the form and
+    query string (what is not an object, or not JSON, is no parameters at all)."""
+    if request.mimetype == "application/json":
+        try:
+            body = json.loads(request.get_data(as_text=True))
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
+    return {**request.args.to_dict(), **request.form.to_dict()}
+
+
 def json_response(body: Mapping[str, Any], status: int = 200,
                   headers: Mapping[str, str] | None = None) -> Response:
     return Response(json.dumps(body), status, dict(headers or {}),

@@ -20,7 +20,7 @@ from typing import Any
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
-from broadcaster.standins.server import Fault, StandIn, json_response
+from broadcaster.standins.server import Fault, StandIn, arguments, json_response
 
 #: Made-up credentials the drill uses: they mean something only to this stand-in.
 DRILL_BOT_TOKEN = "xoxb-drill-0000000000-slack-stand-in"
@@ -88,7 +88,7 @@ class SlackStandIn(StandIn):
         refusal = self._scope(request, "chat:write")
         if refusal:
             return refusal
-        args = _arguments(request)
+        args = arguments(request)
         channel = str(args.get("channel") or "")
         if channel not in self.channels:
             return _error("channel_not_found")
@@ -128,7 +128,7 @@ class SlackStandIn(StandIn):
         refusal = self._scope(request, "channels:history")
         if refusal:
             return refusal
-        args = _arguments(request)
+        args = arguments(request)
         channel = str(args.get("channel") or "")
         if channel not in self.channels:
             return _error("channel_not_found")
@@ -142,7 +142,7 @@ class SlackStandIn(StandIn):
         refusal = self._scope(request, "channels:history")
         if refusal:
             return refusal
-        args = _arguments(request)
+        args = arguments(request)
         channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
         if channel not in self.channels:
             return _error("channel_not_found")
@@ -198,16 +198,6 @@ def _block_problem(blocks: Any) -> str | None:
         if kind not in ("header", "section", "actions", "context", "divider"):
             return f"[json-pointer:/blocks/{number}/type] unknown block type {kind!r}"
     return None
-
-
-def _arguments(request: Request) -> dict[str, Any]:
-    if request.mimetype == "application/json":
-        try:
-            body = json.loads(request.get_data(as_text=True))
-        except ValueError:
-            return {}
-        return body if isinstance(body, dict) else {}
-    return {**request.args.to_dict(), **request.form.to_dict()}
 
 
 def _ok(body: dict[str, Any]) -> Response:
