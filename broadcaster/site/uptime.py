@@ -47,10 +47,13 @@ class ComponentUptime:
 
 @dataclass(frozen=True)
 class _Period:
+    """A stretch in one state, in Unix seconds (comparing aware datetimes of two zones costs
+    a zone lookup each time: floats keep a write's 90 days × components cheap)."""
+
     components: frozenset[str]
     state: str
-    start: datetime
-    end: datetime
+    start: float
+    end: float
 
 
 def component_uptime(names: Sequence[str], incidents: Iterable[Incident], now: datetime,
@@ -58,14 +61,15 @@ def component_uptime(names: Sequence[str], incidents: Iterable[Incident], now: d
     """Each component's last `days` days (today last, until `now`), in `zone`'s days."""
     today = now.astimezone(zone).date()
     first = today - timedelta(days=days - 1)
-    start = _midnight(first, zone)
-    periods = [p for p in _periods(incidents, now) if p.end > start]
+    bounds = [_midnight(first + timedelta(days=n), zone).timestamp() for n in range(days + 1)]
+    bounds[-1] = min(bounds[-1], now.timestamp())
+    periods = [p for p in _periods(incidents, now) if p.end > bounds[0]]
     out = []
     for name in names:
         key = name.casefold()
         mine = [p for p in periods if key in p.components]
-        row = [_day(first + timedelta(days=n), mine, zone, now) for n in range(days)]
-        elapsed = (now - start).total_seconds()
+        row = [_day(first + timedelta(days=n), mine, bounds[n], bounds[n + 1]) for n in range(days)]
+        elapsed = now.timestamp() - bounds[0]
         down = sum(DOWNTIME_WEIGHT.get(state, 0.0) * seconds for d in row for state, seconds in d.seconds)
         percent = 100.0 * (1 - down / elapsed) if elapsed > 0 else 100.0
         out.append(ComponentUptime(name, tuple(row), round(max(0.0, percent), 2)))
@@ -85,14 +89,13 @@ def _periods(incidents: Iterable[Incident], now: datetime) -> list[_Period]:
             end = following.created_at if following is not None else now
             if state and update.components and end > update.created_at:
                 found.append(_Period(frozenset(c.casefold() for c in update.components), state,
-                                     update.created_at, min(end, now)))
+                                     update.created_at.timestamp(), min(end, now).timestamp()))
     return found
 
 
-def _day(day: date, periods: Sequence[_Period], zone: ZoneInfo, now: datetime) -> Day:
-    """The day's worst state, and its time in each state: where incidents overlap on a
-    component, each moment counts once, in the worse of their states."""
-    start, end = _midnight(day, zone), min(_midnight(day + timedelta(days=1), zone), now)
+def _day(day: date, periods: Sequence[_Period], start: float, end: float) -> Day:
+    """The day's worst state, and its time in each state (from `start` to `end`, its midnights
+    or now): where incidents overlap on a component, each moment counts once, in the worse state."""
     mine = [p for p in periods if p.start < end and p.end > start]
     cuts = sorted({start, end, *(max(p.start, start) for p in mine), *(min(p.end, end) for p in mine)})
     seconds: dict[str, float] = {}
@@ -100,7 +103,7 @@ def _day(day: date, periods: Sequence[_Period], zone: ZoneInfo, now: datetime) -
         covering = [p.state for p in mine if p.start <= left and p.end >= right]
         if covering and right > left:
             state = max(covering, key=COMPONENT_STATES.index)
-            seconds[state] = seconds.get(state, 0.0) + (right - left).total_seconds()
+            seconds[state] = seconds.get(state, 0.0) + (right - left)
     ordered = tuple(sorted(seconds.items(), key=lambda kv: COMPONENT_STATES.index(kv[0]), reverse=True))
     return Day(day, ordered[0][0] if ordered else "operational", ordered)
 
