@@ -389,18 +389,29 @@ class Keyboard:
 
     def __enter__(self) -> Keyboard:
         import contextlib
+
+        self.stack = contextlib.ExitStack()
+        try:
+            self._open()
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def _open(self) -> None:
         import urllib.request
 
         from websockets.sync.client import connect
 
         url, profile, size = self.url, self.profile, self.size
-        self.stack = contextlib.ExitStack()
         assert CHROMIUM, "chromium is required here (BROADCASTER_REQUIRE_TOOLS is set)"
         self.browser = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-background-networking", "--remote-debugging-port=0", f"--user-data-dir={profile}",
              f"--window-size={size}", "about:blank"], stderr=subprocess.PIPE, text=True)
+        self.stack.callback(self._stop)  # whatever fails below, the browser goes
         assert self.browser.stderr is not None
+        port = ""
         for line in self.browser.stderr:
             if "DevTools listening on" in line:
                 port = line.split("127.0.0.1:", 1)[1].split("/", 1)[0]
@@ -411,12 +422,10 @@ class Keyboard:
         request = urllib.request.Request(f"http://127.0.0.1:{port}/json/new?{url}", method="PUT")
         with urllib.request.urlopen(request, timeout=30) as answer:  # loopback only
             target = json.loads(answer.read())
-        self.stack.callback(self._stop)
         self.socket = self.stack.enter_context(connect(target["webSocketDebuggerUrl"], max_size=None))
         self.ids = 0
         self.call("Runtime.enable")
         self.wait_for("document.readyState === 'complete'")
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stack.close()
