@@ -7,7 +7,7 @@ into the statement page.
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -23,8 +23,12 @@ def to_html(text: str) -> str:
     return _parser().render(text).strip()
 
 
+@lru_cache(maxsize=4096)
 def to_plain(text: str) -> str:
-    """Markdown to the plain text a social post shows: no markup, links kept readable."""
+    """Markdown to the plain text a social post shows: no markup, links kept readable.
+
+    Kept for the texts seen last: one write renders the same messages in every locale's
+    history, component pages and posts, and parsing Markdown is the costly part."""
     blocks: list[tuple[bool, str]] = []  # (is a list item, text)
     line: list[str] = []
     markers: list[str] = []  # "•" for bullets, else the ordered list's next number

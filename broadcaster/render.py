@@ -90,7 +90,7 @@ class Templates:
         self._strings: dict[str, dict[str, Any]] = {}
         #: What every page of one site state shows (open incidents, history, the lookup's
         #: areas), computed once per (state, locale) rather than for each of thousands of pages.
-        self._site_views: dict[tuple[int, str], tuple[SiteState, dict[str, Any]]] = {}
+        self._site_views: dict[tuple[int, str], tuple[object, dict[str, Any]]] = {}
         self._digest: str | None = None
 
     def inputs_digest(self) -> str:
@@ -111,14 +111,16 @@ class Templates:
             self._digest = digest.hexdigest()
         return self._digest
 
-    def site_views(self, site: SiteState, variant: str,
-                   build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def site_views(self, site: SiteState, variant: str, build: Callable[[], dict[str, Any]], *,
+                   month: bool = False) -> dict[str, Any]:
         """`build()`'s site-wide variables for (site, variant: the locale and the kind of
-        page), computed once."""
-        key = (id(site), variant)
+        page), computed once for the state and every month page made from it (with `month`:
+        once for this very state, whose month page is being written)."""
+        owner: object = site if month else site.shared
+        key = (id(owner), variant + "/month" * month)
         found = self._site_views.get(key)
-        if found is None or found[0] is not site:
-            found = self._site_views[key] = (site, build())
+        if found is None or found[0] is not owner:
+            found = self._site_views[key] = (owner, build())
         return found[1]
 
     def find(self, channel: str, name: str, locale: str, extension: str) -> str:
@@ -177,6 +179,7 @@ def _environment(folders: tuple[Path, ...]) -> jinja2.Environment:
     env.filters["time"] = jinja2.pass_context(_format_time)
     env.filters["window"] = jinja2.pass_context(_format_window)
     env.filters["shortenable"] = shortenable
+    env.filters["summary"] = summary
     env.filters["few"] = _few
     return env
 
@@ -296,6 +299,11 @@ class Page:
             "update": view.update(self.update),
             **self.templates.site_views(self.site, f"{locale}/{self.publishes_statement}",
                                         lambda: self._site_variables(view)),
+            # The month page being written: the one thing the variants of a state differ in.
+            **self.templates.site_views(self.site, locale, lambda: {"month": {
+                "key": self.site.month[0], "name": _month_name(self.site.month[0], locale),
+                "incidents": [view.incident(i) for i in self.site.month[1]]} if self.site.month else None},
+                month=True),
         }
 
     def digest(self, template: str) -> str:
@@ -346,9 +354,6 @@ class Page:
             if self.publishes_statement else [],
             "months": [{"key": key, "count": count, "name": _month_name(key, locale)}
                        for key, count in self.site.months],
-            "month": {"key": self.site.month[0], "name": _month_name(self.site.month[0], locale),
-                      "incidents": [view.incident(i) for i in self.site.month[1]]}
-            if self.site.month else None,
             # Relative path from this locale's pages to the site root (JSON and feeds live there).
             "root": "" if locale == settings.organization.default_locale else "../",
         }
@@ -528,7 +533,8 @@ class IncidentViews:
             "duration": _duration((resolved[-1].created_at - incident.created_at).total_seconds(),
                                   self.words["uptime"])
             if resolved and not incident.is_maintenance and "uptime" in self.words else None,
-            "summary": summary(markup.to_plain(published[0].text(self.locale).message)),
+            # Its first message (Markdown): a history shows its first lines (`|plain|summary`).
+            "first_message": published[0].text(self.locale).message,
             "max_impact": incident.max_impact.value,
             "is_open": incident.is_open,
             "is_maintenance": incident.is_maintenance,

@@ -12,6 +12,7 @@ import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -175,6 +176,7 @@ LOGO_MAX_BYTES = 64 * 1024
 DARK_BACKGROUND = "#121417"
 
 
+@cache
 def tint_for_dark(colour: str) -> str:
     """`colour` mixed with white until it reads on the dark theme's background (4.5:1)."""
     rgb = [int(colour[i:i + 2], 16) for i in (1, 3, 5)]

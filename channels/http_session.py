@@ -11,6 +11,8 @@ whether a failure is worth retrying.
 
 from __future__ import annotations
 
+import email.utils
+import time
 from typing import Any
 
 import requests
@@ -48,3 +50,15 @@ def network_problem(exc: requests.RequestException) -> str:
     if request is not None and request.url:
         host = " to " + requests.utils.urlparse(request.url).netloc
     return f"{kind}{host} ({type(exc).__name__})"
+
+
+def retry_after(value: str | None) -> float | None:
+    """The time a `Retry-After` header names (seconds, or an HTTP date), if it names one."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return time.time() + int(value)
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None

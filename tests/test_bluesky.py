@@ -175,3 +175,16 @@ def test_the_channel_keeps_the_channel_contract(sky: Sky):
     check_channel(BlueskyChannel, settings={"handle": DRILL_HANDLE, "api_base": sky.pds.url},
                   environ={"BROADCASTER_BLUESKY_APP_PASSWORD": DRILL_APP_PASSWORD}, send=True)
     assert len(sky.pds.posted()) >= 3
+
+
+def test_a_post_the_pds_did_not_show_yet_is_found_when_creating_it_again_is_refused(sky: Sky):
+    # The answer is lost; the retry's read does not see the post yet; creating it again at the
+    # same key is refused as existing, and the post is then read and recorded: still one post.
+    sky.pds.fail("create_record", Fault.lost_answer())
+    unseen = Fault(status=400, body={"error": "RecordNotFound", "message": "Could not locate record"})
+    sky.pds.fail("get_record", unseen)
+    outcome = sky.run(*ANNOUNCE)
+    assert status_of(outcome, "bluesky")["status"] == "sent", outcome
+    assert len(sky.pds.posted()) == 1
+    assert [c.status for c in sky.pds.calls("create_record")] == ["200, dropped", 400]
+    assert len(sky.pds.calls("get_record")) == 2

@@ -159,3 +159,12 @@ def test_the_channel_keeps_the_channel_contract(ws: Workspace):
     check_channel(SlackChannel, settings={"channel": DRILL_CHANNEL, "api_base": f"{ws.slack.url}/api"},
                   environ={"BROADCASTER_SLACK_BOT_TOKEN": DRILL_BOT_TOKEN}, send=True)
     assert len(ws.slack.messages) == 3
+
+
+def test_without_the_history_scope_a_lost_answer_is_posted_again_as_the_readme_warns(ws: Workspace):
+    ws.slack.tokens[DRILL_BOT_TOKEN] = frozenset({"chat:write"})
+    ws.slack.fail("post_message", Fault.lost_answer())
+    outcome = ws.run(*ANNOUNCE)
+    assert status_of(outcome, "slack")["status"] == "sent"
+    assert [c.status for c in ws.slack.calls("history")] == [200], "it looked (missing_scope is 200 ok:false)"
+    assert len(ws.slack.messages) == 2, "it could not see the first, so it posted again"

@@ -188,3 +188,15 @@ def test_the_dry_run_shows_the_message_and_where_it_goes_without_the_query(hooks
     text = hooks.project.cli(*ANNOUNCE, "--dry-run").output
     assert "webhook (en) · " in text and f"to {hooks.receiver.url}/a, {hooks.receiver.url}/b" in text
     assert hooks.receiver.seen == []
+
+
+def test_a_url_taken_out_of_the_settings_before_a_retry_is_failed_saying_so(hooks: Hooks):
+    hooks.receiver.fail("receive", WebhookReceiver.busy(503), WebhookReceiver.busy(503),
+                        WebhookReceiver.busy(503))  # /a, tried three times
+    outcome = hooks.run(*ANNOUNCE)
+    assert outcome["exit_code"] == 3
+    hooks.configure("/b?token=s3cr3t-query")
+    done = json.loads(hooks.project.cli("retry", outcome["incident_id"], "--json").stdout)
+    (left,) = [d for d in webhooks(done) if d["status"] != "sent"]
+    assert left["recipient"].endswith("/a") and "no longer in [channels.webhook] urls" in left["error"]
+    assert hooks.receiver.at("/a") == [] and len(hooks.receiver.at("/b")) == 1

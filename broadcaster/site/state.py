@@ -57,6 +57,9 @@ class SiteState:
     #: The latest months with incidents, newest first, each with its incidents (newest first):
     #: what the history page tells in full, and what the component pages list.
     history: Sequence[tuple[str, Sequence[Incident]]] = ()
+    #: What every variant of this state shares: `dataclasses.replace(state, month=…)` keeps it,
+    #: so the site-wide views (bars, history, areas) are made once, not once per month page.
+    shared: object = field(default_factory=object)
 
     @property
     def worst_impact(self) -> Impact | None:

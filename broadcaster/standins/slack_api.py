@@ -125,13 +125,9 @@ class SlackStandIn(StandIn):
         return _ok({"channel": channel, "ts": ts, "message": self._view(message)})
 
     def on_history(self, request: Request) -> Response:
-        refusal = self._scope(request, "channels:history")
+        args, channel, refusal = self._reading(request)
         if refusal:
             return refusal
-        args = arguments(request)
-        channel = str(args.get("channel") or "")
-        if channel not in self.channels:
-            return _error("channel_not_found")
         limit = min(int(args.get("limit") or 100), 999)
         with self.lock:
             shown = [m for m in self.messages
@@ -139,19 +135,25 @@ class SlackStandIn(StandIn):
         return _ok({"messages": [self._view(m) for m in reversed(shown)][:limit], "has_more": False})
 
     def on_replies(self, request: Request) -> Response:
-        refusal = self._scope(request, "channels:history")
+        args, channel, refusal = self._reading(request)
         if refusal:
             return refusal
-        args = arguments(request)
-        channel, ts = str(args.get("channel") or ""), str(args.get("ts") or "")
-        if channel not in self.channels:
-            return _error("channel_not_found")
+        ts = str(args.get("ts") or "")
         with self.lock:
             found = [m for m in self.messages if m.channel == channel and (m.ts == ts or m.thread_ts == ts)]
         if not found:
             return _error("thread_not_found")
         limit = min(int(args.get("limit") or 100), 1000)
         return _ok({"messages": [self._view(m) for m in found][:limit], "has_more": False})
+
+    def _reading(self, request: Request) -> tuple[dict[str, Any], str, Response | None]:
+        """A history read's parameters and channel, or Slack's refusal (scope, channel)."""
+        args = arguments(request)
+        channel = str(args.get("channel") or "")
+        refusal = self._scope(request, "channels:history")
+        if refusal is None and channel not in self.channels:
+            refusal = _error("channel_not_found")
+        return args, channel, refusal
 
     def authenticate(self, request: Request) -> Response | None:
         header = request.headers.get("Authorization", "")

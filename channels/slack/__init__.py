@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -148,10 +147,10 @@ class SlackChannel(Channel):
         data = response.data if isinstance(response.data, dict) else {}
         error = str(data.get("error") or f"HTTP {status}")
         if error in TRANSIENT_ERRORS or status == 429 or status >= 500:
-            wait = response.headers.get("Retry-After") or response.headers.get("retry-after")
-            retry_at = None
-            if wait and str(wait).strip().isdigit():
-                retry_at = time.time() + int(wait)
+            from broadcaster.channels.http_session import retry_after
+
+            headers = {k.lower(): v for k, v in (response.headers or {}).items()}
+            retry_at = retry_after(headers.get("retry-after"))
             return TransientDeliveryError(f"Slack: {error} ({status})", retry_at=retry_at)
         if error in CREDENTIAL_ERRORS:
             return PermanentDeliveryError(

@@ -19,10 +19,8 @@ URL is stored and shown without its query string, which may hold a receiver's to
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
-import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, ClassVar
@@ -131,7 +129,7 @@ class WebhookChannel(Channel):
     def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:
         import requests
 
-        from broadcaster.channels.http_session import network_problem
+        from broadcaster.channels.http_session import network_problem, retry_after
 
         url = next((u for u in self.settings.urls if destination(u) == post.to), None)
         if url is None:
@@ -216,18 +214,6 @@ def _utc(moment: datetime) -> str:
 def webhook_id(update_id: str, to: str) -> str:
     """The same for every attempt at one delivery (receivers de-duplicate by it), and only it."""
     return "msg_" + hashlib.sha256(f"{update_id}\n{to}".encode()).hexdigest()[:32]
-
-
-def retry_after(value: str | None) -> float | None:
-    """The time a `Retry-After` header names (seconds, or an HTTP date), if it names one."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return time.time() + int(value)
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError):
-        return None
 
 
 def _signer(secret: str) -> Webhook | None:
