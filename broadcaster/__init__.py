@@ -17,6 +17,7 @@ _API = {
     "announce": "broadcaster.api",
     "update": "broadcaster.api",
     "resolve": "broadcaster.api",
+    "postmortem": "broadcaster.api",
     "publish": "broadcaster.api",
     "discard": "broadcaster.api",
     "retry": "broadcaster.api",

@@ -15,7 +15,7 @@ rebuild is site/build.py; tick is tick.py.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,6 +61,7 @@ __all__ = [
     "list_incidents",
     "list_subscribers",
     "migrate_state",
+    "postmortem",
     "publish",
     "remove_subscriber",
     "reschedule_maintenance",
@@ -247,6 +248,32 @@ def resolve(
         s, incident_id, kind=Kind.RESOLVE, status=Status.RESOLVED,
         words={"title": title or "", "message": message, "apology": apology, "guidance": guidance},
         translations=translations, channels=channels, draft=draft, no_apology=no_apology)
+    return pipeline.send(s, req, dry_run=dry_run, confirm=confirm)
+
+
+def postmortem(
+    incident_id: str,
+    body: str,
+    *,
+    translations: Mapping[str, str] | None = None,
+    revise: bool = False,
+    channels: Sequence[str] | None = None,
+    dry_run: bool = False,
+    draft: bool = False,
+    confirm: Confirm | None = None,
+    settings: SettingsLike = None,
+) -> Outcome:
+    """Publish a resolved incident's postmortem (Markdown; `translations` by locale): a section
+    of the statement page, and a reply in the incident's thread on every channel.
+
+    With `draft` it waits for review (`show`, then `publish`). `revise` corrects a published
+    one on the statement page only.
+    """
+    from broadcaster import pipeline
+
+    s = _settings(settings)
+    bodies = {s.organization.default_locale: body, **(translations or {})}
+    req = request.postmortem(s, incident_id, bodies, draft=draft, revise=revise, channels=channels)
     return pipeline.send(s, req, dry_run=dry_run, confirm=confirm)
 
 

@@ -226,6 +226,40 @@ def resolve(
     _finish(run, json)
 
 
+@app.command(context_settings=_EXTRA_ARGS)
+def postmortem(
+    ctx: typer.Context,
+    incident: IncidentArg,
+    file: Annotated[Path, typer.Option(
+        "--file", help="The postmortem in Markdown (the default locale's); other locales: "
+        "--file-es PM.es.md …", show_default=False)],
+    revise: Annotated[bool, typer.Option(
+        "--revise", help="Correct the published postmortem on the statement page only "
+        "(nobody is told again).")] = False,
+    channel: Channels = None,
+    dry_run: DryRun = False,
+    draft: Draft = False,
+    yes: Yes = False,
+    json: Json = False,
+) -> None:
+    """Publish a resolved incident's postmortem: a section of its statement page, and a reply
+    in its thread on every channel. Review it first with --draft, `show`, then `publish`."""
+
+    def run() -> Outcome:
+        from broadcaster import api
+        from broadcaster.message_file import read_markdown_file
+
+        translations = {locale: read_markdown_file(path, f"--file-{locale}")
+                        for locale, path in _files(ctx).items()}
+        return api.postmortem(
+            incident, read_markdown_file(file, "--file"), translations=translations, revise=revise,
+            channels=channel, dry_run=dry_run, draft=draft, confirm=_confirmation(yes, dry_run, json),
+            settings=_config["path"],
+        )
+
+    _finish(run, json)
+
+
 @app.command()
 def publish(incident: IncidentArg, channel: Channels = None, yes: Yes = False, json: Json = False) -> None:
     """Approve an incident's drafts and send them through every channel."""
@@ -696,23 +730,46 @@ def serve(
 
 def _words(ctx: typer.Context, message_file: Path | None) -> dict[str, dict[str, str]]:
     """Words per locale from --message-file and --FIELD-LOCALE options (--message-es …)."""
-    from broadcaster.errors import InputError
     from broadcaster.message_file import read_message_file
 
     per_locale = read_message_file(message_file) if message_file else {}
+    for name, value in _extra_options(ctx, lambda name: name.partition("-")[0] in _LOCALE_FIELDS):
+        field, _, locale = name.partition("-")
+        per_locale.setdefault(locale, {})[field] = value
+    return per_locale
+
+
+def _files(ctx: typer.Context) -> dict[str, Path]:
+    """Files per locale from --file-LOCALE options (--file-es PM.es.md)."""
+    from broadcaster.errors import InputError
+
+    found: dict[str, Path] = {}
+    for name, value in _extra_options(ctx, lambda name: name.startswith("file-")):
+        if name in found:
+            raise InputError(f"--{name} given twice")
+        found[name.removeprefix("file-")] = Path(value)
+    return found
+
+
+def _extra_options(ctx: typer.Context, accepts: Callable[[str], bool]) -> list[tuple[str, str]]:
+    """The per-locale options typer let through (`--NAME-LOCALE value` or `=value`), as
+    (NAME-LOCALE, value); anything else is refused, naming it."""
+    from broadcaster.errors import InputError
+
+    found = []
     args = list(ctx.args)
     while args:
         arg = args.pop(0)
-        name, _, value = arg.partition("=")
-        field, _, locale = name.removeprefix("--").partition("-")
-        if not name.startswith("--") or field not in _LOCALE_FIELDS or not locale:
+        option, _, value = arg.partition("=")
+        name = option.removeprefix("--")
+        if not option.startswith("--") or "-" not in name.strip("-") or not accepts(name):
             raise InputError(f"unknown option or extra argument: {arg!r} (see --help)")
         if not value:
             if not args:
-                raise InputError(f"{name} needs a value")
+                raise InputError(f"{option} needs a value")
             value = args.pop(0)
-        per_locale.setdefault(locale, {})[field] = value
-    return per_locale
+        found.append((name, value))
+    return found
 
 
 def _confirmation(yes: bool, dry_run: bool, json: bool) -> Callable[[Preview], bool] | None:

@@ -24,6 +24,8 @@ class Clock:
         self.zone = settings.organization.zone
         self.label = settings.organization.zone_label
         self.locale = Locale.parse(locale, sep="-")
+        #: Times already written: a history lists hundreds, and Babel is the costly part.
+        self._written: dict[datetime, str] = {}
 
     def date(self, value: datetime | None) -> str:
         """"24 Nov 2026" / "24 nov 2026"."""
@@ -42,7 +44,14 @@ class Clock:
 
     def datetime(self, value: datetime | None) -> str:
         """"23 Nov 2026, 09:46 CET"."""
-        return "" if value is None else f"{self.date(value)}, {self.time(value)}"
+        if value is None:
+            return ""
+        written = self._written.get(value)
+        if written is None:
+            if len(self._written) > 10_000:  # a whole site's build: keep it bounded
+                self._written.clear()
+            written = self._written[value] = f"{self.date(value)}, {self.time(value)}"
+        return written
 
     def window(self, starts: datetime | None, ends: datetime | None) -> str:
         """"24 Nov 2026, 02:00–05:00 CET", or with both dates when it spans midnight."""

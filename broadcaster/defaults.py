@@ -90,3 +90,7 @@ SUBSCRIBE_FORM_SECONDS = 2 * 3600
 UPTIME_DAYS = 90
 #: Months the history page lists in full, newest first (older months are links to their page).
 HISTORY_MONTHS = 3
+#: Incidents the history page tells per month, and a component's page in all, newest first;
+#: past it, a link to the month's own page says how many more. A page of hundreds is read by
+#: nobody, and an update that rewrote it would cost more the busier the months were.
+HISTORY_STORIES = 25

@@ -1,4 +1,4 @@
-"""The drill: a whole incident (announce, update, resolve) on local stand-ins.
+"""The drill: a whole incident (announce, update, resolve, postmortem) on local stand-ins.
 
 No settings file, no credentials, no network beyond 127.0.0.1: the drill writes its own
 settings into a fresh folder, serves the generated site on a local port, runs the real
@@ -64,6 +64,23 @@ SCRIPT = {
             "funcionar. Ahora renovamos los certificados automáticamente, con un mes de margen.",
             "apology": "Lamentamos los pagos fallidos y el tiempo que le han hecho perder.",
         },
+    },
+    # Follow up (seed 000): what happened, why, and what changes; drafted, reviewed, published.
+    "postmortem": {
+        "body": "## Summary\n\nFrom 09:58 to 10:42, card payments failed for most customers in "
+        "Madrid and Barcelona: a certificate at our card processor's gateway expired.\n\n"
+        "## What happened\n\n- 09:58: the certificate expired; payments started failing.\n"
+        "- 10:05: our monitoring alerted the engineer on call.\n"
+        "- 10:42: a new certificate was installed and payments recovered.\n\n"
+        "## What we are changing\n\n1. Certificates renew automatically, a month ahead.\n"
+        "2. An alert fires 30 days before any certificate expires.",
+        "es": "## Resumen\n\nDe 09:58 a 10:42 fallaron los pagos con tarjeta de la mayoría de los "
+        "clientes de Madrid y Barcelona: caducó un certificado en la pasarela del procesador de "
+        "tarjetas.\n\n## Qué pasó\n\n- 09:58: caducó el certificado; empezaron a fallar los pagos.\n"
+        "- 10:05: nuestra monitorización avisó al ingeniero de guardia.\n"
+        "- 10:42: se instaló un certificado nuevo y los pagos se recuperaron.\n\n"
+        "## Qué vamos a cambiar\n\n1. Los certificados se renuevan solos, con un mes de margen.\n"
+        "2. Una alerta salta 30 días antes de que caduque cualquier certificado.",
     },
 }
 
@@ -152,7 +169,7 @@ def drill_settings(folder: Path, stand_ins: StandIns) -> Settings:
 
 
 def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = False) -> DrillResult:
-    """Rehearse announce → update → resolve and say what each channel received."""
+    """Rehearse announce → update → resolve → postmortem and say what each channel received."""
     folder = (output or Path(tempfile.mkdtemp(prefix="broadcaster-drill-"))).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     say: Callable[[str], None] = (lambda _: None) if quiet else typer.echo
@@ -173,6 +190,7 @@ def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = Fals
             ("announce", lambda _: _announce(settings)),
             ("update", lambda incident: _update(settings, incident)),
             ("resolve", lambda incident: _resolve(settings, incident)),
+            ("postmortem", lambda incident: _postmortem(settings, incident)),
         ]
         incident: str | None = None
         for name, step in steps:
@@ -217,6 +235,14 @@ def _resolve(settings: Settings, incident: str | None) -> Outcome:
     step = SCRIPT["resolve"]
     return api.resolve(incident or "", step["message"], apology=step["apology"],
                        translations={"es": step["es"]}, settings=settings)
+
+
+def _postmortem(settings: Settings, incident: str | None) -> Outcome:
+    """Drafted, then published: a postmortem is reviewed before it goes out."""
+    step = SCRIPT["postmortem"]
+    api.postmortem(incident or "", step["body"], translations={"es": step["es"]}, draft=True,
+                   settings=settings)
+    return api.publish(incident or "", settings=settings)
 
 
 def _received(outcome: Outcome) -> list[str]:

@@ -8,6 +8,7 @@ into the statement page.
 from __future__ import annotations
 
 from functools import cache, lru_cache
+from itertools import pairwise
 
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -18,9 +19,28 @@ def _parser() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False, "linkify": True}).enable("linkify")
 
 
-def to_html(text: str) -> str:
-    """Markdown to safe HTML."""
-    return _parser().render(text).strip()
+def to_html(text: str, top: int = 1) -> str:
+    """Markdown to safe HTML. With `top`, the text's highest heading becomes an h{top} and
+    the others keep their distance below it, so that a long text's own headings (`#` or
+    `##`, as its author began) sit under the page's without skipping a level."""
+    tokens = _parser().parse(text)
+    levels = [int(t.tag[1:]) for t in tokens if t.type == "heading_open"]
+    if top != 1 and levels:
+        shift = top - min(levels)
+        for token in tokens:
+            if token.type in ("heading_open", "heading_close"):
+                token.tag = f"h{max(1, min(6, int(token.tag[1:]) + shift))}"
+    return _parser().renderer.render(tokens, _parser().options, {}).strip()
+
+
+def lead(text: str) -> str:
+    """The first paragraph of a long Markdown text, as plain text: its headings skipped (what
+    a post quotes from a postmortem that starts with "## Summary")."""
+    tokens = _parser().parse(text)
+    for opening, inline in pairwise(tokens):
+        if opening.type == "paragraph_open" and inline.children is not None:
+            return _inline_plain(inline.children).strip()
+    return ""
 
 
 @lru_cache(maxsize=4096)

@@ -83,6 +83,16 @@ class Incident:
         return tuple(u for u in self.updates if not u.draft)
 
     @property
+    def timeline(self) -> tuple[Update, ...]:
+        """The published updates told while it happened: everything but the postmortem."""
+        return tuple(u for u in self.published if u.kind is not Kind.POSTMORTEM)
+
+    @property
+    def postmortems(self) -> tuple[Update, ...]:
+        """Its published postmortem, first as published, then each revision (usually one)."""
+        return tuple(u for u in self.published if u.kind is Kind.POSTMORTEM)
+
+    @property
     def latest(self) -> Update:
         """The newest published update, or the newest draft if nothing is published yet."""
         published = self.published

@@ -25,6 +25,7 @@ from markupsafe import Markup
 from broadcaster import markup
 from broadcaster.channels.fitting import shortenable, unmarked
 from broadcaster.clock import Clock
+from broadcaster.defaults import HISTORY_STORIES
 from broadcaster.errors import InputError
 from broadcaster.model import Incident, Kind, Update
 from broadcaster.settings import Settings
@@ -76,6 +77,10 @@ class _ConfinedLoader(jinja2.FileSystemLoader):
         return source, filename, uptodate
 
 
+#: The template a channel without one for a kind renders it with.
+STAND_IN_TEMPLATES = {Kind.POSTMORTEM.value: Kind.UPDATE.value}
+
+
 class Templates:
     """The template environment for one settings file."""
 
@@ -92,6 +97,13 @@ class Templates:
         #: areas), computed once per (state, locale) rather than for each of thousands of pages.
         self._site_views: dict[tuple[int, str], tuple[object, dict[str, Any]]] = {}
         self._digest: str | None = None
+        self._clocks: dict[str, Clock] = {}
+
+    def clock(self, locale: str) -> Clock:
+        """The clock of `locale`, one for every page these templates render."""
+        if locale not in self._clocks:
+            self._clocks[locale] = Clock(self.settings, locale)
+        return self._clocks[locale]
 
     def inputs_digest(self) -> str:
         """A digest of everything besides the incident that a statement page is made from:
@@ -124,13 +136,18 @@ class Templates:
         return found[1]
 
     def find(self, channel: str, name: str, locale: str, extension: str) -> str:
-        """The template for `locale`, else the default locale's, else the locale-free one."""
+        """The template for `locale`, else the default locale's, else the locale-free one.
+
+        A channel written before a kind existed has no template for it: it renders that kind
+        with the template `STAND_IN_TEMPLATES` names (a postmortem as an update)."""
         default = self.settings.organization.default_locale
         candidates = [f"{channel}/{name}.{code}.{extension}" for code in dict.fromkeys([locale, default])]
         candidates.append(f"{channel}/{name}.{extension}")
         for template in candidates:
             if any((folder / template).is_file() for folder in self.folders):
                 return template
+        if name in STAND_IN_TEMPLATES:
+            return self.find(channel, STAND_IN_TEMPLATES[name], locale, extension)
         raise TemplateProblem(
             f"no template {candidates[0]} (looked in {', '.join(map(str, self.folders))})"
         )
@@ -172,7 +189,7 @@ def _environment(folders: tuple[Path, ...]) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["markdown"] = lambda text: Markup(markup.to_html(text))
+    env.filters["markdown"] = lambda text, top=1: Markup(markup.to_html(text, top))
     env.filters["plain"] = markup.to_plain
     env.filters["datetime"] = jinja2.pass_context(_format_datetime)
     env.filters["date"] = jinja2.pass_context(_format_date)
@@ -320,12 +337,16 @@ class Page:
         """Per component (canonical name): its page's address, name, state and incidents."""
         settings, locale = self.settings, self.locale
         states = {c.name: c.status for c in self.site.components}
-        return {c.name: {"url": f"{settings.home_url(locale)}components/{component_slug(c.name)}/",
-                         "name": settings.label(c.name, locale), "canonical": c.name,
-                         "status": states.get(c.name, "operational"), "description": c.description,
-                         "incidents": [view.incident(i)
-                                       for i in _component_incidents(self.site.history, c.name)]}
-                for c in settings.components}
+        pages = {}
+        for c in settings.components:
+            found = _component_incidents(self.site.history, c.name)
+            pages[c.name] = {
+                "url": f"{settings.home_url(locale)}components/{component_slug(c.name)}/",
+                "name": settings.label(c.name, locale), "canonical": c.name,
+                "status": states.get(c.name, "operational"), "description": c.description,
+                "incidents": [view.incident(i) for i in found[:HISTORY_STORIES]],
+                "more": max(0, len(found) - HISTORY_STORIES)}
+        return pages
 
     def _site_variables(self, view: IncidentViews) -> dict[str, Any]:
         """What depends on the site's state, not on this incident: the same for every page of
@@ -342,7 +363,8 @@ class Page:
                        for u in self.site.uptime} if self.publishes_statement else {},
             # The latest months told in full, and each component's own page (site pages only).
             "history": [{"key": key, "name": _month_name(key, locale),
-                         "incidents": [view.incident(i) for i in found]} for key, found in self.site.history]
+                         "incidents": [view.incident(i) for i in found[:HISTORY_STORIES]],
+                         "more": max(0, len(found) - HISTORY_STORIES)} for key, found in self.site.history]
             if self.publishes_statement else [],
             "component_pages": self._component_pages(view) if self.publishes_statement else {},
             "regions": [{"name": r.name, "label": r.names.get(locale, r.name), "postcodes": r.postcodes}
@@ -376,7 +398,7 @@ def common_variables(templates: Templates, locale: str) -> dict[str, Any]:
         "locale": locale,
         "babel_locale": Locale.parse(locale, sep="-"),
         "timezone": settings.organization.zone,
-        "clock": Clock(settings, locale),
+        "clock": templates.clock(locale),
         "locales": [{"code": code, "name": Locale.parse(code, sep="-").get_display_name(code),
                      "home": settings.home_url(code)} for code in settings.organization.locales],
         "t": templates.strings(locale),
@@ -514,11 +536,14 @@ class IncidentViews:
             "starts_at": update.starts_at,
             "ends_at": update.ends_at,
             "translated": self.locale in update.texts,
+            # A postmortem's first paragraph: what a post quotes before its link.
+            "lead": markup.lead(text.message) if update.kind is Kind.POSTMORTEM else "",
         }
 
     def incident(self, incident: Incident) -> dict[str, Any]:
-        published = incident.published or incident.updates
+        published = incident.timeline or incident.updates
         resolved = [u for u in published if u.status in CLOSED]
+        postmortems = incident.postmortems
         return {
             "id": incident.id,
             "title": incident.title(self.locale),
@@ -542,6 +567,11 @@ class IncidentViews:
             "ends_at": incident.ends_at,
             "statement_url": self.settings.statement_url(incident.id, self.locale),
             "updates": [self.update(u) for u in reversed(published)],
+            # The latest version of its postmortem, when the first was published and, if it
+            # was corrected since, when.
+            "postmortem": {**self.update(postmortems[-1]), "published_at": postmortems[0].created_at,
+                           "revised_at": postmortems[-1].created_at if len(postmortems) > 1 else None}
+            if postmortems else None,
         }
 
 

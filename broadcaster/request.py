@@ -158,6 +158,75 @@ def maintenance_step(
     return Request(incident_id, build, channels=channels)
 
 
+def postmortem(
+    s: Settings, incident_id: str, bodies: Mapping[str, str], *, draft: bool = False,
+    revise: bool = False, channels: Sequence[str] | None = None,
+) -> Request:
+    """The postmortem of a resolved incident: `bodies` is its Markdown per locale (the
+    default locale's required).
+
+    It is one more update, of kind postmortem, that keeps the incident as the resolution left
+    it (status, impact, components): the statement page shows it in a section of its own and
+    every channel replies with it in the incident's thread. A draft on top of a postmortem
+    draft revises it. Once one is published, `revise` corrects it on the statement page only:
+    followers are not told twice.
+    """
+    checked_id(incident_id)
+    default = s.organization.default_locale
+    option = {loc: "--file" + ("" if loc == default else f"-{loc}") for loc in bodies}
+    for locale in bodies:
+        if locale not in s.organization.locales:
+            raise InputError(f"{option[locale]}: {locale!r} is not one of [organization] locales "
+                             f"{s.organization.locales}")
+    for locale, body in bodies.items():
+        characters.check(body, option[locale])
+        if not body.strip():
+            raise InputError(f"{option[locale]}: the postmortem is empty")
+    if not (bodies.get(default) or "").strip():
+        raise InputError(f"--file: the postmortem in {default!r} (the default locale) is required")
+    if revise and draft:
+        raise InputError("--revise and --draft: a revision corrects the statement page only; "
+                         "check it with --dry-run, then publish it")
+    if revise and channels:
+        raise InputError("--revise corrects the statement page only; --channel does not apply")
+    if revise:
+        from broadcaster import registry
+
+        channels = [n for n in s.enabled_channels() if registry.channels()[n].publishes_statement]
+        if not channels:
+            raise InputError("--revise corrects the statement page, and no enabled channel "
+                             "publishes one ([channels.website] is off)")
+
+    def build(previous: Incident | None, now: datetime) -> Update:
+        assert previous is not None
+        last, done = previous.updates[-1], previous.postmortems
+        if previous.is_maintenance:
+            raise InputError(f"{incident_id} is a maintenance: postmortems are for incidents")
+        if last.draft and last.kind is not Kind.POSTMORTEM:
+            raise InputError(f"incident {incident_id} has a {last.kind.value} draft waiting: publish "
+                             f"or discard it first")
+        if previous.is_draft or previous.is_open:
+            raise InputError(f"incident {incident_id} is {previous.status.value}: a postmortem comes "
+                             f"after the resolution (`broadcaster resolve {incident_id}`)")
+        if done and not revise:
+            raise InputError(
+                f"incident {incident_id} already has a postmortem (published "
+                f"{done[0].created_at.astimezone(s.organization.zone):%Y-%m-%d %H:%M}); pass "
+                "--revise to correct it on the statement page (it is not announced again)")
+        if revise and not done:
+            raise InputError(f"incident {incident_id} has no published postmortem to revise "
+                             "(publish one first, without --revise)")
+        revising = last.draft  # a postmortem draft: this one takes its place
+        base = previous.timeline[-1]
+        texts = {loc: Text(previous.title(loc), bodies[loc].strip())
+                 for loc in s.organization.locales if (bodies.get(loc) or "").strip()}
+        seq = last.seq if revising else last.seq + 1
+        return replace(base, id=f"{incident_id}-{seq}", seq=seq, kind=Kind.POSTMORTEM, texts=texts,
+                       created_at=now, next_update_at=None, draft=draft, apology_waived=False)
+
+    return Request(incident_id, build, channels=channels)
+
+
 # -- single values -------------------------------------------------------------------------
 
 

@@ -106,12 +106,16 @@ def _advance(settings: Settings, incident: Any, now: datetime, report: TickRepor
 
 def _expire_drafts(settings: Settings, ledger: Ledger, now: datetime, report: TickReport) -> None:
     """Discard drafts nobody published within `draft_expiry_hours` (kept for the record): an
-    alert storm's leftovers must not wait in the list for ever."""
+    alert storm's leftovers must not wait in the list for ever. A postmortem's draft is not
+    one: its review takes days, and it waits until someone publishes or discards it."""
     from datetime import timedelta
+
+    from broadcaster.model import Kind
 
     oldest = now - timedelta(hours=settings.automation.draft_expiry_hours)
     for incident in ledger.incidents_with_drafts():
-        if incident.drafts and incident.drafts[-1].created_at < oldest:
+        drafts = incident.drafts
+        if drafts and drafts[-1].created_at < oldest and drafts[-1].kind is not Kind.POSTMORTEM:
             with ledger.incident_lock(incident.id):
                 report.expired += ledger.discard_drafts(incident.id)
 

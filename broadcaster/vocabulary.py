@@ -49,6 +49,9 @@ class Kind(StrEnum):
     UPDATE = "update"
     RESOLVE = "resolve"
     MAINTENANCE = "maintenance"
+    #: What happened, why, and what changes, published after the resolution (a section of the
+    #: statement page, and a reply in every channel's thread); never part of the timeline.
+    POSTMORTEM = "postmortem"
 
 
 class DeliveryState(StrEnum):

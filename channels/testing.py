@@ -6,11 +6,11 @@
         check_channel(PigeonChannel, settings={"api_base": stand_in.url},
                       environ={"BROADCASTER_PIGEON_TOKEN": "t"})
 
-`check_channel` renders a real incident (announce, update, resolution, in every locale, with
-words long enough to need shortening) through broadcaster's own preview and preflight, and
+`check_channel` renders a real incident (announce, update, resolution, postmortem, in every
+locale, with words long enough to need shortening) through broadcaster's own preview and preflight, and
 fails with every broken promise listed: the spec's shape, templates for every kind, the
 statement link in every post, the limit, the essentials (guidance, apology) never cut. With
-`send=True` it also sends the three through the channel (point `settings` at a local stand-in
+`send=True` it also sends the four through the channel (point `settings` at a local stand-in
 of the platform) and checks that each was recorded as sent with a receipt.
 
 `recording_channel` makes a real Channel class that keeps what it is sent, with faults
@@ -30,7 +30,8 @@ from typing import Any
 from broadcaster.channels.base import Channel, ChannelSettings, ChannelSpec, Post
 from broadcaster.model import Receipt
 
-#: The kinds of update every channel renders, each from its own template.
+#: The kinds of update every channel renders, each from its own template. A postmortem
+#: template is optional: without one, a channel renders the postmortem with its update's.
 KINDS = ("announce", "update", "resolve", "maintenance")
 
 
@@ -97,6 +98,8 @@ _WORDS = {
     "es": {"title": "Fallan los pagos", "message": _MESSAGE,
            "guidance": "Pague por transferencia.", "apology": "Sentimos las molestias."},
 }
+#: A postmortem as long as real ones, headed as people write them.
+_POSTMORTEM = f"## Summary\n\n{_MESSAGE}\n\n## What we are changing\n\n- {_MESSAGE}\n- {_MESSAGE}"
 
 
 class ChannelContractError(AssertionError):
@@ -196,6 +199,12 @@ def _render_problems(channel: type[Channel], own: dict[str, Any], environ: dict[
                 incident, _MESSAGE, apology=_WORDS["en"]["apology"],
                 translations={"es": _words("es", "message", "apology")},
                 channels=only, dry_run=not send, settings=s))
+            if not send:  # the postmortem needs the resolution recorded: on the site only
+                api.resolve(incident, _MESSAGE, apology=_WORDS["en"]["apology"], channels=["website"],
+                            settings=s)
+            problems += _attempt("postmortem", name, (), send, lambda: api.postmortem(
+                incident, _POSTMORTEM, translations={"es": _POSTMORTEM}, channels=only,
+                dry_run=not send, settings=s))
     finally:
         if registered is None:
             registry.unregister(name)

@@ -174,7 +174,8 @@ def test_facets_count_bytes_and_record_keys_are_tids():
 def test_the_channel_keeps_the_channel_contract(sky: Sky):
     check_channel(BlueskyChannel, settings={"handle": DRILL_HANDLE, "api_base": sky.pds.url},
                   environ={"BROADCASTER_BLUESKY_APP_PASSWORD": DRILL_APP_PASSWORD}, send=True)
-    assert len(sky.pds.posted()) >= 3
+    assert len(sky.pds.posted()) >= 4
+    assert sky.pds.posted()[-1].text.startswith("Postmortem: Card payments failing")
 
 
 def test_a_post_the_pds_did_not_show_yet_is_found_when_creating_it_again_is_refused(sky: Sky):

@@ -263,15 +263,57 @@ def history(project: Project) -> Iterator[tuple[Project, str]]:
         settings = load_settings(project.config)
         with open_ledger(settings) as ledger:
             for name, kind, impact, components, steps in past:
-                for seq, (at, status) in enumerate(steps, start=1):
+                for seq, (moment, status) in enumerate(steps, start=1):
                     ledger.record(Update(f"{name}000000-{seq}", f"{name}000000", seq,
                                          kind if seq == 1 else Kind.UPDATE, status, impact, components, (),
-                                         {"en": Text(f"{name.title()} problem", "Words.")}, at,
+                                         {"en": Text(f"{name.title()} problem", "Words.")}, moment,
                                          starts_at=steps[0][0] if kind is Kind.MAINTENANCE else None,
                                          ends_at=steps[-1][0] if kind is Kind.MAINTENANCE else None), [])
+            # The outage's postmortem, the next day, in both languages.
+            ledger.record(Update("outage000000-3", "outage000000", 3, Kind.POSTMORTEM, Status.RESOLVED,
+                                 Impact.CRITICAL, ("Payments API", "Checkout"), (),
+                                 {"en": Text("Outage problem", POSTMORTEM["en"]),
+                                  "es": Text("Outage problem", POSTMORTEM["es"])}, at(29, 0)), [])
         project.announce("--component", "Payments API", "--impact", "major")
         assert project.cli("site", "build").exit_code == 0
         yield project, server.url
+
+
+#: A postmortem as people write them: headings from `#`, a list, a table-less timeline.
+POSTMORTEM = {
+    "en": "# Summary\n\nFor 1 h 20 min **card payments failed** in every region: a database "
+          "failover stalled.\n\n## Timeline\n\n- 09:00 payments start failing.\n"
+          "- 10:20 the failover completes.\n\n# What we are changing\n\n1. Failovers are "
+          "rehearsed every month.\n2. An alert fires when one takes over a minute.",
+    "es": "# Resumen\n\nDurante 1 h 20 min **fallaron los pagos con tarjeta** en todas las "
+          "regiones: se atascó el relevo de la base de datos.\n\n## Cronología\n\n- 09:00 empiezan "
+          "a fallar los pagos.\n- 10:20 termina el relevo.\n\n# Qué vamos a cambiar\n\n1. Ensayamos "
+          "los relevos cada mes.\n2. Salta una alerta si uno tarda más de un minuto.",
+}
+
+
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+@pytest.mark.parametrize("locale", ["en", "es"])
+def test_the_postmortem_reads_on_the_statement_page(history, tmp_path, locale, width):
+    _, url = history
+    size = "390,1400" if width == "phone" else "1024,1400"
+    prefix = "" if locale == "en" else "/es"
+    dom, console = browse(f"{url}{prefix}/incidents/outage000000/", tmp_path / "profile", size=size,
+                          screenshot=ARTIFACTS / f"postmortem-{locale}-{width}.png")
+    assert console == []
+    words = {"en": ("Postmortem", "Published", "What we are changing", "Timeline"),
+             "es": ("Análisis del incidente", "Publicado", "Qué vamos a cambiar", "Cronología")}[locale]
+    section = re.search(r'<section class="postmortem" id="postmortem"[^>]*>(.*?)</section>', dom, re.S)
+    assert section, "the postmortem has its section"
+    assert f'<h2 id="postmortem-heading">{words[0]}</h2>' in section.group(1)
+    assert words[1] in section.group(1) and f"<h3>{words[2]}</h3>" in section.group(1), \
+        "the author's # headings sit under the section's h2"
+    assert "<h4>" in section.group(1) and "<h1>" not in section.group(1)
+    # After what the incident was, before the timeline; not an entry of the timeline itself.
+    assert dom.index('id="postmortem"') < dom.index(f"<h2>{words[3]}</h2>")
+    assert dom.count('<li id="update-') == 2
+    history_dom, _ = browse(f"{url}{prefix}/history/", tmp_path / "history", size=size)
+    assert f'incidents/outage000000/#postmortem">{words[0]}</a>' in history_dom
 
 
 @pytest.mark.parametrize("width", ["desktop", "phone"])
@@ -359,7 +401,7 @@ def _no_violations(found: dict[str, list[dict]]) -> None:
 def test_axe_core_finds_no_violations_on_the_pages(history, tmp_path, locale, scheme):
     project, url = history
     prefix = "" if locale == "en" else "es/"
-    statement = next(p for p in (project.public / prefix / "incidents").iterdir() if p.is_dir())
+    statement = project.public / prefix / "incidents" / "outage000000"  # with its postmortem
     month = next(p for p in (project.public / prefix / "history").iterdir() if p.is_dir())
     pages = {"index": f"{prefix}index.html", "statement": f"{prefix}incidents/{statement.name}/index.html",
              "history": f"{prefix}history/index.html", "month": f"{prefix}history/{month.name}/index.html",

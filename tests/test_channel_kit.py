@@ -78,8 +78,12 @@ def test_a_channel_from_another_package_ships_its_templates_and_keeps_the_contra
 def test_the_contract_sends_when_asked_and_updates_reply_in_the_thread(pigeonpost):
     check_channel(pigeonpost, environ={"BROADCASTER_PIGEON_RING": "r1"}, send=True)
     posts = pigeonpost.sent
-    assert [len(thread) for _, thread in posts] == [0, 1, 2]
+    assert [len(thread) for _, thread in posts] == [0, 1, 2, 3], "the postmortem replies too"
     assert all("https://status.example.com/incidents/" in post.text for post, _ in posts)
+    # Written before postmortems existed, it has no template for one: its update's tells it,
+    # the postmortem's own words shortened into the limit, the link kept.
+    postmortem = posts[-1][0].text
+    assert postmortem.startswith("Card payments failing\n\nSummary\n\nA power cut") and "…" in postmortem
 
 
 def test_the_built_in_channels_keep_the_contract(tmp_path: Path):

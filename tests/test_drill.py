@@ -16,30 +16,33 @@ def test_the_drill_rehearses_a_whole_incident_and_serves_the_site(tmp_path):
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "Status site served at http://127.0.0.1:" in out
-    for step in ("announce", "update", "resolve"):
+    for step in ("announce", "update", "resolve", "postmortem"):
         assert f"── {step}" in out
-    assert out.count("→ 200") == 3 and "Drill passed" in out
-    assert out.count("2 recipients: 2 sent") == 3, "each step's table counts the mailing list"
+    assert out.count("→ 200") == 4 and "Drill passed" in out
+    assert out.count("2 recipients: 2 sent") == 4, "each step's table counts the mailing list"
     assert (tmp_path / "drill" / "site" / "es" / "index.html").exists()
     thread = out.split("X thread of @examplecorp", 1)[1].split("Facebook Page post", 1)[0]
-    assert thread.count("┌ post") == 3 and thread.count("(reply)") == 2
+    assert thread.count("┌ post") == 4 and thread.count("(reply)") == 3
+    assert "│ Postmortem: Card payments failing" in thread and "│ From 09:58 to 10:42" in thread
     page = out.split("Facebook Page post with its comments", 1)[1].split("Mastodon thread", 1)[0]
-    assert page.count("┌ post") == 1 and page.count("┌ comment") == 2
+    assert page.count("┌ post") == 1 and page.count("┌ comment") == 3
     assert "Resuelto:" in page, "the Page posts in Spanish, as the drill configures it"
+    assert "Análisis del incidente: Fallan los pagos" in page and "│ De 09:58 a 10:42" in page
     fedi = out.split("Mastodon thread of @examplecorp", 1)[1].split("Bluesky thread", 1)[0]
-    assert fedi.count("┌ status") == 3 and fedi.count("(reply)") == 2
+    assert fedi.count("┌ status") == 4 and fedi.count("(reply)") == 3
     sky = out.split("Bluesky thread of @", 1)[1].split("Slack thread in", 1)[0]
-    assert sky.count("┌ post") == 3 and sky.count("(reply)") == 2
+    assert sky.count("┌ post") == 4 and sky.count("(reply)") == 3
     slack = out.split("Slack thread in", 1)[1].split("Webhooks, as", 1)[0]
-    assert slack.count("┌ message") == 3 and slack.count("(in the thread") == 2
-    assert slack.count("also in the channel)") == 1, "the resolution is broadcast"
+    assert slack.count("┌ message") == 4 and slack.count("(in the thread") == 3
+    assert slack.count("also in the channel)") == 2, "the resolution and the postmortem are broadcast"
     hooks = out.split("Webhooks, as the receiver verified them", 1)[1].split("Emails, as", 1)[0]
-    for event in ("incident.created", "incident.updated", "incident.resolved"):
+    for event in ("incident.created", "incident.updated", "incident.resolved", "incident.postmortem"):
         assert hooks.count(f": {event} ") == 2, "each of the two URLs, once"
     emails = out.split("Emails, as the SMTP server received them", 1)[1]
-    assert emails.count("→ ana@example.com: ") == 3 and emails.count("→ bob@example.com: ") == 3
+    assert emails.count("→ ana@example.com: ") == 4 and emails.count("→ bob@example.com: ") == 4
+    assert "→ ana@example.com: Análisis del incidente · " in emails
     assert "carla@" not in emails.split("\n", 1)[1], "carla follows only Search"
-    assert emails.count("in reply to the first") == 4
+    assert emails.count("in reply to the first") == 6
 
 
 def test_the_drill_sends_to_every_channel(tmp_path):

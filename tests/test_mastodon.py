@@ -217,8 +217,10 @@ def test_a_missing_token_is_refused_before_anything_is_sent(fedi: Fediverse,
 def test_the_channel_keeps_the_channel_contract(fedi: Fediverse):
     check_channel(MastodonChannel, settings={"api_base": fedi.instance.url},
                   environ={"BROADCASTER_MASTODON_ACCESS_TOKEN": DRILL_TOKEN}, send=True)
-    # announce, update, resolve in the account's locale, fitted to 500 with the essentials whole.
-    assert len(fedi.instance.posted()) == 3
+    # announce, update, resolve, postmortem in the account's locale, fitted to 500 with the
+    # essentials whole.
+    posted = fedi.instance.posted()
+    assert len(posted) == 4 and posted[-1].text.startswith("Postmortem: Card payments failing\n\nA power")
 
 
 def test_status_html_reads_back_as_the_text_posted():

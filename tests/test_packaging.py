@@ -24,9 +24,11 @@ def test_a_regular_install_works_from_any_folder(tmp_path: Path):
 
     names = zipfile.ZipFile(wheel).namelist()
     assert "broadcaster/templates/website/statement.html" in names
+    assert "broadcaster/templates/email/postmortem.html" in names
     assert "broadcaster/templates/strings.es.toml" in names
     for plugin in ("mastodon", "bluesky", "slack", "webhook"):  # templates shipped beside each module
         assert f"broadcaster/channels/{plugin}/templates/{plugin}/announce.txt" in names
+        assert f"broadcaster/channels/{plugin}/templates/{plugin}/postmortem.txt" in names
     assert "broadcaster/channels/slack/templates/strings.es.toml" in names
     assert "broadcaster/channels/website.py" in names
     assert not any(n.startswith(("channels/", "templates/", "tests/")) for n in names)
@@ -52,4 +54,4 @@ def test_a_regular_install_works_from_any_folder(tmp_path: Path):
     first, _, rest = drill.stdout.partition("\n")
     assert first == str(target / "broadcaster" / "templates")
     result = json.loads(rest)
-    assert [s["step"] for s in result["steps"]] == ["announce", "update", "resolve"]
+    assert [s["step"] for s in result["steps"]] == ["announce", "update", "resolve", "postmortem"]

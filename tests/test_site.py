@@ -146,6 +146,40 @@ def test_history_lists_incidents_by_month_in_every_locale(site: Project):
     assert 'hreflang="en"' in spanish and first in spanish and second in spanish, "the month told in full"
 
 
+def test_a_busy_month_tells_its_newest_incidents_and_links_the_rest(site: Project):
+    from datetime import UTC, datetime, timedelta
+
+    from broadcaster.defaults import HISTORY_STORIES
+    from broadcaster.ledger import open_ledger
+    from broadcaster.model import Impact, Kind, Status, Text, Update, new_incident_id
+    from broadcaster.settings import load_settings
+
+    now = datetime.now(UTC)
+    began = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)  # all in this month
+    with open_ledger(load_settings(site.config)) as ledger:
+        for n in range(HISTORY_STORIES + 3):
+            incident, at = new_incident_id(), began + (now - began) * (n + 1) / 40
+            for seq, (kind, status) in enumerate([(Kind.ANNOUNCE, Status.INVESTIGATING),
+                                                  (Kind.RESOLVE, Status.RESOLVED)], start=1):
+                ledger.record(Update(f"{incident}-{seq}", incident, seq, kind, status, Impact.MINOR,
+                                     ("Search",), (), {"en": Text(f"Slow {n}", "Slow.")},
+                                     at + timedelta(microseconds=seq)), [])
+    newest = site.announce("--component", "Search")  # the 29th this month
+    month = now.strftime("%Y-%m")
+    history = (site.public / "history" / "index.html").read_text()
+    told = history.split(f'id="month-{month}"', 1)[1].split("</section>", 1)[0]
+    assert told.count('class="story"') == HISTORY_STORIES and newest in told, "the newest first"
+    name = now.strftime("%B %Y")
+    assert f'href="https://status.example.com/history/{month}/">4 more in {name}</a>' in told
+    page = (site.public / "history" / month / "index.html").read_text()
+    assert page.count('class="story"') == HISTORY_STORIES + 4, "the month's page lists them all"
+    component = (site.public / "components" / "search" / "index.html").read_text()
+    assert component.count('class="story"') == HISTORY_STORIES
+    assert '>4 earlier ones in the past incidents</a>' in component
+    spanish = (site.public / "es" / "history" / "index.html").read_text()
+    assert ">4 más en " in spanish
+
+
 def test_an_update_rewrites_only_what_it_touches(site: Project):
     old = [site.announce() for _ in range(6)]
     for incident in old:

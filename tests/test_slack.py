@@ -158,7 +158,9 @@ def test_a_long_explanation_is_shortened_to_the_section_limit_keeping_the_essent
 def test_the_channel_keeps_the_channel_contract(ws: Workspace):
     check_channel(SlackChannel, settings={"channel": DRILL_CHANNEL, "api_base": f"{ws.slack.url}/api"},
                   environ={"BROADCASTER_SLACK_BOT_TOKEN": DRILL_BOT_TOKEN}, send=True)
-    assert len(ws.slack.messages) == 3
+    assert len(ws.slack.messages) == 4
+    postmortem = ws.slack.messages[-1]
+    assert postmortem.broadcast and "Read the postmortem" in json.dumps(postmortem.blocks)
 
 
 def test_without_the_history_scope_a_lost_answer_is_posted_again_as_the_readme_warns(ws: Workspace):

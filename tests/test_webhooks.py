@@ -177,7 +177,10 @@ def test_the_channel_keeps_the_channel_contract(hooks: Hooks):
     check_channel(WebhookChannel, settings={"urls": [f"{hooks.receiver.url}/contract"]},
                   environ={"BROADCASTER_WEBHOOK_SECRET": DRILL_SECRET}, send=True)
     assert [e.body["type"] for e in hooks.receiver.at("/contract")] == [
-        "incident.created", "incident.updated", "incident.resolved"]
+        "incident.created", "incident.updated", "incident.resolved", "incident.postmortem"]
+    postmortem = hooks.receiver.at("/contract")[-1].body["data"]
+    assert postmortem["incident"]["postmortem_body"].startswith("## Summary")
+    assert postmortem["message"].startswith("Postmortem: Card payments failing")
 
 
 def test_the_dry_run_shows_the_message_and_where_it_goes_without_the_query(hooks: Hooks):

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from broadcaster import defaults, markup
+from broadcaster.model import Kind
 from broadcaster.settings import Settings
 from broadcaster.site.state import SiteState
 
@@ -18,7 +19,8 @@ def atom(settings: Settings, state: SiteState, locale: str, words: Mapping[str, 
     from feedgen.feed import FeedGenerator
 
     home = settings.home_url(locale)
-    updates = sorted(((u, i) for i in state.newest for u in i.published),
+    # The timeline's updates, and the postmortem as one entry that a revision updates.
+    updates = sorted(((u, i) for i in state.newest for u in (*i.timeline, *i.postmortems[-1:])),
                      key=lambda pair: pair[0].created_at, reverse=True)[:ENTRIES]
     feed = FeedGenerator()
     feed.id(home)
@@ -29,13 +31,16 @@ def atom(settings: Settings, state: SiteState, locale: str, words: Mapping[str, 
     feed.language(locale)
     feed.updated(updates[0][0].created_at if updates else _epoch())
     for update, incident in reversed(updates):  # feedgen puts the last added first
-        url = f"{settings.statement_url(incident.id, locale)}#update-{update.seq}"
+        postmortem = update.kind is Kind.POSTMORTEM
+        url = f"{settings.statement_url(incident.id, locale)}#" + \
+            ("postmortem" if postmortem else f"update-{update.seq}")
         entry = feed.add_entry()
         entry.id(url)
         heading = (words["maintenance"]["heading"] if incident.is_maintenance else words["status"])
-        entry.title(f"{heading[update.status.value]}: {incident.title(locale)}")
+        label = words["postmortem"]["title"] if postmortem else heading[update.status.value]
+        entry.title(f"{label}: {incident.title(locale)}")
         entry.link(href=url, rel="alternate")
-        entry.published(update.created_at)
+        entry.published(incident.postmortems[0].created_at if postmortem else update.created_at)
         entry.updated(update.created_at)
         entry.content(markup.to_html(update.text(locale).message), type="html")
     return feed.atom_str(pretty=True).decode("utf-8")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from broadcaster import markup
-from broadcaster.model import Incident, Status
+from broadcaster.model import Incident, Status, Update
 from broadcaster.settings import Settings
 from broadcaster.site.state import BY_IMPACT, SiteState, lookup_data, worst
 from broadcaster.site.uptime import DOWNTIME_WEIGHT
@@ -141,7 +142,8 @@ def _maintenance(settings: Settings, incident: Incident) -> dict[str, Any]:
 
 def _incident(settings: Settings, incident: Incident) -> dict[str, Any]:
     default = settings.organization.default_locale
-    updates = incident.published
+    updates = incident.timeline
+    postmortems = incident.postmortems
     monitoring = next((u.created_at for u in updates if u.status is Status.MONITORING), None)
     resolved = next((u.created_at for u in reversed(updates)
                      if u.status in CLOSED), None)
@@ -182,4 +184,18 @@ def _incident(settings: Settings, incident: Incident) -> dict[str, Any]:
         "components": [
             {"id": a["code"], "name": a["name"], "status": a["new_status"]} for a in affected
         ],
+        # As Statuspage's manage API names them: the postmortem (Markdown, the default
+        # locale's), when it was published and when it was last corrected.
+        **_postmortem(settings, postmortems),
     }
+
+
+def _postmortem(settings: Settings, postmortems: Sequence[Update]) -> dict[str, Any]:
+    """An incident's postmortem as Statuspage's manage API names its fields: the text (Markdown,
+    the default locale's), when it was published, and when it was last corrected."""
+    if not postmortems:
+        return {"postmortem_body": None, "postmortem_published_at": None,
+                "postmortem_body_last_updated_at": None}
+    return {"postmortem_body": postmortems[-1].text(settings.organization.default_locale).message,
+            "postmortem_published_at": _time(postmortems[0].created_at, settings),
+            "postmortem_body_last_updated_at": _time(postmortems[-1].created_at, settings)}

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from broadcaster.channels.base import Channel, ChannelContext, ChannelSettings, ChannelSpec, Post
 from broadcaster.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from broadcaster.model import Receipt
+from broadcaster.model import Kind, Receipt
 
 if TYPE_CHECKING:
     from slack_sdk import WebClient
@@ -79,7 +79,9 @@ class SlackChannel(Channel):
 
     def compose(self, page: Page) -> Post:
         post = super().compose(page)
-        label = page.templates.strings(page.locale).get("slack", {}).get("statement", "Official statement")
+        words = page.templates.strings(page.locale)
+        label = (words.get("postmortem", {}).get("read") if page.kind is Kind.POSTMORTEM else None) \
+            or words.get("slack", {}).get("statement", "Official statement")
         return replace(post, rich=json.dumps(blocks(post.text, post.link, label), ensure_ascii=False))
 
     def send(self, post: Post, thread: Sequence[Receipt], *, resumed: bool) -> Receipt:

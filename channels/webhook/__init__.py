@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 #: Event types by kind of update; maintenance by its status.
 EVENTS = {Kind.ANNOUNCE: "incident.created", Kind.UPDATE: "incident.updated",
-          Kind.RESOLVE: "incident.resolved"}
+          Kind.RESOLVE: "incident.resolved", Kind.POSTMORTEM: "incident.postmortem"}
 MAINTENANCE_EVENTS = {Status.SCHEDULED: "maintenance.scheduled", Status.IN_PROGRESS: "maintenance.started",
                       Status.COMPLETED: "maintenance.completed", Status.CANCELLED: "maintenance.cancelled"}
 #: HTTP statuses worth trying again: the receiver is busy, down or timed out.
