@@ -77,6 +77,14 @@ class Incident:
     id: str
     created_at: datetime
     updates: tuple[Update, ...]
+    #: The highest number the ledger has given one of its updates, discarded drafts included:
+    #: a discarded draft keeps its number (and its id) for the record.
+    highest_seq: int = 0
+
+    @property
+    def next_seq(self) -> int:
+        """The number of the next update: after every one recorded, discarded drafts too."""
+        return max([self.highest_seq, *(u.seq for u in self.updates)]) + 1
 
     @property
     def published(self) -> tuple[Update, ...]:

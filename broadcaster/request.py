@@ -97,7 +97,7 @@ def follow_up(
                 f"publish it (`broadcaster publish {incident_id}`), revise it with --draft, or "
                 f"discard it (`broadcaster discard {incident_id}`) first"
             )
-        seq = last.seq if revising else last.seq + 1
+        seq = last.seq if revising else previous.next_seq
         carry = kind is not Kind.RESOLVE and not clear_guidance
         return Update(
             id=f"{incident_id}-{seq}", incident_id=incident_id, seq=seq,
@@ -151,7 +151,8 @@ def maintenance_step(
         texts = {loc: Text(previous.title(loc), words.get(loc) or templates.strings(loc)["maintenance"][step],
                            guidance=last.texts[loc].guidance if keeps and loc in last.texts else "")
                  for loc in s.organization.locales}
-        return replace(last, id=f"{incident_id}-{last.seq + 1}", seq=last.seq + 1, status=new_status,
+        seq = previous.next_seq
+        return replace(last, id=f"{incident_id}-{seq}", seq=seq, status=new_status,
                        texts=texts, created_at=now, next_update_at=None, draft=False,
                        starts_at=starts, ends_at=ends)
 
@@ -216,11 +217,16 @@ def postmortem(
         if revise and not done:
             raise InputError(f"incident {incident_id} has no published postmortem to revise "
                              "(publish one first, without --revise)")
+        if last.draft and not draft:
+            raise InputError(
+                f"incident {incident_id} has a postmortem draft waiting: publish it (`broadcaster "
+                f"publish {incident_id}`), revise it with --draft, or discard it (`broadcaster "
+                f"discard {incident_id}`) first")
         revising = last.draft  # a postmortem draft: this one takes its place
         base = previous.timeline[-1]
         texts = {loc: Text(previous.title(loc), bodies[loc].strip())
                  for loc in s.organization.locales if (bodies.get(loc) or "").strip()}
-        seq = last.seq if revising else last.seq + 1
+        seq = last.seq if revising else previous.next_seq
         return replace(base, id=f"{incident_id}-{seq}", seq=seq, kind=Kind.POSTMORTEM, texts=texts,
                        created_at=now, next_update_at=None, draft=draft, apology_waived=False)
 

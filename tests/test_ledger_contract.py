@@ -249,6 +249,17 @@ def test_a_discarded_incident_is_kept_but_shown_nowhere(ledger: Ledger):
         ledger.incident(draft.incident_id)
 
 
+def test_a_discarded_follow_up_keeps_its_number_and_the_next_update_takes_the_one_after(ledger: Ledger):
+    first = an_update()
+    ledger.record(first, [])
+    ledger.record(an_update(first.incident_id, 2, kind=Kind.UPDATE, draft=True), [])
+    ledger.discard_drafts(first.incident_id)
+    incident = ledger.incident(first.incident_id)
+    assert [u.seq for u in incident.updates] == [1] and incident.next_seq == 3
+    ledger.record(an_update(first.incident_id, 3, kind=Kind.UPDATE), [])
+    assert [u.seq for u in ledger.incident(first.incident_id).updates] == [1, 3]
+
+
 def test_months_count_published_incidents_by_when_they_started(ledger: Ledger):
     updates = [an_update() for _ in range(2)]
     for update in updates:

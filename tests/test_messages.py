@@ -239,6 +239,11 @@ def test_discarding_a_follow_up_draft_keeps_the_published_incident(project: Proj
     listed = project.cli("list").stdout
     assert incident in listed and "DRAFT" not in listed
     assert "Maybe." not in (project.public / "incidents" / incident / "index.html").read_text()
+    # The discarded draft keeps its number: the next update (and the resolution) come after it.
+    assert run(project, "update", incident, "--status", "identified", "--message", "Found it.")[0] == 0
+    assert run(project, "resolve", incident, "--message", "Fixed.")[0] == 0
+    shown = json.loads(project.cli("show", incident, "--json").stdout)
+    assert [u["id"] for u in shown["updates"]] == [f"{incident}-{n}" for n in (1, 3, 4)]
 
 
 # -- 5. the dry run shows the statement ------------------------------------------------------------

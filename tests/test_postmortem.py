@@ -170,6 +170,7 @@ def test_a_second_draft_replaces_the_first_and_a_postmortem_draft_does_not_expir
     ("resolved", ["--file", "{pm}", "--revise", "--channel", "website"], "--channel does not apply"),
     ("maintenance", ["--file", "{pm}"], "is a maintenance: postmortems are for incidents"),
     ("draft-resolution", ["--file", "{pm}"], "has a resolve draft waiting"),
+    ("draft-postmortem", ["--file", "{pm}"], "has a postmortem draft waiting: publish it"),
     ("bad-id", ["--file", "{pm}"], "is not an incident id"),
 ])
 def test_bad_input_is_refused_naming_the_problem_and_nothing_is_written(
@@ -192,9 +193,11 @@ def test_bad_input_is_refused_naming_the_problem_and_nothing_is_written(
         incident = "not-an-id"
     else:
         incident = project.announce()
-        if make in ("resolved", "draft-resolution"):
+        if make in ("resolved", "draft-resolution", "draft-postmortem"):
             resolve = ["--draft"] if make == "draft-resolution" else ["--yes"]
             assert project.cli("resolve", incident, "--message", "Fixed.", *resolve).exit_code == 0
+        if make == "draft-postmortem":
+            assert project.cli("postmortem", incident, "--file", paths["pm"], "--draft").exit_code == 0
     before = project.files()
     result = project.cli("postmortem", incident, *(a.format(**paths) for a in args), "--yes")
     assert result.exit_code == 2, result.output

@@ -205,18 +205,23 @@ class SQLLedger(ABC):
         created = dict(self.query(f"SELECT id, created_at FROM incidents WHERE id IN ({marks})", ids))
         rows = self.query(
             "SELECT id, incident_id, seq, kind, status, impact, components, regions, texts,"
-            " created_at, next_update_at, draft, starts_at, ends_at, apology_waived"
-            f" FROM updates WHERE incident_id IN ({marks}) AND discarded_at IS NULL"
+            " created_at, next_update_at, draft, starts_at, ends_at, apology_waived,"
+            " discarded_at IS NOT NULL"
+            f" FROM updates WHERE incident_id IN ({marks})"
             " ORDER BY seq",
             ids,
         )
         updates: dict[str, list[Update]] = {i: [] for i in created}
+        highest: dict[str, int] = {}
         for row in rows:
-            update = _update_from_row(row)
+            highest[row[1]] = max(highest.get(row[1], 0), row[2])
+            if row[-1]:  # discarded: it keeps its number, and nothing else shows it
+                continue
+            update = _update_from_row(row[:-1])
             if include_drafts or not update.draft:
                 updates[update.incident_id].append(update)
         return [
-            Incident(i, datetime.fromisoformat(created[i]), tuple(updates[i]))
+            Incident(i, datetime.fromisoformat(created[i]), tuple(updates[i]), highest.get(i, 0))
             for i in ids
             if i in created and updates[i]
         ]
