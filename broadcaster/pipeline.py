@@ -170,7 +170,7 @@ def new_deliveries(preview: Preview) -> Iterator[NewDelivery]:
         for channel, locales in lists.items():
             for locale, address in preview.audience.each():
                 if locale in locales:
-                    yield NewDelivery(channel, locale, address)
+                    yield NewDelivery(channel, locale, address, listed=True)
 
 
 # -- inside -----------------------------------------------------------------------------------
@@ -309,9 +309,10 @@ def _outcome(s: Settings, ledger: Ledger, incident_id: str, update_ids: Sequence
              warnings: Sequence[str], *, only_ids: set[int] | None = None) -> Outcome:
     """What these updates' deliveries came to: each post (of `only_ids`, for a retry), and each
     mailing list in numbers with the first recipients still to do (see `report.MailingSummary`)."""
-    posts = [d for u in update_ids for d in ledger.deliveries(update_id=u, excluded=mailing_lists())
+    names = mailing_lists()
+    posts = [d for u in update_ids for d in ledger.deliveries(update_id=u, excluded=names)
              if only_ids is None or d.id in only_ids]
-    lists = [summary for u in update_ids for summary in mailing_summaries(ledger, update_id=u)]
+    lists = [summary for u in update_ids for summary in mailing_summaries(ledger, update_id=u, lists=names)]
     return Outcome(incident_id, update_ids[-1], s.statement_url(incident_id),
                    [DeliveryOutcome.of(d) for d in posts], warnings=list(warnings), lists=lists)
 

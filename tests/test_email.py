@@ -375,6 +375,14 @@ def test_show_counts_a_list_and_streams_every_recipient_on_request(mailing: Proj
     assert len(as_json) == 12
     unknown = mailing.cli("show", "zzzzzzzzzz", "--recipients")
     assert unknown.exit_code == 2 and unknown.stdout == ""
+    # A ledger written before channel kinds were kept: the channels tell which are lists.
+    from broadcaster.ledger import open_ledger
+    from broadcaster.settings import load_settings
+
+    with open_ledger(load_settings(mailing.config)) as ledger, ledger.transaction() as db:
+        db.execute("DELETE FROM channel_kinds")
+    again = json.loads(mailing.cli("show", outcome["incident_id"], "--json").stdout)
+    assert again["updates"][0]["recipients"] == {"email": {"sent": 11, "failed": 1}}
 
 
 def test_an_import_goes_a_batch_at_a_time_and_names_duplicates_across_batches(

@@ -156,7 +156,8 @@ def test_a_mailing_list_is_recorded_streamed_from_the_subscribers_and_read_back_
     assert len(list(ledger.each_subscriber())) == 30
     update = an_update()
     # Read from the same ledger while its own transaction writes, as an announcement does.
-    streamed = (NewDelivery("email", s.locale, s.email) for s in ledger.each_subscriber(active_only=True))
+    streamed = (NewDelivery("email", s.locale, s.email, listed=True)
+                for s in ledger.each_subscriber(active_only=True))
     ledger.record(update, itertools.chain([NewDelivery("website", "en")], streamed))
     assert [d.recipient for d in ledger.each_delivery(update_id=update.id, channels=["email"])] == [
         p.email for p in people if p.email != "p04@example.com"]
@@ -178,6 +179,27 @@ def test_a_mailing_list_is_recorded_streamed_from_the_subscribers_and_read_back_
     assert [d.id for d in page] == ids[2:4]
     assert ledger.deliveries(update_id=update.id, channels=[]) == []
     assert ledger.delivery_counts(channels=[], update_id=update.id) == []
+
+
+def test_the_ledger_remembers_each_channels_kind_and_an_incidents_channels(ledger: Ledger):
+    """`show` learns which channels are mailing lists from the ledger, not from channel code,
+    and which channels an incident used without reading every recipient."""
+    assert ledger.channel_kinds() == {}
+    first = an_update()
+    ledger.record(first, [NewDelivery("website", "en"), NewDelivery("webhook", "en", "ops"),
+                          NewDelivery("webhook", "en", "partners"),
+                          *(NewDelivery("email", "en", f"p{n}@example.com", listed=True) for n in range(50))])
+    assert ledger.channel_kinds() == {"website": False, "webhook": False, "email": True}
+    later = an_update(first.incident_id, seq=2)
+    ledger.record(later, [NewDelivery("slack", "en")])
+    assert ledger.channels_of(first.incident_id) == ["email", "slack", "webhook", "website"]
+    other = an_update()
+    ledger.record(other, [NewDelivery("pigeonpost", "en", "coop-1", listed=True)])
+    assert ledger.channels_of(other.incident_id) == ["pigeonpost"]
+    assert ledger.channel_kinds()["pigeonpost"] is True
+    draft = an_update(draft=True)
+    ledger.record(draft, [])
+    assert ledger.channels_of(draft.incident_id) == []
 
 
 def test_a_mailing_list_is_claimed_in_disjoint_batches_under_leases(store: Settings, ledger: Ledger):

@@ -29,13 +29,14 @@ from broadcaster.ledger.interface import DeliveryCount, Ledger, NewDelivery
 
 if TYPE_CHECKING:
     from broadcaster.settings import Settings
+    from broadcaster.settings_file import Reading
 
 __all__ = ["DeliveryCount", "Ledger", "NewDelivery", "kept_connections", "open_ledger"]
 
 
 @contextmanager
 def open_ledger(
-    settings: Settings, *, read_only: bool = False, on_wait: Callable[[str], None] | None = None,
+    settings: Settings | Reading, *, read_only: bool = False, on_wait: Callable[[str], None] | None = None,
     busy_wait: float | None = None,
 ) -> Iterator[Ledger]:
     """The ledger `[state]` names, closed when the block ends.
@@ -89,7 +90,7 @@ def kept_connections(settings: Settings) -> Iterator[None]:
         _POOLS.pop(url).close()
 
 
-def _postgres(settings: Settings, *, read_only: bool, on_wait: Callable[[str], None] | None,
+def _postgres(settings: Settings | Reading, *, read_only: bool, on_wait: Callable[[str], None] | None,
               busy: float) -> Ledger:
     """The PostgreSQL ledger; its password from BROADCASTER_STATE_PASSWORD, else libpq's own
     PGPASSWORD or ~/.pgpass."""

@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from broadcaster.errors import InputError
 from broadcaster.ledger.interface import Ledger
+from broadcaster.report import Result
 
 FORMAT = "broadcaster-ledger"
 VERSION = 1
@@ -112,3 +114,49 @@ def _json(line: str, where: str) -> Any:
         return json.loads(line)
     except ValueError as exc:
         raise InputError(f"{where}: not JSON ({exc}); is this a `broadcaster state export` file?") from None
+
+
+@dataclass(frozen=True)
+class StateReport(Result):
+    """`broadcaster state migrate`: which store, and its schema before and after."""
+
+    store: str  # sqlite | postgresql
+    where: str
+    before: int
+    after: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"store": self.store, "where": self.where, "schema_before": self.before,
+                "schema": self.after, "migrated": self.before != self.after}
+
+    def text(self) -> str:
+        done = (f"migrated from schema {self.before} to {self.after}" if self.before != self.after
+                else f"already at schema {self.after}; nothing to do")
+        return f"{self.store} ledger at {self.where}: {done}."
+
+
+@dataclass(frozen=True)
+class TransferReport(Result):
+    """`broadcaster state export` / `import`: which file, which store, how many rows of what."""
+
+    action: str  # exported | imported
+    path: str
+    store: str
+    where: str
+    counts: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"action": self.action, "file": self.path, "store": self.store, "where": self.where,
+                "rows": self.counts}
+
+    def text(self) -> str:
+        rows = ", ".join(f"{n:,} {table}" for table, n in self.counts.items() if n) or "nothing"
+        direction = "from" if self.action == "exported" else "into"
+        return f"{self.action.capitalize()} {rows} {direction} the {self.store} ledger at {self.where}" + (
+            f" ({self.path})." if self.action == "imported" else f" to {self.path}.")
+
+    def notes(self) -> list[str]:
+        if self.action == "exported":
+            return [f"note: {self.path} holds every subscriber's unsubscribe token; it is readable by "
+                    "you only. Delete it once imported."]
+        return []

@@ -47,6 +47,9 @@ class NewDelivery:
     channel: str
     locale: str
     recipient: str = ""
+    #: One of a mailing list (a subscriber of a channel with an audience), not a post: the
+    #: ledger remembers each channel's kind from this (`channel_kinds`).
+    listed: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,12 +131,22 @@ class Ledger(Protocol):
     ) -> list[Delivery]:
         """Deliveries in the order they were recorded (of `channels` only, if given, and of no
         channel in `excluded`; at most `limit`, after the id `after_id` in id order). The
-        callers name the mailing lists (`registry.mailing_lists()`): the ledger knows no channel."""
+        callers name the mailing lists (`registry.mailing_lists()`, or `channel_kinds`)."""
         ...
 
     def each_delivery(self, *, incident_id: str | None = None, update_id: str | None = None,
                       channels: Sequence[str] | None = None) -> Iterator[Delivery]:
         """`deliveries`, streamed a chunk at a time in the order recorded."""
+        ...
+
+    def channels_of(self, incident_id: str) -> list[str]:
+        """The channels the incident has deliveries on, sorted (without reading every
+        recipient of a mailing list)."""
+        ...
+
+    def channel_kinds(self) -> dict[str, bool]:
+        """Every channel deliveries were recorded for, and whether it is a mailing list (as
+        the last `record` or `publish` said with `NewDelivery.listed`)."""
         ...
 
     def delivery_counts(self, *, channels: Sequence[str], incident_id: str | None = None,

@@ -45,6 +45,17 @@ _DELIVERY_COLUMNS = (
 
 #: Schema for self-service subscription (the status page's form), the same in both stores
 #: (SQLite's version 11, PostgreSQL's 3; PostgreSQL spells REAL as DOUBLE PRECISION).
+#: What kind each channel is, as the senders recorded it with its deliveries: a mailing list
+#: (one delivery per subscriber, counted in reports) or posts. `show` reads it so that it needs
+#: no channel code (importing the channels costs more than the whole command). The same SQL in
+#: both stores.
+CHANNEL_KINDS = """
+CREATE TABLE channel_kinds (
+    channel         TEXT PRIMARY KEY,
+    mailing_list    INTEGER NOT NULL
+);
+"""
+
 SUBSCRIPTIONS = """
 -- How a subscriber gave consent (JSON: when, what the form said, a keyed hash of the IP, when
 -- they confirmed), NULL for people an operator added.
@@ -142,6 +153,10 @@ class SQLLedger(ABC):
     @abstractmethod
     def _ids_param(self, ids: Sequence[int]) -> object:
         """The parameter that `IDS_IN` takes for these ids."""
+
+    @abstractmethod
+    def _has_table(self, name: str) -> bool:
+        """Whether the store has this table (a read-only view of an older ledger may not)."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -301,11 +316,22 @@ class SQLLedger(ABC):
     def _insert_deliveries(db: Any, update_id: str, deliveries: Iterable[NewDelivery], now: str) -> None:
         """Insert as they come, a chunk at a time: a mailing list of a million is streamed from
         the subscribers table, never held in memory whole."""
-        rows = ((update_id, d.channel, d.recipient, d.locale, now) for d in deliveries)
-        while chunk := list(islice(rows, CHUNK)):
+        kinds: dict[str, bool] = {}
+
+        def rows() -> Iterator[tuple[str, str, str, str, str]]:
+            for d in deliveries:
+                kinds[d.channel] = d.listed
+                yield update_id, d.channel, d.recipient, d.locale, now
+
+        each = rows()
+        while chunk := list(islice(each, CHUNK)):
             db.executemany(
                 "INSERT INTO deliveries (update_id, channel, recipient, locale, state, updated_at)"
                 " VALUES (?, ?, ?, ?, 'pending', ?)", chunk)
+        db.executemany(
+            "INSERT INTO channel_kinds (channel, mailing_list) VALUES (?, ?)"
+            " ON CONFLICT (channel) DO UPDATE SET mailing_list = excluded.mailing_list",
+            [(name, int(listed)) for name, listed in kinds.items()])
 
     @staticmethod
     def _refresh_incident(db: Any, incident_id: str, now: str) -> None:
@@ -355,6 +381,27 @@ class SQLLedger(ABC):
                                        limit=CHUNK, after_id=after):
             yield from chunk
             after = chunk[-1].id
+
+    def channels_of(self, incident_id: str) -> list[str]:
+        """The channels the incident's updates were recorded for, each update's read by leaps
+        along the (update, channel, recipient) index: a mailing list of a million costs one
+        step, not a million rows."""
+        found: set[str] = set()
+        for (update_id,) in self.query("SELECT id FROM updates WHERE incident_id = ?", (incident_id,)):
+            rows = self.query(
+                "WITH RECURSIVE seen (channel) AS ("
+                " SELECT MIN(channel) FROM deliveries WHERE update_id = ?"
+                " UNION ALL SELECT (SELECT MIN(d.channel) FROM deliveries d"
+                " WHERE d.update_id = ? AND d.channel > seen.channel)"
+                " FROM seen WHERE seen.channel IS NOT NULL)"
+                " SELECT channel FROM seen WHERE channel IS NOT NULL", (update_id, update_id))
+            found.update(r[0] for r in rows)
+        return sorted(found)
+
+    def channel_kinds(self) -> dict[str, bool]:
+        if not self._has_table("channel_kinds"):  # read-only, from before they were kept
+            return {}
+        return {r[0]: bool(r[1]) for r in self.query("SELECT channel, mailing_list FROM channel_kinds")}
 
     def delivery_counts(self, *, channels: Sequence[str], incident_id: str | None = None,
                         update_id: str | None = None) -> list[DeliveryCount]:

@@ -159,6 +159,9 @@ class PostgresLedger(SQLLedger):
     def _ids_param(self, ids: Sequence[int]) -> object:
         return list(ids)
 
+    def _has_table(self, name: str) -> bool:
+        return self.query("SELECT to_regclass(?)", (name,))[0][0] is not None
+
     def _after_import(self, db: Any) -> None:
         # Deliveries came with their ids: new ones must be numbered after them.
         db.execute("SELECT setval(pg_get_serial_sequence('deliveries', 'id'),"

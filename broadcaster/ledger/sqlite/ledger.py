@@ -120,6 +120,9 @@ class SQLiteLedger(SQLLedger):
     def _ids_param(self, ids: Sequence[int]) -> object:
         return json.dumps(list(ids))
 
+    def _has_table(self, name: str) -> bool:
+        return bool(self.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)))
+
     @contextmanager
     def _lock(self, name: str, what: str, *, remove: bool = False,
               wait: float | None = None) -> Iterator[None]:

@@ -11,9 +11,9 @@ import sqlite3
 from pathlib import Path
 
 from broadcaster.errors import SettingsError
-from broadcaster.ledger.sql import SUBSCRIPTIONS
+from broadcaster.ledger.sql import CHANNEL_KINDS, SUBSCRIPTIONS
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -156,6 +156,7 @@ ALTER TABLE deliveries ADD COLUMN lease_until TEXT;
 CREATE INDEX deliveries_open ON deliveries (update_id, channel, id) WHERE state IN ('pending', 'in_flight');
 """,
     11: SUBSCRIPTIONS,  # ledger/sql.py: the same in both stores
+    12: CHANNEL_KINDS,
 }
 
 
