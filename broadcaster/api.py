@@ -18,9 +18,9 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
-from broadcaster import defaults, registry, request
+from broadcaster import defaults, request
 from broadcaster.ledger import open_ledger
 from broadcaster.model import Impact, Kind, Status
 from broadcaster.report import (
@@ -28,18 +28,22 @@ from broadcaster.report import (
     IncidentReport,
     Outcome,
     RecipientListing,
+    mailing_lists,
     mailing_summaries,
 )
 from broadcaster.request import NextUpdate, Translations
-from broadcaster.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from broadcaster.ledger.export import StateReport, TransferReport
     from broadcaster.model import Subscriber
     from broadcaster.pipeline import Cancelled, Confirm
-    from broadcaster.report import BuildReport, StateReport, TransferReport, WorkerReport
+    from broadcaster.settings import Settings
+    from broadcaster.settings_file import Reading
+    from broadcaster.site.build import BuildReport
     from broadcaster.subscribers import ImportReport, Roster
     from broadcaster.subscriptions import Erased, PersonData
     from broadcaster.tick import TickReport
+    from broadcaster.worker import WorkerReport
 
 __all__ = [
     "Cancelled",
@@ -74,12 +78,18 @@ __all__ = [
     "worker",
 ]
 
-SettingsLike = Settings | str | Path | None
+if TYPE_CHECKING:
+    #: Settings validated already, or the file to read them from (None: --config's default).
+    SettingsLike: TypeAlias = Settings | str | Path | None
 
 
 def __getattr__(name: str) -> object:
     """`Cancelled` and `Confirm` come from the pipeline, imported only when a command sends:
     `list` and `show` start without it (it brings Jinja2, Markdown, tenacity, the channels)."""
+    if name == "SettingsLike":  # the type itself, for code that inspects annotations
+        from broadcaster.settings import Settings
+
+        return Settings | str | Path | None
     if name in ("Cancelled", "Confirm"):
         from broadcaster import pipeline
 
@@ -311,41 +321,43 @@ def list_incidents(
 ) -> list[IncidentReport]:
     """Incidents from the ledger, most recently updated first, drafts included and marked
     (only those with a draft waiting, with `drafts`)."""
-    s = _settings(settings)
+    s = _reading(settings)
     with open_ledger(s, read_only=True) as ledger:
         found = ledger.incidents(open_only=open_only, include_drafts=True, limit=None if drafts else limit)
     found = [i for i in found if i.drafts][:limit] if drafts else found
-    return [IncidentReport(i, s.statement_url(i.id), local_time=s.organization.local_time) for i in found]
+    return [IncidentReport(i, s.statement_url(i.id), local_time=s.local_time) for i in found]
 
 
 def show(incident_id: str, *, settings: SettingsLike = None) -> IncidentReport:
     """One incident with its updates, every delivery's state, and what its drafts would send."""
-    s = _settings(settings)
+    s = _reading(settings)
     with open_ledger(s, read_only=True) as ledger:
         incident = ledger.incident(request.checked_id(incident_id))
-        posts = ledger.deliveries(incident_id=incident_id, excluded=registry.mailing_lists())
+        names = mailing_lists(ledger, incident_id)
+        posts = ledger.deliveries(incident_id=incident_id, excluded=names)
         deliveries = [DeliveryOutcome.of(d) for d in posts]
-        lists = [m for u in incident.updates for m in mailing_summaries(ledger, update_id=u.id)]
+        lists = [m for u in incident.updates for m in mailing_summaries(ledger, update_id=u.id, lists=names)]
         previews: list = []
         if incident.drafts:  # rendering what a draft would send needs the whole pipeline
             from broadcaster import pipeline
 
-            previews = pipeline.draft_previews(s, ledger, incident)
+            previews = pipeline.draft_previews(_settings(settings), ledger, incident)
     return IncidentReport(incident, s.statement_url(incident_id), deliveries, lists, previews,
-                          local_time=s.organization.local_time)
+                          local_time=s.local_time)
 
 
 def recipients(incident_id: str, *, settings: SettingsLike = None) -> RecipientListing:
     """Every recipient of the incident's mailing lists with their delivery's state, read from
     the ledger a chunk at a time as the result is gone through (a million, in flat memory)."""
-    s = _settings(settings)
+    s = _reading(settings)
     checked = request.checked_id(incident_id)
     with open_ledger(s, read_only=True) as ledger:
         ledger.incident(checked)  # an unknown id is an error now, not halfway through the listing
+        names = mailing_lists(ledger, checked)
 
     def rows() -> Iterator[DeliveryOutcome]:
         with open_ledger(s, read_only=True) as ledger:
-            for d in ledger.each_delivery(incident_id=checked, channels=registry.mailing_lists()):
+            for d in ledger.each_delivery(incident_id=checked, channels=names):
                 yield DeliveryOutcome.of(d)
 
     return RecipientListing(rows())
@@ -409,7 +421,7 @@ def erase_subscriber(email: str, *, settings: SettingsLike = None) -> Erased:
 def migrate_state(*, settings: SettingsLike = None) -> StateReport:
     """Create or upgrade the ledger's schema (any command does it on first use; this does it
     now, for a deployment step). Safe from two hosts at once."""
-    from broadcaster.report import StateReport
+    from broadcaster.ledger.export import StateReport
 
     s = _settings(settings)
     with open_ledger(s) as ledger:
@@ -421,7 +433,7 @@ def export_state(path: str | Path, *, settings: SettingsLike = None) -> Transfer
     """Write the whole ledger to a new file (JSON Lines): every incident, delivery, subscriber
     and token, to import into another store with `import_state`."""
     from broadcaster.ledger import export
-    from broadcaster.report import TransferReport
+    from broadcaster.ledger.export import TransferReport
 
     s = _settings(settings)
     with open_ledger(s, read_only=True) as ledger:
@@ -433,7 +445,7 @@ def import_state(path: str | Path, *, settings: SettingsLike = None) -> Transfer
     """Load an export into this ledger, which must be empty; all or nothing."""
     from broadcaster.errors import InputError
     from broadcaster.ledger import export
-    from broadcaster.report import TransferReport
+    from broadcaster.ledger.export import TransferReport
 
     s = _settings(settings)
     rows = export.read(Path(path))
@@ -481,4 +493,16 @@ def worker(*, once: bool = False, stop: threading.Event | None = None,
 
 
 def _settings(settings: SettingsLike) -> Settings:
+    from broadcaster.settings import Settings, load_settings
+
     return settings if isinstance(settings, Settings) else load_settings(settings)
+
+
+def _reading(settings: SettingsLike) -> Reading:
+    """What a command that only reads the ledger needs: from settings already validated, or
+    the file read without validating the rest (settings_file.py: no pydantic, no channel)."""
+    if settings is None or isinstance(settings, str | Path):
+        from broadcaster.settings_file import read_reading
+
+        return read_reading(settings)
+    return settings.reading

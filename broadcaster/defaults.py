@@ -5,6 +5,8 @@ from __future__ import annotations
 #: Settings file used when neither --config nor $BROADCASTER_CONFIG is given.
 CONFIG_FILE = "settings.toml"
 CONFIG_ENV = "BROADCASTER_CONFIG"
+#: The embedded ledger's file, relative to the settings file, when [state] names none.
+STATE_PATH = ".broadcaster/state.db"
 
 #: Seconds a channel waits for one answer from a platform before calling it a timeout.
 REQUEST_TIMEOUT = 15.0

@@ -129,12 +129,24 @@ class MailingSummary:
         return [self.to_json(), *(d.to_json() for d in self.unfinished)]
 
 
-def mailing_summaries(ledger: Ledger, *, update_id: str) -> list[MailingSummary]:
-    """The update's mailing lists, per channel, with the first recipients still to do."""
-    by_channel: dict[str, list[DeliveryCount]] = {}
-    from broadcaster.registry import mailing_lists
+def mailing_lists(ledger: Ledger, incident_id: str) -> list[str]:
+    """Which of the incident's channels are mailing lists, as the ledger remembers them, so
+    that reading an incident imports no channel (a channel the ledger has no kind for, recorded
+    before it kept them, is looked up in the registry)."""
+    names = ledger.channel_kinds()
+    used = ledger.channels_of(incident_id)
+    if all(n in names for n in used):
+        return [n for n in used if names[n]]
+    from broadcaster import registry
 
-    for c in ledger.delivery_counts(channels=mailing_lists(), update_id=update_id):
+    return [n for n in used if n in registry.mailing_lists()]
+
+
+def mailing_summaries(ledger: Ledger, *, update_id: str, lists: Sequence[str]) -> list[MailingSummary]:
+    """The update's mailing lists (deliveries on the channels `lists` names), per channel, with
+    the first recipients still to do."""
+    by_channel: dict[str, list[DeliveryCount]] = {}
+    for c in ledger.delivery_counts(channels=lists, update_id=update_id):
         by_channel.setdefault(c.channel, []).append(c)
     out = []
     for channel, counts in by_channel.items():
@@ -476,74 +488,6 @@ def _planned_json(preview: Preview) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
-class BuildReport(Result):
-    """What `site build` wrote."""
-
-    written: int
-    files: int
-    note: str = ""
-    failed: bool = False
-
-    @property
-    def exit_code(self) -> int:
-        return 3 if self.failed else 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {"written": self.written, "files": self.files, "note": self.note or None,
-                "exit_code": self.exit_code}
-
-    def text(self) -> str:
-        done = f"{self.files} files in the site; {self.written} written (the rest were unchanged)."
-        return f"{done}\n{self.note}" if self.note else done
-
-
-@dataclass(frozen=True)
-class StateReport(Result):
-    """`broadcaster state migrate`: which store, and its schema before and after."""
-
-    store: str  # sqlite | postgresql
-    where: str
-    before: int
-    after: int
-
-    def to_json(self) -> dict[str, Any]:
-        return {"store": self.store, "where": self.where, "schema_before": self.before,
-                "schema": self.after, "migrated": self.before != self.after}
-
-    def text(self) -> str:
-        done = (f"migrated from schema {self.before} to {self.after}" if self.before != self.after
-                else f"already at schema {self.after}; nothing to do")
-        return f"{self.store} ledger at {self.where}: {done}."
-
-
-@dataclass(frozen=True)
-class TransferReport(Result):
-    """`broadcaster state export` / `import`: which file, which store, how many rows of what."""
-
-    action: str  # exported | imported
-    path: str
-    store: str
-    where: str
-    counts: dict[str, int]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"action": self.action, "file": self.path, "store": self.store, "where": self.where,
-                "rows": self.counts}
-
-    def text(self) -> str:
-        rows = ", ".join(f"{n:,} {table}" for table, n in self.counts.items() if n) or "nothing"
-        direction = "from" if self.action == "exported" else "into"
-        return f"{self.action.capitalize()} {rows} {direction} the {self.store} ledger at {self.where}" + (
-            f" ({self.path})." if self.action == "imported" else f" to {self.path}.")
-
-    def notes(self) -> list[str]:
-        if self.action == "exported":
-            return [f"note: {self.path} holds every subscriber's unsubscribe token; it is readable by "
-                    "you only. Delete it once imported."]
-        return []
-
-
-@dataclass(frozen=True)
 class RetryReport(Result):
     """What `retry` did, one outcome per incident it looked at."""
 
@@ -563,33 +507,3 @@ class RetryReport(Result):
 
     def notes(self) -> list[str]:
         return [note for o in self.outcomes for note in o.notes()]
-
-
-@dataclass
-class WorkerReport(Result):
-    """What one `broadcaster worker` did before it stopped (it fills this in as it works)."""
-
-    owner: str
-    #: Deliveries it settled (sent, failed or skipped), in fan-outs it joined or took over.
-    deliveries: int = 0
-    #: Batches of a mailing list it claimed.
-    batches: int = 0
-    #: Updates whose mailing list it sent some of.
-    updates: list[str] = field(default_factory=list)
-    #: Incidents whose statement or posts it finished for a sender that was gone.
-    incidents: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"worker": self.owner, "deliveries": self.deliveries, "batches": self.batches,
-                "updates": self.updates, "incidents": self.incidents}
-
-    def text(self) -> str:
-        if not self.deliveries:
-            return f"Worker {self.owner} stopped; it found nothing to send."
-        parts = [f"{self.deliveries:,} deliveries"]
-        if self.updates:
-            parts.append(f"{self.batches:,} batches of {len(self.updates)} mailing list"
-                         + ("s" if len(self.updates) != 1 else ""))
-        if self.incidents:
-            parts.append(f"{len(self.incidents)} incidents left by a sender that was gone")
-        return f"Worker {self.owner} stopped after {', '.join(parts)}."

@@ -13,13 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from broadcaster import characters
 from broadcaster.errors import InputError
 from broadcaster.model import Impact, Incident, Kind, Status, Text, Update, is_incident_id, new_incident_id
 from broadcaster.next_update import parse_next_update
-from broadcaster.settings import Settings
 from broadcaster.vocabulary import UpdateStatus
+
+if TYPE_CHECKING:
+    from broadcaster.settings import Settings
 
 #: Per-locale words: {"es": {"title": …, "message": …}}; the default locale's fill gaps in the
 #: arguments (as a --message-file does).

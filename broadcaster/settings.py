@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import (
     BaseModel,
@@ -33,6 +32,20 @@ from broadcaster import defaults, registry
 from broadcaster.channels.base import ChannelSettings
 from broadcaster.errors import SettingsError
 from broadcaster.masking import secrets_in_environment
+from broadcaster.settings_file import (
+    ONE_STORE,
+    Reading,
+    StatePlace,
+    checked_http_url,
+    checked_postgresql_url,
+    checked_zone,
+    config_path,
+    line_of,
+    local_time,
+    read_settings_file,
+    relative_to,
+    statement_url,
+)
 from broadcaster.vocabulary import Impact
 
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})?$")
@@ -66,11 +79,7 @@ class OrganizationSettings(_Section):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not an IANA time zone such as 'Europe/Madrid'") from None
-        return value
+        return checked_zone(value)
 
     @field_validator("locales")
     @classmethod
@@ -99,7 +108,7 @@ class OrganizationSettings(_Section):
 
     def local_time(self, moment: datetime) -> str:
         """"2026-11-23 14:30 CET": how the CLI shows a time, in the zone the site speaks."""
-        return f"{moment.astimezone(self.zone):%Y-%m-%d %H:%M} {self.zone_label(moment)}"
+        return local_time(self.timezone, self.timezone_label, moment)
 
     def zone_label(self, moment: datetime) -> str:
         """How a time names its zone, the same in every locale: "CET" (or `timezone_label`)."""
@@ -148,19 +157,12 @@ class SiteSettings(_Section):
     @field_validator("subscribe_url")
     @classmethod
     def _subscribe_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
-            raise ValueError(f"{value!r} is not an http(s) address such as "
-                             "'https://status.example.com/subscribe'")
-        return value.rstrip("/") if value else value
+        return None if value is None else checked_http_url(value, "https://status.example.com/subscribe")
 
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", value):
-            raise ValueError(
-                f"{value!r} is not an http(s) address such as 'https://status.example.com'"
-            )
-        return value.rstrip("/")
+        return checked_http_url(value, "https://status.example.com")
 
     @field_validator("output_dir")
     @classmethod
@@ -200,7 +202,7 @@ def contrast(first: str, second: str) -> float:
 
 class StateSettings(_Section):
     #: The embedded ledger: one SQLite file (the default), for one machine.
-    path: Path = Path(".broadcaster/state.db")
+    path: Path = Path(defaults.STATE_PATH)
     #: The shared ledger: a PostgreSQL database ("postgresql://user@host:port/dbname"), for a
     #: team on several machines. The password comes from the environment, never this file.
     url: str | None = None
@@ -213,22 +215,12 @@ class StateSettings(_Section):
     @field_validator("url")
     @classmethod
     def _postgresql_without_password(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(value.strip())
-        if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
-            raise ValueError("must be postgresql://user@host:port/dbname")
-        if parts.password is not None:
-            raise ValueError("holds a password: remove it from the file and set BROADCASTER_STATE_PASSWORD "
-                             "(or PGPASSWORD, or ~/.pgpass)")
-        return value.strip()
+        return None if value is None else checked_postgresql_url(value)
 
     @model_validator(mode="after")
     def _one_store(self) -> StateSettings:
         if "path" in self.model_fields_set and self.url is not None:
-            raise ValueError("give path (SQLite, one machine) or url (PostgreSQL, a team), not both")
+            raise ValueError(ONE_STORE)
         return self
 
     @property
@@ -458,6 +450,13 @@ class Settings(_Section):
         return f"{self.site.base_url}{prefix}/"
 
     @property
+    def reading(self) -> Reading:
+        """What a command that only reads the ledger uses (see settings_file.py)."""
+        return Reading(StatePlace(self.state.path, self.state.url), self.site.base_url,
+                       self.organization.default_locale, self.organization.timezone,
+                       self.organization.timezone_label)
+
+    @property
     def subscribe_url(self) -> str | None:
         """Where the status pages' subscription form posts, or None when the site offers none
         (switched off, or no enabled email channel to confirm and send with)."""
@@ -473,19 +472,13 @@ class Settings(_Section):
 
     def statement_url(self, incident_id: str, locale: str | None = None) -> str:
         """The official statement's address, in `locale`."""
-        return f"{self.home_url(locale)}incidents/{incident_id}/"
+        return statement_url(self.site.base_url, self.organization.default_locale, incident_id, locale)
 
 
 def resolve_path(value: Path, info: ValidationInfo) -> Path:
     """A path from the settings file, relative to that file's folder (for channel settings too)."""
     base = (info.context or {}).get("base_dir")
-    value = value.expanduser()
-    return value if value.is_absolute() or base is None else Path(base) / value
-
-
-def config_path(explicit: str | Path | None = None) -> Path:
-    """--config, else $BROADCASTER_CONFIG, else ./settings.toml."""
-    return Path(explicit or os.environ.get(defaults.CONFIG_ENV) or defaults.CONFIG_FILE)
+    return relative_to(value, None if base is None else Path(base))
 
 
 def load_settings(
@@ -493,20 +486,7 @@ def load_settings(
 ) -> Settings:
     """Read, validate and return the settings, or raise SettingsError saying what to fix."""
     path = config_path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SettingsError(
-            f"{path}: settings file not found (pass --config PATH or set {defaults.CONFIG_ENV}; "
-            "`broadcaster drill` needs none)"
-        ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"{path}: cannot read settings: {exc}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        # tomllib's message already ends with "(at line N, column M)".
-        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    raw, text = read_settings_file(path)
     return settings_from_dict(raw, source=path, text=text, environ=environ)
 
 
@@ -607,29 +587,6 @@ def _describe(error: Mapping[str, Any], label: str, text: str | None) -> str:
     elif error["type"] not in ("value_error", "assertion_error") and "input" in error:
         shown = repr(error["input"])
         message += f" (got {shown[:60]})"
-    line = _line_of(text, loc) if text else None
+    line = line_of(text, loc) if text else None
     where = f"{label}:{line}" if line else label
     return f"{where}: {key}: {message}"
-
-
-def _line_of(text: str, loc: list[str]) -> int | None:
-    """Best-effort line of `a.b.key` in a TOML file, so the error points where to look."""
-    if not loc:
-        return None
-    *tables, key = loc
-    header = None
-    if tables:
-        dotted = r"\s*\.\s*".join(map(re.escape, tables))
-        header = re.compile(rf"^\s*\[\s*{dotted}\s*\]")
-    in_table = header is None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if header is not None and header.match(line):
-            in_table = True
-            continue
-        if in_table and re.match(r"^\s*\[", line) and header is not None:
-            in_table = False
-        if in_table and re.match(rf"^\s*{re.escape(key)}\s*=", line):
-            return number
-    if tables:
-        return _line_of(text, tables)
-    return None

@@ -26,6 +26,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from broadcaster.channels.base import Channel
 from broadcaster.dispatch import UNSENT, Dispatcher
@@ -34,7 +35,7 @@ from broadcaster.ledger import Ledger, open_ledger
 from broadcaster.ledger.interface import OpenGroup
 from broadcaster.pipeline import dispatcher, existing, rendered, resume
 from broadcaster.preflight import open_channels
-from broadcaster.report import WorkerReport
+from broadcaster.report import Result
 from broadcaster.settings import Settings
 
 
@@ -133,3 +134,33 @@ def run(s: Settings, *, once: bool = False, stop: threading.Event | None = None,
                 break
             stop.wait(s.worker.poll_seconds)
         return worker.report
+
+
+@dataclass
+class WorkerReport(Result):
+    """What one `broadcaster worker` did before it stopped (it fills this in as it works)."""
+
+    owner: str
+    #: Deliveries it settled (sent, failed or skipped), in fan-outs it joined or took over.
+    deliveries: int = 0
+    #: Batches of a mailing list it claimed.
+    batches: int = 0
+    #: Updates whose mailing list it sent some of.
+    updates: list[str] = field(default_factory=list)
+    #: Incidents whose statement or posts it finished for a sender that was gone.
+    incidents: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"worker": self.owner, "deliveries": self.deliveries, "batches": self.batches,
+                "updates": self.updates, "incidents": self.incidents}
+
+    def text(self) -> str:
+        if not self.deliveries:
+            return f"Worker {self.owner} stopped; it found nothing to send."
+        parts = [f"{self.deliveries:,} deliveries"]
+        if self.updates:
+            parts.append(f"{self.batches:,} batches of {len(self.updates)} mailing list"
+                         + ("s" if len(self.updates) != 1 else ""))
+        if self.incidents:
+            parts.append(f"{len(self.incidents)} incidents left by a sender that was gone")
+        return f"Worker {self.owner} stopped after {', '.join(parts)}."

@@ -6,12 +6,12 @@ settings, or a site that was lost. Files whose content has not changed are not r
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from broadcaster.ledger import open_ledger
 from broadcaster.model import Incident
-from broadcaster.report import BuildReport
+from broadcaster.report import Result
 from broadcaster.settings import Settings
 from broadcaster.site.files import digest_mark, page_paths, site_files
 from broadcaster.site.state import SiteState, site_state
@@ -81,3 +81,25 @@ def build_site(settings: Settings, *, full: bool = False) -> BuildReport:
     except DeliveryError as exc:
         return BuildReport(0, len(files) + len(kept), str(exc), failed=True)
     return BuildReport(len(receipt.meta["written"]), len(files) + len(kept))
+
+
+@dataclass(frozen=True)
+class BuildReport(Result):
+    """What `site build` wrote."""
+
+    written: int
+    files: int
+    note: str = ""
+    failed: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.failed else 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"written": self.written, "files": self.files, "note": self.note or None,
+                "exit_code": self.exit_code}
+
+    def text(self) -> str:
+        done = f"{self.files} files in the site; {self.written} written (the rest were unchanged)."
+        return f"{done}\n{self.note}" if self.note else done
