@@ -8,17 +8,20 @@ finishes), 1 unexpected.
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
 
 # Typer's rich help costs ~60 ms at every start; plain help reads as well. Still overridable.
 os.environ.setdefault("TYPER_USE_RICH", "0")
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from typer.models import CommandInfo
 
 from broadcaster import defaults
 from broadcaster.vocabulary import Impact, UpdateStatus
@@ -829,4 +832,50 @@ def _fail(message: str, code: int, json: bool) -> None:
 
 def main() -> None:
     """Entry point of the `broadcaster` command."""
-    app()
+    only(sys.argv[1:])()
+
+
+def only(argv: Sequence[str]) -> typer.Typer:
+    """The app with only the command (or group) that `argv` names: Click's lazily loaded
+    subcommands, done at the root. Typer reads every command's signature and options when it
+    builds the app, about 40 ms for all of them (more than `list` takes to run), so a command
+    is built alone. Without a command (the root's help), or with a name that is none, every
+    command is there, but as its name and help only (`_index`): enough to list them, or to
+    say there is no such one."""
+    rest = list(argv)
+    while rest and rest[0].startswith("--config"):
+        rest = rest[1:] if "=" in rest[0] else rest[2:]
+    lean = copy.copy(app)
+    if rest and not rest[0].startswith("-"):
+        lean.registered_commands = [c for c in app.registered_commands if _name(c) == rest[0]]
+        lean.registered_groups = [g for g in app.registered_groups if g.name == rest[0]]
+        if lean.registered_commands or lean.registered_groups:
+            return lean
+    lean.registered_commands, lean.registered_groups = _index(), []
+    return lean
+
+
+def _name(command: CommandInfo) -> str:
+    """A command's name as typer gives it: its own, or its function's with - for _."""
+    return command.name or (command.callback.__name__ if command.callback else "").replace("_", "-")
+
+
+def _index() -> list[CommandInfo]:
+    """Every command and group as a command without options that has its name and help: what
+    the root's help lists, in the order typer lists them (commands, then groups)."""
+
+    def listed() -> None:  # never run: a command named alone is built whole
+        raise AssertionError("an index entry was invoked")
+
+    entries = []
+    for command in app.registered_commands:
+        entry = copy.copy(command)
+        entry.name, entry.callback = _name(command), listed
+        entry.help = command.help or inspect.getdoc(command.callback)
+        entries.append(entry)
+    for group in app.registered_groups:
+        sub = group.typer_instance
+        help_ = group.help if isinstance(group.help, str) else sub.info.help if sub else None
+        help_ = help_ if isinstance(help_, str) else None  # typer's placeholder: none given
+        entries.append(CommandInfo(name=group.name, callback=listed, help=help_))
+    return entries

@@ -23,8 +23,11 @@ def test_help_imports_nothing_heavy():
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
-#: What only sending needs: `list` and `show` read the ledger and print, and must not pay for it.
+#: What only sending needs: `list` and `show` read the ledger and print, and must not pay for it
+#: (validating the whole settings file with pydantic, or finding the channels, costs more than
+#: the command: settings_file.py reads what they use).
 SENDING = ("jinja2", "markdown_it", "tenacity", "tweepy", "facebook", "fastapi", "uvicorn", "feedgen",
+           "pydantic", "babel", "importlib.metadata", "broadcaster.settings", "broadcaster.registry",
            "broadcaster.pipeline", "broadcaster.render", "broadcaster.dispatch", "broadcaster.preflight")
 
 
@@ -50,3 +53,36 @@ def test_list_and_show_import_nothing_that_only_sending_needs(project):
     draft = json.loads(project.cli("announce", "--title", "T", "--message", "M", "--draft", "--json").stdout)
     assert "broadcaster.render" in imported_by(["show", draft["incident_id"]], str(project.config)), \
         "a draft's preview renders every channel: that one does need the pipeline"
+
+
+def test_a_command_is_built_alone_and_reads_the_same(tmp_path):
+    """`main` builds only the command asked for (`cli.only`); its help, options and errors are
+    those of the whole app, and anything else gets the whole app."""
+    from typer.testing import CliRunner
+
+    from broadcaster import cli
+
+    runner = CliRunner()
+    names = [c.name or c.callback.__name__ for c in cli.app.registered_commands]
+    names += [g.name for g in cli.app.registered_groups]
+    assert len(names) > 15
+    for name in names:
+        lean = cli.only(["--config", "x.toml", name, "--help"])
+        assert lean is not cli.app
+        assert len(lean.registered_commands) + len(lean.registered_groups) == 1
+        alone = runner.invoke(lean, [name, "--help"], prog_name="broadcaster")
+        whole = runner.invoke(cli.app, [name, "--help"], prog_name="broadcaster")
+        assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output), name
+    assert cli.only(["--config=x.toml", "list"]).registered_commands[0].name == "list"
+    # No command, or none by that name: every command, by name and help only, reads the same.
+    for argv in ([], ["--help"], ["--config", "x.toml"], ["--config", "x.toml", "--help"], ["lst"],
+                 ["--version"], ["subscribers-list"]):
+        index = cli.only(argv)
+        assert all(c.callback.__name__ == "listed" for c in index.registered_commands)
+        alone = runner.invoke(index, argv, prog_name="broadcaster")
+        whole = runner.invoke(cli.app, argv, prog_name="broadcaster")
+        assert (alone.exit_code, alone.output) == (whole.exit_code, whole.output), argv
+        assert "announce" in alone.output or "--help" not in argv
+    missing = runner.invoke(cli.only(["announce"]), ["announce", "--title", "T", "--message", "M",
+                                                    "--config-typo", "x"], prog_name="broadcaster")
+    assert missing.exit_code == 2 and "--config-typo" in missing.output
