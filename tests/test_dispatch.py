@@ -165,3 +165,33 @@ def test_secrets_never_appear_in_errors_or_output(project, two_channels):
     assert "token=********" in by_channel(data)["chirp"]["error"]
     shown = project.cli("show", data["incident_id"], "--json").output
     assert SECRET not in shown and "********" in shown
+
+
+def test_a_group_commit_gathers_every_connections_result_into_one_write():
+    """Four senders, each waiting for its result to be written before it sends again (the
+    promise of at most one unrecorded message per connection). Without gathering, the first
+    sender back wrote alone and the other three after it (groups of 1, 3, 1, 3); gathering,
+    one write covers all four. The waits are generous, so a busy machine only slows it."""
+    from broadcaster.dispatch import GroupCommit
+    from broadcaster.model import Receipt
+
+    groups: list[int] = []
+
+    def write(sent, failed):
+        groups.append(len(sent) + len(failed))
+        time.sleep(0.005)  # an fsync
+
+    commit = GroupCommit(write, gather=0.5)
+
+    def sender(lane: int) -> None:
+        for n in range(40):
+            time.sleep(0.0005)  # the next message's round trip
+            commit.record(sent=(lane * 100 + n, Receipt(f"m{lane}-{n}")))
+
+    threads = [threading.Thread(target=sender, args=(lane,)) for lane in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(groups) == 160
+    assert groups.count(4) >= 36, groups  # gather=0: [1, 3, 1, 3, …], no write of 4
