@@ -29,7 +29,7 @@ import tenacity
 from pydantic import SecretStr
 
 from broadcaster import defaults, registry
-from broadcaster.channels.base import Channel, Post, Recipient
+from broadcaster.channels.base import AudienceChannel, Channel, Post, Recipient
 from broadcaster.errors import DeliveryError, LedgerWriteError, PermanentDeliveryError, TransientDeliveryError
 from broadcaster.ledger import Ledger
 from broadcaster.masking import mask
@@ -206,6 +206,14 @@ class Dispatcher:
         """Send an update's mailing list batch by batch, claiming each from the ledger, until no
         recipient is left to claim; then (`wait_for_others`) wait for the batches other senders
         hold, taking over any whose lease runs out. How many recipients this sender handled."""
+        try:
+            return self._fan_out(channel, update_id, seq, posts, total=total, wait_for_others=wait_for_others)
+        finally:
+            if isinstance(channel, AudienceChannel):
+                channel.batches_done()
+
+    def _fan_out(self, channel: Channel, update_id: str, seq: int, posts: Mapping[str, Post], *,
+                 total: int, wait_for_others: bool) -> int:
         name = channel.spec.name
         tally = Tally(self.progress, name, total)
         after, states, handled = 0, self.sharing.states, 0

@@ -262,6 +262,11 @@ class AudienceChannel(Channel):
     def send_batch(self, post: Post, recipients: Sequence[Recipient], report: Report) -> None:
         """Deliver `post` to each recipient; see `Channel.send_batch`."""
 
+    def batches_done(self) -> None:
+        """The fan-out has sent every batch it could claim (or stopped): let go of what was kept
+        open from one batch to the next (the email channel's connections). Called once at the
+        end of each fan-out, whatever happened; a channel that keeps nothing needs nothing here."""
+
 
 class StaffNotices(ABC):
     """A capability a channel may offer: a plain notice to the organisation's own staff (tick's

@@ -41,6 +41,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from broadcaster import defaults
 from broadcaster.channels.base import (
     AudienceChannel,
+    ChannelContext,
     ChannelSettings,
     ChannelSpec,
     Post,
@@ -133,6 +134,13 @@ class EmailChannel(AudienceChannel, StaffNotices):
     )
     settings: EmailSettings
 
+    def __init__(self, settings: EmailSettings, context: ChannelContext) -> None:
+        super().__init__(settings, context)
+        #: Connections kept open from one batch to the next (each batch would otherwise open
+        #: and log in again: a TLS handshake and AUTH per connection against a real relay).
+        self._kept: list[smtplib.SMTP] = []
+        self._kept_lock = threading.Lock()
+
     def compose(self, page: Page) -> Post:
         extra = {"unsubscribe_url": self.unsubscribe_url(TOKEN),
                  "preferences_url": self.preferences_url(TOKEN)}
@@ -191,7 +199,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
         position, stalls = 0, 0
         while position < len(recipients):
             try:
-                connection = self._connect()
+                connection = self._open()
             except smtplib.SMTPAuthenticationError as exc:
                 error: DeliveryError = PermanentDeliveryError(
                     f"the SMTP server refused the login ({exc.smtp_code}): check "
@@ -207,7 +215,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
                 reached = send(connection, message, recipients, position, eight_bit, report)
             finally:
                 if reached >= len(recipients):
-                    _quit(connection)
+                    self._keep(connection)
                 else:
                     _close(connection)
             # A server that drops every connection before a message gets through: give up on
@@ -296,6 +304,30 @@ class EmailChannel(AudienceChannel, StaffNotices):
         except (smtplib.SMTPException, OSError) as exc:
             raise TransientDeliveryError(f"SMTP: {_describe(exc)}") from None
         finally:
+            _quit(connection)
+
+    def _open(self) -> smtplib.SMTP:
+        """A connection kept from an earlier batch, if it still answers (RSET also clears a
+        transaction a refused last message may have left open), else a new one."""
+        with self._kept_lock:
+            kept = self._kept.pop() if self._kept else None
+        if kept is not None:
+            try:
+                if kept.rset()[0] == 250:
+                    return kept
+            except (smtplib.SMTPException, OSError):
+                pass
+            _close(kept)
+        return self._connect()
+
+    def _keep(self, connection: smtplib.SMTP) -> None:
+        with self._kept_lock:
+            self._kept.append(connection)
+
+    def batches_done(self) -> None:
+        with self._kept_lock:
+            kept, self._kept = self._kept, []
+        for connection in kept:
             _quit(connection)
 
     def _connect(self) -> smtplib.SMTP:

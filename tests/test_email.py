@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -424,3 +425,36 @@ def test_a_long_import_reports_its_progress(mailing: Project, monkeypatch: pytes
         reporter.reset(token)
     assert seen == [("subscribers", 5, 11), ("subscribers", 9, 11), ("subscribers", 11, 11),
                     ("subscribers", 11, 11)]
+
+
+def test_connections_are_kept_from_one_batch_to_the_next(mailing: Project, inbox: Inbox):
+    """Each batch of a mailing list used to open (and log into) its connections again; they
+    are kept for the next batch, checked with RSET first, and closed when the fan-out ends."""
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2) + "[worker]\nbatch = 3\n")
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(12)))
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 0 and len(inbox.messages) == 12
+    assert inbox.greetings == 2, "four batches of three over the same two connections"
+
+
+def test_a_kept_connection_that_died_is_replaced(mailing: Project, inbox: Inbox):
+    from broadcaster.channels.base import Post, Recipient
+    from broadcaster.preflight import open_channels
+    from broadcaster.settings import load_settings
+
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=1))
+    channel = open_channels(load_settings(mailing.config))["email"]
+    post = Post("Body https://status.example.com/incidents/x/\n", subject="Subject", html="<p>Body</p>",
+                update_id="u1", locale="en")
+    results: list[object] = []
+
+    def report(recipient, result):
+        results.append(result)
+
+    channel.send_batch(post, [Recipient(1, "ana@example.com", "t1", None, False)], report)
+    (kept,) = channel._kept
+    kept.sock.shutdown(socket.SHUT_RDWR)  # the line went dead while it waited
+    channel.send_batch(post, [Recipient(2, "bob@example.com", "t2", None, False)], report)
+    channel.batches_done()
+    assert [type(r).__name__ for r in results] == ["Receipt", "Receipt"]
+    assert inbox.greetings == 2 and len(inbox.messages) == 2 and channel._kept == []

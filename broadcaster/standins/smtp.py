@@ -38,6 +38,8 @@ class SmtpStandIn:
         self.delay = 0.0
         #: Offer PIPELINING in the EHLO answer (a client then sends commands in batches).
         self.pipelining = True
+        #: How many connections said EHLO (each connection a client opened and logged into).
+        self.greetings = 0
         self.lock = threading.Lock()
         self.port = 0
         self._controller: Any = None
@@ -70,6 +72,8 @@ class SmtpStandIn:
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
         session.host_name = hostname
+        with self.lock:
+            self.greetings += 1
         if self.pipelining:
             responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
