@@ -146,7 +146,9 @@ def read_reading(path: str | Path | None = None) -> Reading:
                 return None
             found = section[key]
             if not isinstance(found, kind) or (kind is list and not found):
-                raise ValueError(f"must be {'a string' if kind is str else 'a list'} (got {found!r:.60})")
+                # pydantic's words, so that the full settings and these say the same
+                raise ValueError(f"Input should be a valid {'string' if kind is str else 'list'} "
+                                 f"(got {found!r:.60})")
             return check(found) if check else found
         except ValueError as exc:
             line = line_of(text, [table, key])

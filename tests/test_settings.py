@@ -98,3 +98,44 @@ def test_the_shipped_example_settings_are_valid():
     settings = load_settings(Path(__file__).parent.parent / "settings.toml", environ={})
     assert settings.organization.locales == ["en", "es"]
     assert settings.enabled_channels() == ["website"]
+
+
+@pytest.mark.parametrize("change, key, says", [
+    (("Europe/Madrid", "Europe/Madird"), "organization.timezone", "is not an IANA time zone"),
+    (('base_url = "https://status.example.com"', 'base_url = "status.example.com"'), "site.base_url",
+     "is not an http(s) address"),
+    (('base_url = "https://status.example.com"', "base_url = 42"), "site.base_url",
+     "Input should be a valid string"),
+    (('path = "state/ledger.db"', 'url = "postgresql://ops:hunter2@db.example.com/status"'), "state.url",
+     "holds a password"),
+    (('path = "state/ledger.db"', 'url = "mysql://db.example.com/status"'), "state.url",
+     "must be postgresql://"),
+])
+def test_list_and_show_check_the_settings_they_read_as_every_command_does(project, change, key, says):
+    """`list` and `show` read only the keys they use, without pydantic (settings_file.py), with
+    the same checks and the same messages as the full settings; exit 2 and nothing opened."""
+    import json
+
+    from conftest import BASE_SETTINGS
+
+    assert change[0] in BASE_SETTINGS
+    project.write(base=BASE_SETTINGS.replace(change[0], change[1], 1))
+    with pytest.raises(SettingsError) as full:
+        load_settings(project.config)
+    for args in (["list"], ["show", "abcdefghjk"]):
+        result = project.cli(*args, "--json")
+        assert result.exit_code == 2, result.output
+        error = json.loads(result.stdout)["error"]
+        assert f"{key}: " in error and says in error and str(project.config) in error
+        line = next(m for m in str(full.value).splitlines() if key in m)
+        assert line in error, "the same words as the full settings, where both say it"
+    assert "hunter2" not in result.output
+
+
+def test_list_reads_the_settings_file_it_is_pointed_at_and_nothing_more(project):
+    """A key only a sending command uses, wrong, does not stop `list`; `announce` refuses it."""
+    from conftest import BASE_SETTINGS
+
+    project.write(base=BASE_SETTINGS.replace("attempts = 3", 'attempts = "three"'))
+    assert project.cli("list").exit_code == 0
+    assert project.cli("announce", "--title", "T", "--message", "M", "--yes").exit_code == 2
