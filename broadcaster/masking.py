@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from pydantic import SecretStr
+if TYPE_CHECKING:  # pydantic is not imported to read the ledger (see tests/test_startup.py)
+    from pydantic import SecretStr
 
 MASK = "********"
 
@@ -34,6 +36,8 @@ def secret_variables() -> list[str]:
 def secrets_in_environment(environ: Mapping[str, str] | None = None) -> list[SecretStr]:
     """Values of every known secret set in the environment, to mask anything we print or keep."""
     import os
+
+    from pydantic import SecretStr
 
     environ = os.environ if environ is None else environ
     return [SecretStr(environ[n]) for n in secret_variables() if environ.get(n)]
