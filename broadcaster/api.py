@@ -85,7 +85,8 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> object:
     """`Cancelled` and `Confirm` come from the pipeline, imported only when a command sends:
-    `list` and `show` start without it (it brings Jinja2, Markdown, tenacity, the channels)."""
+    `list` and `show` start without it (it brings Jinja2, Markdown, tenacity, the channels).
+    `SettingsLike` names the validated settings, which bring pydantic."""
     if name == "SettingsLike":  # the type itself, for code that inspects annotations
         from broadcaster.settings import Settings
 
