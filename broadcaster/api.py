@@ -503,7 +503,7 @@ def _reading(settings: SettingsLike) -> Reading:
     """What a command that only reads the ledger needs: from settings already validated, or
     the file read without validating the rest (settings_file.py: no pydantic, no channel)."""
     if settings is None or isinstance(settings, str | Path):
-        from broadcaster.settings_file import read_reading
+        from broadcaster.settings_file import reading_settings
 
-        return read_reading(settings)
+        return reading_settings(settings)
     return settings.reading

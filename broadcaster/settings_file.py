@@ -130,7 +130,7 @@ class Reading:
         return local_time(self.timezone, self.timezone_label, moment)
 
 
-def read_reading(path: str | Path | None = None) -> Reading:
+def reading_settings(path: str | Path | None = None) -> Reading:
     """The settings a reading command uses, from the file, each checked as the full settings
     check it; SettingsError naming the file, line and key otherwise."""
     source = config_path(path)
