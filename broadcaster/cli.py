@@ -748,9 +748,10 @@ def _files(ctx: typer.Context) -> dict[str, Path]:
 
     found: dict[str, Path] = {}
     for name, value in _extra_options(ctx, lambda name: name.startswith("file-")):
-        if name in found:
+        locale = name.removeprefix("file-")
+        if locale in found:
             raise InputError(f"--{name} given twice")
-        found[name.removeprefix("file-")] = Path(value)
+        found[locale] = Path(value)
     return found
 
 

@@ -186,7 +186,7 @@ class Dispatcher:
 
     def statement_live(self, update_ids: set[str]) -> bool:
         """Whether the statement of every update is published (now, or by an earlier run)."""
-        statements = [name for name, c in registry.channels().items() if c.publishes_statement]
+        statements = registry.statement_channels()
         return all(
             delivery.state is DeliveryState.SENT
             for update_id in update_ids

@@ -56,7 +56,8 @@ def open_channels(settings: Settings, only: Sequence[str] | None = None) -> dict
             raise InputError(
                 f"--channel {unknown[0]}: not an enabled channel (enabled: {', '.join(enabled)})"
             )
-        names = [n for n in enabled if n in only or registry.channels()[n].publishes_statement]
+        statements = registry.statement_channels()
+        names = [n for n in enabled if n in only or n in statements]
     else:
         names = enabled
     return {name: open_channel(settings, name) for name in names}

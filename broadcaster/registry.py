@@ -37,6 +37,12 @@ def mailing_lists() -> list[str]:
     return [name for name, channel in channels().items() if channel.has_audience]
 
 
+def statement_channels() -> list[str]:
+    """The channels that publish the official statement (the website): sent first, and the
+    only ones a postmortem's revision goes to."""
+    return [name for name, channel in channels().items() if channel.publishes_statement]
+
+
 def register(channel: type[Channel]) -> type[Channel]:
     """Register a channel class in this process (tests, scripts); usable as a decorator."""
     _registered[channel.spec.name] = channel

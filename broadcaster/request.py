@@ -196,7 +196,7 @@ def postmortem(
     if revise:
         from broadcaster import registry
 
-        channels = [n for n in s.enabled_channels() if registry.channels()[n].publishes_statement]
+        channels = [n for n in s.enabled_channels() if n in registry.statement_channels()]
         if not channels:
             raise InputError("--revise corrects the statement page, and no enabled channel "
                              "publishes one ([channels.website] is off)")
@@ -215,7 +215,7 @@ def postmortem(
         if done and not revise:
             raise InputError(
                 f"incident {incident_id} already has a postmortem (published "
-                f"{done[0].created_at.astimezone(s.organization.zone):%Y-%m-%d %H:%M}); pass "
+                f"{s.organization.local_time(done[0].created_at)}); pass "
                 "--revise to correct it on the statement page (it is not announced again)")
         if revise and not done:
             raise InputError(f"incident {incident_id} has no published postmortem to revise "

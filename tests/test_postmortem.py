@@ -110,6 +110,8 @@ def test_a_revision_corrects_the_page_and_tells_nobody_again(social: Social, tmp
 
     again = social.run("postmortem", incident, "--file", str(pm["fixed"]))
     assert again["exit_code"] == 2 and "--revise" in again["error"], "a second one is refused"
+    assert re.search(r"already has a postmortem \(published \d{4}-\d\d-\d\d \d\d:\d\d CES?T\)",
+                     again["error"]), again["error"]
     revised = social.run("postmortem", incident, "--file", str(pm["fixed"]), "--revise")
     assert revised["exit_code"] == 0, revised
     assert [d["channel"] for d in revised["deliveries"]] == ["website"]
@@ -164,6 +166,7 @@ def test_a_second_draft_replaces_the_first_and_a_postmortem_draft_does_not_expir
     ("resolved", ["--file", "{folder}"], "a folder, not a file"),
     ("resolved", ["--file", "{pm}", "--file-fr", "{pm}"], "--file-fr: 'fr' is not one of [organization]"),
     ("resolved", ["--file", "{pm}", "--file-es", "{empty}"], "--file-es: the postmortem is empty"),
+    ("resolved", ["--file", "{pm}", "--file-es", "{pm}", "--file-es={pm}"], "--file-es given twice"),
     ("resolved", ["--file", "{pm}", "--fichier", "x"], "unknown option or extra argument: '--fichier'"),
     ("resolved", ["--file", "{pm}", "--revise"], "has no published postmortem to revise"),
     ("resolved", ["--file", "{pm}", "--revise", "--draft"], "--revise and --draft"),

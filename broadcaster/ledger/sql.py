@@ -43,8 +43,6 @@ _DELIVERY_COLUMNS = (
 )
 
 
-#: Schema for self-service subscription (the status page's form), the same in both stores
-#: (SQLite's version 11, PostgreSQL's 3; PostgreSQL spells REAL as DOUBLE PRECISION).
 #: What kind each channel is, as the senders recorded it with its deliveries: a mailing list
 #: (one delivery per subscriber, counted in reports) or posts. `show` reads it so that it needs
 #: no channel code (importing the channels costs more than the whole command). The same SQL in
@@ -56,6 +54,8 @@ CREATE TABLE channel_kinds (
 );
 """
 
+#: Schema for self-service subscription (the status page's form), the same in both stores
+#: (SQLite's version 11, PostgreSQL's 3; PostgreSQL spells REAL as DOUBLE PRECISION).
 SUBSCRIPTIONS = """
 -- How a subscriber gave consent (JSON: when, what the form said, a keyed hash of the IP, when
 -- they confirmed), NULL for people an operator added.

@@ -184,8 +184,6 @@ def _incident(settings: Settings, incident: Incident) -> dict[str, Any]:
         "components": [
             {"id": a["code"], "name": a["name"], "status": a["new_status"]} for a in affected
         ],
-        # As Statuspage's manage API names them: the postmortem (Markdown, the default
-        # locale's), when it was published and when it was last corrected.
         **_postmortem(settings, postmortems),
     }
 
