@@ -19,7 +19,6 @@ import secrets as random_tokens
 import socket
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -289,8 +288,10 @@ class GroupCommit:
     Senders released by one write come back at about the same time (their next answer is one
     round trip away), but the first back would write alone and the rest would wait for it: on
     loopback the groups alternated 1, 3, 1, 3. So the sender about to write first waits, at
-    most `gather` seconds, until as many results are queued as the largest recent group
-    (`siblings`): the write every sender waits for anyway then covers them all.
+    most `gather` seconds, until every sender that took part in the last write or queued for
+    this one has a result queued: the write every sender waits for anyway then covers them
+    all. Counting senders rather than the largest recent group matters: with four senders
+    split 1 + 3, the largest group says three, and the fourth is left out every time.
     """
 
     def __init__(self, write: Callable[[list[tuple[int, Receipt]], list[tuple[int, str]]], None], *,
@@ -306,8 +307,9 @@ class GroupCommit:
         self.written = 0  # results known to be in the ledger
         self.writing = False
         self.broken: str | None = None
-        #: The sizes of the latest writes: how many senders are cycling now.
-        self.recent: deque[int] = deque(maxlen=16)
+        #: Which write each sender (a thread) last handed a result to: how many are cycling.
+        self.senders: dict[int, int] = {}
+        self.round = 0  # the number of the next write to start
 
     def record(self, sent: tuple[int, Receipt] | None = None, failed: tuple[int, str] | None = None) -> None:
         """Hand in one result; return once it is in the ledger (LedgerWriteError if it cannot be)."""
@@ -319,6 +321,7 @@ class GroupCommit:
             if failed is not None:
                 self.failed.append(failed)
             self.queued += 1
+            self.senders[threading.get_ident()] = self.round
             self.arrived.notify()
             ticket = self.queued
             while self.written < ticket:
@@ -330,7 +333,7 @@ class GroupCommit:
                 self.writing = True
                 self._gather()
                 batch, self.sent, self.failed, upto = (self.sent, self.failed), [], [], self.queued
-                self.recent.append(upto - self.written)
+                self.round += 1
                 self.cond.release()
                 try:
                     self.write(*batch)
@@ -352,7 +355,7 @@ class GroupCommit:
 
     def _gather(self) -> None:
         """Wait (the lock held but released while waiting) for the senders of the last groups."""
-        siblings = max(self.recent, default=1)
+        siblings = sum(1 for last in self.senders.values() if last >= self.round - 1)
         deadline = time.monotonic() + self.gather
         while self.queued - self.written < siblings and not self.broken:
             left = deadline - time.monotonic()
