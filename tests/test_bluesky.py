@@ -105,14 +105,18 @@ def test_a_session_near_its_end_is_refreshed_by_a_long_running_sender(sky: Sky):
     from broadcaster.channels import ChannelContext, Post
     from broadcaster.settings import load_settings
 
-    # The SDK refreshes 15 minutes before the end: a token with 15 min + 1 s left, a second later.
-    sky.pds.access_seconds = 15 * 60 + 1
+    # The SDK refreshes 15 minutes before the end. The token's `exp` is in whole seconds, so one
+    # issued with 15 min + 3 s to run has between 2 and 3 s before the SDK refreshes it: the
+    # first post (at once) never refreshes, the second (3.1 s later) always does. With 15 min
+    # + 1 s, a login late in its second left only the rest of that second, and a slow first
+    # post refreshed too (a second refresh, seen on a busy CI machine).
+    sky.pds.access_seconds = 15 * 60 + 3
     settings = load_settings(sky.project.config)
     channel = BlueskyChannel(settings.channels["bluesky"], ChannelContext(
         settings, {"BROADCASTER_BLUESKY_APP_PASSWORD": SecretStr(DRILL_APP_PASSWORD)}, 5.0))
     first = channel.send(Post("Uno https://status.example.com/", "https://status.example.com/",
                               update_id="x-1"), (), resumed=False)
-    time.sleep(1.1)
+    time.sleep(3.1)
     channel.send(Post("Dos https://status.example.com/", "https://status.example.com/", update_id="x-2"),
                  (first,), resumed=False)
     assert len(sky.pds.posted()) == 2 and len(sky.pds.calls("create_session")) == 1
