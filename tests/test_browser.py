@@ -531,3 +531,29 @@ def test_the_lookup_works_with_the_keyboard_alone(nested, tmp_path, locale):
         page.wait_for("document.getElementById('lookup-result').contains(document.activeElement)")
         page.press("Tab", 9)  # and on, by keyboard, to the statement the answer links
         assert page.value("document.activeElement.tagName") == "A"
+
+
+#: Every element that shows a state or a status by its colour, and the sign it shows besides it
+#: (CSS `::before` content: "none" or "normal" when it has none).
+SIGNS = """JSON.stringify(Array.from(document.querySelectorAll(
+  '.badge, .overall, [class*="state-"]')).map(function (e) {
+    return [e.className, e.textContent.trim(), getComputedStyle(e, '::before').content]; }))"""
+
+
+@pytest.mark.parametrize("locale", ["en", "es"])
+def test_every_state_has_a_sign_besides_its_colour(history, tmp_path, locale):
+    """Colour alone must not tell an outage from a fix in progress (WCAG 1.4.1): every badge,
+    banner and component state on the index and on an incident's and a maintenance's statement
+    shows a sign before its words."""
+    _, url = history
+    prefix = "" if locale == "en" else "/es"
+    seen: list[list[str]] = []
+    for page in ("/", "/incidents/outage000000/", "/incidents/works000000/", "/history/"):
+        with Keyboard(f"{url}{prefix}{page}", tmp_path / page.strip("/").replace("/", "-")) as browser:
+            seen += json.loads(str(browser.value(SIGNS)))
+    classes = " ".join(name for name, _, _ in seen)
+    for status in ("status-investigating", "status-resolved", "status-scheduled", "status-in_progress",
+                   "status-completed", "state-operational", "state-partial_outage", "overall"):
+        assert status in classes, f"the pages show a {status}, so this test looks at one"
+    unsigned = [(name, words) for name, words, sign in seen if sign in ("none", "normal", "")]
+    assert unsigned == [], f"shown by colour alone: {unsigned}"
