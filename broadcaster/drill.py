@@ -90,6 +90,8 @@ class DrillResult(Result):
     folder: Path
     site_url: str
     steps: list[tuple[str, Outcome]] = field(default_factory=list)
+    #: Every email the SMTP server received, as the .eml file the drill kept of it.
+    emails: list[Path] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -100,6 +102,7 @@ class DrillResult(Result):
             "folder": str(self.folder),
             "site_url": self.site_url,
             "steps": [{"step": name, **o.to_json()} for name, o in self.steps],
+            "emails": [str(p) for p in self.emails],
         }
 
     def text(self) -> str:
@@ -202,8 +205,10 @@ def run_drill(output: Path | None = None, hold: bool = False, quiet: bool = Fals
             for line in _received(outcome):
                 say(f"   {line}")
             say("")
+        result.emails = keep_emails(stand_ins.smtp, folder / "emails")
         for line in _social_view(stand_ins):
             say(line)
+        say(f"The emails are kept as they were received, to open in a mail reader: {folder / 'emails'}/")
         say(f"\nDrill {'passed' if result.exit_code == 0 else 'FAILED'}: "
             f"{len(result.steps)} steps, incident {incident}.")
         if hold:
@@ -316,6 +321,20 @@ def _social_view(stand_ins: StandIns) -> list[str]:
         unsubscribe = "one-click unsubscribe" if message["List-Unsubscribe-Post"] else "NO unsubscribe"
         lines.append(f"   → {message['To']}: {message['Subject']} ({threaded}; {unsubscribe})")
     return lines
+
+
+def keep_emails(smtp: SmtpStandIn, into: Path) -> list[Path]:
+    """Each email the SMTP server received, byte for byte, as `NN-recipient.eml` in `into` (in
+    the order they came), so a person can read what subscribers got in their own mail reader:
+    the drill's printout shows only the subjects."""
+    into.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for n, message in enumerate(smtp.messages, start=1):
+        recipient = re.sub(r"[^A-Za-z0-9@._-]", "_", ",".join(message.envelope_to))
+        path = into / f"{n:02d}-{recipient}.eml"
+        path.write_bytes(message.raw)
+        kept.append(path)
+    return kept
 
 
 def _block(label: str, text: str, indent: str = "   ") -> list[str]:

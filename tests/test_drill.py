@@ -43,6 +43,17 @@ def test_the_drill_rehearses_a_whole_incident_and_serves_the_site(tmp_path):
     assert "→ ana@example.com: Análisis del incidente · " in emails
     assert "carla@" not in emails.split("\n", 1)[1], "carla follows only Search"
     assert emails.count("in reply to the first") == 6
+    # And each email is kept whole, to be read in a mail reader.
+    kept = sorted((tmp_path / "drill" / "emails").iterdir())
+    assert len(kept) == 8 and f"{tmp_path / 'drill' / 'emails'}/" in out
+    assert {p.name[3:] for p in kept[:2]} == {"ana@example.com.eml", "bob@example.com.eml"}
+    from email import message_from_bytes, policy
+
+    to_bob = [m for m in (message_from_bytes(p.read_bytes(), policy=policy.default) for p in kept[-2:])
+              if m["To"] == "bob@example.com"]
+    assert len(to_bob) == 1 and to_bob[0]["Subject"].startswith("Postmortem · ")
+    body = to_bob[0].get_body(("plain",)).get_content()
+    assert "What we are changing" in body and "/incidents/" in body
 
 
 def test_the_drill_sends_to_every_channel(tmp_path):
