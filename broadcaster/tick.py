@@ -1,13 +1,14 @@
 """`broadcaster tick`: the work that falls due with time, safe every minute and twice at once.
 
-Two things fall due. Planned maintenance moves from scheduled to in progress at its start and
+Three things fall due. Planned maintenance moves from scheduled to in progress at its start and
 to completed at its end, each step announced through every channel like any update. And
 staff are reminded, by email, when a promised next update is overdue: once per promise (the
 update that made it), to `[organization] staff`, through the first configured channel that
 offers staff notices (`StaffNotices`: email, through the SMTP server of `[channels.email]`).
 Ticks take a lock, so two at once do the work once. A reminder is claimed in the ledger
 before it is sent and the claim is dropped if sending fails, so a failed one is tried again
-at the next tick.
+at the next tick. And at midnight in the organisation's zone the status page's uptime bars
+move on to the new day, even when nothing was published (`site.build.turn_the_day`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class TickReport(Result):
     reminded: list[str] = field(default_factory=list)  # update ids whose promise was overdue
     maintenance: list[str] = field(default_factory=list)  # "id: new status"
     expired: list[str] = field(default_factory=list)  # draft updates nobody published in time
+    site: str | None = None  # the status page moved on to a new day
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -36,7 +38,7 @@ class TickReport(Result):
 
     def to_json(self) -> dict[str, Any]:
         return {"reminded": self.reminded, "maintenance": self.maintenance, "expired": self.expired,
-                "problems": self.problems, "exit_code": self.exit_code}
+                "site": self.site, "problems": self.problems, "exit_code": self.exit_code}
 
     def text(self) -> str:
         lines = [f"maintenance {m}" for m in self.maintenance]
@@ -45,6 +47,8 @@ class TickReport(Result):
         if self.expired:
             lines.append(f"Discarded {len(self.expired)} draft(s) left unpublished past "
                          "[automation] draft_expiry_hours.")
+        if self.site:
+            lines.append(self.site[0].upper() + self.site[1:] + ".")
         if not lines:
             lines.append("Nothing due.")
         lines += [f"problem: {p}" for p in self.problems]
@@ -78,7 +82,17 @@ def tick(settings: Settings, ledger: Ledger, now: datetime | None = None) -> Tic
                 report.problems.append(f"incident {incident.id}: reminder not sent: {exc}")
             else:
                 report.reminded.append(promise.id)
+        _turn_the_day(settings, ledger, now, report)
     return report
+
+
+def _turn_the_day(settings: Settings, ledger: Ledger, now: datetime, report: TickReport) -> None:
+    from broadcaster.site.build import turn_the_day
+
+    try:
+        report.site = turn_the_day(settings, ledger, now)
+    except DeliveryError as exc:
+        report.problems.append(f"the status page could not move on to a new day: {exc}")
 
 
 def _advance(settings: Settings, incident: Any, now: datetime, report: TickReport) -> None:

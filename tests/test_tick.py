@@ -93,3 +93,46 @@ def test_reminders_without_an_email_section_say_what_to_add(project: Project):
     report = api.tick(now=later(31), settings=project.config)
     assert report.exit_code == 3 and "add a [channels.email] section" in report.problems[0]
     assert api.tick(now=later(32), settings=project.config).exit_code == 3, "not claimed: tried again"
+
+
+def test_at_midnight_the_uptime_bars_move_on_even_when_nothing_was_published(project: Project):
+    """A quiet week writes nothing, so without tick the bars would still end on the day of the
+    last write and call it today. At its first run of a new day in the organisation's zone,
+    tick rewrites the shared pages, once."""
+    import re
+    from datetime import date, time
+    from zoneinfo import ZoneInfo
+
+    project.write('[[components]]\nname = "Payments API"\nnames = { es = "API de pagos" }\n')
+    incident = project.announce("--component", "Payments API", "--impact", "critical")
+    uptime = project.public / "api" / "v2" / "uptime.json"
+    today = date.fromisoformat(json.loads(uptime.read_text(encoding="utf-8"))["to"])
+    assert api.tick(settings=project.config).site is None, "the pages are today's already"
+
+    madrid = ZoneInfo("Europe/Madrid")
+    tomorrow = today + timedelta(days=1)
+    after_midnight = datetime.combine(tomorrow, time(0, 30), madrid).astimezone(UTC)
+    report = api.tick(now=after_midnight, settings=project.config)
+    assert report.exit_code == 0 and report.problems == []
+    assert report.site and f"from {today} to {tomorrow}" in report.site
+    shown = json.loads(uptime.read_text(encoding="utf-8"))
+    assert shown["to"] == tomorrow.isoformat()
+    last = shown["components"][0]["days"][-1]
+    assert last["date"] == tomorrow.isoformat() and last["state"] == "major_outage", \
+        "the incident still open carries on into the new day"
+    for page, says in ((project.public / "index.html", "Major outage for 30 min"),
+                       (project.public / "es" / "index.html", "Interrupción grave durante 30 min")):
+        cells = re.findall(r'<span class="tip">([^<]+)</span>', page.read_text(encoding="utf-8"))
+        assert cells[-1].startswith(f"{tomorrow.day} ") and cells[-1].endswith(says), cells[-1]
+    assert incident in (project.public / "index.html").read_text(encoding="utf-8")
+    assert api.tick(now=after_midnight + timedelta(minutes=1), settings=project.config).site is None, \
+        "once a day"
+    done = subprocess.run([str(BIN / "broadcaster"), "--config", str(project.config), "tick", "--json"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "site" in json.loads(done.stdout), done.stderr
+
+
+def test_tick_before_the_first_incident_writes_no_site(project: Project):
+    report = api.tick(settings=project.config)
+    assert report.site is None and report.exit_code == 0
+    assert not (project.public / "index.html").exists()

@@ -6,10 +6,12 @@ settings, or a site that was lost. Files whose content has not changed are not r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from broadcaster.ledger import open_ledger
+from broadcaster.ledger import Ledger, open_ledger
 from broadcaster.model import Incident
 from broadcaster.report import Result
 from broadcaster.settings import Settings
@@ -41,9 +43,7 @@ def _unchanged(settings: Settings, page: Page, template: str) -> dict[str, str]:
 def build_site(settings: Settings, *, full: bool = False) -> BuildReport:
     """Render every statement, every month, the index, feeds and JSON; write them through the
     website channel (so its link checks and publish_command apply)."""
-    from broadcaster.channels.base import Post
     from broadcaster.errors import DeliveryError
-    from broadcaster.preflight import open_channel
     from broadcaster.render import Page, Templates
 
     with open_ledger(settings, read_only=True) as ledger:
@@ -75,12 +75,52 @@ def build_site(settings: Settings, *, full: bool = False) -> BuildReport:
             kept.update(unchanged)
             if not unchanged:
                 files.update(site_files(month, statement=False, month=True, shared=False))
-    website = open_channel(settings, "website")
     try:
-        receipt = website.send(Post(text="", files=files), (), resumed=False)
+        written = _write(settings, files)
     except DeliveryError as exc:
         return BuildReport(0, len(files) + len(kept), str(exc), failed=True)
-    return BuildReport(len(receipt.meta["written"]), len(files) + len(kept))
+    return BuildReport(written, len(files) + len(kept))
+
+
+def _write(settings: Settings, files: dict[str, str]) -> int:
+    """Write `files` through the website channel (its link checks and publish_command apply);
+    how many had changed. Raises DeliveryError."""
+    from broadcaster.channels.base import Post
+    from broadcaster.preflight import open_channel
+
+    receipt = open_channel(settings, "website").send(Post(text="", files=files), (), resumed=False)
+    return len(receipt.meta["written"])
+
+
+def turn_the_day(settings: Settings, ledger: Ledger, now: datetime) -> str | None:
+    """Rewrite the shared pages (index, history, component pages, feeds, JSON) if the
+    organisation's day has turned since they were last written; what was done, or None.
+
+    The uptime bars end with today and every write redraws them, but a quiet week writes
+    nothing: the bar would still end on the day of the last incident, and its "today" would be
+    a week old. `tick` runs every minute, so this moves the bars on at midnight in the
+    organisation's zone. The day the pages were made for is the `to` of `api/v2/uptime.json`.
+    They are rendered under the site lock from the ledger as it is then, like every write, so
+    an update published at the same moment is never undone. Raises DeliveryError.
+    """
+    from broadcaster.render import Page, Templates
+
+    today = now.astimezone(settings.organization.zone).date().isoformat()
+    try:
+        shown = json.loads((settings.site.output_dir / "api" / "v2" / "uptime.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return None  # no site yet: the first published update writes it (or `site build`)
+    if shown.get("to") == today and shown.get("time_zone") == settings.organization.timezone:
+        return None
+    with ledger.service_lock("site"):
+        latest = ledger.incidents(limit=1)
+        if not latest:
+            return None
+        page = Page("website", "html", latest[0].latest, latest[0], settings.organization.default_locale,
+                    Templates(settings), site_state(ledger, settings, now=now))
+        files = site_files(page, statement=False, month=False, shared=True)
+        written = _write(settings, files)
+    return f"the status page's day turned from {shown.get('to')} to {today}: {written} files rewritten"
 
 
 @dataclass(frozen=True)

@@ -96,8 +96,10 @@ def worst(states: Iterable[str]) -> str:
     return max(states, key=COMPONENT_STATES.index, default="operational")
 
 
-def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = None) -> SiteState:
-    """The site as it will be once `incident` (about to be recorded) is in the ledger."""
+def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = None, *,
+               now: datetime | None = None) -> SiteState:
+    """The site as it will be once `incident` (about to be recorded) is in the ledger, with the
+    uptime bars ending at `now` (the present unless told)."""
 
     def merged(found: Sequence[Incident], belongs: bool) -> list[Incident]:
         rest = [i for i in found if incident is None or i.id != incident.id]
@@ -121,17 +123,16 @@ def site_state(ledger: Ledger, settings: Settings, incident: Incident | None = N
         open=open_now, maintenance=maintenance, recent=recent, newest=newest, month=month,
         months=sorted(months.items(), reverse=True),
         components=component_states(settings, open_now, maintenance),
-        **_recent(ledger, settings, merged, open_all, months),
+        **_recent(ledger, settings, merged, open_all, months, now or datetime.now(UTC)),
     )
 
 
 def _recent(ledger: Ledger, settings: Settings,
             merged: Callable[[Sequence[Incident], bool], list[Incident]],
-            open_all: Sequence[Incident], months: dict[str, int]) -> dict[str, Any]:
+            open_all: Sequence[Incident], months: dict[str, int], now: datetime) -> dict[str, Any]:
     """The components' last 90 days and the latest months' incidents: read from the months the
     90 days span (and one before, for an incident that began earlier) and every open incident;
     a bounded read, like the rest."""
-    now = datetime.now(UTC)
     seen: dict[str, Incident] = {i.id: i for i in open_all}  # the incident at hand as it will be
     wanted = {key for key, _ in sorted(months.items(), reverse=True)[:HISTORY_MONTHS]}
     day = now - timedelta(days=UPTIME_DAYS + 31)
