@@ -253,6 +253,33 @@ def test_a_build_renders_only_what_changed(site: Project, monkeypatch: pytest.Mo
     assert build()["written"] == 0 and "statement" not in rendered
 
 
+def test_an_update_published_while_a_build_renders_is_not_undone(site: Project,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    """A build renders every statement first, which takes long with years of history; an
+    incident announced meanwhile writes the index listing it. The build's own index must list
+    it too: the shared pages are rendered under the site lock from the ledger as it is then."""
+    from broadcaster.site import build
+
+    site.announce()
+    for path in site.public.rglob("*.html"):
+        path.unlink()  # so the build renders every statement again
+    meanwhile: list[str] = []
+    real = build._unchanged
+
+    def announce_meanwhile(*args):
+        if not meanwhile:  # while the build renders its first statement
+            meanwhile.append(site.announce("--title", "Meanwhile: checkout down"))
+        return real(*args)
+
+    monkeypatch.setattr(build, "_unchanged", announce_meanwhile)
+    result = site.cli("site", "build", "--json")
+    assert result.exit_code == 0, result.output
+    index = (site.public / "index.html").read_text(encoding="utf-8")
+    assert meanwhile and "Meanwhile: checkout down" in index
+    listed = json.loads((site.public / "api" / "v2" / "incidents.json").read_text(encoding="utf-8"))
+    assert meanwhile[0] in {i["id"] for i in listed["incidents"]}
+
+
 def test_site_build_with_nothing_published_says_so(site: Project):
     result = site.cli("site", "build", "--json")
     assert result.exit_code == 0 and "no published incidents" in json.loads(result.stdout)["note"]

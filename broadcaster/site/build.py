@@ -60,7 +60,7 @@ def build_site(settings: Settings, *, full: bool = False) -> BuildReport:
         # Statements and months made from what they would be made from now are left as they
         # are (not rendered, not compared): a build that changes nothing renders only the
         # shared pages. `kept` counts them.
-        files = site_files(page(incidents[0], state), statement=False, month=False, shared=True)
+        files: dict[str, str] = {}
         kept: dict[str, str] = {}
         for incident in incidents:
             statement = page(incident, state)
@@ -75,10 +75,17 @@ def build_site(settings: Settings, *, full: bool = False) -> BuildReport:
             kept.update(unchanged)
             if not unchanged:
                 files.update(site_files(month, statement=False, month=True, shared=False))
-    try:
-        written = _write(settings, files)
-    except DeliveryError as exc:
-        return BuildReport(0, len(files) + len(kept), str(exc), failed=True)
+        # The shared pages list every incident: rendered under the site lock from the ledger
+        # as it is then, as every update's are, so a build never writes them as they were
+        # before an update published while it rendered the statements.
+        try:
+            with ledger.service_lock("site"):
+                now = site_state(ledger, settings)
+                latest = ledger.incidents(limit=1)[0]
+                files.update(site_files(page(latest, now), statement=False, month=False, shared=True))
+                written = _write(settings, files)
+        except DeliveryError as exc:
+            return BuildReport(0, len(files) + len(kept), str(exc), failed=True)
     return BuildReport(written, len(files) + len(kept))
 
 
