@@ -149,7 +149,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
         html = _break_long_lines(html_page.render(page.kind, **extra))
         subject = " ".join(page.render("subject").split())
         return Post(text=text, link=page.statement_url, html=html, subject=subject,
-                    update_id=page.update.id)
+                    update_id=page.update.id, locale=page.locale)
 
     def unsubscribe_url(self, token: str) -> str:
         template = self.settings.unsubscribe_url or (
@@ -406,6 +406,8 @@ class PreparedMessage:
         message["X-Auto-Response-Suppress"] = "All"
         message.set_content(post.text, charset="utf-8", cte="8bit")
         message.add_alternative(post.html or "", subtype="html", charset="utf-8", cte="8bit")
+        if post.locale:  # RFC 3282, for readers and translators (after set_content, which drops Content-*)
+            message["Content-Language"] = post.locale
         data = _fold_subject(message.as_bytes(), post.subject or "")
         for placeholder in (THREAD_HEADERS, TO.encode(), MESSAGE_ID.encode(), TOKEN.encode()):
             if placeholder not in data:  # would mean a personal part went missing or was folded

@@ -77,6 +77,7 @@ def test_every_message_is_personal_multipart_and_says_how_to_leave(mailing: Proj
             outcome["statement_url"].replace(".com/", ".com/es/")
         assert statement in text and statement in html
         assert https in text and https in html
+        assert message["Content-Language"] == ("en" if address == "bob@example.com" else "es")
         assert max(len(line) for line in message.raw.splitlines()) <= 998
     spanish = inbox.to("ana@example.com")[0]
     # Where it stands, then the service (and place), then the title: what phones show first.
