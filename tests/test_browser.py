@@ -467,7 +467,9 @@ class Keyboard:
         self.socket = self.stack.enter_context(connect(target["webSocketDebuggerUrl"], max_size=None))
         self.ids = 0
         self.call("Runtime.enable")
-        self.wait_for("document.readyState === 'complete'")
+        # The new tab starts on about:blank, which is already "complete": wait for the page asked
+        # for, or a test may read an empty document (seen on a busy CI machine).
+        self.wait_for("location.href !== 'about:blank' && document.readyState === 'complete'")
 
     def __exit__(self, *exc: object) -> None:
         self.stack.close()
