@@ -468,7 +468,7 @@ class Keyboard:
         self.ids = 0
         self.call("Runtime.enable")
         # The new tab starts on about:blank, which is already "complete": wait for the page asked
-        # for, or a test may read an empty document (seen on a busy CI machine).
+        # for, or a test may read an empty document (it did, on CI and here, before this wait).
         self.wait_for("location.href !== 'about:blank' && document.readyState === 'complete'")
 
     def __exit__(self, *exc: object) -> None:
