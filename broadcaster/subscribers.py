@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from broadcaster.addresses import normalize_address
 from broadcaster.errors import InputError
-from broadcaster.ledger import Ledger, open_ledger
+from broadcaster.ledger import Ledger, first_lines, open_ledger
 from broadcaster.model import Incident, Subscriber, SubscriptionRequest
 from broadcaster.places import Places, normal_postcode
 from broadcaster.report import Result
@@ -35,6 +35,9 @@ CSV_COLUMNS = ("email", "locale", "components", "regions", "postcodes")
 IMPORT_BATCH = 5000
 #: Addresses a report names in full (the rest are counted).
 LISTED = 100
+#: Refused rows an import report names in full (the rest are counted): a file in the wrong
+#: format refuses every row, and a million messages would be neither read nor held.
+PROBLEMS_LISTED = 1000
 
 
 @dataclass
@@ -48,17 +51,24 @@ class ImportReport(Result):
     #: `LISTED` of them; `kept` says how many in all).
     kept_unsubscribed: list[str] = field(default_factory=list)
     kept: int = 0
+    #: The first `PROBLEMS_LISTED` refused rows (file:line: why); `refused` counts them all.
     problems: list[str] = field(default_factory=list)
+    refused: int = 0
 
     @property
     def exit_code(self) -> int:
         """2 when a row was refused (the good rows are kept all the same)."""
-        return 2 if self.problems else 0
+        return 2 if self.refused else 0
+
+    def refuse(self, problems: Sequence[str]) -> None:
+        """Count refused rows, naming the first `PROBLEMS_LISTED` of them."""
+        self.problems += problems[:max(PROBLEMS_LISTED - len(self.problems), 0)]
+        self.refused += len(problems)
 
     def to_json(self) -> dict[str, object]:
         return {"added": self.added, "updated": self.updated, "unchanged": self.unchanged,
                 "kept_unsubscribed": self.kept_unsubscribed, "kept_unsubscribed_count": self.kept,
-                "problems": self.problems,
+                "problems": self.problems, "refused_count": self.refused,
                 "exit_code": self.exit_code}
 
     def text(self) -> str:
@@ -68,9 +78,12 @@ class ImportReport(Result):
                          "(`broadcaster subscribers add` signs one up again): "
                          + ", ".join(self.kept_unsubscribed[:10])
                          + (" …" if self.kept > 10 else ""))
-        if self.problems:
-            lines.append(f"{len(self.problems)} rows refused; the others were imported:")
+        if self.refused:
+            lines.append(f"{self.refused:,} rows refused; the others were imported:")
             lines += [f"  {p}" for p in self.problems]
+            if self.refused > len(self.problems):
+                lines.append(f"  … and {self.refused - len(self.problems):,} more, not listed "
+                             "(fix these and import again to see them)")
         return "\n".join(lines)
 
 
@@ -134,13 +147,13 @@ def keeps_case(settings: Settings) -> bool:
 def parse_csv(path: Path, settings: Settings, *, batch: int = IMPORT_BATCH,
               ) -> Iterator[tuple[list[tuple[int, Subscriber]], list[str]]]:
     """The file a batch at a time: its good rows with their line numbers, and a message for
-    each bad row (file:line: why). Streamed: a million rows are never in memory at once; only
-    a 64-bit hash and a line number per address are kept, to name duplicates."""
+    each bad row (file:line: why). Streamed: a million rows are never in memory at once, and
+    the lines that name duplicates are kept on disk (`first_lines`)."""
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise InputError(f"{path}: cannot read the subscriber list: {exc}") from None
-    seen: dict[int, int] = {}
+    seen = first_lines()
     rows: list[tuple[int, Subscriber]] = []
     problems: list[str] = []
     with handle:
@@ -157,18 +170,19 @@ def parse_csv(path: Path, settings: Settings, *, batch: int = IMPORT_BATCH,
                 except InputError as exc:
                     problems.append(f"{path}:{line}: {exc}")
                     continue
-                key = hash(subscriber.email)
-                if key in seen:
-                    problems.append(f"{path}:{line}: {subscriber.email} is already on line {seen[key]}; "
+                first = seen.first(subscriber.email, line)
+                if first != line:
+                    problems.append(f"{path}:{line}: {subscriber.email} is already on line {first}; "
                                     "kept that one")
                     continue
-                seen[key] = line
                 rows.append((line, subscriber))
-                if len(rows) >= batch:
+                if len(rows) >= batch or len(problems) >= batch:
                     yield rows, problems
                     rows, problems = [], []
         except csv.Error as exc:
             problems.append(f"{path}:{reader.line_num}: cannot read the row: {exc}; the rest was not read")
+        finally:
+            seen.close()
     yield rows, problems
 
 
@@ -294,7 +308,7 @@ def import_csv(settings: Settings, path: Path | None, *, resubscribe: bool) -> I
             report.unchanged += done.unchanged
             report.kept_unsubscribed += done.kept_unsubscribed[:LISTED - len(report.kept_unsubscribed)]
             report.kept += done.kept
-            report.problems += problems
+            report.refuse(problems)
             if progress and rows:
                 progress("subscribers", rows[-1][0], total)
     if progress and total:

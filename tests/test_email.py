@@ -403,6 +403,54 @@ def test_an_import_goes_a_batch_at_a_time_and_names_duplicates_across_batches(
     assert len(mailing.rows("SELECT email FROM subscribers")) == 10
 
 
+def test_a_file_of_bad_rows_names_the_first_thousand_and_counts_the_rest(
+        mailing: Project, monkeypatch: pytest.MonkeyPatch):
+    from broadcaster import subscribers
+
+    monkeypatch.setattr(subscribers, "IMPORT_BATCH", 7)  # refused rows are counted across batches too
+    monkeypatch.setattr(subscribers, "PROBLEMS_LISTED", 10)
+    rows = "email\n" + "".join(f"not-an-address-{n}\n" for n in range(25)) + "ana@example.com\n"
+    (mailing.root / "list.csv").write_text(rows, encoding="utf-8")
+    report = json.loads(mailing.cli("subscribers", "import", str(mailing.root / "list.csv"), "--json").stdout)
+    assert report["exit_code"] == 2 and report["added"] == 1 and report["refused_count"] == 25
+    assert [p.split(":")[1] for p in report["problems"]] == [str(n) for n in range(2, 12)]
+    text = mailing.cli("subscribers", "import", str(mailing.root / "list.csv"))
+    assert text.exit_code == 2
+    assert "25 rows refused; the others were imported:" in text.output
+    assert "list.csv:11:" in text.output and "list.csv:12:" not in text.output
+    assert "… and 15 more, not listed (fix these and import again to see them)" in text.output
+
+
+def test_naming_duplicates_holds_no_python_object_per_address(project: Project):
+    """The lines that name duplicates are kept in a temporary database, not a dict: what the
+    parser holds does not grow with the file (a dict grew about 100 bytes an address)."""
+    import tracemalloc
+
+    from broadcaster import subscribers
+    from broadcaster.settings import load_settings
+
+    settings = load_settings(project.config)
+
+    def peak(rows: int) -> int:
+        path = project.root / f"list-{rows}.csv"
+        path.write_text("".join(f"user{n}@example.com\n" for n in range(rows)) + "user7@example.com\n",
+                        encoding="utf-8")
+        good, named = 0, []
+        tracemalloc.start()
+        try:
+            for batch, problems in subscribers.parse_csv(path, settings, batch=500):
+                good, named = good + len(batch), named + problems
+            most = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert good == rows
+        assert named == [f"{path}:{rows + 1}: user7@example.com is already on line 8; kept that one"]
+        return most
+
+    small, large = peak(2_000), peak(20_000)
+    assert large - small < 500_000, f"{small:,} bytes for 2,000 addresses, {large:,} for 20,000"
+
+
 def test_a_list_that_is_not_utf8_is_refused_by_line_before_anything_is_imported(mailing: Project):
     (mailing.root / "list.csv").write_bytes(b"email\nana@example.com\njos\xe9@example.com\n")
     result = mailing.cli("subscribers", "import", str(mailing.root / "list.csv"))

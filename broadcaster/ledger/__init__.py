@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any
 from broadcaster.ledger.interface import DeliveryCount, Ledger, NewDelivery
 
 if TYPE_CHECKING:
+    from broadcaster.ledger.sqlite.scratch import FirstLines
     from broadcaster.settings import Settings
     from broadcaster.settings_file import Reading
 
-__all__ = ["DeliveryCount", "Ledger", "NewDelivery", "kept_connections", "open_ledger"]
+__all__ = ["DeliveryCount", "Ledger", "NewDelivery", "first_lines", "kept_connections", "open_ledger"]
 
 
 @contextmanager
@@ -62,6 +63,14 @@ def open_ledger(
         yield ledger
     finally:
         ledger.close()
+
+
+def first_lines() -> FirstLines:
+    """Where an import keeps the line each address first appeared on (scratch space on disk,
+    whatever the store: it does not outlive the command). Close it when done."""
+    from broadcaster.ledger.sqlite.scratch import FirstLines
+
+    return FirstLines()
 
 
 #: Connection pools by url, while a long-running process keeps one (see `kept_connections`).
