@@ -230,6 +230,31 @@ def test_a_mailing_list_is_claimed_in_disjoint_batches_under_leases(store: Setti
     assert claim(ledger, "g", after_id=b[-1], lease=-1) == []
 
 
+def test_a_claim_reads_its_batch_not_the_whole_list(tmp_path: Path, request: pytest.FixtureRequest):
+    """SQLite: what one claim costs, counted in SQLite's virtual-machine steps (the same on any
+    machine), does not grow with the list. It used to read every delivery of the update back to
+    find the batch: at a million subscribers, a million rows for each batch of 500."""
+
+    def steps(size: int) -> int:
+        with open_ledger(sqlite_store(tmp_path / str(size), request)) as ledger:
+            update = an_update()
+            ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(size)])
+            counted = [0]
+
+            def step() -> int:
+                counted[0] += 1
+                return 0
+
+            ledger._db.set_progress_handler(step, 100)  # type: ignore[attr-defined]
+            batch = ledger.claim("a", update_id=update.id, channel="email", limit=50, lease_seconds=60)
+            ledger._db.set_progress_handler(None, 100)  # type: ignore[attr-defined]
+            assert len(batch) == 50
+            return counted[0]
+
+    small, large = steps(200), steps(4_000)
+    assert large < small * 1.5, f"{small:,} hundred steps for a list of 200, {large:,} for 4,000"
+
+
 def test_the_thread_is_the_earlier_sent_posts_in_order(ledger: Ledger):
     first = an_update()
     ledger.record(first, [NewDelivery("twitter", "en"), NewDelivery("email", "en", "ana@example.com")])
