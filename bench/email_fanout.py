@@ -192,7 +192,7 @@ class GroupCommitted:
         self.db.execute("CREATE TABLE sent (recipient TEXT NOT NULL)")
         self.cond = threading.Condition()
         self.queue: list[tuple[str]] = []
-        self.queued = self.written = self.writes = 0
+        self.queued = self.written = 0
         self.writing = False
 
     def record(self, recipient: str) -> None:
@@ -212,7 +212,7 @@ class GroupCommitted:
                     self.db.execute("COMMIT")
                 finally:
                     self.cond.acquire()
-                self.writing, self.written, self.writes = False, upto, self.writes + 1
+                self.writing, self.written = False, upto
                 self.cond.notify_all()
 
 
