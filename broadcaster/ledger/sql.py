@@ -129,8 +129,8 @@ class SQLLedger(ABC):
     """The ledger's logic in SQL that SQLite and PostgreSQL both run. A subclass brings the
     connection (`transaction`, `query`), the locks, and the one statement that differs."""
 
-    #: `id IN` a list of ids passed as one parameter (see `_ids_param`); `d.` before it names
-    #: the deliveries' id where a join makes `id` ambiguous.
+    #: `{column} IN` a list of ids passed as one parameter (see `_ids_param`): the column is
+    #: named by whoever uses it (`d.id` where a join makes `id` ambiguous).
     IDS_IN: ClassVar[str]
     #: What a claim's SELECT adds so that concurrent claimers skip each other's rows rather
     #: than wait for them (PostgreSQL); nothing where one writer at a time is the rule (SQLite).
@@ -462,7 +462,7 @@ class SQLLedger(ABC):
             # One set-based statement (the ids as one parameter) rather than one per recipient.
             changed = db.execute(
                 "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1, updated_at = ?"
-                f" WHERE {self.IDS_IN} AND state NOT IN ('sent', 'skipped')",
+                f" WHERE {self.IDS_IN.format(column='id')} AND state NOT IN ('sent', 'skipped')",
                 (_now(), self._ids_param(delivery_ids)),
             ).rowcount
         if changed != len(delivery_ids):
@@ -533,7 +533,7 @@ class SQLLedger(ABC):
             # looked at for each batch (a million, two thousand times, at a million subscribers).
             rows = db.execute(
                 f"SELECT {_DELIVERY_COLUMNS} FROM deliveries d JOIN updates u ON u.id = d.update_id"
-                f" WHERE d.{self.IDS_IN} ORDER BY d.id",
+                f" WHERE {self.IDS_IN.format(column='d.id')} ORDER BY d.id",
                 (self._ids_param(claimed),),
             ).fetchall()
         return [_delivery_from_row(r) for r in rows]

@@ -88,7 +88,7 @@ class Pool:
 class PostgresLedger(SQLLedger):
     """The ledger in the PostgreSQL database `[state] url` names."""
 
-    IDS_IN = "id = ANY(?)"
+    IDS_IN = "{column} = ANY(?)"
     SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
 
     def __init__(

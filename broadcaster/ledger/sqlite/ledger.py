@@ -45,7 +45,7 @@ def use_wal(db: sqlite3.Connection, wait: float, pause: float = 0.01) -> None:
 class SQLiteLedger(SQLLedger):
     """The ledger in one SQLite file (or in memory, for previews with no state yet)."""
 
-    IDS_IN = "id IN (SELECT value FROM json_each(?))"
+    IDS_IN = "{column} IN (SELECT value FROM json_each(?))"
 
     def __init__(
         self,
