@@ -60,9 +60,15 @@ class ImportReport(Result):
         """2 when a row was refused (the good rows are kept all the same)."""
         return 2 if self.refused else 0
 
-    def refuse(self, problems: Sequence[str]) -> None:
-        """Count refused rows, naming the first `PROBLEMS_LISTED` of them."""
-        self.problems += problems[:max(PROBLEMS_LISTED - len(self.problems), 0)]
+    def add(self, batch: ImportReport, problems: Sequence[str]) -> None:
+        """Count one batch in: what `save` did with its rows, and the rows the file refused.
+        Addresses and problems are named up to `LISTED` and `PROBLEMS_LISTED`, then counted."""
+        self.added += batch.added
+        self.updated += batch.updated
+        self.unchanged += batch.unchanged
+        self.kept_unsubscribed += _first(LISTED, self.kept_unsubscribed, batch.kept_unsubscribed)
+        self.kept += batch.kept
+        self.problems += _first(PROBLEMS_LISTED, self.problems, problems)
         self.refused += len(problems)
 
     def to_json(self) -> dict[str, object]:
@@ -85,6 +91,11 @@ class ImportReport(Result):
                 lines.append(f"  … and {self.refused - len(self.problems):,} more, not listed "
                              "(fix these and import again to see them)")
         return "\n".join(lines)
+
+
+def _first(cap: int, named: Sequence[str], more: Sequence[str]) -> Sequence[str]:
+    """Of `more`, those that still fit in a list of `cap` after `named`."""
+    return more[:max(cap - len(named), 0)]
 
 
 @dataclass(frozen=True)
@@ -302,13 +313,7 @@ def import_csv(settings: Settings, path: Path | None, *, resubscribe: bool) -> I
     first = next(batches)  # a file that cannot be read creates no ledger
     with open_ledger(settings) as ledger:
         for rows, problems in itertools.chain([first], batches):
-            done = save(ledger, [sub for _, sub in rows], resubscribe=resubscribe)
-            report.added += done.added
-            report.updated += done.updated
-            report.unchanged += done.unchanged
-            report.kept_unsubscribed += done.kept_unsubscribed[:LISTED - len(report.kept_unsubscribed)]
-            report.kept += done.kept
-            report.refuse(problems)
+            report.add(save(ledger, [sub for _, sub in rows], resubscribe=resubscribe), problems)
             if progress and rows:
                 progress("subscribers", rows[-1][0], total)
     if progress and total:
