@@ -171,6 +171,9 @@ def parse_csv(path: Path, settings: Settings, *, batch: int = IMPORT_BATCH,
         reader = csv.reader(handle)
         try:
             for cells in reader:
+                if len(rows) >= batch or len(problems) >= batch:  # a batch is full, of either
+                    yield rows, problems
+                    rows, problems = [], []
                 line = reader.line_num
                 if not any(c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
                     continue
@@ -187,9 +190,6 @@ def parse_csv(path: Path, settings: Settings, *, batch: int = IMPORT_BATCH,
                                     "kept that one")
                     continue
                 rows.append((line, subscriber))
-                if len(rows) >= batch or len(problems) >= batch:
-                    yield rows, problems
-                    rows, problems = [], []
         except csv.Error as exc:
             problems.append(f"{path}:{reader.line_num}: cannot read the row: {exc}; the rest was not read")
         finally:

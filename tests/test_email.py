@@ -451,6 +451,34 @@ def test_naming_duplicates_holds_no_python_object_per_address(project: Project):
     assert large - small < 500_000, f"{small:,} bytes for 2,000 addresses, {large:,} for 20,000"
 
 
+def test_a_file_of_bad_rows_is_read_in_batches_too(project: Project):
+    """Refused rows leave the parser a batch at a time, like good ones: a file in the wrong
+    format (every row refused) does not pile up a message per row before the import sees it."""
+    import tracemalloc
+
+    from broadcaster import subscribers
+    from broadcaster.settings import load_settings
+
+    settings = load_settings(project.config)
+
+    def peak(rows: int) -> int:
+        path = project.root / f"bad-{rows}.csv"
+        path.write_text("".join(f"not-an-address-{n}\n" for n in range(rows)), encoding="utf-8")
+        refused = 0
+        tracemalloc.start()
+        try:
+            for good, problems in subscribers.parse_csv(path, settings, batch=500):
+                refused += len(problems) + len(good)
+            most = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert refused == rows
+        return most
+
+    small, large = peak(2_000), peak(20_000)
+    assert large - small < 500_000, f"{small:,} bytes for 2,000 bad rows, {large:,} for 20,000"
+
+
 def test_a_list_that_is_not_utf8_is_refused_by_line_before_anything_is_imported(mailing: Project):
     (mailing.root / "list.csv").write_bytes(b"email\nana@example.com\njos\xe9@example.com\n")
     result = mailing.cli("subscribers", "import", str(mailing.root / "list.csv"))
