@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from broadcaster import defaults, request
+from broadcaster import defaults
 from broadcaster.ledger import open_ledger
-from broadcaster.model import Impact, Kind, Status
+from broadcaster.model import Impact, Kind, Status, checked_id
 from broadcaster.report import (
     DeliveryOutcome,
     IncidentReport,
@@ -31,12 +31,12 @@ from broadcaster.report import (
     mailing_lists,
     mailing_summaries,
 )
-from broadcaster.request import NextUpdate, Translations
 
 if TYPE_CHECKING:
     from broadcaster.ledger.export import StateReport, TransferReport
     from broadcaster.model import Subscriber
     from broadcaster.pipeline import Cancelled, Confirm
+    from broadcaster.request import NextUpdate, Translations
     from broadcaster.settings import Settings
     from broadcaster.settings_file import Reading
     from broadcaster.site.build import BuildReport
@@ -85,7 +85,8 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> object:
     """`Cancelled` and `Confirm` come from the pipeline, imported only when a command sends:
-    `list` and `show` start without it (it brings Jinja2, Markdown, tenacity, the channels).
+    `list` and `show` start without it (it brings Jinja2, Markdown, tenacity, the channels);
+    `NextUpdate` and `Translations` from request.py, which only sending needs.
     `SettingsLike` names the validated settings, which bring pydantic."""
     if name == "SettingsLike":  # the type itself, for code that inspects annotations
         from broadcaster.settings import Settings
@@ -95,6 +96,10 @@ def __getattr__(name: str) -> object:
         from broadcaster import pipeline
 
         return getattr(pipeline, name)
+    if name in ("NextUpdate", "Translations"):  # request.py brings the time-zone database
+        from broadcaster import request
+
+        return getattr(request, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -115,7 +120,7 @@ def announce(
     settings: SettingsLike = None,
 ) -> Outcome:
     """Announce a new incident: statement first, then every enabled channel."""
-    from broadcaster import pipeline
+    from broadcaster import pipeline, request
 
     s = _settings(settings)
     req = request.new_incident(
@@ -143,7 +148,7 @@ def schedule_maintenance(
     settings: SettingsLike = None,
 ) -> Outcome:
     """Announce a planned maintenance window through every channel; `tick` moves it along."""
-    from broadcaster import pipeline
+    from broadcaster import pipeline, request
 
     s = _settings(settings)
     window = request.window_of(starts, ends, s)
@@ -156,7 +161,7 @@ def schedule_maintenance(
 
 def advance_maintenance(incident_id: str, status: Status, *, settings: SettingsLike = None) -> Outcome:
     """Move a maintenance to in_progress or completed (what `tick` does when it is due)."""
-    from broadcaster import pipeline
+    from broadcaster import pipeline, request
 
     s = _settings(settings)
     return pipeline.send(s, request.maintenance_step(s, incident_id, status))
@@ -169,7 +174,7 @@ def cancel_maintenance(
 ) -> Outcome:
     """Call off a planned maintenance that has not finished: every channel is told it will not
     happen (or stops), the site and the JSON stop listing it."""
-    from broadcaster import pipeline
+    from broadcaster import pipeline, request
 
     s = _settings(settings)
     req = request.maintenance_step(s, incident_id, Status.CANCELLED, message=message,
@@ -184,7 +189,7 @@ def reschedule_maintenance(
 ) -> Outcome:
     """Move a planned maintenance to a new window, announced on every channel. A window already
     running keeps running (only its end can move)."""
-    from broadcaster import pipeline
+    from broadcaster import pipeline, request
 
     s = _settings(settings)
     req = request.maintenance_step(s, incident_id, None, window=request.window_of(starts, ends, s),
@@ -217,7 +222,7 @@ def update(
     `clear_guidance` drops it. On an incident whose latest update is an unpublished draft,
     a draft update revises that draft in place.
     """
-    from broadcaster import pipeline
+    from broadcaster import pipeline, request
 
     s = _settings(settings)
     new_status = request.update_status(status)
@@ -251,7 +256,7 @@ def resolve(
     that is deliberate. Earlier guidance does not carry over (it was for while it was down);
     `guidance` gives any that still holds.
     """
-    from broadcaster import pipeline
+    from broadcaster import pipeline, request
 
     s = _settings(settings)
     request.one_of("--no-apology", "apology", no_apology, apology, translations)
@@ -280,7 +285,7 @@ def postmortem(
     With `draft` it waits for review (`show`, then `publish`). `revise` corrects a published
     one on the statement page only.
     """
-    from broadcaster import pipeline
+    from broadcaster import pipeline, request
 
     s = _settings(settings)
     bodies = {s.organization.default_locale: body, **(translations or {})}
@@ -333,7 +338,7 @@ def show(incident_id: str, *, settings: SettingsLike = None) -> IncidentReport:
     """One incident with its updates, every delivery's state, and what its drafts would send."""
     s = _reading(settings)
     with open_ledger(s, read_only=True) as ledger:
-        incident = ledger.incident(request.checked_id(incident_id))
+        incident = ledger.incident(checked_id(incident_id))
         names = mailing_lists(ledger, incident_id)
         posts = ledger.deliveries(incident_id=incident_id, excluded=names)
         deliveries = [DeliveryOutcome.of(d) for d in posts]
@@ -351,7 +356,7 @@ def recipients(incident_id: str, *, settings: SettingsLike = None) -> RecipientL
     """Every recipient of the incident's mailing lists with their delivery's state, read from
     the ledger a chunk at a time as the result is gone through (a million, in flat memory)."""
     s = _reading(settings)
-    checked = request.checked_id(incident_id)
+    checked = checked_id(incident_id)
     with open_ledger(s, read_only=True) as ledger:
         ledger.incident(checked)  # an unknown id is an error now, not halfway through the listing
         names = mailing_lists(ledger, checked)

@@ -249,3 +249,12 @@ def is_incident_id(value: str) -> bool:
     from broadcaster.defaults import INCIDENT_ID_LENGTH
 
     return len(value) == INCIDENT_ID_LENGTH and all(c in _ID_ALPHABET for c in value)
+
+
+def checked_id(incident_id: str) -> str:
+    """The id, if it has the shape of one (before any ledger is opened)."""
+    from broadcaster.errors import InputError
+
+    if not is_incident_id(incident_id):
+        raise InputError(f"{incident_id!r} is not an incident id (see `broadcaster list`)")
+    return incident_id

@@ -20,12 +20,12 @@ from broadcaster.channels.base import Channel, Post
 from broadcaster.dispatch import UNFINISHED, UNSENT, Dispatcher, Job, MailingList, RetryPolicy, Sharing
 from broadcaster.errors import BroadcasterError, InputError
 from broadcaster.ledger import DeliveryCount, Ledger, NewDelivery, open_ledger
-from broadcaster.model import Delivery, Incident, Update
+from broadcaster.model import Delivery, Incident, Update, checked_id
 from broadcaster.preflight import Audience, Preview, check, open_channels
 from broadcaster.registry import mailing_lists
 from broadcaster.render import page_factory
 from broadcaster.report import DeliveryOutcome, Outcome, mailing_summaries
-from broadcaster.request import Request, checked_id
+from broadcaster.request import Request
 from broadcaster.settings import Settings
 from broadcaster.site.state import SiteState
 

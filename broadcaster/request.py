@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from broadcaster import characters
 from broadcaster.errors import InputError
-from broadcaster.model import Impact, Incident, Kind, Status, Text, Update, is_incident_id, new_incident_id
+from broadcaster.model import Impact, Incident, Kind, Status, Text, Update, checked_id, new_incident_id
 from broadcaster.next_update import parse_next_update
 from broadcaster.vocabulary import UpdateStatus
 
@@ -277,13 +277,6 @@ def _moment(value: datetime | str, option: str, s: Settings) -> datetime:
             raise InputError(f"{option} {value!r}: not an ISO date and time such as "
                              "2026-12-01T02:00") from None
     return value if value.tzinfo else value.replace(tzinfo=s.organization.zone)
-
-
-def checked_id(incident_id: str) -> str:
-    """The id, if it has the shape of one (before any ledger is opened)."""
-    if not is_incident_id(incident_id):
-        raise InputError(f"{incident_id!r} is not an incident id (see `broadcaster list`)")
-    return incident_id
 
 
 def impact_of(value: Impact | str) -> Impact:

@@ -27,10 +27,11 @@ def test_help_imports_nothing_heavy():
 
 #: What only sending needs: `list` and `show` read the ledger and print, and must not pay for it
 #: (validating the whole settings file with pydantic, or finding the channels, costs more than
-#: the command: settings_file.py reads what they use).
+#: the command: settings_file.py reads what they use; request.py checks what a command sends).
 SENDING = ("jinja2", "markdown_it", "tenacity", "tweepy", "facebook", "fastapi", "uvicorn", "feedgen",
            "pydantic", "babel", "importlib.metadata", "broadcaster.settings", "broadcaster.registry",
-           "broadcaster.pipeline", "broadcaster.render", "broadcaster.dispatch", "broadcaster.preflight")
+           "broadcaster.pipeline", "broadcaster.render", "broadcaster.dispatch", "broadcaster.preflight",
+           "broadcaster.request")
 
 
 def imported_by(args: list[str], config: str) -> list[str]:
