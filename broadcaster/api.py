@@ -96,7 +96,7 @@ def __getattr__(name: str) -> object:
         from broadcaster import pipeline
 
         return getattr(pipeline, name)
-    if name in ("NextUpdate", "Translations"):  # request.py brings the time-zone database
+    if name in ("NextUpdate", "Translations"):
         from broadcaster import request
 
         return getattr(request, name)

@@ -8,6 +8,7 @@ delivery is done, 3 when some are not and `broadcaster retry` can finish them.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -421,8 +422,6 @@ class RecipientListing(Result):
                                           "attempts", "error")
 
     def lines(self, as_json: bool) -> Iterator[str]:
-        import json  # only here: `list` and `show` print text without it
-
         if not as_json:
             yield "\t".join(c.upper() for c in self.COLUMNS)
         for d in self.rows:
