@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from broadcaster.errors import InputError
 from broadcaster.vocabulary import CLOSED, DeliveryState, Impact, Kind, Status
 
 if TYPE_CHECKING:
@@ -253,8 +254,6 @@ def is_incident_id(value: str) -> bool:
 
 def checked_id(incident_id: str) -> str:
     """The id, if it has the shape of one (before any ledger is opened)."""
-    from broadcaster.errors import InputError
-
     if not is_incident_id(incident_id):
         raise InputError(f"{incident_id!r} is not an incident id (see `broadcaster list`)")
     return incident_id
