@@ -61,6 +61,17 @@ def test_list_and_show_import_nothing_that_only_sending_needs(project):
         "a draft's preview renders every channel: that one does need the pipeline"
 
 
+def test_every_public_name_resolves():
+    """The API imports what only sending needs when a name asks for it (module `__getattr__`):
+    each name it and the package list must still be there."""
+    import broadcaster
+    from broadcaster import api
+
+    for module in (broadcaster, api):
+        missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+        assert missing == [], f"{module.__name__} lists names it does not have: {missing}"
+
+
 def test_a_command_is_built_alone_and_reads_the_same(tmp_path):
     """`main` builds only the command asked for (`cli.only`); its help, options and errors are
     those of the whole app, and anything else gets the whole app."""
