@@ -280,10 +280,12 @@ class GroupCommit:
 
     A connection's next message waits until its last one is recorded as sent, so a crash at
     any moment leaves at most one message per connection sent but unrecorded (re-sent by
-    `retry`, with its original Message-ID). Senders that report while a write is under way
-    join the next one: one fsync covers the results of every connection (group commit).
-    A write that fails (a full disk) fails every waiting sender with LedgerWriteError, and
-    every later one at once, so sending stops.
+    `retry`, with its original Message-ID). The email channel drives all its connections from
+    one thread and hands in the results of every connection that answered at once, so each of
+    its hand-ins is one write. A channel may also report from several threads: senders that
+    report while a write is under way join the next one, so one fsync covers them all (group
+    commit). A write that fails (a full disk) fails every waiting sender with
+    LedgerWriteError, and every later one at once, so sending stops.
 
     Senders released by one write come back at about the same time (their next answer is one
     round trip away), but the first back would write alone and the rest would wait for it: on
@@ -309,8 +311,8 @@ class GroupCommit:
         self.arrived = threading.Condition(self.cond)
         self.sent: list[tuple[int, Receipt]] = []
         self.failed: list[tuple[int, str]] = []
-        self.queued = 0  # results handed in so far
-        self.written = 0  # results known to be in the ledger
+        self.queued = 0  # hand-ins so far (each one sender's results)
+        self.written = 0  # hand-ins known to be in the ledger
         self.writing = False
         self.broken: str | None = None
         #: Which write each sender (a thread) last handed a result to: how many are cycling.
@@ -318,15 +320,15 @@ class GroupCommit:
         self.round = 0  # the number of the next write to start
         self.took = 0.0  # how long the last write took (seconds)
 
-    def record(self, sent: tuple[int, Receipt] | None = None, failed: tuple[int, str] | None = None) -> None:
-        """Hand in one result; return once it is in the ledger (LedgerWriteError if it cannot be)."""
+    def record(self, sent: Sequence[tuple[int, Receipt]] = (),
+               failed: Sequence[tuple[int, str]] = ()) -> None:
+        """Hand in results (one sender's, settled together); return once they are in the
+        ledger (LedgerWriteError if they cannot be)."""
         with self.cond:
             if self.broken:
                 raise LedgerWriteError(self.broken)
-            if sent is not None:
-                self.sent.append(sent)
-            if failed is not None:
-                self.failed.append(failed)
+            self.sent.extend(sent)
+            self.failed.extend(failed)
             self.queued += 1
             self.senders[threading.get_ident()] = self.round
             self.arrived.notify()
@@ -445,22 +447,30 @@ class AudienceBatch:
                                          retry_at=reset or None)
 
     def _everyone(self, recipients: Sequence[Recipient], error: DeliveryError) -> None:
-        for r in recipients:
-            self._report(r, error)
+        if recipients:
+            self._report([(r, error) for r in recipients])
 
-    def _report(self, recipient: Recipient, result: Receipt | DeliveryError) -> None:
-        """Called by the channel from its connections' threads; returns once recorded."""
-        if isinstance(result, TransientDeliveryError):
+    def _report(self, results: Sequence[tuple[Recipient, Receipt | DeliveryError]]) -> None:
+        """Called by the channel (from any of its threads); returns once recorded."""
+        sent: list[tuple[int, Receipt]] = []
+        failed: list[tuple[int, str]] = []
+        again = {}
+        for recipient, result in results:
+            if isinstance(result, TransientDeliveryError):
+                again[recipient.delivery_id] = (recipient, result)
+            elif isinstance(result, Receipt):
+                sent.append((recipient.delivery_id, result))
+            else:
+                failed.append((recipient.delivery_id, self.d._mask(str(result))))
+        if again:
             with self.lock:
-                self.again[recipient.delivery_id] = (recipient, result)
-            return
-        if isinstance(result, Receipt):
-            self.ledger.record(sent=(recipient.delivery_id, result))
-        else:
-            self.ledger.record(failed=(recipient.delivery_id, self.d._mask(str(result))))
-        with self.lock:
-            self.finished.add(recipient.delivery_id)
-        self.tally.add(1)
+                self.again.update(again)
+        if sent or failed:
+            self.ledger.record(sent, failed)
+            with self.lock:
+                self.finished.update(i for i, _ in sent)
+                self.finished.update(i for i, _ in failed)
+            self.tally.add(len(sent) + len(failed))
 
 
 class Tally:

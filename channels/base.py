@@ -123,8 +123,10 @@ class Recipient:
     resumed: bool = False
 
 
-#: How a batch reports each recipient: a Receipt, or the DeliveryError that stopped it.
-Report = Callable[[Recipient, "Receipt | DeliveryError"], None]
+#: How a batch reports its recipients, several at once when they are settled together (one
+#: write records them all): each with a Receipt, or the DeliveryError that stopped it. It
+#: returns once they are recorded.
+Report = Callable[[Sequence[tuple[Recipient, "Receipt | DeliveryError"]]], None]
 
 
 @dataclass(frozen=True)
@@ -231,9 +233,10 @@ class Channel(ABC):
     def send_batch(self, post: Post, recipients: Sequence[Recipient], report: Report) -> None:
         """Deliver `post` to each recipient (channels with an audience only).
 
-        Call `report` once per recipient, from any thread: with a Receipt when delivered,
-        with a TransientDeliveryError to have the core try that recipient again later, or a
-        PermanentDeliveryError when retrying cannot help (the address was refused).
+        Report each recipient once, from any thread, with a list of (recipient, outcome): a
+        Receipt when delivered, a TransientDeliveryError to have the core try that recipient
+        again later, or a PermanentDeliveryError when retrying cannot help (the address was
+        refused). Recipients settled together go in one call: one write records them all.
         """
         raise NotImplementedError(f"{self.spec.name} has no audience")
 

@@ -187,7 +187,7 @@ def test_a_group_commit_gathers_every_connections_result_into_one_write():
     def sender(lane: int) -> None:
         for n in range(40):
             time.sleep(0.0005)  # the next message's round trip
-            commit.record(sent=(lane * 100 + n, Receipt(f"m{lane}-{n}")))
+            commit.record(sent=[(lane * 100 + n, Receipt(f"m{lane}-{n}"))])
 
     threads = [threading.Thread(target=sender, args=(lane,)) for lane in range(4)]
     for t in threads:
@@ -217,13 +217,13 @@ def test_a_group_commit_does_not_wait_for_a_sender_out_of_step():
     def quick() -> None:
         for n in range(150):
             time.sleep(0.001)
-            commit.record(sent=(n, Receipt(f"q{n}")))
+            commit.record(sent=[(n, Receipt(f"q{n}"))])
             quick_done.append(n)
 
     def slow() -> None:
         for n in range(3):
             time.sleep(0.3 if n else 0.01)
-            commit.record(sent=(1000 + n, Receipt(f"s{n}")))
+            commit.record(sent=[(1000 + n, Receipt(f"s{n}"))])
 
     threads = [threading.Thread(target=quick), threading.Thread(target=slow)]
     for t in threads:

@@ -301,6 +301,7 @@ def test_store_keeps_tokens_across_updates(mailing: Project):
 
 def test_long_fan_outs_report_progress(mailing: Project):
     import io
+    import itertools
 
     from broadcaster.progress import reporter, terminal_bar
 
@@ -314,7 +315,9 @@ def test_long_fan_outs_report_progress(mailing: Project):
     finally:
         reporter.reset(token)
     assert seen[-1] == ("email", 150, 150)
-    assert [done for _, done, _ in seen] == list(range(1, 151))
+    done = [done for _, done, _ in seen]
+    # Results recorded together move the bar together: at most one per connection (two here).
+    assert all(0 < b - a <= 2 for a, b in itertools.pairwise([0, *done]))
     assert "email" in stream.getvalue(), "the bar is drawn"
 
 
@@ -525,8 +528,8 @@ def test_a_kept_connection_that_died_is_replaced(mailing: Project, inbox: Inbox)
                 update_id="u1", locale="en")
     results: list[object] = []
 
-    def report(recipient, result):
-        results.append(result)
+    def report(settled):
+        results.extend(result for _, result in settled)
 
     channel.send_batch(post, [Recipient(1, "ana@example.com", "t1", None, False)], report)
     (kept,) = channel._kept
