@@ -434,9 +434,9 @@ class AudienceBatch:
         except LedgerWriteError:
             raise  # nothing more may go out; what is in flight stays so for `retry`
         except DeliveryError as exc:  # the channel gave up on everyone (a refused login)
-            self._everyone(todo, exc)
+            self._everyone(self._unsettled(todo), exc)
         except Exception as exc:  # a channel bug must not leave the batch in flight
-            self._everyone(todo, PermanentDeliveryError(f"{type(exc).__name__}: {exc}"))
+            self._everyone(self._unsettled(todo), PermanentDeliveryError(f"{type(exc).__name__}: {exc}"))
         reported = self.finished | set(self.again)
         unreported = [r for r in todo if r.delivery_id not in reported]
         self._everyone(unreported, TransientDeliveryError("the channel did not report this recipient"))
@@ -445,6 +445,12 @@ class AudienceBatch:
             reset = max((e.retry_at or 0 for _, e in self.again.values()), default=0)
             raise TransientDeliveryError(f"{len(self.todo)} recipients still to deliver",
                                          retry_at=reset or None)
+
+    def _unsettled(self, todo: Sequence[Recipient]) -> list[Recipient]:
+        """Those of `todo` not yet recorded sent or failed: a channel that stops half-way must
+        not turn what it did send into failures (`retry` would send those again)."""
+        with self.lock:
+            return [r for r in todo if r.delivery_id not in self.finished]
 
     def _everyone(self, recipients: Sequence[Recipient], error: DeliveryError) -> None:
         if recipients:

@@ -148,6 +148,35 @@ def test_a_refused_recipient_fails_alone_and_retry_emails_each_person_once(maili
     assert len(mailing.inbox.messages) == 20
 
 
+def test_a_channel_that_breaks_half_way_keeps_what_it_sent_and_retry_sends_the_rest(
+        mailing: Project, monkeypatch: pytest.MonkeyPatch):
+    """A bug in the channel after some messages went out fails the rest of the batch, never
+    those already recorded sent (`retry` would email them twice)."""
+    from broadcaster.channels.email import EmailChannel
+
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(12)))
+    outcome_of = EmailChannel._outcome
+    seen: list[str] = []
+
+    def breaks(recipient, refusal, receipts):
+        seen.append(recipient.address)
+        if len(seen) > 5:
+            raise RuntimeError("a bug in the channel")
+        return outcome_of(recipient, refusal, receipts)
+
+    monkeypatch.setattr(EmailChannel, "_outcome", staticmethod(breaks))
+    outcome = announce(mailing)
+    email = next(d for d in outcome["deliveries"] if d["channel"] == "email" and "recipients" in d)
+    sent = email["recipients"]["sent"]
+    assert 0 < sent < 12 and email["recipients"]["failed"] == 12 - sent
+    monkeypatch.setattr(EmailChannel, "_outcome", staticmethod(outcome_of))
+    before = len(mailing.inbox.messages)
+    assert mailing.cli("retry", outcome["incident_id"], "--json").exit_code == 0
+    assert len(mailing.inbox.messages) - before == 12 - sent, "retry sends only what was not recorded sent"
+    everyone = {f"user{n}@example.com" for n in range(12)}
+    assert {a for m in mailing.inbox.messages for a in m.envelope_to} == everyone
+
+
 def test_a_dropped_connection_is_reopened_and_the_batch_goes_on(mailing: Project):
     subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(30)))
     mailing.inbox.drop_before_storing = 2
