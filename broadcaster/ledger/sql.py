@@ -476,7 +476,8 @@ class SQLLedger(ABC):
             db.executemany(
                 "UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, meta = ?,"
                 " error = NULL, updated_at = ? WHERE id = ?",
-                [(r.remote_id, r.url, json.dumps(dict(r.meta)), now, i) for i, r in sent],
+                # An email's receipt has no meta: "{}" without json, for each of a million.
+                [(r.remote_id, r.url, json.dumps(dict(r.meta)) if r.meta else "{}", now, i) for i, r in sent],
             )
             db.executemany(
                 "UPDATE deliveries SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
@@ -877,12 +878,16 @@ def _update_from_row(row: tuple) -> Update:
     )
 
 
+#: A state by its stored name: a dict lookup, not Enum's call (a batch reads back 500 rows).
+_STATES = {state.value: state for state in DeliveryState}
+
+
 def _delivery_from_row(row: tuple) -> Delivery:
     (did, update_id, incident_id, channel, recipient, locale, state, attempts,
      remote_id, url, error, meta, updated_at) = row
     return Delivery(
         id=did, update_id=update_id, incident_id=incident_id, channel=channel,
-        recipient=recipient, locale=locale, state=DeliveryState(state), attempts=attempts,
+        recipient=recipient, locale=locale, state=_STATES[state], attempts=attempts,
         remote_id=remote_id, url=url, error=error, meta=json.loads(meta) if meta != "{}" else {},
         updated_at=datetime.fromisoformat(updated_at),
     )
