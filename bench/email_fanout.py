@@ -6,17 +6,18 @@ send the same content: broadcaster's own rendered announcement (text and HTML, a
 taken from a dry run.
 
 - pipelined ceiling: a raw-socket client speaking SMTP PIPELINING (RFC 2920: the message, the
-  next MAIL, RCPT and DATA in one write, one round trip per message), pre-rendered, the same 4
-  connections: the physical limit of this machine and this server;
-- pipelined, each result fsync'd first: the same client, but each connection writes its
-  message's result to SQLite (WAL, synchronous FULL, group commit) and waits for the write
-  before it sends the next message's text: the limit for any sender that keeps broadcaster's
-  promise that a kill re-sends at most one message per connection;
-- smtplib raw loop: the message built once, only the recipient substituted, `sendmail` over 4
-  reused connections (four round trips per message);
+  next MAIL, RCPT and DATA in one write, one round trip per message), pre-rendered, the same
+  connections (`--connections`, default 4): the physical limit of this machine and this server;
+- pipelined, each result fsync'd first: the same client with every connection driven from one
+  thread, each connection's result written to SQLite (WAL, synchronous FULL; the results of
+  every connection that answered in one write) before it sends its next message's text: the
+  limit for any sender that keeps broadcaster's promise that a kill re-sends at most one
+  message per connection;
+- smtplib raw loop: the message built once, only the recipient substituted, `sendmail` over the
+  same reused connections (four round trips per message);
 - broadcaster: `broadcaster announce --yes` as a user runs it (start-up, preflight, the status
-  site, the ledger, 4 SMTP connections, the report), then `show ID --json` on the result, each
-  with its peak RSS (the child's own, from wait4);
+  site, the ledger, the same SMTP connections, the report), then `show ID --json` on the
+  result, each with its peak RSS (the child's own, from wait4);
 - naive loop: an `EmailMessage` built and `send_message` per recipient, one connection;
 - Apprise: `mailto://` with the same N recipients (one message per recipient).
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import selectors
 import smtplib
 import socket
 import sqlite3
@@ -69,9 +71,11 @@ ANNOUNCE = ["announce", "--next-update", "30m",
               for arg in (f"--{field}" if locale == "en" else f"--{field}-{locale}", text))]
 
 
-def subscribed(folder: Path, port: int, recipients: list[str], state: str = 'path = "state.db"') -> list[str]:
-    """A project folder whose email goes to `port`, with N subscribers imported (a third in
-    Spanish); the CLI to run in it. `state` is its [state] line (SQLite by default)."""
+def subscribed(folder: Path, port: int, recipients: list[str], state: str = 'path = "state.db"',
+               connections: int = 4) -> list[str]:
+    """A project folder whose email goes to `port` over `connections`, with N subscribers
+    imported (a third in Spanish); the CLI to run in it. `state` is its [state] line (SQLite
+    by default)."""
     folder.mkdir(parents=True, exist_ok=True)
     settings = folder / "settings.toml"
     settings.write_text(ORGANIZATION.replace('path = "state.db"', state) + f"""
@@ -80,7 +84,7 @@ enabled = true
 host = "127.0.0.1"
 port = {port}
 sender = "Example Corp Status <{SENDER}>"
-connections = 4
+connections = {connections}
 """, encoding="utf-8")
     (folder / "subscribers.csv").write_text("email,locale\n" + "".join(
         f"{r},{'es' if n % 3 == 0 else 'en'}\n" for n, r in enumerate(recipients)), encoding="utf-8")
@@ -89,9 +93,9 @@ connections = 4
     return cli
 
 
-def setup(port: int, recipients: list[str], folder: Path) -> tuple[list[str], dict]:
+def setup(port: int, recipients: list[str], folder: Path, connections: int = 4) -> tuple[list[str], dict]:
     """A project with N subscribers; the CLI, and the email broadcaster will send (dry run)."""
-    cli = subscribed(folder, port, recipients)
+    cli = subscribed(folder, port, recipients, connections=connections)
     settings = cli[2]
     from broadcaster import api
 
@@ -180,47 +184,8 @@ def raw_loop(port: int, recipients: list[str], content: dict | None, connections
     return in_lanes(lane, recipients, connections)
 
 
-class GroupCommitted:
-    """The least a sender that keeps broadcaster's promise must do between two messages of a
-    connection: write the result to SQLite (WAL, synchronous FULL: fsync'd) and wait for it.
-    Results that arrive while a write is under way go together in the next (group commit)."""
-
-    def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode = WAL")
-        self.db.execute("PRAGMA synchronous = FULL")
-        self.db.execute("CREATE TABLE sent (recipient TEXT NOT NULL)")
-        self.cond = threading.Condition()
-        self.queue: list[tuple[str]] = []
-        self.queued = self.written = 0
-        self.writing = False
-
-    def record(self, recipient: str) -> None:
-        with self.cond:
-            self.queue.append((recipient,))
-            self.queued += 1
-            ticket = self.queued
-            while self.written < ticket:
-                if self.writing:
-                    self.cond.wait()
-                    continue
-                self.writing, batch, self.queue, upto = True, self.queue, [], self.queued
-                self.cond.release()
-                try:
-                    self.db.execute("BEGIN IMMEDIATE")
-                    self.db.executemany("INSERT INTO sent VALUES (?)", batch)
-                    self.db.execute("COMMIT")
-                finally:
-                    self.cond.acquire()
-                self.writing, self.written = False, upto
-                self.cond.notify_all()
-
-
-def pipelined_loop(port: int, recipients: list[str], content: dict, connections: int = 4,
-                   recorded: GroupCommitted | None = None) -> float:
-    """The ceiling: raw sockets, PIPELINING, the message pre-rendered and dot-stuffed once.
-    With `recorded`, each result is written there before its connection sends the next
-    message's text (only the next envelope goes ahead), as broadcaster promises."""
+def pipelined_loop(port: int, recipients: list[str], content: dict, connections: int = 4) -> float:
+    """The ceiling: raw sockets, PIPELINING, the message pre-rendered and dot-stuffed once."""
     data = build("rcpt@placeholder.invalid", content).as_bytes(policy=SMTP_POLICY)
     data = data.replace(b"\r\n.", b"\r\n..")
 
@@ -235,9 +200,6 @@ def pipelined_loop(port: int, recipients: list[str], content: dict, connections:
                 if line[:1] not in (b"2", b"3"):
                     raise RuntimeError(f"smtp-sink said {line!r}")
 
-        def envelope(to: str) -> bytes:
-            return f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{to}>\r\nDATA\r\n".encode()
-
         answers(1)
         sock.sendall(b"EHLO bench\r\n")
         answers(1)
@@ -247,12 +209,87 @@ def pipelined_loop(port: int, recipients: list[str], content: dict, connections:
             following = envelope(share[n + 1]) if n + 1 < len(share) else b"QUIT\r\n"
             sock.sendall(data.replace(b"rcpt@placeholder.invalid", to.encode()) + b".\r\n" + following)
             answers(1)
-            if recorded is not None:
-                recorded.record(to)
         answers(1)
         sock.close()
 
     return in_lanes(lane, recipients, connections)
+
+
+def envelope(to: str) -> bytes:
+    return f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{to}>\r\nDATA\r\n".encode()
+
+
+def recorded_loop(port: int, recipients: list[str], content: dict, path: Path, connections: int = 4) -> float:
+    """The ceiling that keeps broadcaster's promise: the same pipelined client, all connections
+    driven from one thread, and each connection's result written to SQLite (WAL, synchronous
+    FULL: fsync'd) before that connection sends its next message's text; the results of every
+    connection that answered go in one write. Only the next envelope goes ahead of it."""
+    data = build("rcpt@placeholder.invalid", content).as_bytes(policy=SMTP_POLICY)
+    head, tail = data.replace(b"\r\n.", b"\r\n..").split(b"rcpt@placeholder.invalid")
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("CREATE TABLE sent (recipient TEXT NOT NULL)")
+    selector = selectors.DefaultSelector()
+
+    class Lane:
+        def __init__(self, share: list[str]) -> None:
+            self.share, self.next, self.buffer, self.answers = share, 0, b"", 0
+            self.sock = socket.create_connection(("127.0.0.1", port))
+            self.sock.sendall(b"EHLO bench\r\n" + envelope(share[0]))
+            self.texts_sent = False  # the current message's text is out: its answer is awaited
+            self.answers = -2  # the greeting and EHLO's answer come first
+            selector.register(self.sock, selectors.EVENT_READ, self)
+
+        def read(self) -> None:
+            self.buffer += self.sock.recv(65536)
+            *lines, self.buffer = self.buffer.split(b"\n")
+            for line in lines:
+                if line[3:4] != b"-":
+                    if line[:1] not in (b"2", b"3"):
+                        raise RuntimeError(f"smtp-sink said {line!r}")
+                    self.answers += 1
+
+        def step(self) -> bool:
+            """Send the text once the envelope is answered; True once the text is answered."""
+            if not self.texts_sent and self.answers >= 3:
+                self.answers -= 3
+                n = self.next
+                following = envelope(self.share[n + 1]) if n + 1 < len(self.share) else b"QUIT\r\n"
+                self.sock.sendall(head + self.share[n].encode() + tail + b".\r\n" + following)
+                self.texts_sent = True
+            if self.texts_sent and self.answers >= 1:
+                self.answers -= 1
+                return True
+            return False
+
+    start = time.perf_counter()
+    lanes = [Lane(recipients[i::connections]) for i in range(connections)]
+    live = len(lanes)
+    while live:
+        answered = []
+        for key, _ in selector.select():
+            lane = key.data
+            lane.read()
+            if lane.step():
+                answered.append(lane)
+        if not answered:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT INTO sent VALUES (?)", [(lane.share[lane.next],) for lane in answered])
+        db.execute("COMMIT")
+        for lane in answered:
+            lane.next += 1
+            lane.texts_sent = False
+            if lane.next == len(lane.share):
+                selector.unregister(lane.sock)
+                lane.sock.close()
+                live -= 1
+            elif lane.step():
+                raise RuntimeError("a text answered before it was sent")
+    elapsed = time.perf_counter() - start
+    assert db.execute("SELECT COUNT(*) FROM sent").fetchone()[0] == len(recipients)
+    return elapsed
 
 
 class DelayingProxy:
@@ -317,6 +354,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20_000, help="messages per method (default 20,000)")
     parser.add_argument("--rtt-ms", type=float, default=2.0, help="the proxy's delay per reply (default 2)")
+    parser.add_argument("--connections", type=int, default=4,
+                        help="SMTP connections for every method but the naive loop (default 4)")
     parser.add_argument("--broadcaster-only", action="store_true",
                         help="only the ceiling, announce and show (a million: the others take long)")
     args = parser.parse_args()
@@ -333,19 +372,19 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="broadcaster-bench-") as tmp:
             folder = Path(tmp)
             print(f"importing {args.n:,} subscribers …", file=sys.stderr, flush=True)
-            cli, content = setup(sink.port, recipients, folder / "loopback")
+            conns = args.connections
+            cli, content = setup(sink.port, recipients, folder / "loopback", conns)
             size = len(build(recipients[0], content).as_bytes())
             port = sink.port
             proxy = DelayingProxy(port, args.rtt_ms / 1000)
-            far_cli = subscribed(folder / "far", proxy.port, few)
+            far_cli = subscribed(folder / "far", proxy.port, few, connections=conns)
             methods: list[tuple[str, list[str], Callable[[], Run]]] = [
-                ("pipelined ceiling (raw sockets, 4 conns)", recipients,
-                 lambda: Run(pipelined_loop(port, recipients, content))),
+                (f"pipelined ceiling (raw sockets, {conns} conns)", recipients,
+                 lambda: Run(pipelined_loop(port, recipients, content, conns))),
                 ("pipelined, each result fsync'd first", recipients,
-                 lambda: Run(pipelined_loop(port, recipients, content,
-                                            recorded=GroupCommitted(folder / "loopback.db")))),
-                ("smtplib raw loop (4 connections)", recipients,
-                 lambda: Run(raw_loop(port, recipients, content))),
+                 lambda: Run(recorded_loop(port, recipients, content, folder / "loopback.db", conns))),
+                (f"smtplib raw loop ({conns} connections)", recipients,
+                 lambda: Run(raw_loop(port, recipients, content, conns))),
                 ("broadcaster announce (whole command)", recipients,
                  lambda: broadcaster_announce(cli, recipients, folder / "loopback")),
                 ("broadcaster show ID --json (after it)", recipients,
@@ -354,12 +393,11 @@ def main() -> None:
                  lambda: Run(naive_loop(port, sample, content))),
                 ("Apprise mailto://", sample, lambda: Run(apprise_mailto(port, sample, content))),
                 (f"pipelined ceiling, {args.rtt_ms:g} ms round trip", few,
-                 lambda: Run(pipelined_loop(proxy.port, few, content))),
+                 lambda: Run(pipelined_loop(proxy.port, few, content, conns))),
                 (f"pipelined, fsync'd first, {args.rtt_ms:g} ms round trip", few,
-                 lambda: Run(pipelined_loop(proxy.port, few, content,
-                                            recorded=GroupCommitted(folder / "far.db")))),
+                 lambda: Run(recorded_loop(proxy.port, few, content, folder / "far.db", conns))),
                 (f"smtplib raw loop, {args.rtt_ms:g} ms round trip", few,
-                 lambda: Run(raw_loop(proxy.port, few, content))),
+                 lambda: Run(raw_loop(proxy.port, few, content, conns))),
                 (f"broadcaster announce, {args.rtt_ms:g} ms round trip", few,
                  lambda: broadcaster_announce(far_cli, few, folder / "far")),
             ]
@@ -371,10 +409,11 @@ def main() -> None:
     finally:
         sink.stop()
     rate = {name: count / run.seconds for name, count, run in rows}
-    ceiling = {True: rate["pipelined ceiling (raw sockets, 4 conns)"],
+    ceiling = {True: rate[f"pipelined ceiling (raw sockets, {args.connections} conns)"],
                False: rate.get(f"pipelined ceiling, {args.rtt_ms:g} ms round trip", 0.0)}
     print(f"\n{args.n:,} personalised messages of about {size:,} bytes (text + HTML) to smtp-sink "
-          f"on 127.0.0.1, {os.cpu_count()} cores" + (" (naive and Apprise on 20,000)" if slow else "") + "\n")
+          f"on 127.0.0.1, {os.cpu_count()} cores, {args.connections} connections"
+          + (" (naive and Apprise on 20,000)" if slow else "") + "\n")
     print(f"{'method':<46} {'messages':>9} {'seconds':>8} {'msgs/s':>9} {'vs ceiling':>10} {'peak RSS':>9}")
     for name, count, run in rows:
         vs = f"{rate[name] / ceiling['round trip' not in name]:.2f}" if "show" not in name else ""
