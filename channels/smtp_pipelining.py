@@ -270,7 +270,7 @@ class Lane:
         """Carry the conversation on as far as the replies in hand allow. A Result when one
         is ready to be recorded (call `recorded` once it is); None when it waits for the
         server or is done. Raises Lost when the connection failed where it mattered."""
-        while not self.done:
+        while not self.done and not self.holding:  # holding: `recorded` goes on, nothing else
             request = self.request
             answer: list[tuple[int, str]] | None = None
             if isinstance(request, Read):
@@ -285,7 +285,7 @@ class Lane:
                 except (smtplib.SMTPServerDisconnected, OSError) as exc:
                     raise self._lost(exc, request) from None
                 self.last = time.monotonic()
-            elif isinstance(request, Result) and not self.holding:
+            elif isinstance(request, Result):
                 self.holding = True
                 return request
             try:

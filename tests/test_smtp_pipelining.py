@@ -136,3 +136,36 @@ def test_smtp_sink_hanging_up_after_the_dot_leaves_that_message_in_doubt():
                            options=lambda a: [], data=message, result=lambda a, r: None)
         connection.close()
     assert (lost.value.in_doubt, lost.value.resume_at) == ("a@example.com", 1)
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one command at a time"])
+def test_many_connections_from_one_thread_each_waits_for_its_result_to_be_recorded(
+        server: SmtpStandIn, pipelining: bool):
+    """`converse` drives several connections from one thread and hands the results of all that
+    answered to `record` together. When `record` fails, nothing more is sent: the server holds
+    the recorded messages and at most one more per connection (its text went before the write)."""
+    from broadcaster.channels.smtp_pipelining import Lane, conversation, converse
+
+    server.pipelining = pipelining
+    addresses = [f"p{n}@example.com" for n in range(90)]
+    lanes, recorded = [], []
+    for share in (addresses[0::3], addresses[1::3], addresses[2::3]):
+        connection = smtplib.SMTP("127.0.0.1", server.port, timeout=30)
+        connection.ehlo()
+        assert connection.has_extn("pipelining") == pipelining
+        talk = conversation(connection, SENDER, share, 0, address=lambda a: a, options=lambda a: [],
+                            data=lambda a: dot_stuffed(message(a)))
+        lanes.append(Lane(connection, talk))
+
+    def record(results) -> None:
+        if len(recorded) >= 40:
+            raise OSError("the disk is full")
+        recorded.extend(r.item for r in results if r.refusal is None)
+
+    with pytest.raises(OSError):
+        converse(lanes, record, timeout=30)
+    for lane in lanes:
+        lane.connection.close()
+    delivered = {m.envelope_to[0] for m in server.messages}
+    assert set(recorded) <= delivered
+    assert len(delivered - set(recorded)) <= len(lanes), "at most one unrecorded message per connection"
