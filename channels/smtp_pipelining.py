@@ -103,10 +103,13 @@ def _command(text: str, options: Sequence[str]) -> bytes:
     return text.encode("utf-8" if "SMTPUTF8" in options else "ascii")
 
 
+def _mail_from(sender: str, options: Sequence[str]) -> str:
+    return f"MAIL FROM:<{sender}>{''.join(f' {o}' for o in options)}\r\n"
+
+
 def envelope(sender: str, address: str, options: Sequence[str], *, reset: bool = False) -> bytes:
     """MAIL, RCPT and DATA for one message, sent together (RSET first after a failed one)."""
-    extra = "".join(f" {o}" for o in options)
-    commands = f"MAIL FROM:<{sender}>{extra}\r\nRCPT TO:<{address}>\r\nDATA\r\n"
+    commands = f"{_mail_from(sender, options)}RCPT TO:<{address}>\r\nDATA\r\n"
     return _command("RSET\r\n" + commands if reset else commands, options)
 
 
@@ -185,8 +188,7 @@ def _one_at_a_time(sender: str, items: Sequence[T], start: int, address: Callabl
         opts = options(item)
         refusal = None
         codes = []
-        extra = "".join(f" {o}" for o in opts)
-        steps = ((f"MAIL FROM:<{sender}>{extra}\r\n", (250,), "MAIL"),
+        steps = ((_mail_from(sender, opts), (250,), "MAIL"),
                  (f"RCPT TO:<{address(item)}>\r\n", (250, 251), "RCPT"),
                  ("DATA\r\n", (354,), "DATA"))
         for command, accepted, stage in steps:
