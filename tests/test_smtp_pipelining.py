@@ -169,3 +169,18 @@ def test_many_connections_from_one_thread_each_waits_for_its_result_to_be_record
     delivered = {m.envelope_to[0] for m in server.messages}
     assert set(recorded) <= delivered
     assert len(delivered - set(recorded)) <= len(lanes), "at most one unrecorded message per connection"
+
+
+def test_a_server_that_stops_answering_is_lost_once_the_timeout_passes(server: SmtpStandIn):
+    server.delay = 5  # DATA's answer comes long after the client's timeout
+    results: dict[str, Refusal | None] = {}
+    connection = smtplib.SMTP("127.0.0.1", server.port, timeout=0.5)
+    connection.ehlo()
+    with pytest.raises(Lost) as lost:
+        send_pipelined(connection, SENDER, ["ana@example.com", "bob@example.com"], 0, address=lambda a: a,
+                       options=lambda a: [], data=message, result=results.__setitem__)
+    connection.close()
+    assert isinstance(lost.value.cause, TimeoutError)
+    # Its text went and no answer came: it may have arrived, and nothing is reported for it.
+    assert (lost.value.in_doubt, lost.value.resume_at) == ("ana@example.com", 1)
+    assert results == {}
