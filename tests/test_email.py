@@ -177,6 +177,19 @@ def test_a_channel_that_breaks_half_way_keeps_what_it_sent_and_retry_sends_the_r
     assert {a for m in mailing.inbox.messages for a in m.envelope_to} == everyone
 
 
+def test_a_line_that_starts_with_a_dot_arrives_as_written(mailing: Project):
+    """The prepared message is dot-stuffed once, on the template: every copy arrives with the
+    line as written (neither the dot lost nor doubled)."""
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(3)))
+    outcome = announce(mailing, "--message", "Card payments fail.\n\n.NET clients time out.")
+    assert outcome["exit_code"] == 0
+    english = [m for m in mailing.inbox.messages if m["Content-Language"] == "en"]
+    assert english
+    for m in english:
+        text = m.get_body(("plain",)).get_content()
+        assert "\n.NET clients time out." in text and "..NET" not in text
+
+
 def test_a_dropped_connection_is_reopened_and_the_batch_goes_on(mailing: Project):
     subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(30)))
     mailing.inbox.drop_before_storing = 2
