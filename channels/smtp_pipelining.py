@@ -332,16 +332,20 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
     results: list[Result] = []
     holding: list[Lane] = []
 
+    def drop(lane: Lane, why: Lost) -> None:
+        """The lane's connection failed: `lost` may give one to go on with."""
+        selector.unregister(lane)
+        if lost is None:
+            raise why
+        again = lost(lane, why)
+        if again is not None:
+            start(again)
+
     def run(lane: Lane, step: Callable[[], Result | None]) -> None:
         try:
             result = step()
         except Lost as exc:
-            selector.unregister(lane)
-            if lost is None:
-                raise
-            again = lost(lane, exc)
-            if again is not None:
-                start(again)
+            drop(lane, exc)
             return
         if result is not None:
             results.append(result)
@@ -377,13 +381,8 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
             now = time.monotonic()
             for lane in [k.fileobj for k in list(selector.get_map().values())]:
                 assert isinstance(lane, Lane)
-                if lane.waited(timeout, now) and lane not in holding:
-                    selector.unregister(lane)
-                    if lost is None:
-                        raise lane.timed_out()
-                    again = lost(lane, lane.timed_out())
-                    if again is not None:
-                        start(again)
+                if lane.waited(timeout, now):
+                    drop(lane, lane.timed_out())
     finally:
         selector.close()
 
