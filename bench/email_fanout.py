@@ -234,10 +234,10 @@ def recorded_loop(port: int, recipients: list[str], content: dict, path: Path, c
 
     class Lane:
         def __init__(self, share: list[str]) -> None:
-            self.share, self.next, self.buffer, self.answers = share, 0, b"", 0
+            self.share, self.next, self.buffer = share, 0, b""
             self.sock = socket.create_connection(("127.0.0.1", port))
             self.sock.sendall(b"EHLO bench\r\n" + envelope(share[0]))
-            self.texts_sent = False  # the current message's text is out: its answer is awaited
+            self.text_sent = False  # the current message's text is out: its answer is awaited
             self.answers = -2  # the greeting and EHLO's answer come first
             selector.register(self.sock, selectors.EVENT_READ, self)
 
@@ -252,13 +252,13 @@ def recorded_loop(port: int, recipients: list[str], content: dict, path: Path, c
 
         def step(self) -> bool:
             """Send the text once the envelope is answered; True once the text is answered."""
-            if not self.texts_sent and self.answers >= 3:
+            if not self.text_sent and self.answers >= 3:
                 self.answers -= 3
                 n = self.next
                 following = envelope(self.share[n + 1]) if n + 1 < len(self.share) else b"QUIT\r\n"
                 self.sock.sendall(head + self.share[n].encode() + tail + b".\r\n" + following)
-                self.texts_sent = True
-            if self.texts_sent and self.answers >= 1:
+                self.text_sent = True
+            if self.text_sent and self.answers >= 1:
                 self.answers -= 1
                 return True
             return False
@@ -280,7 +280,7 @@ def recorded_loop(port: int, recipients: list[str], content: dict, path: Path, c
         db.execute("COMMIT")
         for lane in answered:
             lane.next += 1
-            lane.texts_sent = False
+            lane.text_sent = False
             if lane.next == len(lane.share):
                 selector.unregister(lane.sock)
                 lane.sock.close()
