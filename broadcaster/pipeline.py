@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from broadcaster.channels.base import Channel, Post
 from broadcaster.dispatch import UNFINISHED, UNSENT, Dispatcher, Job, MailingList, RetryPolicy, Sharing
 from broadcaster.errors import BroadcasterError, InputError
-from broadcaster.ledger import DeliveryCount, Ledger, NewDelivery, open_ledger
+from broadcaster.ledger import DeliveryCount, Ledger, NewDelivery, SubscriberSelection, open_ledger
 from broadcaster.model import Delivery, Incident, Update, checked_id
 from broadcaster.preflight import Audience, Preview, check, open_channels
 from broadcaster.registry import mailing_lists
@@ -70,7 +70,7 @@ def send(s: Settings, request: Request, *, dry_run: bool = False, confirm: Confi
                 ledger.record(upd, [])
             return Outcome(request.incident_id, upd.id, checked.statement_url, draft=True,
                            preview=checked, warnings=checked.warnings, revised=revised)
-        ledger.record(upd, new_deliveries(checked))
+        ledger.record(upd, new_deliveries(checked), selections(checked))
         dispatcher(s, ledger).run(*_work(s, ledger, checked, chans, upd))
         return _outcome(s, ledger, request.incident_id, [upd.id], checked.warnings)
 
@@ -91,7 +91,7 @@ def publish(s: Settings, incident_id: str, *, channels: Sequence[str] | None = N
         for each in previews:
             if confirm is not None and not confirm(each):
                 raise Cancelled("cancelled; nothing was published")
-        published = ledger.publish(incident_id, lambda: new_deliveries(previews[0]))
+        published = ledger.publish(incident_id, lambda: new_deliveries(previews[0]), selections(previews[0]))
         jobs: list[Job] = []
         lists: list[MailingList] = []
         for u, p in zip(published, previews, strict=True):
@@ -158,19 +158,36 @@ def existing(ledger: Ledger, incident_id: str) -> Incident:
 
 def new_deliveries(preview: Preview) -> Iterator[NewDelivery]:
     """The deliveries to record for a preview: one per post and destination, and one per
-    recipient of a channel with an audience, streamed from the ledger's subscribers (never
-    held whole)."""
+    recipient of a channel with an audience who follows only some components or places,
+    streamed from the ledger's subscribers (never held whole); the rest of the audience is
+    `selections`."""
+    for p in preview.planned:
+        if not p.recipients:
+            yield from (NewDelivery(p.channel, p.locale, to) for to in p.destinations)
+    if preview.audience is not None:
+        for channel, locales in _listed_locales(preview).items():
+            for locale, address in preview.audience.each():
+                if locale in locales:
+                    yield NewDelivery(channel, locale, address, listed=True)
+
+
+def selections(preview: Preview) -> list[SubscriberSelection]:
+    """The audience the ledger records set-based, channel by channel: whoever follows
+    everything (or everyone, for an incident with no components or regions)."""
+    audience = preview.audience
+    if audience is None:
+        return []
+    return [SubscriberSelection(channel, audience.locales, tuple(sorted(locales)), audience.everyone)
+            for channel, locales in _listed_locales(preview).items()]
+
+
+def _listed_locales(preview: Preview) -> dict[str, set[str]]:
+    """Per channel with an audience, the locales its post was rendered in."""
     lists: dict[str, set[str]] = {}
     for p in preview.planned:
         if p.recipients:
             lists.setdefault(p.channel, set()).add(p.locale)
-        else:
-            yield from (NewDelivery(p.channel, p.locale, to) for to in p.destinations)
-    if lists and preview.audience is not None:
-        for channel, locales in lists.items():
-            for locale, address in preview.audience.each():
-                if locale in locales:
-                    yield NewDelivery(channel, locale, address, listed=True)
+    return lists
 
 
 # -- inside -----------------------------------------------------------------------------------

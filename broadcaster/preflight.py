@@ -73,11 +73,17 @@ def open_channel(settings: Settings, name: str) -> Channel:
 @dataclass(frozen=True)
 class Audience:
     """The subscribers an update reaches (channels with an audience): how many per locale, and
-    a way to go through them again, (locale, address) a chunk at a time from the ledger, when
-    the deliveries are recorded. A list of a million is counted and streamed, never held."""
+    how to record them. Those who follow everything (or everyone, `everyone`) are recorded
+    set-based by the ledger (`selections`); `each` goes through the rest that the update
+    concerns again, (locale, address) a chunk at a time from the ledger. A list of a million
+    is counted and recorded, never held."""
 
     counts: Mapping[str, int]
     each: Callable[[], Iterator[tuple[str, str]]]
+    #: The incident concerns every active subscriber (it names no component or region).
+    everyone: bool
+    #: The organization's locales, the default first: a subscriber's other locale gets it.
+    locales: tuple[str, ...]
 
     def count(self, locale: str) -> int:
         return self.counts.get(locale, 0)

@@ -276,21 +276,33 @@ def save(ledger: Ledger, subscribers: Sequence[Subscriber], *, resubscribe: bool
 
 def audience(ledger: Ledger, settings: Settings, incident: Incident) -> Audience:
     """The active subscribers this incident concerns (by its every update's components and
-    regions: someone concerned once stays in the thread), counted per locale now and streamed
+    regions: someone concerned once stays in the thread), counted per locale.
+
+    Whoever follows everything is concerned by any incident, and an incident with no
+    components or regions concerns everyone: those are counted by the ledger and recorded
+    set-based (`Audience.everyone`). Only subscribers who chose components, regions or
+    postcodes, when the incident has some, are read here, checked one by one and streamed
     again from the ledger when the deliveries are recorded."""
     from broadcaster.preflight import Audience
 
     components = list(dict.fromkeys(n for u in incident.updates for n in u.components))
     regions = list(dict.fromkeys(n for u in incident.updates for n in u.regions))
     places = Places.of(settings.regions)
-    locales = settings.organization.locales
+    locales = tuple(settings.organization.locales)
+    everyone = not components and not regions
 
     def each() -> Iterator[tuple[str, str]]:
-        for subscriber in ledger.each_subscriber(active_only=True):
+        if everyone:
+            return
+        for subscriber in ledger.each_subscriber(active_only=True, filtered_only=True):
             if subscriber.follows(components, regions, places):
                 yield (subscriber.locale if subscriber.locale in locales else locales[0]), subscriber.email
 
-    return Audience(Counter(locale for locale, _ in each()), each)
+    counts: Counter[str] = Counter()
+    for locale, count in ledger.subscriber_locales(unfiltered_only=not everyone).items():
+        counts[locale if locale in locales else locales[0]] += count
+    counts.update(locale for locale, _ in each())
+    return Audience(counts, each, everyone, locales)
 
 
 # -- what `broadcaster subscribers …` does -------------------------------------------------

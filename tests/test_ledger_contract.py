@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from broadcaster.errors import UnknownIncidentError
-from broadcaster.ledger import Ledger, NewDelivery, open_ledger
+from broadcaster.ledger import Ledger, NewDelivery, SubscriberSelection, open_ledger
 from broadcaster.model import (
     DeliveryState,
     Impact,
@@ -140,6 +140,37 @@ def test_a_batch_finishes_in_one_go_and_skipped_counts_as_done(ledger: Ledger):
     assert [d.id for d in ledger.deliveries(unfinished=True)] == [ids[1]]
     with pytest.raises(RuntimeError):
         ledger.start_attempts(ids)  # two of them are done
+
+
+def test_a_selection_of_subscribers_is_recorded_set_based_in_their_locale_or_the_default(ledger: Ledger):
+    people = [
+        Subscriber("all-en@example.com", "en", (), (), "t1", True),
+        Subscriber("all-fr@example.com", "fr", (), (), "t2", True),  # not a locale of the site: en
+        Subscriber("all-es@example.com", "es", (), (), "t3", True),
+        Subscriber("left@example.com", "en", (), (), "t4", True),
+        Subscriber("api-only@example.com", "es", ("API",), (), "t5", True),
+        Subscriber("north@example.com", "en", (), ("North",), "t6", True),
+        Subscriber("postcode@example.com", "en", (), (), "t7", True, ("SW1",)),
+    ]
+    ledger.save_subscribers(people, [])
+    ledger.unsubscribe(email="left@example.com")
+    assert ledger.subscriber_locales() == {"en": 3, "fr": 1, "es": 2}
+    assert ledger.subscriber_locales(unfiltered_only=True) == {"en": 1, "fr": 1, "es": 1}
+    assert [s.email for s in ledger.each_subscriber(active_only=True, filtered_only=True)] == [
+        "api-only@example.com", "north@example.com", "postcode@example.com"]
+
+    def recorded(update: Update) -> set[tuple[str, str]]:
+        return {(d.recipient, d.locale) for d in ledger.each_delivery(update_id=update.id, channels=["email"])}
+
+    scoped = an_update()
+    ledger.record(scoped, [NewDelivery("website", "en")],
+                  [SubscriberSelection("email", ("en", "es"), ("en", "es"), everyone=False)])
+    assert recorded(scoped) == {("all-en@example.com", "en"), ("all-fr@example.com", "en"),
+                                ("all-es@example.com", "es")}
+    everyone = an_update()
+    ledger.record(everyone, [], [SubscriberSelection("email", ("en", "es"), ("es",), everyone=True)])
+    assert recorded(everyone) == {("all-es@example.com", "es"), ("api-only@example.com", "es")}
+    assert ledger.channel_kinds() == {"website": False, "email": True}  # email is a mailing list
 
 
 def test_a_mailing_list_is_recorded_streamed_from_the_subscribers_and_read_back_in_numbers(

@@ -25,14 +25,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from broadcaster.ledger.interface import DeliveryCount, Ledger, NewDelivery
+from broadcaster.ledger.interface import DeliveryCount, Ledger, NewDelivery, SubscriberSelection
 
 if TYPE_CHECKING:
     from broadcaster.ledger.sqlite.scratch import FirstLines
     from broadcaster.settings import Settings
     from broadcaster.settings_file import Reading
 
-__all__ = ["DeliveryCount", "Ledger", "NewDelivery", "first_lines", "kept_connections", "open_ledger"]
+__all__ = ["DeliveryCount", "Ledger", "NewDelivery", "SubscriberSelection", "first_lines", "kept_connections",
+           "open_ledger"]
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from broadcaster.model import (
     Delivery,
@@ -50,6 +50,20 @@ class NewDelivery:
     #: One of a mailing list (a subscriber of a channel with an audience), not a post: the
     #: ledger remembers each channel's kind from this (`channel_kinds`).
     listed: bool = False
+
+
+class SubscriberSelection(NamedTuple):
+    """One channel's listed deliveries for an update, written set-based from the subscribers
+    table (one INSERT … SELECT, never a row through Python): every active subscriber who
+    follows everything, or every active subscriber (`everyone`: an incident with no
+    components or regions concerns them all, whatever they follow). Each in their own locale
+    when it is one of `locales`, in `locales[0]` otherwise; only those whose locale is one of
+    `sending` (the locales the channel's post was rendered in)."""
+
+    channel: str
+    locales: tuple[str, ...]
+    sending: tuple[str, ...]
+    everyone: bool
 
 
 @dataclass(frozen=True)
@@ -101,15 +115,19 @@ class Ledger(Protocol):
         """Published incidents that started in `month`, newest first."""
         ...
 
-    def record(self, update: Update, deliveries: Iterable[NewDelivery]) -> None:
+    def record(self, update: Update, deliveries: Iterable[NewDelivery],
+               selections: Sequence[SubscriberSelection] = ()) -> None:
         """Store the update and its pending deliveries in one transaction (`deliveries` is
-        consumed a chunk at a time: it may stream from this ledger's subscribers)."""
+        consumed a chunk at a time: it may stream from this ledger's subscribers), with those
+        of each selection of subscribers."""
         ...
 
     def publish(self, incident_id: str,
-                deliveries: Iterable[NewDelivery] | Callable[[], Iterable[NewDelivery]]) -> list[Update]:
+                deliveries: Iterable[NewDelivery] | Callable[[], Iterable[NewDelivery]],
+                selections: Sequence[SubscriberSelection] = ()) -> list[Update]:
         """Turn the incident's drafts into published updates, recording their deliveries (for
-        each draft: a callable is called once per draft, for a stream)."""
+        each draft: a callable is called once per draft, for a stream) and those of each
+        selection of subscribers."""
         ...
 
     def incidents_with_drafts(self) -> list[Incident]:
@@ -220,8 +238,15 @@ class Ledger(Protocol):
         """Every subscriber on file (or the active ones), by address."""
         ...
 
-    def each_subscriber(self, *, active_only: bool = False) -> Iterator[Subscriber]:
-        """`subscribers`, streamed a chunk at a time, by address."""
+    def each_subscriber(self, *, active_only: bool = False,
+                        filtered_only: bool = False) -> Iterator[Subscriber]:
+        """`subscribers`, streamed a chunk at a time, by address (`filtered_only`: only those who
+        follow some components, regions or postcodes, not everything)."""
+        ...
+
+    def subscriber_locales(self, *, unfiltered_only: bool = False) -> dict[str, int]:
+        """How many active subscribers there are per locale (as stored): all of them, or only
+        those who follow everything (`unfiltered_only`). Counted by the store, not in Python."""
         ...
 
     def subscriber(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:

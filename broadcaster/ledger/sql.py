@@ -18,7 +18,7 @@ from itertools import islice
 from typing import Any, ClassVar, Literal
 
 from broadcaster.errors import UnknownIncidentError
-from broadcaster.ledger.interface import TABLES, DeliveryCount, NewDelivery, OpenGroup
+from broadcaster.ledger.interface import TABLES, DeliveryCount, NewDelivery, OpenGroup, SubscriberSelection
 from broadcaster.model import (
     Delivery,
     DeliveryState,
@@ -36,6 +36,9 @@ from broadcaster.model import (
 
 #: Rows a streamed read or write takes at a time (memory stays flat whatever the list's size).
 CHUNK = 5000
+#: A subscriber who follows everything: no component, region or postcode chosen (stored as
+#: `_names_json` writes an empty list). Any incident concerns them.
+FOLLOWS_EVERYTHING = "components = '[]' AND regions = '[]' AND postcodes = '[]'"
 
 _DELIVERY_COLUMNS = (
     "d.id, d.update_id, u.incident_id, d.channel, d.recipient, d.locale, d.state, d.attempts,"
@@ -242,7 +245,8 @@ class SQLLedger(ABC):
             if i in created and updates[i]
         ]
 
-    def record(self, update: Update, deliveries: Iterable[NewDelivery]) -> None:
+    def record(self, update: Update, deliveries: Iterable[NewDelivery],
+               selections: Sequence[SubscriberSelection] = ()) -> None:
         with self.transaction() as db:
             now = _now()
             db.execute(
@@ -256,11 +260,12 @@ class SQLLedger(ABC):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _update_to_row(update),
             )
-            self._insert_deliveries(db, update.id, deliveries, now)
+            self._insert_deliveries(db, update.id, deliveries, now, selections)
             self._refresh_incident(db, update.incident_id, now)
 
     def publish(self, incident_id: str,
-                deliveries: Iterable[NewDelivery] | Callable[[], Iterable[NewDelivery]]) -> list[Update]:
+                deliveries: Iterable[NewDelivery] | Callable[[], Iterable[NewDelivery]],
+                selections: Sequence[SubscriberSelection] = ()) -> list[Update]:
         each = deliveries if callable(deliveries) else lambda: deliveries
         with self.transaction() as db:
             now = _now()
@@ -271,7 +276,7 @@ class SQLLedger(ABC):
             )]
             for update_id in ids:
                 db.execute("UPDATE updates SET draft = 0, created_at = ? WHERE id = ?", (now, update_id))
-                self._insert_deliveries(db, update_id, each(), now)
+                self._insert_deliveries(db, update_id, each(), now, selections)
             self._refresh_incident(db, incident_id, now)
         incident = self.incident(incident_id)
         return [u for u in incident.updates if u.id in ids]
@@ -314,10 +319,13 @@ class SQLLedger(ABC):
         return ids
 
     @staticmethod
-    def _insert_deliveries(db: Any, update_id: str, deliveries: Iterable[NewDelivery], now: str) -> None:
-        """Insert as they come, a chunk at a time: a mailing list of a million is streamed from
-        the subscribers table, never held in memory whole."""
-        kinds: dict[str, bool] = {}
+    def _insert_deliveries(db: Any, update_id: str, deliveries: Iterable[NewDelivery], now: str,
+                           selections: Sequence[SubscriberSelection] = ()) -> None:
+        """Insert as they come, a chunk at a time (a mailing list's subscribers who follow only
+        some components or places are streamed, never held in memory whole); then each
+        selection of subscribers with one INSERT … SELECT, which the store runs without a row
+        passing through Python (15 µs a subscriber that way: half a minute at a million)."""
+        kinds: dict[str, bool] = {chosen.channel: True for chosen in selections}
 
         def rows() -> Iterator[tuple[str, str, str, str, str]]:
             for d in deliveries:
@@ -329,6 +337,16 @@ class SQLLedger(ABC):
             db.executemany(
                 "INSERT INTO deliveries (update_id, channel, recipient, locale, state, updated_at)"
                 " VALUES (?, ?, ?, ?, 'pending', ?)", chunk)
+        for chosen in selections:
+            known = ",".join("?" * len(chosen.locales))
+            locale = f"CASE WHEN locale IN ({known}) THEN locale ELSE ? END"
+            db.execute(
+                "INSERT INTO deliveries (update_id, channel, recipient, locale, state, updated_at)"
+                f" SELECT ?, ?, email, {locale}, 'pending', ? FROM subscribers WHERE active = 1"
+                f"{'' if chosen.everyone else ' AND ' + FOLLOWS_EVERYTHING}"
+                f" AND {locale} IN ({','.join('?' * len(chosen.sending))}) ORDER BY email",
+                (update_id, chosen.channel, *chosen.locales, chosen.locales[0], now, *chosen.locales,
+                 chosen.locales[0], *chosen.sending))
         db.executemany(
             "INSERT INTO channel_kinds (channel, mailing_list) VALUES (?, ?)"
             " ON CONFLICT (channel) DO UPDATE SET mailing_list = excluded.mailing_list",
@@ -594,13 +612,20 @@ class SQLLedger(ABC):
     def subscribers(self, *, active_only: bool = False) -> list[Subscriber]:
         return self._subscribers("WHERE active = 1 ORDER BY email" if active_only else "ORDER BY email")
 
-    def each_subscriber(self, *, active_only: bool = False) -> Iterator[Subscriber]:
+    def each_subscriber(self, *, active_only: bool = False,
+                        filtered_only: bool = False) -> Iterator[Subscriber]:
         """`subscribers`, a chunk at a time (keyset by address): a million, never all at once."""
         where = "WHERE active = 1 AND email > ?" if active_only else "WHERE email > ?"
+        if filtered_only:
+            where += f" AND NOT ({FOLLOWS_EVERYTHING})"
         after = ""
         while chunk := self._subscribers(f"{where} ORDER BY email LIMIT {CHUNK}", [after]):
             yield from chunk
             after = chunk[-1].email
+
+    def subscriber_locales(self, *, unfiltered_only: bool = False) -> dict[str, int]:
+        where = f"active = 1 AND {FOLLOWS_EVERYTHING}" if unfiltered_only else "active = 1"
+        return dict(self.query(f"SELECT locale, COUNT(*) FROM subscribers WHERE {where} GROUP BY locale"))
 
     def subscriber(self, *, email: str | None = None, token: str | None = None) -> Subscriber | None:
         column, value = ("email", email) if email is not None else ("token", token)

@@ -145,6 +145,11 @@ class SQLiteLedger(SQLLedger):
             return super().subscriber_tokens()
         return {}
 
+    def subscriber_locales(self, *, unfiltered_only: bool = False) -> dict[str, int]:
+        with _before_subscribers():
+            return super().subscriber_locales(unfiltered_only=unfiltered_only)
+        return {}
+
 
 @contextmanager
 def _before_subscribers() -> Iterator[None]:
