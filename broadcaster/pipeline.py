@@ -339,13 +339,8 @@ def dispatcher(s: Settings, ledger: Ledger, *, retrying: bool = False) -> Dispat
     and its share of mailing lists (`retrying` also takes deliveries that failed)."""
     from broadcaster.progress import reporter
 
-    def tokens(addresses: Sequence[str]) -> dict[str, str]:
-        # Read per batch, so that someone who leaves mid-fan-out is not sent the rest.
-        found = ledger.subscribers_by_email(addresses)
-        return {a: found[a].token for a in addresses if a in found and found[a].active}
-
     sharing = Sharing.from_settings(s.worker, UNFINISHED if retrying else UNSENT)
-    return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.masked, tokens=tokens,
+    return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.masked, tokens=ledger.subscriber_tokens,
                       progress=reporter.get(), sharing=sharing)
 
 

@@ -160,7 +160,8 @@ def test_a_selection_of_subscribers_is_recorded_set_based_in_their_locale_or_the
         "api-only@example.com", "north@example.com", "postcode@example.com"]
 
     def recorded(update: Update) -> set[tuple[str, str]]:
-        return {(d.recipient, d.locale) for d in ledger.each_delivery(update_id=update.id, channels=["email"])}
+        listed = ledger.each_delivery(update_id=update.id, channels=["email"])
+        return {(d.recipient, d.locale) for d in listed}
 
     scoped = an_update()
     ledger.record(scoped, [NewDelivery("website", "en")],
@@ -354,14 +355,15 @@ def test_subscribers_are_added_changed_and_unsubscribed_by_token(ledger: Ledger)
     ledger.save_subscribers([ana], [])
     assert ledger.subscriber(email="ana@example.com") == ana
     assert ledger.subscriber(token="tok-ana-0123456789") == ana
-    assert ledger.subscriber_tokens() == {"ana@example.com": "tok-ana-0123456789"}
+    assert ledger.subscriber_tokens(["ana@example.com", "bob@example.com"]) == {
+        "ana@example.com": "tok-ana-0123456789"}
     moved = Subscriber("ana@example.com", "en", regions=("Sevilla",))
     ledger.save_subscribers([], [moved])
     (now,) = ledger.subscribers(active_only=True)
     assert (now.locale, now.regions, now.token) == ("en", ("Sevilla",), "tok-ana-0123456789")
     assert ledger.unsubscribe(token="tok-ana-0123456789") == now
     assert ledger.unsubscribe(token="tok-ana-0123456789") is None, "already out"
-    assert ledger.subscribers(active_only=True) == [] and ledger.subscriber_tokens() == {}
+    assert ledger.subscribers(active_only=True) == [] and ledger.subscriber_tokens(["ana@example.com"]) == {}
     assert [s.active for s in ledger.subscribers()] == [False], "kept on file, inactive"
     assert ledger.subscribers_by_email(["ana@example.com", "bob@example.com"]).keys() == {"ana@example.com"}
 
@@ -504,7 +506,8 @@ def test_a_service_lock_is_one_per_kind_of_work(store: Settings):
 
 def test_a_read_only_view_writes_nothing_not_even_the_store(store: Settings):
     with open_ledger(store, read_only=True) as view:
-        assert view.incidents() == [] and view.subscribers() == [] and view.subscriber_tokens() == {}
+        assert view.incidents() == [] and view.subscribers() == []
+        assert view.subscriber_tokens(["ana@example.com"]) == {}
         view.ping()
     assert nothing_written(store)
     with open_ledger(store) as ledger:

@@ -257,8 +257,9 @@ class Ledger(Protocol):
         """The subscribers on file among `emails`, by address."""
         ...
 
-    def subscriber_tokens(self) -> dict[str, str]:
-        """Every active subscriber's token by address (one read for a whole fan-out)."""
+    def subscriber_tokens(self, emails: Sequence[str]) -> dict[str, str]:
+        """The tokens of the active subscribers among `emails`, by address (a fan-out reads
+        them per batch: someone who leaves mid-fan-out is not sent the rest)."""
         ...
 
     def save_subscribers(self, added: Sequence[Subscriber], changed: Sequence[Subscriber]) -> None:
