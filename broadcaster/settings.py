@@ -117,7 +117,9 @@ class OrganizationSettings(_Section):
 
 class SiteSettings(_Section):
     base_url: str
-    output_dir: Path = Path("public")
+    #: Relative to the settings file, given or not (`validate_default`): a command run from
+    #: another folder writes the same site.
+    output_dir: Path = Field(Path("public"), validate_default=True)
     publish_command: str | None = None
     recent_history: int = Field(defaults.RECENT_HISTORY, ge=0)
     #: Where the pages' "Get updates by email" form posts (default {base_url}/subscribe, which
@@ -202,7 +204,9 @@ def contrast(first: str, second: str) -> float:
 
 class StateSettings(_Section):
     #: The embedded ledger: one SQLite file (the default), for one machine.
-    path: Path = Path(defaults.STATE_PATH)
+    #: Relative to the settings file, given or not, like `list` and `show` read it: a hook or
+    #: cron job run from another folder records in the same ledger.
+    path: Path = Field(Path(defaults.STATE_PATH), validate_default=True)
     #: The shared ledger: a PostgreSQL database ("postgresql://user@host:port/dbname"), for a
     #: team on several machines. The password comes from the environment, never this file.
     url: str | None = None
@@ -345,7 +349,7 @@ class Settings(_Section):
 
     organization: OrganizationSettings
     site: SiteSettings
-    state: StateSettings = StateSettings()
+    state: StateSettings = Field(default_factory=StateSettings)
     templates: TemplateSettings = TemplateSettings()
     channels: dict[str, ChannelSettings] = Field(default_factory=dict)
     retry: RetrySettings = RetrySettings()
@@ -501,6 +505,7 @@ def settings_from_dict(
     label = str(source) if source else "settings"
     base_dir = source.parent if source else Path.cwd()
     raw = dict(raw)
+    raw.setdefault("state", {})  # validated, so that its default path is the file's too
     channels, problems = _channel_settings(raw.pop("channels", {}), base_dir)
     errors = [_describe(p, label, text) for p in problems]
     try:

@@ -84,6 +84,33 @@ def test_relative_paths_are_relative_to_the_settings_file(project, monkeypatch, 
     assert settings.state.path == project.root / "state" / "ledger.db"
 
 
+def test_paths_left_to_their_defaults_are_relative_to_the_settings_file_too(tmp_path, monkeypatch):
+    """A monitoring hook or cron job runs `--config /etc/…/settings.toml` from another folder:
+    with no [state] or output_dir given, it must record in the ledger `list` reads and write
+    the site beside the file, not in whatever folder it was started from."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "home"
+    home.mkdir()
+    config = home / "settings.toml"
+    config.write_text('[organization]\nname = "Acme"\nlocales = ["en"]\n[site]\n'
+                      'base_url = "https://status.example.com"\n', encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings(config)
+    assert settings.state.path == home / ".broadcaster" / "state.db"
+    assert settings.site.output_dir == home / "public"
+    cli = [sys.executable, "-m", "broadcaster", "--config", str(config)]
+    subprocess.run([*cli, "announce", "--title", "Slow logins", "--message", "Slow.", "--yes"],
+                   capture_output=True, text=True, timeout=60, check=True)
+    listed = subprocess.run([*cli, "list"], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "Slow logins" in listed
+    assert (home / ".broadcaster" / "state.db").exists() and (home / "public" / "index.html").exists()
+    assert list(elsewhere.iterdir()) == [], "nothing written where the command was started"
+
+
 def test_secrets_come_from_the_environment_and_never_show_in_repr(project, channel_factory):
     channel_factory("chirp", secrets={"token": "BROADCASTER_CHIRP_TOKEN"})
     project.write("[channels.chirp]\nenabled = true\n")
