@@ -16,10 +16,9 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from broadcaster import defaults
 from broadcaster.errors import SettingsError
@@ -55,6 +54,8 @@ def read_settings_file(path: Path) -> tuple[dict[str, Any], str]:
 
 
 def checked_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # 2 ms at start, for a setting few use
+
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
@@ -97,7 +98,12 @@ def statement_url(base_url: str, default_locale: str, incident_id: str, locale: 
 def local_time(timezone: str, label: str | None, moment: datetime) -> str:
     """"2026-11-23 14:30 CET": how the CLI shows a time, in the zone the site speaks; the zone
     named by `label` if given, else by its own abbreviation at that moment (CET, CEST)."""
-    here = moment.astimezone(ZoneInfo(timezone))
+    if timezone == "UTC":  # the default: no need for the zone database (2 ms at every start)
+        here = moment.astimezone(UTC)
+    else:
+        from zoneinfo import ZoneInfo
+
+        here = moment.astimezone(ZoneInfo(timezone))
     return f"{here:%Y-%m-%d %H:%M} {label or here.tzname() or timezone}"
 
 

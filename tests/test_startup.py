@@ -103,3 +103,22 @@ def test_a_command_is_built_alone_and_reads_the_same(tmp_path):
     missing = runner.invoke(cli.only(["announce"]), ["announce", "--title", "T", "--message", "M",
                                                     "--config-typo", "x"], prog_name="broadcaster")
     assert missing.exit_code == 2 and "--config-typo" in missing.output
+
+
+def test_the_default_time_zone_needs_no_zone_database(tmp_path):
+    """UTC, the default, is datetime's own: `list` does not load zoneinfo (2 ms at each start),
+    and still says UTC."""
+    config = tmp_path / "settings.toml"
+    config.write_text('[organization]\nname = "Acme"\nlocales = ["en"]\n[site]\n'
+                      'base_url = "https://status.example.com"\noutput_dir = "public"\n', encoding="utf-8")
+    cli = [sys.executable, "-m", "broadcaster", "--config", str(config)]
+    subprocess.run([*cli, "announce", "--title", "Slow", "--message", "Slow.", "--yes"],
+                   capture_output=True, text=True, timeout=60, check=True)
+    code = (f"import sys; sys.argv = ['broadcaster', '--config', {str(config)!r}, 'list']\n"
+            "from broadcaster.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('zoneinfo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    *listing, loaded = done.stdout.strip().splitlines()
+    assert loaded == "False" and "Slow" in "\n".join(listing) and " UTC" in "\n".join(listing)

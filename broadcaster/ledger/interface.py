@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -40,8 +39,7 @@ TABLES: dict[str, tuple[str, ...]] = {
 ADDED_COLUMNS: dict[str, frozenset[str]] = {"subscribers": frozenset({"consent"})}
 
 
-@dataclass(frozen=True)
-class NewDelivery:
+class NewDelivery(NamedTuple):
     """A delivery to record as pending together with its update."""
 
     channel: str
@@ -66,8 +64,7 @@ class SubscriberSelection(NamedTuple):
     everyone: bool
 
 
-@dataclass(frozen=True)
-class DeliveryCount:
+class DeliveryCount(NamedTuple):
     """How many of an update's recipients on one channel and locale are in one state."""
 
     update_id: str
@@ -80,8 +77,7 @@ class DeliveryCount:
     attempts: int
 
 
-@dataclass(frozen=True)
-class OpenGroup:
+class OpenGroup(NamedTuple):
     """The deliveries of one update on one channel still pending or in flight: how many are
     free to claim (no lease, or an expired one) and how many a live sender holds."""
 
