@@ -24,6 +24,10 @@ taken from a dry run.
 Then the same ceiling, smtplib loop and announce through a loopback proxy that delays every
 server reply by `--rtt-ms` (2 ms: a relay in the same region), on up to 10,000 messages.
 
+Each row also shows the CPU time (user + system) the sender spent per message: its own, not
+smtp-sink's. smtp-sink and the sender share the machine's cores, so on two cores a sender that
+needs more CPU per message than smtp-sink leaves is bound by it, not by the network.
+
 Goal (issue 16): the whole announce at >= 0.5 of the pipelined ceiling at 100,000, and peak
 RSS that does not grow with N beyond a few MB per 100,000.
 """
@@ -47,6 +51,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
+from typing import Any
 
 from common import ORGANIZATION
 
@@ -110,6 +115,15 @@ def setup(port: int, recipients: list[str], folder: Path, connections: int = 4) 
 class Run:
     seconds: float
     peak_mb: float | None = None
+    #: CPU time (user + system) of the sender alone: not smtp-sink's, which shares the cores.
+    cpu: float | None = None
+
+
+def in_process(loop: Callable[..., float], *args: Any) -> Run:
+    """A client run in this process: the seconds it reports, and the CPU this process spent."""
+    before = time.process_time()
+    seconds = loop(*args)
+    return Run(seconds, cpu=time.process_time() - before)
 
 
 #: (rows, run) of each `subscribers import` the set-up made.
@@ -123,14 +137,16 @@ def measured(command: list[str]) -> tuple[Run, bytes]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "rss"
         gnu_time = "/usr/bin/time"
-        timer = [gnu_time, "-f", "%M", "-o", str(report)] if os.access(gnu_time, os.X_OK) else []
+        timer = [gnu_time, "-f", "%M %U %S", "-o", str(report)] if os.access(gnu_time, os.X_OK) else []
         start = time.perf_counter()
         done = subprocess.run([*timer, *command], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         elapsed = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"{command[3:5]} exited with {done.returncode}")
-        peak = int(report.read_text().split()[-1]) / 1024 if timer else None
-    return Run(elapsed, peak), done.stdout
+        if not timer:
+            return Run(elapsed), done.stdout
+        rss, user, system = report.read_text().split()[-3:]
+    return Run(elapsed, int(rss) / 1024, float(user) + float(system)), done.stdout
 
 
 def broadcaster_announce(cli: list[str], recipients: list[str], folder: Path) -> Run:
@@ -380,24 +396,24 @@ def main() -> None:
             far_cli = subscribed(folder / "far", proxy.port, few, connections=conns)
             methods: list[tuple[str, list[str], Callable[[], Run]]] = [
                 (f"pipelined ceiling (raw sockets, {conns} conns)", recipients,
-                 lambda: Run(pipelined_loop(port, recipients, content, conns))),
+                 lambda: in_process(pipelined_loop, port, recipients, content, conns)),
                 ("pipelined, each result fsync'd first", recipients,
-                 lambda: Run(recorded_loop(port, recipients, content, folder / "loopback.db", conns))),
+                 lambda: in_process(recorded_loop, port, recipients, content, folder / "loopback.db", conns)),
                 (f"smtplib raw loop ({conns} connections)", recipients,
-                 lambda: Run(raw_loop(port, recipients, content, conns))),
+                 lambda: in_process(raw_loop, port, recipients, content, conns)),
                 ("broadcaster announce (whole command)", recipients,
                  lambda: broadcaster_announce(cli, recipients, folder / "loopback")),
                 ("broadcaster show ID --json (after it)", recipients,
                  lambda: broadcaster_show(cli, folder / "loopback")),
                 ("naive loop (EmailMessage + send_message)", sample,
-                 lambda: Run(naive_loop(port, sample, content))),
-                ("Apprise mailto://", sample, lambda: Run(apprise_mailto(port, sample, content))),
+                 lambda: in_process(naive_loop, port, sample, content)),
+                ("Apprise mailto://", sample, lambda: in_process(apprise_mailto, port, sample, content)),
                 (f"pipelined ceiling, {args.rtt_ms:g} ms round trip", few,
-                 lambda: Run(pipelined_loop(proxy.port, few, content, conns))),
+                 lambda: in_process(pipelined_loop, proxy.port, few, content, conns)),
                 (f"pipelined, fsync'd first, {args.rtt_ms:g} ms round trip", few,
-                 lambda: Run(recorded_loop(proxy.port, few, content, folder / "far.db", conns))),
+                 lambda: in_process(recorded_loop, proxy.port, few, content, folder / "far.db", conns)),
                 (f"smtplib raw loop, {args.rtt_ms:g} ms round trip", few,
-                 lambda: Run(raw_loop(proxy.port, few, content, conns))),
+                 lambda: in_process(raw_loop, proxy.port, few, content, conns)),
                 (f"broadcaster announce, {args.rtt_ms:g} ms round trip", few,
                  lambda: broadcaster_announce(far_cli, few, folder / "far")),
             ]
@@ -414,11 +430,13 @@ def main() -> None:
     print(f"\n{args.n:,} personalised messages of about {size:,} bytes (text + HTML) to smtp-sink "
           f"on 127.0.0.1, {os.cpu_count()} cores, {args.connections} connections"
           + (" (naive and Apprise on 20,000)" if slow else "") + "\n")
-    print(f"{'method':<46} {'messages':>9} {'seconds':>8} {'msgs/s':>9} {'vs ceiling':>10} {'peak RSS':>9}")
+    print(f"{'method':<46} {'messages':>9} {'seconds':>8} {'msgs/s':>9} {'vs ceiling':>10} {'peak RSS':>9}"
+          f" {'CPU/msg':>8}")
     for name, count, run in rows:
         vs = f"{rate[name] / ceiling['round trip' not in name]:.2f}" if "show" not in name else ""
         rss = f"{run.peak_mb:.0f} MB" if run.peak_mb is not None else ""
-        print(f"{name:<46} {count:>9,} {run.seconds:>8.2f} {rate[name]:>9,.0f} {vs:>10} {rss:>9}")
+        cpu = f"{run.cpu / count * 1e6:.0f} µs" if run.cpu is not None and "show" not in name else ""
+        print(f"{name:<46} {count:>9,} {run.seconds:>8.2f} {rate[name]:>9,.0f} {vs:>10} {rss:>9} {cpu:>8}")
     count, imported = IMPORTS[0]
     print(f"{'broadcaster subscribers import (the CSV)':<46} {count:>9,} {imported.seconds:>8.2f} "
           f"{count / imported.seconds:>9,.0f} {'':>10} {imported.peak_mb or 0:>6.0f} MB")
@@ -427,6 +445,12 @@ def main() -> None:
     verdict = "met" if whole >= 0.5 else "NOT met"
     print(f"\ngoal: broadcaster announce >= 0.50 of the pipelined ceiling: {verdict} ({whole:.2f})")
     kept = rate["pipelined, each result fsync'd first"]
+    by_name = {name: (count, run) for name, count, run in rows}
+    for name in ("broadcaster announce (whole command)", "pipelined, each result fsync'd first"):
+        count, run = by_name[name]
+        if run.cpu is not None:
+            print(f"CPU per message, {name}: {run.cpu / count * 1e6:.0f} µs "
+                  f"(one core is {1e6 / (run.cpu / count):,.0f} messages a second of it)")
     print(f"keeping the promise (each result fsync'd before the connection's next message) caps "
           f"any sender at {kept / ceiling[True]:.2f} of the ceiling here; announce reaches "
           f"{announce / kept:.2f} of that")
