@@ -450,7 +450,7 @@ def main() -> None:
         count, run = by_name[name]
         if run.cpu is not None:
             print(f"CPU per message, {name}: {run.cpu / count * 1e6:.0f} µs "
-                  f"(one core is {1e6 / (run.cpu / count):,.0f} messages a second of it)")
+                  f"(a whole core of it is {count / run.cpu:,.0f} messages a second)")
     print(f"keeping the promise (each result fsync'd before the connection's next message) caps "
           f"any sender at {kept / ceiling[True]:.2f} of the ceiling here; announce reaches "
           f"{announce / kept:.2f} of that")
