@@ -357,6 +357,8 @@ def test_subscribers_are_added_changed_and_unsubscribed_by_token(ledger: Ledger)
     assert ledger.subscriber(token="tok-ana-0123456789") == ana
     assert ledger.subscriber_tokens(["ana@example.com", "bob@example.com"]) == {
         "ana@example.com": "tok-ana-0123456789"}
+    many = [f"nobody{n}@example.com" for n in range(600)]  # a batch read a few hundred at a time
+    assert ledger.subscriber_tokens([*many, "ana@example.com"]) == {"ana@example.com": "tok-ana-0123456789"}
     moved = Subscriber("ana@example.com", "en", regions=("Sevilla",))
     ledger.save_subscribers([], [moved])
     (now,) = ledger.subscribers(active_only=True)

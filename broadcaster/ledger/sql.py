@@ -128,6 +128,14 @@ def _when(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _in_chunks(values: Sequence[str], size: int = 500) -> Iterator[tuple[list[str], str]]:
+    """`values` a few hundred at a time, each chunk with its `?` marks for `IN (…)`: a batch of
+    any size stays under the stores' limits on a statement's parameters."""
+    for start in range(0, len(values), size):
+        chunk = list(values[start:start + size])
+        yield chunk, ",".join("?" * len(chunk))
+
+
 class SQLLedger(ABC):
     """The ledger's logic in SQL that SQLite and PostgreSQL both run. A subclass brings the
     connection (`transaction`, `query`), the locks, and the one statement that differs."""
@@ -324,7 +332,8 @@ class SQLLedger(ABC):
         """Insert as they come, a chunk at a time (a mailing list's subscribers who follow only
         some components or places are streamed, never held in memory whole); then each
         selection of subscribers with one INSERT … SELECT, which the store runs without a row
-        passing through Python (15 µs a subscriber that way: half a minute at a million)."""
+        passing through Python (at 50,000 the counts and the record took 0.95 s through Python,
+        0.30 s so)."""
         kinds: dict[str, bool] = {chosen.channel: True for chosen in selections}
 
         def rows() -> Iterator[tuple[str, str, str, str, str]]:
@@ -511,14 +520,13 @@ class SQLLedger(ABC):
         """Per recipient (of these: a batch), the receipt of their first sent delivery of the
         incident (email threads)."""
         found: dict[str, Receipt] = {}
-        for start in range(0, len(recipients), 500):
-            chunk = list(recipients[start:start + 500])
+        for chunk, marks in _in_chunks(recipients):
             rows = self.query(
                 "SELECT recipient, remote_id, url, meta FROM (SELECT d.recipient, d.remote_id, d.url,"
                 " d.meta, ROW_NUMBER() OVER (PARTITION BY d.recipient ORDER BY u.seq) AS n"
                 " FROM deliveries d JOIN updates u ON u.id = d.update_id"
                 " WHERE u.incident_id = ? AND d.channel = ? AND u.seq < ? AND d.state = 'sent'"
-                f" AND d.recipient IN ({','.join('?' * len(chunk))})) AS firsts WHERE n = 1",
+                f" AND d.recipient IN ({marks})) AS firsts WHERE n = 1",
                 (incident_id, channel, before_seq, *chunk),
             )
             found.update((r[0], Receipt(r[1], r[2], json.loads(r[3]))) for r in rows)
@@ -634,19 +642,16 @@ class SQLLedger(ABC):
 
     def subscribers_by_email(self, emails: Sequence[str]) -> dict[str, Subscriber]:
         found: dict[str, Subscriber] = {}
-        for start in range(0, len(emails), 500):
-            chunk = list(emails[start:start + 500])
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in _in_chunks(emails):
             found.update((s.email, s) for s in self._subscribers(f"WHERE email IN ({marks})", chunk))
         return found
 
     def subscriber_tokens(self, emails: Sequence[str]) -> dict[str, str]:
         # Two columns, no Subscriber built: asked for each batch of a fan-out.
         found: dict[str, str] = {}
-        for start in range(0, len(emails), 500):
-            chunk = list(emails[start:start + 500])
-            found.update(self.query("SELECT email, token FROM subscribers WHERE active = 1"
-                                    f" AND email IN ({','.join('?' * len(chunk))})", chunk))
+        for chunk, marks in _in_chunks(emails):
+            found.update(self.query(
+                f"SELECT email, token FROM subscribers WHERE active = 1 AND email IN ({marks})", chunk))
         return found
 
     def save_subscribers(self, added: Sequence[Subscriber], changed: Sequence[Subscriber]) -> None:
