@@ -41,7 +41,7 @@ _API = {
     "Cancelled": "broadcaster.api",
     "load_settings": "broadcaster.settings",
     "Settings": "broadcaster.settings",
-    "Outcome": "broadcaster.report",
+    "Outcome": "broadcaster.outcome",
     "Impact": "broadcaster.model",
     "Status": "broadcaster.model",
 }

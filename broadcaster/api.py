@@ -26,7 +26,6 @@ from broadcaster.model import Impact, Kind, Status, checked_id
 from broadcaster.report import (
     DeliveryOutcome,
     IncidentReport,
-    Outcome,
     RecipientListing,
     mailing_lists,
     mailing_summaries,
@@ -35,6 +34,7 @@ from broadcaster.report import (
 if TYPE_CHECKING:
     from broadcaster.ledger.export import StateReport, TransferReport
     from broadcaster.model import Subscriber
+    from broadcaster.outcome import Outcome
     from broadcaster.pipeline import Cancelled, Confirm
     from broadcaster.request import NextUpdate, Translations
     from broadcaster.settings import Settings

@@ -27,8 +27,8 @@ from broadcaster import defaults
 from broadcaster.vocabulary import Impact, UpdateStatus
 
 if TYPE_CHECKING:
+    from broadcaster.outcome import Outcome
     from broadcaster.preflight import Preview
-    from broadcaster.report import Outcome
 
 app = typer.Typer(
     help="Announce a service incident once: the official statement on your own site first, "
@@ -302,7 +302,7 @@ def retry(
 
     def run() -> Any:
         from broadcaster import api
-        from broadcaster.report import RetryReport
+        from broadcaster.outcome import RetryReport
 
         outcomes = api.retry(incident, settings=_config["path"])
         return outcomes[0] if incident else RetryReport(outcomes)

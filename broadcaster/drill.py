@@ -19,7 +19,8 @@ from typing import Any
 import typer
 
 from broadcaster import api
-from broadcaster.report import Outcome, Result, deliveries_table
+from broadcaster.outcome import Outcome
+from broadcaster.report import Result, deliveries_table
 from broadcaster.settings import Settings, settings_from_dict
 from broadcaster.site.preview_server import SiteServer
 from broadcaster.standins.bluesky_pds import DRILL_APP_PASSWORD, DRILL_HANDLE, BlueskyStandIn

@@ -291,14 +291,12 @@ def _start(alert: Alert, settings: Settings, ledger: Ledger) -> HookResult:
 
 
 def _revise(alert: Alert, settings: Settings, ledger: Ledger, incident: Incident) -> HookResult:
-    from dataclasses import replace
-
     from broadcaster.model import Text
 
     latest = incident.updates[-1]
     default = settings.organization.default_locale
-    revised = replace(
-        latest, impact=alert.impact, components=alert.components or latest.components,
+    revised = latest._replace(
+        impact=alert.impact, components=alert.components or latest.components,
         regions=alert.regions or latest.regions,
         texts={**latest.texts, default: Text(alert.title, alert.message)},
         created_at=datetime.now(UTC),

@@ -21,10 +21,11 @@ from broadcaster.dispatch import UNFINISHED, UNSENT, Dispatcher, Job, MailingLis
 from broadcaster.errors import BroadcasterError, InputError
 from broadcaster.ledger import DeliveryCount, Ledger, NewDelivery, SubscriberSelection, open_ledger
 from broadcaster.model import Delivery, Incident, Update, checked_id
+from broadcaster.outcome import Outcome
 from broadcaster.preflight import Audience, Preview, check, open_channels
 from broadcaster.registry import mailing_lists
 from broadcaster.render import page_factory
-from broadcaster.report import DeliveryOutcome, Outcome, mailing_summaries
+from broadcaster.report import DeliveryOutcome, mailing_summaries
 from broadcaster.request import Request
 from broadcaster.settings import Settings
 from broadcaster.site.state import SiteState
@@ -84,7 +85,7 @@ def publish(s: Settings, incident_id: str, *, channels: Sequence[str] | None = N
         drafts = {d.id for d in incident.drafts}
         now = datetime.now(UTC)
         live = Incident(incident.id, incident.created_at, tuple(
-            replace(u, draft=False, created_at=now) if u.draft else u for u in incident.updates
+            u._replace(draft=False, created_at=now) if u.draft else u for u in incident.updates
         ))
         chans = open_channels(s, channels)
         previews = [preview(s, ledger, chans, u, live) for u in live.updates if u.id in drafts]
@@ -128,12 +129,12 @@ def draft_previews(s: Settings, ledger: Ledger, incident: Incident) -> list[Prev
     if not drafts:
         return []
     live = Incident(incident.id, incident.created_at,
-                    tuple(replace(u, draft=False) for u in incident.updates))
+                    tuple(u._replace(draft=False) for u in incident.updates))
     chans = open_channels(s)
     previews: list[Preview | str] = []
     for update in drafts:
         try:
-            previews.append(preview(s, ledger, chans, replace(update, draft=False), live))
+            previews.append(preview(s, ledger, chans, update._replace(draft=False), live))
         except InputError as exc:
             previews.append(f"{update.id}: {exc}")
     return previews

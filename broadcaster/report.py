@@ -2,24 +2,24 @@
 
 Every result keeps one protocol (`Result`): `text()` for a person (and `notes()`, the
 warnings and what to do next, for stderr), `to_json()` for a script, and `exit_code` for the
-shell. `Outcome.to_json()` is the `--json` contract (BRIEF §4); `exit_code` is 0 when every
-delivery is done, 3 when some are not and `broadcaster retry` can finish them.
+shell. This module holds the protocol, the deliveries tables every result shows, and the
+results of the reading commands (`list`, `show`); the sending commands' `Outcome` is in
+outcome.py. Nothing here is a dataclass: `list` and `show` start without defining one.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from broadcaster.model import Delivery, DeliveryState, Incident
 
 if TYPE_CHECKING:
     from broadcaster.ledger import DeliveryCount, Ledger
     from broadcaster.preflight import Preview
+
 
 class Result:
     """The protocol every command's result keeps; `output.print_result` is all the printing."""
@@ -46,8 +46,7 @@ _STATUS = {DeliveryState.SENT: "sent", DeliveryState.FAILED: "failed", DeliveryS
 WAITING_FOR_STATEMENT = "waiting for the statement to be published; `broadcaster retry` sends it"
 
 
-@dataclass(frozen=True)
-class DeliveryOutcome:
+class DeliveryOutcome(NamedTuple):
     channel: str
     status: str  # sent | failed | skipped | pending
     url: str | None = None
@@ -94,8 +93,7 @@ class DeliveryOutcome:
 LISTED_RECIPIENTS = 100
 
 
-@dataclass(frozen=True)
-class MailingSummary:
+class MailingSummary(NamedTuple):
     """One update's mailing list on one channel, in numbers: how many recipients are in each
     state, the most attempts any took, and the first of those still to do (failed or pending).
     Counted in the ledger (GROUP BY): a report on a list of a million holds a few numbers."""
@@ -163,92 +161,6 @@ def mailing_summaries(ledger: Ledger, *, update_id: str, lists: Sequence[str]) -
     return out
 
 
-@dataclass(frozen=True)
-class Outcome(Result):
-    """The result of announce, update, resolve, publish or retry for one incident."""
-
-    incident_id: str
-    update_id: str | None
-    statement_url: str
-    deliveries: Sequence[DeliveryOutcome] = ()
-    dry_run: bool = False
-    draft: bool = False
-    preview: Preview | None = None
-    warnings: Sequence[str] = field(default_factory=list)
-    #: The draft was revised in place rather than added.
-    revised: bool = False
-    #: For `publish`: each update sent, in order, as (update id, label such as "#2 update · identified").
-    published: Sequence[tuple[str, str]] = ()
-    #: For `discard`: the draft updates set aside.
-    discarded: Sequence[str] = ()
-    #: Each update's mailing lists, in numbers (their recipients are not in `deliveries`).
-    lists: Sequence[MailingSummary] = ()
-
-    @property
-    def exit_code(self) -> int:
-        done = all(d.status in ("sent", "skipped") for d in self.deliveries)
-        done = done and all(m.done for m in self.lists)
-        return 0 if done or self.dry_run or self.draft else 3
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "incident_id": self.incident_id,
-            "update_id": self.update_id,
-            "statement_url": self.statement_url,
-            "deliveries": [*(d.to_json() for d in self.deliveries),
-                           *(entry for m in self.lists for entry in m.json_entries())],
-        }
-        if self.dry_run:
-            out["dry_run"] = True
-        if self.draft:
-            out["draft"] = True
-            out["revised"] = self.revised
-        if self.discarded:
-            out["discarded"] = list(self.discarded)
-        if self.published:
-            out["published"] = [{"update_id": uid, "label": label} for uid, label in self.published]
-        if self.warnings:
-            out["warnings"] = list(self.warnings)
-        if self.lists:
-            out["recipients"] = _recipient_counts(self.lists)
-        if self.preview is not None:
-            out["preview"] = _planned_json(self.preview)
-        return out
-
-    def text(self) -> str:
-        if self.dry_run and self.preview is not None:
-            return preview_text(self.preview) + "\n\nDry run: nothing was recorded or sent."
-        if self.discarded:
-            count = len(self.discarded)
-            return (f"Discarded {count} draft{'s' * (count != 1)} of incident {self.incident_id} "
-                    f"({', '.join(self.discarded)}); nothing was sent. They stay in the ledger "
-                    "for the record and appear nowhere else.")
-        if self.draft:
-            done = "revised in place" if self.revised else "recorded"
-            return (f"Draft {done} for incident {self.incident_id}; nothing was sent.\n"
-                    f"Review it with `broadcaster show {self.incident_id}`, "
-                    f"send it with `broadcaster publish {self.incident_id}`.")
-        lines = [f"Incident {self.incident_id} · update {self.update_id}",
-                 f"Statement: {self.statement_url}", ""]
-        if self.published:  # publish: one table per update, labelled, in the order they went out
-            for update_id, label in self.published:
-                lines.append(f"── {label}")
-                lines.append(deliveries_table([d for d in self.deliveries if d.update_id == update_id],
-                                              [m for m in self.lists if m.update_id == update_id]))
-        else:
-            lines.append(deliveries_table(self.deliveries, self.lists))
-        return "\n".join(lines)
-
-    def notes(self) -> list[str]:
-        if (self.dry_run and self.preview is not None) or self.discarded:
-            return []  # a dry run's warnings are in its preview
-        notes = [f"warning: {w}" for w in self.warnings]
-        if self.exit_code:
-            notes.append(f"\nSome deliveries are not done. Run `broadcaster retry {self.incident_id}` "
-                         "to finish them; nothing already sent is sent again.")
-        return notes
-
-
 def deliveries_table(deliveries: Sequence[DeliveryOutcome], lists: Sequence[MailingSummary] = (),
                      failures_shown: int = 10) -> str:
     """A plain table a person reads at 3 a.m.: channel, status, where it went, what failed.
@@ -279,7 +191,7 @@ def deliveries_table(deliveries: Sequence[DeliveryOutcome], lists: Sequence[Mail
     )
 
 
-def _recipient_counts(lists: Sequence[MailingSummary]) -> dict[str, dict[str, int]]:
+def recipient_counts(lists: Sequence[MailingSummary]) -> dict[str, dict[str, int]]:
     """Per channel, how many recipients are in each state (every update's lists added up)."""
     totals: dict[str, Counter[str]] = {}
     for m in lists:
@@ -328,19 +240,25 @@ def _utc(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
-@dataclass(frozen=True)
 class IncidentReport(Result):
-    """An incident as `list` and `show` report it."""
+    """An incident as `list` and `show` report it.
 
-    incident: Incident
-    statement_url: str
-    deliveries: Sequence[DeliveryOutcome] = ()
-    #: Each update's mailing lists, in numbers (`show --recipients` lists every recipient).
-    lists: Sequence[MailingSummary] = ()
-    #: For drafts: each draft update as every channel would send it (`show`), or why it cannot be.
-    previews: Sequence[Preview | str] = ()
-    #: How a person reads a time: in the organisation's zone, named (see OrganizationSettings).
-    local_time: Callable[[datetime], str] = _utc
+    `deliveries` are its posts, `lists` each update's mailing lists in numbers (`show
+    --recipients` lists every recipient), `previews` (drafts only) each draft update as every
+    channel would send it or why it cannot be, and `local_time` how a person reads a time: in
+    the organisation's zone, named (see OrganizationSettings).
+    """
+
+    def __init__(self, incident: Incident, statement_url: str,
+                 deliveries: Sequence[DeliveryOutcome] = (), lists: Sequence[MailingSummary] = (),
+                 previews: Sequence[Preview | str] = (),
+                 local_time: Callable[[datetime], str] = _utc) -> None:
+        self.incident = incident
+        self.statement_url = statement_url
+        self.deliveries = deliveries
+        self.lists = lists
+        self.previews = previews
+        self.local_time = local_time
 
     def to_json(self) -> dict[str, Any]:
         i = self.incident
@@ -366,11 +284,11 @@ class IncidentReport(Result):
                     "draft": u.draft,
                     "created_at": u.created_at.isoformat(),
                     "next_update_at": u.next_update_at.isoformat() if u.next_update_at else None,
-                    "texts": {loc: vars(t) for loc, t in u.texts.items()},
+                    "texts": {loc: t._asdict() for loc, t in u.texts.items()},
                     "deliveries": [*(d.to_json() for d in self.deliveries if d.update_id == u.id),
                                    *(entry for m in self.lists if m.update_id == u.id
                                      for entry in m.json_entries())],
-                    **({"recipients": _recipient_counts(mine)}
+                    **({"recipients": recipient_counts(mine)}
                        if (mine := [m for m in self.lists if m.update_id == u.id]) else {}),
                 }
                 for u in i.updates
@@ -379,7 +297,7 @@ class IncidentReport(Result):
         if self.previews:
             out["previews"] = [
                 {"problems": p} if isinstance(p, str) else
-                {"update_id": p.update.id, "planned": _planned_json(p), "warnings": list(p.warnings)}
+                {"update_id": p.update.id, "planned": planned_json(p), "warnings": list(p.warnings)}
                 for p in self.previews
             ]
         return out
@@ -411,17 +329,18 @@ class IncidentReport(Result):
         return "\n".join(lines)
 
 
-@dataclass(frozen=True)
 class RecipientListing(Result):
     """`broadcaster show ID --recipients`: every recipient of the incident's mailing lists, one
     line each (tab-separated, or JSON Lines), printed as they are read from the ledger."""
 
-    rows: Iterable[DeliveryOutcome]
+    COLUMNS = ("update_id", "channel", "locale", "recipient", "status", "attempts", "error")
 
-    COLUMNS: ClassVar[tuple[str, ...]] = ("update_id", "channel", "locale", "recipient", "status",
-                                          "attempts", "error")
+    def __init__(self, rows: Iterable[DeliveryOutcome]) -> None:
+        self.rows = rows
 
     def lines(self, as_json: bool) -> Iterator[str]:
+        import json
+
         if not as_json:
             yield "\t".join(c.upper() for c in self.COLUMNS)
         for d in self.rows:
@@ -439,12 +358,12 @@ class RecipientListing(Result):
         return "\n".join(self.lines(False))
 
 
-@dataclass(frozen=True)
 class IncidentList(Result):
     """`broadcaster list`: one line per incident; drafts are marked and counted, so none waits
     unseen at 3 a.m."""
 
-    reports: Sequence[IncidentReport]
+    def __init__(self, reports: Sequence[IncidentReport]) -> None:
+        self.reports = reports
 
     def to_json(self) -> list[dict[str, Any]]:
         return [r.to_json() for r in self.reports]
@@ -468,7 +387,7 @@ class IncidentList(Result):
         return "\n".join(lines)
 
 
-def _planned_json(preview: Preview) -> list[dict[str, Any]]:
+def planned_json(preview: Preview) -> list[dict[str, Any]]:
     return [
         {
             "channel": p.channel,
@@ -485,25 +404,3 @@ def _planned_json(preview: Preview) -> list[dict[str, Any]]:
         }
         for p in preview.planned
     ]
-
-
-@dataclass(frozen=True)
-class RetryReport(Result):
-    """What `retry` did, one outcome per incident it looked at."""
-
-    outcomes: Sequence[Outcome]
-
-    @property
-    def exit_code(self) -> int:
-        return max((o.exit_code for o in self.outcomes), default=0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"incidents": [o.to_json() for o in self.outcomes]}
-
-    def text(self) -> str:
-        if not self.outcomes:
-            return "Nothing to retry: every delivery is done."
-        return "\n\n".join(o.text() for o in self.outcomes)
-
-    def notes(self) -> list[str]:
-        return [note for o in self.outcomes for note in o.notes()]

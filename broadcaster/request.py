@@ -11,7 +11,7 @@ here, as early as possible, with a message that names the option at fault.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -155,9 +155,9 @@ def maintenance_step(
                            guidance=last.texts[loc].guidance if keeps and loc in last.texts else "")
                  for loc in s.organization.locales}
         seq = previous.next_seq
-        return replace(last, id=f"{incident_id}-{seq}", seq=seq, status=new_status,
-                       texts=texts, created_at=now, next_update_at=None, draft=False,
-                       starts_at=starts, ends_at=ends)
+        return last._replace(id=f"{incident_id}-{seq}", seq=seq, status=new_status,
+                             texts=texts, created_at=now, next_update_at=None, draft=False,
+                             starts_at=starts, ends_at=ends)
 
     return Request(incident_id, build, channels=channels)
 
@@ -230,8 +230,8 @@ def postmortem(
         texts = {loc: Text(previous.title(loc), bodies[loc].strip())
                  for loc in s.organization.locales if (bodies.get(loc) or "").strip()}
         seq = last.seq if revising else previous.next_seq
-        return replace(base, id=f"{incident_id}-{seq}", seq=seq, kind=Kind.POSTMORTEM, texts=texts,
-                       created_at=now, next_update_at=None, draft=draft, apology_waived=False)
+        return base._replace(id=f"{incident_id}-{seq}", seq=seq, kind=Kind.POSTMORTEM, texts=texts,
+                             created_at=now, next_update_at=None, draft=draft, apology_waived=False)
 
     return Request(incident_id, build, channels=channels)
 

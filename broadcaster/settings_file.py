@@ -15,10 +15,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from broadcaster import defaults
 from broadcaster.errors import SettingsError
@@ -110,16 +109,14 @@ def local_time(timezone: str, label: str | None, moment: datetime) -> str:
 # -- what reading the ledger needs -----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class StatePlace:
+class StatePlace(NamedTuple):
     """Where the ledger is: a SQLite file, or a PostgreSQL database when `url` is given."""
 
     path: Path
     url: str | None = None
 
 
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
     """The settings `list` and `show` use. `Settings.reading` gives the same from settings
     validated whole."""
 

@@ -308,7 +308,7 @@ def test_drafts_stay_out_of_sight_until_published(ledger: Ledger):
     assert ledger.incidents() == [] and ledger.months() == []
     assert [i.id for i in ledger.incidents(include_drafts=True)] == [draft.incident_id]
     assert [i.id for i in ledger.incidents_with_drafts()] == [draft.incident_id]
-    revised = Update(**{**vars(draft), "texts": {"en": Text("Revised", "Worse.")}})
+    revised = draft._replace(texts={"en": Text("Revised", "Worse.")})
     ledger.revise_draft(revised)
     assert ledger.incident(draft.incident_id).updates[0].texts["en"].title == "Revised"
     (published,) = ledger.publish(draft.incident_id, [NewDelivery("website", "en")])

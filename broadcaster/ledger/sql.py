@@ -880,7 +880,7 @@ class SQLLedger(ABC):
         self.query("SELECT 1")
 
 def _update_to_row(u: Update) -> tuple:
-    texts = {loc: vars(t) for loc, t in u.texts.items()}
+    texts = {loc: t._asdict() for loc, t in u.texts.items()}
     return (
         u.id, u.incident_id, u.seq, u.kind, u.status, u.impact,
         json.dumps(list(u.components)), json.dumps(list(u.regions)),
