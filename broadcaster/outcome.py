@@ -113,7 +113,6 @@ class Outcome(Result):
         return notes
 
 
-
 @dataclass(frozen=True)
 class RetryReport(Result):
     """What `retry` did, one outcome per incident it looked at."""
