@@ -291,16 +291,20 @@ def audience(ledger: Ledger, settings: Settings, incident: Incident) -> Audience
     locales = tuple(settings.organization.locales)
     everyone = not components and not regions
 
+    def home(locale: str) -> str:
+        """The locale they get: their own if the site has it, else the default."""
+        return locale if locale in locales else locales[0]
+
     def each() -> Iterator[tuple[str, str]]:
         if everyone:
             return
         for subscriber in ledger.each_subscriber(active_only=True, filtered_only=True):
             if subscriber.follows(components, regions, places):
-                yield (subscriber.locale if subscriber.locale in locales else locales[0]), subscriber.email
+                yield home(subscriber.locale), subscriber.email
 
     counts: Counter[str] = Counter()
     for locale, count in ledger.subscriber_locales(unfiltered_only=not everyone).items():
-        counts[locale if locale in locales else locales[0]] += count
+        counts[home(locale)] += count
     counts.update(locale for locale, _ in each())
     return Audience(counts, each, everyone, locales)
 
