@@ -184,3 +184,17 @@ def test_a_server_that_stops_answering_is_lost_once_the_timeout_passes(server: S
     # Its text went and no answer came: it may have arrived, and nothing is reported for it.
     assert (lost.value.in_doubt, lost.value.resume_at) == ("ana@example.com", 1)
     assert results == {}
+
+
+def test_a_server_slower_than_the_checks_but_within_the_timeout_is_kept(server: SmtpStandIn):
+    """The loop looks for silent servers every eighth of the timeout: a reply that takes
+    several of those looks, but less than the timeout, is waited for, not taken for silence."""
+    server.delay = 0.4  # each answer: over three looks at a timeout of 1 s
+    results: dict[str, Refusal | None] = {}
+    connection = smtplib.SMTP("127.0.0.1", server.port, timeout=1.0)
+    connection.ehlo()
+    send_pipelined(connection, SENDER, ["ana@example.com", "bob@example.com"], 0, address=lambda a: a,
+                   options=lambda a: [], data=message, result=results.__setitem__)
+    connection.quit()
+    assert results == {"ana@example.com": None, "bob@example.com": None}
+    assert sorted(m.envelope_to[0] for m in server.messages) == ["ana@example.com", "bob@example.com"]
