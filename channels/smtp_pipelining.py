@@ -338,7 +338,6 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
     # is dropped between `timeout` and 1.125 × `timeout` after it last heard anything.
     check_every = timeout / 8
     next_check = time.monotonic() + check_every
-    swept = False  # the lanes were looked at once more since the last results came in
 
     def drop(lane: Lane, why: Lost) -> None:
         """The lane's connection failed: `lost` may give one to go on with."""
@@ -365,32 +364,28 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
         selector.register(lane, selectors.EVENT_READ)
         run(lane, lane.advance)
 
+    def take(ready: Iterable[Lane]) -> None:
+        """Read what the ready lanes' servers said, then carry each conversation on."""
+        waiting = [lane for lane in ready if not lane.holding]
+        for lane in waiting:
+            lane.receive()
+        for lane in waiting:
+            run(lane, lane.advance)
+
     try:
         for lane in lanes:
             start(lane)
         while selector.get_map():
-            if holding and swept:
+            if holding:
+                # Before writing, one look (without waiting) for the lanes that answered while
+                # the others were read: their results join this write rather than the next.
+                take(key.fileobj for key, _ in selector.select(0))  # type: ignore[arg-type]
                 record(results)
                 settled, results[:], holding[:] = list(holding), [], []
                 for lane in settled:
                     run(lane, lane.recorded)
-                swept = False
                 continue
-            if holding:
-                # Before writing, one look (without waiting) for the lanes that answered while
-                # the last ones were read: their results join this write rather than the next.
-                ready = [(k, e) for k, e in selector.select(0) if not k.fileobj.holding]  # type: ignore[union-attr]
-                swept = True
-            else:
-                ready = selector.select(max(0.0, next_check - time.monotonic()))
-                swept = False
-            for key, _ in ready:
-                key.fileobj.receive()  # type: ignore[union-attr]
-            for key, _ in ready:
-                lane = key.fileobj
-                assert isinstance(lane, Lane)
-                if not lane.holding:
-                    run(lane, lane.advance)
+            take(key.fileobj for key, _ in selector.select(max(0.0, next_check - time.monotonic())))  # type: ignore[arg-type]
             now = time.monotonic()
             if now < next_check:
                 continue
