@@ -31,6 +31,7 @@ from broadcaster import defaults, registry
 from broadcaster.channels.base import AudienceChannel, Channel, Post, Recipient
 from broadcaster.errors import DeliveryError, LedgerWriteError, PermanentDeliveryError, TransientDeliveryError
 from broadcaster.ledger import Ledger
+from broadcaster.ledger.interface import Claimed
 from broadcaster.masking import mask
 from broadcaster.model import Delivery, DeliveryState, Receipt
 from broadcaster.progress import Progress
@@ -92,6 +93,7 @@ class MailingList:
     claimed from the ledger (never loaded whole): the post per locale, and how many there are."""
 
     channel: Channel
+    incident_id: str
     update_id: str
     seq: int
     posts: Mapping[str, Post]
@@ -198,21 +200,22 @@ class Dispatcher:
 
     def _send_lists(self, lists: Sequence[MailingList]) -> None:
         for m in lists:
-            self.fan_out(m.channel, m.update_id, m.seq, m.posts, total=m.total)
+            self.fan_out(m.channel, m.incident_id, m.update_id, m.seq, m.posts, total=m.total)
 
-    def fan_out(self, channel: Channel, update_id: str, seq: int, posts: Mapping[str, Post], *,
-                total: int, wait_for_others: bool = True) -> int:
+    def fan_out(self, channel: Channel, incident_id: str, update_id: str, seq: int,
+                posts: Mapping[str, Post], *, total: int, wait_for_others: bool = True) -> int:
         """Send an update's mailing list batch by batch, claiming each from the ledger, until no
         recipient is left to claim; then (`wait_for_others`) wait for the batches other senders
         hold, taking over any whose lease runs out. How many recipients this sender handled."""
         try:
-            return self._fan_out(channel, update_id, seq, posts, total=total, wait_for_others=wait_for_others)
+            return self._fan_out(channel, incident_id, update_id, seq, posts, total=total,
+                                 wait_for_others=wait_for_others)
         finally:
             if isinstance(channel, AudienceChannel):
                 channel.batches_done()
 
-    def _fan_out(self, channel: Channel, update_id: str, seq: int, posts: Mapping[str, Post], *,
-                 total: int, wait_for_others: bool) -> int:
+    def _fan_out(self, channel: Channel, incident_id: str, update_id: str, seq: int,
+                 posts: Mapping[str, Post], *, total: int, wait_for_others: bool) -> int:
         name = channel.spec.name
         tally = Tally(self.progress, name, total)
         after, states, handled = 0, self.sharing.states, 0
@@ -223,11 +226,11 @@ class Dispatcher:
             if batch:
                 after = batch[-1].id
                 handled += len(batch)
-                by_locale: dict[str, list[Job]] = {}
+                by_locale: dict[str, list[Claimed]] = {}
                 for d in batch:  # one batch per rendered post
-                    by_locale.setdefault(d.locale, []).append(Job(d, channel, posts[d.locale], seq))
-                for jobs in by_locale.values():
-                    AudienceBatch(self, jobs, tally).run()
+                    by_locale.setdefault(d.locale, []).append(d)
+                for locale, claimed in by_locale.items():
+                    AudienceBatch(self, channel, posts[locale], incident_id, seq, claimed, tally).run()
                 continue
             if not wait_for_others:
                 return handled
@@ -385,10 +388,14 @@ class AudienceBatch:
     after the update was recorded is skipped, not sent.
     """
 
-    def __init__(self, dispatcher: Dispatcher, jobs: Sequence[Job], tally: Tally) -> None:
+    def __init__(self, dispatcher: Dispatcher, channel: Channel, post: Post, incident_id: str,
+                 seq: int, claimed: Sequence[Claimed], tally: Tally) -> None:
         self.d = dispatcher
-        self.jobs = jobs
-        self.channel = jobs[0].channel
+        self.channel = channel
+        self.post = post
+        self.incident_id = incident_id
+        self.seq = seq
+        self.claimed = claimed
         self.lock = threading.Lock()
         self.todo: list[Recipient] = []
         self.again: dict[int, tuple[Recipient, TransientDeliveryError]] = {}
@@ -397,19 +404,17 @@ class AudienceBatch:
         self.ledger = GroupCommit(self.d.ledger.finish)
 
     def run(self) -> None:
-        first = self.jobs[0].delivery
-        tokens = self.d.tokens([j.delivery.recipient for j in self.jobs])
-        gone = [(j.delivery.id, "unsubscribed before this was sent") for j in self.jobs
-                if j.delivery.recipient not in tokens]
+        addresses = [c.recipient for c in self.claimed]
+        tokens = self.d.tokens(addresses)
+        gone = [(c.id, "unsubscribed before this was sent")
+                for c in self.claimed if c.recipient not in tokens]
         if gone:
             self.d.ledger.finish([], [], gone)
             self.tally.add(len(gone))
-        threads = self.d.ledger.first_receipts(first.incident_id, first.channel, self.jobs[0].seq,
-                                               [j.delivery.recipient for j in self.jobs])
+        threads = self.d.ledger.first_receipts(self.incident_id, self.channel.spec.name, self.seq, addresses)
         self.todo = [
-            Recipient(j.delivery.id, j.delivery.recipient, tokens[j.delivery.recipient],
-                      threads.get(j.delivery.recipient), j.delivery.attempts > 0)
-            for j in self.jobs if j.delivery.recipient in tokens
+            Recipient(c.id, c.recipient, tokens[c.recipient], threads.get(c.recipient), c.attempts > 0)
+            for c in self.claimed if c.recipient in tokens
         ]
         rounds = 0
         try:
@@ -430,7 +435,7 @@ class AudienceBatch:
         self.again = {}
         self.d.ledger.start_attempts([r.delivery_id for r in todo])
         try:
-            self.channel.send_batch(self.jobs[0].post, todo, self._report)
+            self.channel.send_batch(self.post, todo, self._report)
         except LedgerWriteError:
             raise  # nothing more may go out; what is in flight stays so for `retry`
         except DeliveryError as exc:  # the channel gave up on everyone (a refused login)

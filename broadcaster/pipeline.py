@@ -279,7 +279,7 @@ def _work(s: Settings, ledger: Ledger, preview: Preview, chans: Mapping[str, Cha
     for c in lists:
         totals[c.channel] = totals.get(c.channel, 0) + c.count
     mailings = [
-        MailingList(chans[name], upd.id, upd.seq,
+        MailingList(chans[name], upd.incident_id, upd.id, upd.seq,
                     {loc: post for (channel, loc), post in rendered_posts.items() if channel == name}, total)
         for name, total in totals.items()
     ]

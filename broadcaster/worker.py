@@ -107,7 +107,7 @@ class Worker:
                            {(group.channel, locale) for locale in self.s.organization.locales})
         posts = {p.locale: p.post for p in preview.planned}
         with self.fan_out.leases():
-            handled = self.fan_out.fan_out(channel, group.update_id, group.seq, posts,
+            handled = self.fan_out.fan_out(channel, group.incident_id, group.update_id, group.seq, posts,
                                            total=group.free + group.leased, wait_for_others=False)
         if handled:
             self.say(f"update {group.update_id} ({group.channel}): {handled} recipients")

@@ -262,6 +262,22 @@ def test_a_mailing_list_is_claimed_in_disjoint_batches_under_leases(store: Setti
     assert claim(ledger, "g", after_id=b[-1], lease=-1) == []
 
 
+def test_a_claim_says_who_each_recipient_is_and_how_often_they_were_tried(ledger: Ledger):
+    """What sending needs comes back with the claim, in the order recorded: the recipient, the
+    locale of their post, and the attempts so far (one or more: a copy may have reached them)."""
+    update = an_update()
+    people = [(f"p{n}@example.com", "es" if n % 2 else "en") for n in range(6)]
+    ledger.record(update, [NewDelivery("email", locale, p, listed=True) for p, locale in people])
+    first = ledger.claim("a", update_id=update.id, channel="email", limit=6, lease_seconds=3600)
+    assert [(c.recipient, c.locale, c.attempts) for c in first] == [(p, loc, 0) for p, loc in people]
+    assert [c.id for c in first] == sorted(c.id for c in first)
+    ledger.start_attempts([first[1].id, first[4].id])
+    ledger.release("a")
+    again = ledger.claim("b", update_id=update.id, channel="email", limit=6, lease_seconds=3600)
+    assert [c.attempts for c in again] == [0, 1, 0, 0, 1, 0]
+    assert again == [c._replace(attempts=c.attempts + (i in (1, 4))) for i, c in enumerate(first)]
+
+
 def test_a_claim_reads_its_batch_not_the_whole_list(tmp_path: Path, request: pytest.FixtureRequest):
     """SQLite: what one claim costs, counted in SQLite's virtual-machine steps (the same on any
     machine), does not grow with the list. It used to read every delivery of the update back to

@@ -77,6 +77,16 @@ class DeliveryCount(NamedTuple):
     attempts: int
 
 
+class Claimed(NamedTuple):
+    """One recipient of a claimed batch: what sending to them needs, and no more (a claim
+    reads one per recipient of a mailing list; a whole `Delivery` cost four times as much)."""
+
+    id: int
+    recipient: str
+    locale: str
+    attempts: int
+
+
 class OpenGroup(NamedTuple):
     """The deliveries of one update on one channel still pending or in flight: how many are
     free to claim (no lease, or an expired one) and how many a live sender holds."""
@@ -200,10 +210,10 @@ class Ledger(Protocol):
         ...
 
     def claim(self, owner: str, *, update_id: str, channel: str, limit: int, lease_seconds: float,
-              states: Sequence[str] = ("pending", "in_flight"), after_id: int = 0) -> list[Delivery]:
+              states: Sequence[str] = ("pending", "in_flight"), after_id: int = 0) -> list[Claimed]:
         """Lease up to `limit` of the update's deliveries on `channel` that are in `states`, whose
         id is above `after_id`, and that nobody holds (no lease, or an expired one): a batch for
-        this sender alone, in the order recorded. Concurrent claimers get disjoint batches and
+        this sender alone, in the order recorded (by id). Concurrent claimers get disjoint batches and
         never wait for each other."""
         ...
 
