@@ -79,7 +79,8 @@ class DeliveryCount(NamedTuple):
 
 class Claimed(NamedTuple):
     """One recipient of a claimed batch: what sending to them needs, and no more (a claim
-    reads one per recipient of a mailing list; a whole `Delivery` cost four times as much)."""
+    returns one per recipient of a mailing list; read back as whole `Delivery`s, with the
+    update joined for each, a claim cost 4.9 µs a recipient rather than 3.0)."""
 
     id: int
     recipient: str

@@ -552,9 +552,9 @@ class SQLLedger(ABC):
               states: Sequence[str] = ("pending", "in_flight"), after_id: int = 0) -> list[Claimed]:
         until = _later(lease_seconds)
         with self.transaction() as db:
-            # What sending needs comes back from the UPDATE itself (RETURNING), in no set order:
-            # read back with the update joined and built into whole deliveries, a claim of 500
-            # took 3.1 ms (6.3 µs a recipient), a third of it Python.
+            # What sending needs comes back from the UPDATE itself (RETURNING, in no set order,
+            # hence the sort): read back by id with the update joined and built into whole
+            # deliveries, a claim of 500 took 2.4-2.5 ms inside the command; this, 1.3-1.7 ms.
             rows = db.execute(
                 "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id IN ("
                 " SELECT id FROM deliveries WHERE update_id = ? AND channel = ? AND id > ?"
