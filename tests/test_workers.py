@@ -92,18 +92,22 @@ def test_idle_workers_join_a_large_fan_out_and_stop_cleanly(crew: Project):
                                                         if o in {r["worker"] for r in reports})
 
 
-def kill_mid_fan_out(project: Project, after: int) -> int:
-    """Announce, and SIGKILL the command once `after` emails arrived; how many had."""
-    command = start(project, "announce", "--title", "Payments down", "--message", "Card payments fail.",
-                    "--yes")
+ANNOUNCE = ("announce", "--title", "Payments down", "--message", "Card payments fail.", "--yes")
+
+
+def kill_mid_fan_out(project: Project, after: int, *command_line: str) -> int:
+    """Run the command (an announcement unless told), and SIGKILL it once `after` more emails
+    arrived; how many emails the server holds then."""
+    before = len(project.inbox.messages)  # type: ignore[attr-defined]
+    command = start(project, *(command_line or ANNOUNCE))
     deadline = time.monotonic() + 60
-    while len(project.inbox.messages) < after:  # type: ignore[attr-defined]
+    while len(project.inbox.messages) < before + after:  # type: ignore[attr-defined]
         assert time.monotonic() < deadline and command.poll() is None, "the fan-out did not start"
         time.sleep(0.02)
     command.kill()
     command.wait(timeout=30)
     cut = len(project.inbox.messages)  # type: ignore[attr-defined]
-    assert cut < len(ADDRESSES), "killed mid-fan-out"
+    assert cut < before + len(ADDRESSES), "killed mid-fan-out"
     return cut
 
 
@@ -124,6 +128,27 @@ def test_a_command_killed_mid_fan_out_is_finished_by_a_worker_when_its_lease_run
         assert first["Message-ID"] == again["Message-ID"], "sent again with its own Message-ID"
     shown = json.loads(crew.cli("show", json.loads(out)["updates"][0].rsplit("-", 1)[0], "--json").stdout)
     assert {d["status"] for u in shown["updates"] for d in u["deliveries"]} == {"sent"}
+
+
+def test_a_follow_up_a_worker_finishes_is_threaded_under_each_subscribers_first_email(crew: Project):
+    """The worker sends a later update's emails as the command does: each in reply to that
+    subscriber's first email of the incident (the worker knows the incident from the ledger)."""
+    announced = crew.cli(*ANNOUNCE, "--json")
+    assert announced.exit_code == 0, announced.output
+    incident = json.loads(announced.stdout)["incident_id"]
+    first = {a: crew.inbox.to(a)[0]["Message-ID"] for a in ADDRESSES}  # type: ignore[attr-defined]
+    before = len(crew.inbox.messages)  # type: ignore[attr-defined]
+    settle(crew, lease=1, connections=1)
+    cut = kill_mid_fan_out(crew, 10, "update", incident, "--status", "identified",
+                           "--message", "A gateway certificate expired.", "--yes")
+    worker = start(crew, "worker", "--once", "--json")
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert json.loads(out)["deliveries"] >= before + len(ADDRESSES) - cut, "the worker sent the rest"
+    later = crew.inbox.messages[before:]  # type: ignore[attr-defined]
+    assert sorted({a for m in later for a in m.envelope_to}) == ADDRESSES
+    unthreaded = [m.envelope_to[0] for m in later if m["In-Reply-To"] != first[m.envelope_to[0]]]
+    assert unthreaded == [], f"not in reply to their first email: {unthreaded[:5]}"
 
 
 def test_a_worker_told_to_stop_finishes_the_batch_in_hand_and_leaves_the_rest(crew: Project):
