@@ -214,8 +214,8 @@ class Ledger(Protocol):
               states: Sequence[str] = ("pending", "in_flight"), after_id: int = 0) -> list[Claimed]:
         """Lease up to `limit` of the update's deliveries on `channel` that are in `states`, whose
         id is above `after_id`, and that nobody holds (no lease, or an expired one): a batch for
-        this sender alone, in the order recorded (by id). Concurrent claimers get disjoint batches and
-        never wait for each other."""
+        this sender alone, in the order recorded (by id). Concurrent claimers get disjoint
+        batches and never wait for each other."""
         ...
 
     def renew(self, owner: str, lease_seconds: float) -> int:
