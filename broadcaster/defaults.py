@@ -23,8 +23,9 @@ INCIDENT_LOCK_WAIT = 300.0
 #: claim lasts unless its holder renews it (a third of it, while it sends), and how often an idle
 #: `broadcaster worker` looks for work. A batch of 5,000 rather than 500: each batch costs a few
 #: writes and reads of its own, and its connections finish their shares unevenly (the first
-#: idle while the last ends); at 100,000 with 16 connections, 500 → 5,000 took a fan-out from
-#: 14,200–14,800 to 16,100–16,600 messages a second. Still 20 batches to share at 100,000.
+#: idle while the last ends); at 100,000 with 16 connections, five pairs side by side, 500 →
+#: 5,000 sent 6 % more a second on average (0 to 13 % a pair; README, Benchmarks). Still 20
+#: batches to share at 100,000.
 WORKER_BATCH = 5000
 #: Connections in a row an SMTP server may close before any message gets through, before the
 #: email channel leaves the rest of a round for the next one.
