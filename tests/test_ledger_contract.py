@@ -262,6 +262,28 @@ def test_a_mailing_list_is_claimed_in_disjoint_batches_under_leases(store: Setti
     assert claim(ledger, "g", after_id=b[-1], lease=-1) == []
 
 
+def test_leases_are_renewed_and_given_back_by_the_ids_in_hand(ledger: Ledger):
+    """A sender renews the batch in hand by its ids (not every row it may hold): only those of
+    them it holds and that are unfinished; someone else's lease among the ids is left alone."""
+    update = an_update()
+    ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(8)])
+
+    def claim(owner: str, lease: float) -> list[int]:
+        return [c.id for c in ledger.claim(owner, update_id=update.id, channel="email", limit=4,
+                                           lease_seconds=lease)]
+
+    a = claim("a", 1)  # a lease about to run out
+    b = claim("b", 3600)
+    ledger.finish([(a[0], Receipt("m0"))], [])
+    assert ledger.renew("a", 3600, [*a[:3], *b]) == 2, "the two unfinished of a's, none of b's"
+    time.sleep(1.2)
+    (group,) = ledger.open_groups(["email"], update_id=update.id)
+    assert (group.free, group.leased) == (1, 6), "a's fourth ran out; the two renewed did not"
+    ledger.release("a", [a[1]])
+    assert claim("c", 3600) == [a[1], a[3]], "the one given back and the one run out"
+    assert ledger.renew("b", 3600, b) == 4 and ledger.renew("b", 3600, []) == 0
+
+
 def test_a_claim_says_who_each_recipient_is_and_how_often_they_were_tried(ledger: Ledger):
     """What sending needs comes back with the claim, in the order recorded: the recipient, the
     locale of their post, and the attempts so far (one or more: a copy may have reached them)."""

@@ -111,6 +111,24 @@ def kill_mid_fan_out(project: Project, after: int, *command_line: str) -> int:
     return cut
 
 
+def test_a_batch_that_takes_longer_than_its_lease_stays_with_its_sender(crew: Project):
+    """Each sender renews the batch in hand (by its ids) while it sends: a batch of 20 at 0.06 s
+    a message takes 1.2 s, longer than the 1 s lease, yet nobody takes it over (whoever did
+    would send its unsent messages a second time)."""
+    settle(crew, lease=1, connections=1)
+    crew.inbox.delay = 0.06  # type: ignore[attr-defined]
+    worker = start(crew, "worker", "--json")
+    try:
+        assert "started" in worker.stderr.readline()  # type: ignore[union-attr]
+        announced = crew.cli(*ANNOUNCE, "--json")
+        assert announced.exit_code == 0, announced.output
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=60)
+    everyone_once(crew)
+    assert len(owners(crew)) == 2, "both senders took batches"
+
+
 def test_a_command_killed_mid_fan_out_is_finished_by_a_worker_when_its_lease_runs_out(crew: Project):
     settle(crew, lease=3, connections=1)
     cut = kill_mid_fan_out(crew, 30)

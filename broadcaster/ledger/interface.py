@@ -218,12 +218,15 @@ class Ledger(Protocol):
         batches and never wait for each other."""
         ...
 
-    def renew(self, owner: str, lease_seconds: float) -> int:
-        """Extend the leases `owner` holds on unfinished deliveries; how many it holds."""
+    def renew(self, owner: str, lease_seconds: float, ids: Sequence[int] | None = None) -> int:
+        """Extend the leases `owner` holds on unfinished deliveries; how many it holds. With `ids`
+        (the batches in hand), only among those: found by id, not by looking at every unfinished
+        delivery of every list."""
         ...
 
-    def release(self, owner: str) -> None:
-        """Give back `owner`'s leases on unfinished deliveries (a sender stopping early)."""
+    def release(self, owner: str, ids: Sequence[int] | None = None) -> None:
+        """Give back `owner`'s leases on unfinished deliveries (a sender stopping early); with
+        `ids`, only among those."""
         ...
 
     def open_groups(self, channels: Sequence[str], *, update_id: str | None = None) -> list[OpenGroup]:
