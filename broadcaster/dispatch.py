@@ -170,7 +170,7 @@ class Dispatcher:
         and give back any it still holds at the end (a batch cut short by a full disk).
 
         Renewed by the ids of the batches in hand, not by owner: the owner's rows were found by
-        looking at every unfinished delivery, 0.2 s at a million with the write lock held (every
+        looking at every unfinished delivery, 0.1 s at a million with the write lock held (every
         result waited), where the ids are found at once."""
         stop = threading.Event()
         every = self.sharing.lease_seconds / 3
