@@ -10,6 +10,7 @@ import itertools
 import os
 import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -253,10 +254,10 @@ def test_a_mailing_list_is_claimed_in_disjoint_batches_under_leases(store: Setti
     assert (group.seq, group.free, group.leased) == (1, 2, 8), "an expired lease is free again"
     assert claim(ledger, "d") == c and claim(ledger, "e") == []
 
-    assert ledger.renew("a", 3600) == 4
+    assert ledger.renew("a", 3600, a) == 4
     ledger.finish([(a[0], Receipt("m0"))], [(a[1], "mailbox full")])
-    assert ledger.renew("a", 3600) == 2, "what is settled is no longer held"
-    ledger.release("b")
+    assert ledger.renew("a", 3600, a) == 2, "what is settled is no longer held"
+    ledger.release("b", b)
     assert claim(ledger, "f", states=("pending", "in_flight", "failed")) == [a[1], *b], (
         "given back, and a failed delivery binds nobody")
     assert claim(ledger, "g", after_id=b[-1], lease=-1) == []
@@ -284,6 +285,34 @@ def test_leases_are_renewed_and_given_back_by_the_ids_in_hand(ledger: Ledger):
     assert ledger.renew("b", 3600, b) == 4 and ledger.renew("b", 3600, []) == 0
 
 
+def test_a_batch_cut_short_is_given_back_when_its_sender_stops(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch):
+    """A sender whose batch stops half-way (the disk filled) gives its leases back as it stops,
+    so another sender takes the batch over at once rather than when the lease runs out."""
+    from broadcaster.dispatch import AudienceBatch, Dispatcher, RetryPolicy, Sharing
+    from broadcaster.errors import LedgerWriteError
+
+    update = an_update()
+    ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(6)])
+    batches: list[list[int]] = []
+
+    def run(batch: AudienceBatch) -> None:
+        batches.append([c.id for c in batch.claimed])
+        if len(batches) == 2:
+            raise LedgerWriteError("the disk is full")
+        ledger.finish([(c.id, Receipt(f"m{c.id}")) for c in batch.claimed], [])
+
+    monkeypatch.setattr(AudienceBatch, "run", run)
+    sender = Dispatcher(ledger, RetryPolicy(1, 0, 0), [], sharing=Sharing("me", batch=3, lease_seconds=3600))
+    channel = types.SimpleNamespace(spec=types.SimpleNamespace(name="email"))
+    with pytest.raises(LedgerWriteError), sender.leases():
+        sender.fan_out(channel, update.incident_id, update.id, update.seq, {"en": None},  # type: ignore[arg-type]
+                       total=6, wait_for_others=False)
+    assert len(batches) == 2
+    (group,) = ledger.open_groups(["email"], update_id=update.id)
+    assert (group.free, group.leased) == (3, 0), "the second batch is free again, not held for an hour"
+
+
 def test_a_claim_says_who_each_recipient_is_and_how_often_they_were_tried(ledger: Ledger):
     """What sending needs comes back with the claim, in the order recorded: the recipient, the
     locale of their post, and the attempts so far (one or more: a copy may have reached them)."""
@@ -294,7 +323,7 @@ def test_a_claim_says_who_each_recipient_is_and_how_often_they_were_tried(ledger
     assert [(c.recipient, c.locale, c.attempts) for c in first] == [(p, loc, 0) for p, loc in people]
     assert [c.id for c in first] == sorted(c.id for c in first)
     ledger.start_attempts([first[1].id, first[4].id])
-    ledger.release("a")
+    ledger.release("a", [c.id for c in first])
     again = ledger.claim("b", update_id=update.id, channel="email", limit=6, lease_seconds=3600)
     assert [c.attempts for c in again] == [0, 1, 0, 0, 1, 0]
     assert again == [c._replace(attempts=c.attempts + (i in (1, 4))) for i, c in enumerate(first)]
