@@ -100,8 +100,8 @@ HISTORY_MONTHS = 3
 #: past it, a link to the month's own page says how many more. A page of hundreds is read by
 #: nobody, and an update that rewrote it would cost more the busier the months were.
 HISTORY_STORIES = 25
-#: The longest (seconds) a sender about to record its results waits for other senders'
-#: (threads reporting to one batch), so that one write covers them all (dispatch.GroupCommit).
-#: It never waits longer than the last write took either. The email channel reports every
-#: connection's results together from one thread, so it never waits here.
+#: The longest (seconds) a sender about to record its results waits for the others', so that
+#: one write covers them all: threads reporting to one batch (dispatch.GroupCommit), and the
+#: email channel's connections, driven from one thread (smtp_pipelining.converse). Neither
+#: waits longer than the last write took.
 GROUP_COMMIT_GATHER = 0.002

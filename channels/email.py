@@ -242,7 +242,8 @@ class EmailChannel(AudienceChannel, StaffNotices):
         count = min(self.settings.connections, len(recipients))
         lanes = [lane(_Share(recipients[i::count], report), 0) for i in range(count)]
         try:
-            converse([x for x in lanes if x is not None], record, timeout=self.context.timeout, lost=lost)
+            converse([x for x in lanes if x is not None], record, timeout=self.context.timeout, lost=lost,
+                     gather=defaults.GROUP_COMMIT_GATHER)
         except BaseException:  # the core refused a report (its ledger is full): stop, keep nothing
             for x in shares:
                 _close(x.connection)

@@ -32,7 +32,7 @@ import smtplib
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
 
@@ -231,6 +231,11 @@ class Lane:
         self.holding = False  # a Result is being recorded: the conversation waits for it
         self.done = False
         self.request: Write | Read | Result | None = None
+        self.text_at: float | None = None  # when the text awaiting its answer went
+        self.fastest = float("inf")  # the quickest a text has been answered on this connection
+        #: When `converse` last looked at every connection before the look now being read:
+        #: an answer read now came after it (read after a write, it may have come long before).
+        self.looked: Callable[[], float] = lambda: 0.0
         if connection.file is None:  # smtplib reads through it; so does this (it may hold bytes)
             connection.file = connection.sock.makefile("rb")
 
@@ -287,7 +292,14 @@ class Lane:
                 except (smtplib.SMTPServerDisconnected, OSError) as exc:
                     raise self._lost(exc, request) from None
                 self.last = time.monotonic()
+                if request.in_doubt is not None:  # a message's text
+                    self.text_at = self.last
             elif isinstance(request, Result):
+                if self.text_at is not None:
+                    before = self.looked()  # not answered then: the least it can have taken
+                    answered = before if before > self.text_at else self.last
+                    self.fastest = min(self.fastest, answered - self.text_at)
+                    self.text_at = None
                 self.holding = True
                 return request
             try:
@@ -305,6 +317,10 @@ class Lane:
             self.done = True
         return self.advance()
 
+    def due(self, by: float) -> bool:
+        """Whether the answer to the text in flight may come by `by`, as fast as any before."""
+        return self.text_at is not None and not self.holding and self.text_at + self.fastest <= by
+
     def waited(self, timeout: float, now: float) -> bool:
         """Whether the conversation has waited on the server for longer than `timeout`."""
         return isinstance(self.request, Read) and not self.holding and now - self.last > timeout
@@ -320,7 +336,7 @@ class Lane:
 
 
 def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, timeout: float,
-             lost: Callable[[Lane, Lost], Lane | None] | None = None) -> None:
+             lost: Callable[[Lane, Lost], Lane | None] | None = None, gather: float = 0.0) -> None:
     """Run every lane's conversation to its end, from this thread.
 
     The Results of every lane that answered are handed to `record` together, with those of the
@@ -329,6 +345,15 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
     lanes goes on once it returns (whatever it raises stops everything at once: nothing more is
     sent). A lane whose connection fails goes to `lost`, which may give a lane to go on with
     (a new connection); without `lost`, the Lost is raised.
+
+    With `gather`, the write also waits for the lanes whose answer is due before it would have
+    ended: for at most `gather` seconds and never longer than the last write took, for each lane
+    whose text has gone and would be answered by then if as quickly as its fastest answer yet.
+    A write costs the same whatever it holds (an fsync), and a lane that answers just after it
+    starts waits for it to end and then for one of its own: waiting at most as long as a write
+    takes costs the lanes that came first no more than that, and saves a write. Lanes whose
+    answer is a round trip away (a relay out of step) are not waited for: that wait would
+    be lost every time.
     """
     selector = selectors.DefaultSelector()
     results: list[Result] = []
@@ -361,17 +386,27 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
             selector.unregister(lane)
 
     def start(lane: Lane) -> None:
+        lane.looked = lambda: looks[0]
         selector.register(lane, selectors.EVENT_READ)
         run(lane, lane.advance)
 
     def take(ready: Iterable[Lane]) -> None:
-        """Read what the ready lanes' servers said, then carry each conversation on."""
-        waiting = [lane for lane in ready if not lane.holding]
-        for lane in waiting:
+        """Read what the ready lanes' servers said, then carry each conversation on (a lane
+        holding a result only keeps what it read: its next envelope is answered early)."""
+        ready = list(ready)
+        for lane in ready:
             lane.receive()
-        for lane in waiting:
-            run(lane, lane.advance)
+        for lane in ready:
+            if not lane.holding:
+                run(lane, lane.advance)
 
+    took = 0.0  # how long the last write took (seconds)
+    looks = [0.0, 0.0]  # when the look before the last, and the last, returned
+
+    def look(wait: float) -> Iterator[Lane]:
+        ready = selector.select(wait)
+        looks[0], looks[1] = looks[1], time.monotonic()
+        return (key.fileobj for key, _ in ready)  # type: ignore[misc]
     try:
         for lane in lanes:
             start(lane)
@@ -379,13 +414,22 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
             if holding:
                 # Before writing, one look (without waiting) for the lanes that answered while
                 # the others were read: their results join this write rather than the next.
-                take(key.fileobj for key, _ in selector.select(0))  # type: ignore[arg-type]
+                # Then, with `gather`, wait a little for the lanes whose answer is due.
+                until, wait = time.monotonic() + min(gather, took), 0.0
+                while True:
+                    take(look(wait))
+                    wait = until - time.monotonic()
+                    talking = (key.fileobj for key in selector.get_map().values())
+                    if wait <= 0 or not any(lane.due(until) for lane in talking):  # type: ignore[attr-defined]
+                        break
+                began = time.monotonic()
                 record(results)
+                took = time.monotonic() - began
                 settled, results[:], holding[:] = list(holding), [], []
                 for lane in settled:
                     run(lane, lane.recorded)
                 continue
-            take(key.fileobj for key, _ in selector.select(max(0.0, next_check - time.monotonic())))  # type: ignore[arg-type]
+            take(look(max(0.0, next_check - time.monotonic())))
             now = time.monotonic()
             if now < next_check:
                 continue
