@@ -235,11 +235,15 @@ def envelope(to: str) -> bytes:
     return f"MAIL FROM:<{SENDER}>\r\nRCPT TO:<{to}>\r\nDATA\r\n".encode()
 
 
-def recorded_loop(port: int, recipients: list[str], content: dict, path: Path, connections: int = 4) -> float:
+def recorded_loop(port: int, recipients: list[str], content: dict, path: Path, connections: int = 4,
+                  gather: float = 0.002) -> float:
     """The ceiling that keeps broadcaster's promise: the same pipelined client, all connections
     driven from one thread, and each connection's result written to SQLite (WAL, synchronous
     FULL: fsync'd) before that connection sends its next message's text; the results of every
-    connection that answered go in one write. Only the next envelope goes ahead of it."""
+    connection that answered go in one write. Only the next envelope goes ahead of it. Before
+    each write it waits, as broadcaster does (`smtp_pipelining.converse`), for the connections
+    whose answer is due before the write would have ended (at most `gather`, never longer than
+    the last write took)."""
     data = build("rcpt@placeholder.invalid", content).as_bytes(policy=SMTP_POLICY)
     head, tail = data.replace(b"\r\n.", b"\r\n..").split(b"rcpt@placeholder.invalid")
     db = sqlite3.connect(path, isolation_level=None)
@@ -254,6 +258,7 @@ def recorded_loop(port: int, recipients: list[str], content: dict, path: Path, c
             self.sock = socket.create_connection(("127.0.0.1", port))
             self.sock.sendall(b"EHLO bench\r\n" + envelope(share[0]))
             self.text_sent = False  # the current message's text is out: its answer is awaited
+            self.text_at, self.fastest = 0.0, float("inf")  # when it went; the quickest answer yet
             self.answers = -2  # the greeting and EHLO's answer come first
             selector.register(self.sock, selectors.EVENT_READ, self)
 
@@ -273,27 +278,51 @@ def recorded_loop(port: int, recipients: list[str], content: dict, path: Path, c
                 n = self.next
                 following = envelope(self.share[n + 1]) if n + 1 < len(self.share) else b"QUIT\r\n"
                 self.sock.sendall(head + self.share[n].encode() + tail + b".\r\n" + following)
-                self.text_sent = True
+                self.text_sent, self.text_at = True, time.monotonic()
             if self.text_sent and self.answers >= 1:
                 self.answers -= 1
+                before = looks[0]  # the look before this one saw no answer (as broadcaster's Lane)
+                answered = before if before > self.text_at else time.monotonic()
+                self.fastest = min(self.fastest, answered - self.text_at)
                 return True
             return False
+
+        def due(self, by: float) -> bool:
+            return self.text_sent and self.text_at + self.fastest <= by
 
     start = time.perf_counter()
     lanes = [Lane(recipients[i::connections]) for i in range(connections)]
     live = len(lanes)
+    took = 0.0
+    looks = [0.0, 0.0]  # when the look before the last, and the last, returned
+
+    def look(wait: float | None = None) -> list:
+        ready = selector.select(wait)
+        looks[0], looks[1] = looks[1], time.monotonic()
+        return ready
+
     while live:
         answered = []
-        for key, _ in selector.select():
+        for key, _ in look():
             lane = key.data
             lane.read()
             if lane.step():
                 answered.append(lane)
         if not answered:
             continue
+        until = time.monotonic() + min(gather, took)
+        while (wait := until - time.monotonic()) > 0 and any(
+                lane.due(until) for lane in lanes if lane not in answered):
+            for key, _ in look(wait):
+                lane = key.data
+                lane.read()  # one already answered only reads (its next envelope's answers)
+                if lane not in answered and lane.step():
+                    answered.append(lane)
+        began = time.monotonic()
         db.execute("BEGIN IMMEDIATE")
         db.executemany("INSERT INTO sent VALUES (?)", [(lane.share[lane.next],) for lane in answered])
         db.execute("COMMIT")
+        took = time.monotonic() - began
         for lane in answered:
             lane.next += 1
             lane.text_sent = False
