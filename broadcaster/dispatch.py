@@ -406,11 +406,11 @@ class GroupCommit:
 class AudienceBatch:
     """One post to many recipients (a mailing list), each result recorded as it comes.
 
-    Each round marks all its recipients in flight in one transaction; each sent or refused
-    recipient is then recorded before its connection sends the next message (`GroupCommit`,
-    one write for all connections at a time). Recipients that hit a transient error go round
-    again after the policy's backoff, until the attempts run out. A recipient who unsubscribed
-    after the update was recorded is skipped, not sent.
+    Each round marks all its recipients in flight in one transaction (the first: their claim);
+    each sent or refused recipient is then recorded before its connection sends the next
+    message (`GroupCommit`, one write for all connections at a time). Recipients that hit a
+    transient error go round again after the policy's backoff, until the attempts run out. A
+    recipient who unsubscribed after the update was recorded is skipped, not sent.
     """
 
     def __init__(self, dispatcher: Dispatcher, channel: Channel, post: Post, incident_id: str,
@@ -438,7 +438,7 @@ class AudienceBatch:
             self.tally.add(len(gone))
         threads = self.d.ledger.first_receipts(self.incident_id, self.channel.spec.name, self.seq, addresses)
         self.todo = [
-            Recipient(c.id, c.recipient, tokens[c.recipient], threads.get(c.recipient), c.attempts > 0)
+            Recipient(c.id, c.recipient, tokens[c.recipient], threads.get(c.recipient), c.attempts > 1)
             for c in self.claimed if c.recipient in tokens
         ]
         rounds = 0
@@ -458,7 +458,8 @@ class AudienceBatch:
         """Send to everyone still to do, once; raise if some are left for another round."""
         todo = [replace(r, resumed=True) for r in self.todo] if resumed else self.todo
         self.again = {}
-        self.d.ledger.start_attempts([r.delivery_id for r in todo])
+        if resumed:  # the claim marked the first round in flight
+            self.d.ledger.start_attempts([r.delivery_id for r in todo])
         try:
             self.channel.send_batch(self.post, todo, self._report)
         except LedgerWriteError:

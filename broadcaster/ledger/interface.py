@@ -85,6 +85,8 @@ class Claimed(NamedTuple):
     id: int
     recipient: str
     locale: str
+    #: Attempts so far, the one the claim starts included: more than one, and a copy may
+    #: already have reached them.
     attempts: int
 
 
@@ -202,7 +204,9 @@ class Ledger(Protocol):
 
     def finish(self, sent: Sequence[tuple[int, Receipt]], failed: Sequence[tuple[int, str]],
                skipped: Sequence[tuple[int, str]] = ()) -> None:
-        """Mark a batch of deliveries sent, failed or skipped, in one transaction."""
+        """Mark a batch of deliveries sent, failed or skipped, in one transaction. Skipped are
+        claimed deliveries not sent after all (the recipient left the list since): the attempt
+        their claim counted is taken back, since nothing was tried."""
         ...
 
     def first_receipts(self, incident_id: str, channel: str, before_seq: int,
@@ -215,7 +219,8 @@ class Ledger(Protocol):
         """Lease up to `limit` of the update's deliveries on `channel` that are in `states`, whose
         id is above `after_id`, and that nobody holds (no lease, or an expired one): a batch for
         this sender alone, in the order recorded (by id). Concurrent claimers get disjoint
-        batches and never wait for each other."""
+        batches and never wait for each other. The batch is marked in flight, an attempt counted
+        for each (`start_attempts` in the same write: sending starts at once)."""
         ...
 
     def renew(self, owner: str, lease_seconds: float, ids: Sequence[int]) -> int:

@@ -518,7 +518,8 @@ class SQLLedger(ABC):
                 [(error, now, i) for i, error in failed],
             )
             db.executemany(
-                "UPDATE deliveries SET state = 'skipped', error = ?, updated_at = ? WHERE id = ?",
+                "UPDATE deliveries SET state = 'skipped', error = ?, updated_at = ?,"
+                " attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END WHERE id = ?",
                 [(why, now, i) for i, why in skipped],
             )
 
@@ -555,14 +556,17 @@ class SQLLedger(ABC):
             # What sending needs comes back from the UPDATE itself (RETURNING, in no set order,
             # hence the sort): read back by id with the update joined and built into whole
             # deliveries, a claim of 500 took 2.4-2.5 ms inside the command; this, 1.3-1.7 ms.
+            # Marked in flight in the same UPDATE: a second one over the batch (`start_attempts`)
+            # rewrote every row again, 3.8 µs a recipient.
             rows = db.execute(
-                "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE id IN ("
+                "UPDATE deliveries SET lease_owner = ?, lease_until = ?, state = 'in_flight',"
+                " attempts = attempts + 1, updated_at = ? WHERE id IN ("
                 " SELECT id FROM deliveries WHERE update_id = ? AND channel = ? AND id > ?"
                 f" AND state IN ({','.join('?' * len(states))})"
                 # A lease binds only what its holder has not settled yet: a failed delivery is free.
                 " AND (lease_until IS NULL OR lease_until < ? OR state = 'failed')"
                 f" ORDER BY id LIMIT ?{self.SKIP_LOCKED}) RETURNING id, recipient, locale, attempts",
-                (owner, until, update_id, channel, after_id, *states, _now(), limit),
+                (owner, until, _now(), update_id, channel, after_id, *states, _now(), limit),
             ).fetchall()
         return sorted(map(Claimed._make, rows))
 
