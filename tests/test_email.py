@@ -214,6 +214,8 @@ def test_someone_who_leaves_before_a_retry_is_skipped(mailing: Project):
     assert outcome["exit_code"] == 3
     assert mailing.cli("subscribers", "remove", "bob@example.com").exit_code == 0
     mailing.inbox.refuse.clear()
+    before = mailing.cli("show", outcome["incident_id"], "--recipients", "--json")
+    tried = {r["recipient"]: r["attempts"] for r in map(json.loads, before.stdout.splitlines())}
     done = json.loads(mailing.cli("retry", outcome["incident_id"], "--json").stdout)
     assert done["recipients"]["email"] == {"sent": 1, "skipped": 1}
     assert not [d for d in done["deliveries"] if d.get("recipient")], "only recipients still to do are listed"
@@ -221,6 +223,7 @@ def test_someone_who_leaves_before_a_retry_is_skipped(mailing: Project):
     rows = {r["recipient"]: r for r in map(json.loads, listed.stdout.splitlines())}
     bob = rows["bob@example.com"]
     assert bob["status"] == "skipped" and "unsubscribed" in bob["error"]
+    assert bob["attempts"] == tried["bob@example.com"] > 0, "the retry's claim of bob is no attempt"
     assert rows["ana@example.com"]["status"] == "sent"
     assert [m.envelope_to for m in mailing.inbox.messages] == [["ana@example.com"]]
 

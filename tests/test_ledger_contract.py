@@ -138,6 +138,8 @@ def test_a_batch_finishes_in_one_go_and_skipped_counts_as_done(ledger: Ledger):
     ledger.finish([(ids[0], Receipt("m1"))], [(ids[1], "mailbox full")], [(ids[2], "left the list")])
     states = [d.state for d in ledger.deliveries(update_id=update.id)]
     assert states == [DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED]
+    # Skipped: not sent after all (they left the list), so the attempt started is taken back.
+    assert [d.attempts for d in ledger.deliveries(update_id=update.id)] == [1, 1, 0]
     assert [d.id for d in ledger.deliveries(unfinished=True)] == [ids[1]]
     with pytest.raises(RuntimeError):
         ledger.start_attempts(ids)  # two of them are done
