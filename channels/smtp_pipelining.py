@@ -233,18 +233,19 @@ class Lane:
         self.request: Write | Read | Result | None = None
         self.text_at: float | None = None  # when the text awaiting its answer went
         self.fastest = float("inf")  # the quickest a text has been answered on this connection
-        #: When `converse` last looked at every connection before the look now being read:
-        #: an answer read now came after it (read after a write, it may have come long before).
-        self.looked: Callable[[], float] = lambda: 0.0
+        #: When the server had not yet sent what was read last (see `receive`).
+        self.quiet_at = 0.0
         if connection.file is None:  # smtplib reads through it; so does this (it may hold bytes)
             connection.file = connection.sock.makefile("rb")
 
     def fileno(self) -> int:
         return self.connection.sock.fileno()
 
-    def receive(self) -> None:
+    def receive(self, quiet_at: float = 0.0) -> None:
         """Read what the server has sent (the selector said it is there) and split it into
-        replies; a closed or broken connection is kept in `closed` for when a reply is needed."""
+        replies; a closed or broken connection is kept in `closed` for when a reply is needed.
+        `quiet_at`: when the connection was last seen with nothing to read, so what is read now
+        came after it (read after a write, it may have come long before it was read)."""
         file, sock = self.connection.file, self.connection.sock
         try:
             chunk = file.read1(65536)
@@ -256,7 +257,7 @@ class Lane:
         if not chunk:
             self.closed = self.closed or smtplib.SMTPServerDisconnected("the server closed the connection")
             return
-        self.last = time.monotonic()
+        self.last, self.quiet_at = time.monotonic(), quiet_at
         *complete, self.partial = (self.partial + chunk).split(b"\n")
         if len(self.partial) > _LONGEST_LINE:
             too_long = smtplib.SMTPServerDisconnected("the server sent a line of over 64 KiB")
@@ -296,8 +297,9 @@ class Lane:
                     self.text_at = self.last
             elif isinstance(request, Result):
                 if self.text_at is not None:
-                    before = self.looked()  # not answered then: the least it can have taken
-                    answered = before if before > self.text_at else self.last
+                    # When it was answered is known to lie between the last quiet look and the read:
+                    # the earlier, so an answer read late after a write does not look slow.
+                    answered = self.quiet_at if self.quiet_at > self.text_at else self.last
                     self.fastest = min(self.fastest, answered - self.text_at)
                     self.text_at = None
                 self.holding = True
@@ -363,6 +365,14 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
     # is dropped between `timeout` and 1.125 × `timeout` after it last heard anything.
     check_every = timeout / 8
     next_check = time.monotonic() + check_every
+    took = 0.0  # how long the last write took (seconds)
+    looks = [0.0, 0.0]  # when the look before the last, and the last, returned
+
+    def look(wait: float) -> Iterator[Lane]:
+        """The lanes with something to read, waiting at most `wait` seconds for one."""
+        ready = selector.select(wait)
+        looks[0], looks[1] = looks[1], time.monotonic()
+        return (key.fileobj for key, _ in ready)  # type: ignore[misc]
 
     def drop(lane: Lane, why: Lost) -> None:
         """The lane's connection failed: `lost` may give one to go on with."""
@@ -386,7 +396,6 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
             selector.unregister(lane)
 
     def start(lane: Lane) -> None:
-        lane.looked = lambda: looks[0]
         selector.register(lane, selectors.EVENT_READ)
         run(lane, lane.advance)
 
@@ -395,18 +404,11 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
         holding a result only keeps what it read: its next envelope is answered early)."""
         ready = list(ready)
         for lane in ready:
-            lane.receive()
+            lane.receive(looks[0])
         for lane in ready:
             if not lane.holding:
                 run(lane, lane.advance)
 
-    took = 0.0  # how long the last write took (seconds)
-    looks = [0.0, 0.0]  # when the look before the last, and the last, returned
-
-    def look(wait: float) -> Iterator[Lane]:
-        ready = selector.select(wait)
-        looks[0], looks[1] = looks[1], time.monotonic()
-        return (key.fileobj for key, _ in ready)  # type: ignore[misc]
     try:
         for lane in lanes:
             start(lane)
