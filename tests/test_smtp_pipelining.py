@@ -240,15 +240,16 @@ def test_connections_that_answer_while_the_others_are_read_join_the_same_write()
     assert writes == [["ana@example.com", "bob@example.com"]]
 
 
-def scripted_lanes(answers: dict[str, list[float]], texts: list[tuple[str, float]]):
-    """One lane per share (its addresses, the seconds each message's answer takes), each on a
-    socket pair with a server thread that answers envelopes at once and each message's end
-    after its delay. `texts` gets (address, when its text went)."""
+def gathered(answers: dict[str, list[float]]) -> tuple[list[list[str]], dict[str, float]]:
+    """`converse` with `gather` over one scripted server per share (its addresses are the share
+    and a number; each message's answer takes the seconds given, envelopes are answered at
+    once), on socket pairs, each write taking 0.3 s (the first: none). What each write held,
+    and when each message's text went."""
     import socket
     import threading
     import time
 
-    from broadcaster.channels.smtp_pipelining import Lane, conversation
+    from broadcaster.channels.smtp_pipelining import Lane, conversation, converse
 
     def serve(sock: socket.socket, delays: list[float]) -> None:
         replies = {b"MAIL": b"250 2.1.0 Ok\r\n", b"RCPT": b"250 2.1.5 Ok\r\n", b"RSET": b"250 Ok\r\n"}
@@ -267,35 +268,38 @@ def scripted_lanes(answers: dict[str, list[float]], texts: list[tuple[str, float
                 else:
                     sock.sendall(replies[line[:4]])
 
+    went: dict[str, float] = {}
+
     def text(address: str) -> bytes:
-        texts.append((address, time.monotonic()))
+        went[address] = time.monotonic()
         return dot_stuffed(message(address))
 
-    lanes, sockets = [], []
-    for share, delays in answers.items():
-        client, server = socket.socketpair()
-        sockets += [client, server]
-        threading.Thread(target=serve, args=(server, delays), daemon=True).start()
-        connection = smtplib.SMTP()
-        connection.sock, connection.file = client, None
-        connection.does_esmtp, connection.esmtp_features = True, {"pipelining": ""}
-        addresses = [f"{share}{n}@example.com" for n in range(1, len(delays) + 1)]
-        talk = conversation(connection, SENDER, addresses, 0, address=lambda a: a, options=lambda a: [],
-                            data=text)
-        lanes.append(Lane(connection, talk))
-    return lanes, sockets
-
-
-def slow_writes(writes: list[list[str]], seconds: float):
-    """A `record` that keeps what each write held and takes `seconds` (the first: none)."""
-    import time
+    writes: list[list[str]] = []
 
     def record(results) -> None:
         writes.append([r.item for r in results])
         if len(writes) > 1:
-            time.sleep(seconds)
+            time.sleep(0.3)
 
-    return record
+    lanes, sockets = [], []
+    try:
+        for share, delays in answers.items():
+            client, server = socket.socketpair()
+            sockets += [client, server]
+            threading.Thread(target=serve, args=(server, delays), daemon=True).start()
+            connection = smtplib.SMTP()
+            connection.sock, connection.file = client, None
+            connection.does_esmtp, connection.esmtp_features = True, {"pipelining": ""}
+            addresses = [f"{share}{n}@example.com" for n in range(1, len(delays) + 1)]
+            talk = conversation(connection, SENDER, addresses, 0, address=lambda a: a,
+                                options=lambda a: [], data=text)
+            lanes.append(Lane(connection, talk))
+        converse(lanes, record, timeout=30, gather=5.0)
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert sorted(a for w in writes for a in w) == sorted(went)
+    return writes, went
 
 
 def test_a_write_waits_for_the_connections_whose_answer_is_due():
@@ -303,17 +307,7 @@ def test_a_write_waits_for_the_connections_whose_answer_is_due():
     whose text has gone and whose answer is due by then, as fast as their fastest yet: one
     write for both rather than one each. Here "a" answers in 0.02 s and "b" in 0.08 s; a write
     takes 0.3 s. Without the wait "a" is always written alone and "b" after it: 12 writes."""
-    from broadcaster.channels.smtp_pipelining import converse
-
-    texts: list[tuple[str, float]] = []
-    lanes, sockets = scripted_lanes({"a": [0.02] * 6, "b": [0.08] * 6}, texts)
-    writes: list[list[str]] = []
-    try:
-        converse(lanes, slow_writes(writes, 0.3), timeout=30, gather=5.0)
-    finally:
-        for sock in sockets:
-            sock.close()
-    assert sorted(a for w in writes for a in w) == sorted(a for a, _ in texts)
+    writes, _ = gathered({"a": [0.02] * 6, "b": [0.08] * 6})
     together = [w for w in writes if len({a[0] for a in w}) == 2]
     assert len(together) >= 3, writes
     assert len(writes) <= 9, writes
@@ -323,19 +317,9 @@ def test_a_write_does_not_wait_for_a_connection_whose_answer_is_a_round_trip_awa
     """A connection that has never answered faster than 1 s is not waited for when its next
     text has just gone, even though it happens to answer this one in 0.1 s, within the
     0.3 s the write may wait: waiting for a relay out of step would be lost time every write."""
-    from broadcaster.channels.smtp_pipelining import converse
-
-    texts: list[tuple[str, float]] = []
-    lanes, sockets = scripted_lanes({"a": [0.02] * 8, "b": [1.0, 0.1]}, texts)
-    writes: list[list[str]] = []
-    try:
-        converse(lanes, slow_writes(writes, 0.3), timeout=30, gather=5.0)
-    finally:
-        for sock in sockets:
-            sock.close()
-    went = dict(texts)
+    writes, went = gathered({"a": [0.02] * 8, "b": [1.0, 0.1]})
     # The texts of "a" that went with "b2" (both released by the write that recorded "b1"):
-    beside = [a for a, at in texts if a.startswith("a") and abs(at - went["b2@example.com"]) < 0.05]
-    assert beside, texts
+    beside = [a for a, at in went.items() if a.startswith("a") and abs(at - went["b2@example.com"]) < 0.05]
+    assert beside, went
     written_with_b2 = next(w for w in writes if "b2@example.com" in w)
     assert not set(beside) & set(written_with_b2), writes
