@@ -562,6 +562,18 @@ def test_connections_are_kept_from_one_batch_to_the_next(mailing: Project, inbox
     assert inbox.greetings == 2, "four batches of three over the same two connections"
 
 
+def test_connections_are_opened_at_once_not_one_after_another(mailing: Project, inbox: Inbox):
+    """Opening a connection costs round trips (greeting, EHLO, STARTTLS, AUTH): the four of a
+    fan-out are opened together, so the server answers their EHLOs at the same time."""
+    inbox.ehlo_delay = 0.3
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=4))
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(8)))
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 0 and len(inbox.messages) == 8
+    assert inbox.greetings == 4
+    assert inbox.most_greeting_at_once >= 2, "opened one after another, one EHLO at a time"
+
+
 def test_a_kept_connection_that_died_is_replaced(mailing: Project, inbox: Inbox):
     from broadcaster.channels.base import Post, Recipient
     from broadcaster.preflight import open_channels

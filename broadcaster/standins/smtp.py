@@ -40,6 +40,11 @@ class SmtpStandIn:
         self.pipelining = True
         #: How many connections said EHLO (each connection a client opened and logged into).
         self.greetings = 0
+        #: Seconds each EHLO takes to answer (a relay far away), and the most EHLOs that were
+        #: being answered at once (connections opened one after another: 1).
+        self.ehlo_delay = 0.0
+        self.most_greeting_at_once = 0
+        self._greeting_now = 0
         self.lock = threading.Lock()
         self.port = 0
         self._controller: Any = None
@@ -74,6 +79,12 @@ class SmtpStandIn:
         session.host_name = hostname
         with self.lock:
             self.greetings += 1
+            self._greeting_now += 1
+            self.most_greeting_at_once = max(self.most_greeting_at_once, self._greeting_now)
+        if self.ehlo_delay:
+            await asyncio.sleep(self.ehlo_delay)
+        with self.lock:
+            self._greeting_now -= 1
         if self.pipelining:
             responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
