@@ -366,12 +366,13 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
     check_every = timeout / 8
     next_check = time.monotonic() + check_every
     took = 0.0  # how long the last write took (seconds)
-    looks = [0.0, 0.0]  # when the look before the last, and the last, returned
+    quiet_at = looked_at = 0.0  # when the look before the last, and the last, returned
 
     def look(wait: float) -> Iterator[Lane]:
         """The lanes with something to read, waiting at most `wait` seconds for one."""
+        nonlocal quiet_at, looked_at
         ready = selector.select(wait)
-        looks[0], looks[1] = looks[1], time.monotonic()
+        quiet_at, looked_at = looked_at, time.monotonic()
         return (key.fileobj for key, _ in ready)  # type: ignore[misc]
 
     def drop(lane: Lane, why: Lost) -> None:
@@ -404,7 +405,7 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
         holding a result only keeps what it read: its next envelope is answered early)."""
         ready = list(ready)
         for lane in ready:
-            lane.receive(looks[0])
+            lane.receive(quiet_at)
         for lane in ready:
             if not lane.holding:
                 run(lane, lane.advance)
