@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
+import smtplib
 import socket
 import ssl
 import subprocess
@@ -572,6 +574,39 @@ def test_connections_are_opened_at_once_not_one_after_another(mailing: Project, 
     assert outcome["exit_code"] == 0 and len(inbox.messages) == 8
     assert inbox.greetings == 4
     assert inbox.most_greeting_at_once >= 2, "opened one after another, one EHLO at a time"
+
+
+def test_a_bug_while_opening_connections_closes_those_that_did_open(mailing: Project, inbox: Inbox,
+                                                                    monkeypatch: pytest.MonkeyPatch):
+    """The connections are opened together; if one of them fails in a way nobody foresaw (a
+    bug, not a refused login), the error reaches the core and the others are closed, not left
+    open to a relay that limits how many one client may hold."""
+    from broadcaster.channels.base import Post, Recipient
+    from broadcaster.channels.email import EmailChannel
+    from broadcaster.preflight import open_channels
+    from broadcaster.settings import load_settings
+
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=3))
+    channel = open_channels(load_settings(mailing.config))["email"]
+    opened: list[smtplib.SMTP] = []
+    calls = itertools.count(1)  # next() is atomic: the three are opened from three threads
+    connect = EmailChannel._connect
+
+    def flaky(self: EmailChannel) -> smtplib.SMTP:
+        if next(calls) == 3:
+            raise RuntimeError("a bug")
+        connection = connect(self)
+        opened.append(connection)
+        return connection
+
+    monkeypatch.setattr(EmailChannel, "_connect", flaky)
+    post = Post("Body https://status.example.com/incidents/x/\n", subject="Subject", html="<p>Body</p>",
+                update_id="u1", locale="en")
+    recipients = [Recipient(n, f"p{n}@example.com", f"t{n}", None, False) for n in range(3)]
+    with pytest.raises(RuntimeError, match="a bug"):
+        channel.send_batch(post, recipients, lambda settled: None)
+    assert len(opened) == 2 and all(c.sock is None for c in opened), "closed, not left open"
+    assert inbox.messages == [] and channel._kept == []
 
 
 def test_a_kept_connection_that_died_is_replaced(mailing: Project, inbox: Inbox):
