@@ -359,6 +359,35 @@ def test_a_claim_reads_its_batch_not_the_whole_list(tmp_path: Path, request: pyt
     assert large < small * 1.5, f"{small:,} hundred steps for a list of 200, {large:,} for 4,000"
 
 
+def test_the_unfinished_deliveries_have_one_index_and_every_query_for_them_reads_it(
+        tmp_path: Path, request: pytest.FixtureRequest):
+    """SQLite: a claim, the open groups and `retry`'s search read the one partial index of
+    unfinished deliveries. SQLite uses a partial index only when the query repeats its condition
+    word for word, so a query reworded carelessly would read a million rows instead; and a
+    second index over the same rows would be rewritten for each recipient claimed and sent."""
+    with open_ledger(sqlite_store(tmp_path, request)) as ledger:
+        db = ledger._db  # type: ignore[attr-defined]
+        update = an_update()
+        ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(300)])
+        indexes = [sql for (sql,) in db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries'"
+            " AND sql LIKE '%state%'")]
+        assert indexes == ["CREATE INDEX deliveries_unfinished ON deliveries (update_id, channel, id)"
+                           " WHERE state NOT IN ('sent', 'skipped')"]
+        statements: list[str] = []
+        db.set_trace_callback(statements.append)
+        ledger.claim("a", update_id=update.id, channel="email", limit=50, lease_seconds=60)
+        ledger.open_groups(["email"])
+        ledger.open_groups(["email"], update_id=update.id)
+        ledger.unfinished_incidents()
+        db.set_trace_callback(None)
+        reads = [s for s in statements if s.lstrip().startswith(("SELECT", "UPDATE"))]
+        assert len(reads) == 4
+        for statement in reads:
+            plan = " / ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + statement))
+            assert "USING INDEX deliveries_unfinished" in plan, f"{statement[:80]}…: {plan}"
+
+
 def test_the_thread_is_the_earlier_sent_posts_in_order(ledger: Ledger):
     first = an_update()
     ledger.record(first, [NewDelivery("twitter", "en"), NewDelivery("email", "en", "ana@example.com")])

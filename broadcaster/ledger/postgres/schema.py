@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from broadcaster.errors import SettingsError
-from broadcaster.ledger.sql import CHANNEL_KINDS, SUBSCRIPTIONS
+from broadcaster.ledger.sql import CHANNEL_KINDS, SUBSCRIPTIONS, UNFINISHED_INDEX
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Any number: the advisory lock that serialises migrations across hosts.
 MIGRATION_LOCK = 0x62726F6164  # "broad"
@@ -105,6 +105,7 @@ CREATE INDEX deliveries_open ON deliveries (update_id, channel, id) WHERE state 
     # Self-service subscription: consent, unconfirmed requests, rate-limit counters.
     3: SUBSCRIPTIONS.replace("REAL", "DOUBLE PRECISION"),
     4: CHANNEL_KINDS,
+    5: UNFINISHED_INDEX,
 }
 
 
