@@ -71,8 +71,8 @@ def send(s: Settings, request: Request, *, dry_run: bool = False, confirm: Confi
                 ledger.record(upd, [])
             return Outcome(request.incident_id, upd.id, checked.statement_url, draft=True,
                            preview=checked, warnings=checked.warnings, revised=revised)
-        ledger.record(upd, new_deliveries(checked), selections(checked))
-        dispatcher(s, ledger).run(*_work(s, ledger, checked, chans, upd))
+        listed = ledger.record(upd, new_deliveries(checked), selections(checked))
+        dispatcher(s, ledger).run(*_work(s, ledger, checked, chans, upd, totals=listed))
         return _outcome(s, ledger, request.incident_id, [upd.id], checked.warnings)
 
 
@@ -245,7 +245,7 @@ def resume(s: Settings, ledger: Ledger, incident: Incident, posts: Sequence[Deli
         counts = [c for c in lists if c.update_id == update_id]
         targets = {(d.channel, d.locale) for d in mine} | {(c.channel, c.locale) for c in counts}
         preview = rendered(s, ledger, chans, incident, upd, targets)
-        more_jobs, more_lists = _work(s, ledger, preview, chans, upd, mine, counts)
+        more_jobs, more_lists = _work(s, ledger, preview, chans, upd, mine, _totals(counts))
         jobs += more_jobs
         mailings += more_lists
     fan_out.run(jobs, mailings)
@@ -258,32 +258,37 @@ def rendered(s: Settings, ledger: Ledger, chans: Mapping[str, Channel], incident
 
 
 def _work(s: Settings, ledger: Ledger, preview: Preview, chans: Mapping[str, Channel], upd: Update,
-          posts: Sequence[Delivery] | None = None, lists: Sequence[DeliveryCount] | None = None,
+          posts: Sequence[Delivery] | None = None, totals: Mapping[str, int] | None = None,
           ) -> tuple[list[Job], list[MailingList]]:
-    """The recorded deliveries of `upd` (or these) with their posts, and its mailing lists (or
-    these) in numbers: their recipients are claimed from the ledger batch by batch as they are
-    sent. The statement channel's post is rendered again when it is sent, from the ledger as
-    it is then (see `Job.render`)."""
+    """The recorded deliveries of `upd` (or these) with their posts, and its mailing lists with
+    how many recipients each has (as recorded, or these): their recipients are claimed from the
+    ledger batch by batch as they are sent. The statement channel's post is rendered again when
+    it is sent, from the ledger as it is then (see `Job.render`)."""
     rendered_posts = {(p.channel, p.locale): p.post for p in preview.planned}
     if posts is None:
         posts = ledger.deliveries(update_id=upd.id, excluded=mailing_lists())
-    if lists is None:
-        lists = ledger.delivery_counts(channels=mailing_lists(), update_id=upd.id)
+    if totals is None:
+        totals = _totals(ledger.delivery_counts(channels=mailing_lists(), update_id=upd.id))
     jobs = [
         Job(d, chans[d.channel], rendered_posts[d.channel, d.locale], upd.seq,
             render=_statement_render(s, ledger, chans[d.channel], upd, d.locale)
             if chans[d.channel].publishes_statement else None)
         for d in posts
     ]
-    totals: dict[str, int] = {}
-    for c in lists:
-        totals[c.channel] = totals.get(c.channel, 0) + c.count
     mailings = [
         MailingList(chans[name], upd.incident_id, upd.id, upd.seq,
                     {loc: post for (channel, loc), post in rendered_posts.items() if channel == name}, total)
-        for name, total in totals.items()
+        for name, total in sorted(totals.items()) if total
     ]
     return jobs, mailings
+
+
+def _totals(counts: Sequence[DeliveryCount]) -> dict[str, int]:
+    """How many recipients each mailing list has, from its counts by locale and state."""
+    totals: dict[str, int] = {}
+    for c in counts:
+        totals[c.channel] = totals.get(c.channel, 0) + c.count
+    return totals
 
 
 def _statement_render(

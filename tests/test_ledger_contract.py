@@ -167,12 +167,14 @@ def test_a_selection_of_subscribers_is_recorded_set_based_in_their_locale_or_the
         return {(d.recipient, d.locale) for d in listed}
 
     scoped = an_update()
-    ledger.record(scoped, [NewDelivery("website", "en")],
-                  [SubscriberSelection("email", ("en", "es"), ("en", "es"), everyone=False)])
+    counted = ledger.record(scoped, [NewDelivery("website", "en")],
+                            [SubscriberSelection("email", ("en", "es"), ("en", "es"), everyone=False)])
+    assert counted == {"email": 3}  # how many each mailing list got; posts are not counted
     assert recorded(scoped) == {("all-en@example.com", "en"), ("all-fr@example.com", "en"),
                                 ("all-es@example.com", "es")}
     everyone = an_update()
-    ledger.record(everyone, [], [SubscriberSelection("email", ("en", "es"), ("es",), everyone=True)])
+    spanish = SubscriberSelection("email", ("en", "es"), ("es",), everyone=True)
+    assert ledger.record(everyone, [], [spanish]) == {"email": 2}
     assert recorded(everyone) == {("all-es@example.com", "es"), ("api-only@example.com", "es")}
     assert ledger.channel_kinds() == {"website": False, "email": True}  # email is a mailing list
 
@@ -193,7 +195,7 @@ def test_a_mailing_list_is_recorded_streamed_from_the_subscribers_and_read_back_
     # Read from the same ledger while its own transaction writes, as an announcement does.
     streamed = (NewDelivery("email", s.locale, s.email, listed=True)
                 for s in ledger.each_subscriber(active_only=True))
-    ledger.record(update, itertools.chain([NewDelivery("website", "en")], streamed))
+    assert ledger.record(update, itertools.chain([NewDelivery("website", "en")], streamed)) == {"email": 29}
     assert [d.recipient for d in ledger.each_delivery(update_id=update.id, channels=["email"])] == [
         p.email for p in people if p.email != "p04@example.com"]
     (website,) = ledger.deliveries(update_id=update.id, excluded=["email"])

@@ -125,10 +125,11 @@ class Ledger(Protocol):
         ...
 
     def record(self, update: Update, deliveries: Iterable[NewDelivery],
-               selections: Sequence[SubscriberSelection] = ()) -> None:
+               selections: Sequence[SubscriberSelection] = ()) -> dict[str, int]:
         """Store the update and its pending deliveries in one transaction (`deliveries` is
         consumed a chunk at a time: it may stream from this ledger's subscribers), with those
-        of each selection of subscribers."""
+        of each selection of subscribers; how many deliveries each mailing list got (counting
+        them again afterwards took 0.08 s at 100,000)."""
         ...
 
     def publish(self, incident_id: str,

@@ -274,7 +274,7 @@ class SQLLedger(ABC):
         ]
 
     def record(self, update: Update, deliveries: Iterable[NewDelivery],
-               selections: Sequence[SubscriberSelection] = ()) -> None:
+               selections: Sequence[SubscriberSelection] = ()) -> dict[str, int]:
         with self.transaction() as db:
             now = _now()
             db.execute(
@@ -288,8 +288,9 @@ class SQLLedger(ABC):
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 _update_to_row(update),
             )
-            self._insert_deliveries(db, update.id, deliveries, now, selections)
+            listed = self._insert_deliveries(db, update.id, deliveries, now, selections)
             self._refresh_incident(db, update.incident_id, now)
+        return listed
 
     def publish(self, incident_id: str,
                 deliveries: Iterable[NewDelivery] | Callable[[], Iterable[NewDelivery]],
@@ -348,17 +349,20 @@ class SQLLedger(ABC):
 
     @staticmethod
     def _insert_deliveries(db: Any, update_id: str, deliveries: Iterable[NewDelivery], now: str,
-                           selections: Sequence[SubscriberSelection] = ()) -> None:
+                           selections: Sequence[SubscriberSelection] = ()) -> dict[str, int]:
         """Insert as they come, a chunk at a time (a mailing list's subscribers who follow only
         some components or places are streamed, never held in memory whole); then each
         selection of subscribers with one INSERT … SELECT, which the store runs without a row
         passing through Python (at 50,000 the counts and the record took 0.95 s through Python,
-        0.30 s so)."""
+        0.30 s so). How many deliveries each mailing list got."""
         kinds: dict[str, bool] = {chosen.channel: True for chosen in selections}
+        listed: dict[str, int] = {}
 
         def rows() -> Iterator[tuple[str, str, str, str, str]]:
             for d in deliveries:
                 kinds[d.channel] = d.listed
+                if d.listed:
+                    listed[d.channel] = listed.get(d.channel, 0) + 1
                 yield update_id, d.channel, d.recipient, d.locale, now
 
         each = rows()
@@ -369,17 +373,18 @@ class SQLLedger(ABC):
         for chosen in selections:
             known = ",".join("?" * len(chosen.locales))
             locale = f"CASE WHEN locale IN ({known}) THEN locale ELSE ? END"
-            db.execute(
+            listed[chosen.channel] = listed.get(chosen.channel, 0) + db.execute(
                 "INSERT INTO deliveries (update_id, channel, recipient, locale, state, updated_at)"
                 f" SELECT ?, ?, email, {locale}, 'pending', ? FROM subscribers WHERE active = 1"
                 f"{'' if chosen.everyone else ' AND ' + FOLLOWS_EVERYTHING}"
                 f" AND {locale} IN ({','.join('?' * len(chosen.sending))}) ORDER BY email",
                 (update_id, chosen.channel, *chosen.locales, chosen.locales[0], now, *chosen.locales,
-                 chosen.locales[0], *chosen.sending))
+                 chosen.locales[0], *chosen.sending)).rowcount
         db.executemany(
             "INSERT INTO channel_kinds (channel, mailing_list) VALUES (?, ?)"
             " ON CONFLICT (channel) DO UPDATE SET mailing_list = excluded.mailing_list",
-            [(name, int(listed)) for name, listed in kinds.items()])
+            [(name, int(kind)) for name, kind in kinds.items()])
+        return listed
 
     @staticmethod
     def _refresh_incident(db: Any, incident_id: str, now: str) -> None:
