@@ -367,21 +367,25 @@ class EmailChannel(AudienceChannel, StaffNotices):
         return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
 
-_TO, _MESSAGE_ID, _TOKEN = TO.encode(), MESSAGE_ID.encode(), TOKEN.encode()
+#: The placeholders of the personal parts, in the order `PreparedMessage.personal` gives their values.
+_PERSONAL = (TO.encode(), MESSAGE_ID.encode(), THREAD_HEADERS, TOKEN.encode())
 #: The personal parts of a prepared message, found in one pass.
-_SLOTS = re.compile(b"(" + b"|".join(re.escape(p) for p in (
-    THREAD_HEADERS, TO.encode(), MESSAGE_ID.encode(), TOKEN.encode())) + b")")
+_SLOTS = re.compile(b"(" + b"|".join(re.escape(p) for p in _PERSONAL) + b")")
 
 
 @dataclass(frozen=True)
 class PreparedMessage:
-    """One (update × locale) message as bytes, cut at the placeholders for what is personal.
+    """One (update × locale) message as bytes, with `%s` where each personal part goes.
 
-    `parts` alternates fixed bytes and placeholders; a recipient's copy is one join with their
-    values in the placeholders' places (one pass over a few kilobytes, not one per field).
+    A recipient's copy is the template `%`-formatted with their values (its own `%` signs are
+    doubled): one pass over a few kilobytes in C, where cutting the message at the placeholders
+    and joining the pieces with the values between cost a list and its slots in Python (timed
+    alone, a copy with its Message-ID and receipt: 1.86–1.97 µs joined, 1.62–1.77 formatted).
     """
 
-    parts: tuple[bytes, ...]
+    template: bytes
+    #: Which personal part fills each `%s`, in order (indexes into `_PERSONAL`).
+    slots: tuple[int, ...]
     sender: str
     update_id: str
     domain: str
@@ -414,10 +418,13 @@ class PreparedMessage:
         # Message-ID and token sit inside header lines and URLs; the thread headers start with
         # "In-Reply-To"), so stuffing the template stuffs every copy.
         data = dot_stuffed(_fold_subject(message.as_bytes(), post.subject or ""))
-        for placeholder in (THREAD_HEADERS, TO.encode(), MESSAGE_ID.encode(), TOKEN.encode()):
+        for placeholder in _PERSONAL:
             if placeholder not in data:  # would mean a personal part went missing or was folded
                 raise RuntimeError(f"the prepared email lost its placeholder {placeholder!r}")
-        return cls(tuple(_SLOTS.split(data)), sender_address, post.update_id, domain)
+        parts = _SLOTS.split(data)  # fixed bytes and placeholders, in turn
+        template = b"%s".join(fixed.replace(b"%", b"%%") for fixed in parts[0::2])
+        slots = tuple(_PERSONAL.index(placeholder) for placeholder in parts[1::2])
+        return cls(template, slots, sender_address, post.update_id, domain)
 
     def message_id(self, recipient: Recipient) -> str:
         """Stable for (update, subscriber): a re-send after a crash carries the same id."""
@@ -429,18 +436,14 @@ class PreparedMessage:
         that records its Message-ID."""
         message_id = self.message_id(recipient)
         first = recipient.first.remote_id if recipient.first else None
-        values = {
+        values = (  # in the order of _PERSONAL
             # The address was validated and normalised on import: an addr-spec is a valid To:.
-            _TO: recipient.address.encode(),
-            _MESSAGE_ID: message_id.encode(),
-            THREAD_HEADERS: f"In-Reply-To: {first}\r\nReferences: {first}\r\n".encode() if first else b"",
-            _TOKEN: recipient.token.encode(),
-        }
-        # The placeholders are every other part: fill those slots, then one join (a list
-        # comprehension over the ten slots; a generator over all twenty parts took twice as long).
-        chunks = list(self.parts)
-        chunks[1::2] = [values[p] for p in chunks[1::2]]
-        data = b"".join(chunks)
+            recipient.address.encode(),
+            message_id.encode(),
+            f"In-Reply-To: {first}\r\nReferences: {first}\r\n".encode() if first else b"",
+            recipient.token.encode(),
+        )
+        data = self.template % tuple([values[slot] for slot in self.slots])
         return data, Receipt(remote_id=message_id)
 
 

@@ -630,3 +630,27 @@ def test_a_kept_connection_that_died_is_replaced(mailing: Project, inbox: Inbox)
     channel.batches_done()
     assert [type(r).__name__ for r in results] == ["Receipt", "Receipt"]
     assert inbox.greetings == 2 and len(inbox.messages) == 2 and channel._kept == []
+
+
+def test_percent_signs_in_a_message_reach_the_reader_as_written(mailing: Project, inbox: Inbox):
+    """Each copy is the prepared message %-formatted with the recipient's parts: a % of the
+    message's own ("100%", "%s", "%(name)s", "%%") must come out as it went in."""
+    from broadcaster.channels.base import Post, Recipient
+    from broadcaster.preflight import open_channels
+    from broadcaster.settings import load_settings
+
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=1))
+    channel = open_channels(load_settings(mailing.config))["email"]
+    words = "100% of card payments fail: %s %(name)s %% %d"
+    post = Post(f"{words}\nhttps://status.example.com/incidents/x/\n", subject=f"Down: {words}",
+                html=f"<p>{words}</p>", update_id="u1", locale="en")
+    results: list[object] = []
+    channel.send_batch(post, [Recipient(1, "ana@example.com", "t1", None, False)],
+                       lambda settled: results.extend(r for _, r in settled))
+    channel.batches_done()
+    (message,) = inbox.messages
+    assert [type(r).__name__ for r in results] == ["Receipt"]
+    assert message["Subject"] == f"Down: {words}" and message["To"] == "ana@example.com"
+    assert words in message.get_body(("plain",)).get_content()
+    assert words in message.get_body(("html",)).get_content()
+    assert "/unsubscribe/t1" in message["List-Unsubscribe"]
