@@ -654,3 +654,35 @@ def test_percent_signs_in_a_message_reach_the_reader_as_written(mailing: Project
     assert words in message.get_body(("plain",)).get_content()
     assert words in message.get_body(("html",)).get_content()
     assert "/unsubscribe/t1" in message["List-Unsubscribe"]
+
+
+def test_a_list_with_nobody_to_tell_is_not_fanned_out(mailing: Project, monkeypatch: pytest.MonkeyPatch):
+    """The fan-out takes each list's size from the record. Everyone who was counted in the
+    preview may have left before the update is recorded: a list that recorded nobody gets no
+    fan-out at all (no progress line, no connection), as when the list was counted after."""
+    from broadcaster.dispatch import Dispatcher
+    from broadcaster.ledger.sql import SQLLedger
+
+    fanned: list[tuple[str, int]] = []
+    real_fan_out, real_record = Dispatcher.fan_out, SQLLedger.record
+
+    def fan_out(self, channel, *args, total: int, **kwargs):  # type: ignore[no-untyped-def]
+        fanned.append((channel.spec.name, total))
+        return real_fan_out(self, channel, *args, total=total, **kwargs)
+
+    def record(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if leave:  # they all unsubscribe between the preview and the record
+            with self.transaction() as db:
+                db.execute("UPDATE subscribers SET active = 0")
+        return real_record(self, *args, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "fan_out", fan_out)
+    monkeypatch.setattr(SQLLedger, "record", record)
+    subscribe(mailing)
+    leave = True
+    assert announce(mailing)["exit_code"] == 0
+    assert fanned == [] and mailing.inbox.messages == []
+    leave = False
+    subscribe(mailing, "email,locale\ndee@example.com,en\neve@example.com,es\n")  # newcomers
+    assert announce(mailing)["exit_code"] == 0
+    assert fanned == [("email", 2)] and len(mailing.inbox.messages) == 2
