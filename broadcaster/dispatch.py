@@ -169,9 +169,8 @@ class Dispatcher:
         """Keep this sender's leases alive while the block runs (renewed three times a lease),
         and give back any it still holds at the end (a batch cut short by a full disk).
 
-        Renewed by the ids of the batches in hand, not by owner: the owner's rows were found by
-        looking at every unfinished delivery, 0.1 s at a million with the write lock held (every
-        result waited), where the ids are found at once."""
+        Renewed by the ids of the batches in hand: only the leases over them, never one this
+        sender gave back or settled."""
         stop = threading.Event()
         every = self.sharing.lease_seconds / 3
 
@@ -255,7 +254,9 @@ class Dispatcher:
                     by_locale.setdefault(d.locale, []).append(d)
                 for locale, claimed in by_locale.items():
                     AudienceBatch(self, channel, posts[locale], incident_id, seq, claimed, tally).run()
-                self._hold(())  # settled (cut short, it stays held: `leases` gives it back)
+                # Settled: the lease is done (cut short, it stays held: `leases` gives it back).
+                self.ledger.release(self.sharing.owner, [d.id for d in batch])
+                self._hold(())
                 continue
             if not wait_for_others:
                 return handled
@@ -438,7 +439,7 @@ class AudienceBatch:
             self.tally.add(len(gone))
         threads = self.d.ledger.first_receipts(self.incident_id, self.channel.spec.name, self.seq, addresses)
         self.todo = [
-            Recipient(c.id, c.recipient, tokens[c.recipient], threads.get(c.recipient), c.attempts > 1)
+            Recipient(c.id, c.recipient, tokens[c.recipient], threads.get(c.recipient), c.resumed)
             for c in self.claimed if c.recipient in tokens
         ]
         rounds = 0
@@ -458,8 +459,8 @@ class AudienceBatch:
         """Send to everyone still to do, once; raise if some are left for another round."""
         todo = [replace(r, resumed=True) for r in self.todo] if resumed else self.todo
         self.again = {}
-        if resumed:  # the claim marked the first round in flight
-            self.d.ledger.start_attempts([r.delivery_id for r in todo])
+        if resumed:  # the first round went under the claim's lease
+            self.d.ledger.start_attempts([r.delivery_id for r in todo], claimed=True)
         try:
             self.channel.send_batch(self.post, todo, self._report)
         except LedgerWriteError:

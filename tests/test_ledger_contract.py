@@ -133,12 +133,13 @@ def test_a_batch_finishes_in_one_go_and_skipped_counts_as_done(ledger: Ledger):
     update = an_update()
     people = [f"p{n}@example.com" for n in range(3)]
     ledger.record(update, [NewDelivery("email", "en", p) for p in people])
-    ids = [d.id for d in ledger.deliveries(update_id=update.id)]
-    ledger.start_attempts(ids)
+    ids = [c.id for c in ledger.claim("me", update_id=update.id, channel="email", limit=3, lease_seconds=60)]
+    assert [d.attempts for d in ledger.deliveries(update_id=update.id)] == [0, 0, 0], "a claim writes none"
+    assert {d.state for d in ledger.deliveries(update_id=update.id)} == {DeliveryState.IN_FLIGHT}
     ledger.finish([(ids[0], Receipt("m1"))], [(ids[1], "mailbox full")], [(ids[2], "left the list")])
     states = [d.state for d in ledger.deliveries(update_id=update.id)]
     assert states == [DeliveryState.SENT, DeliveryState.FAILED, DeliveryState.SKIPPED]
-    # Skipped: not sent after all (they left the list), so the attempt started is taken back.
+    # The result counts the attempt; skipped: not sent after all (they left the list), none.
     assert [d.attempts for d in ledger.deliveries(update_id=update.id)] == [1, 1, 0]
     assert [d.id for d in ledger.deliveries(unfinished=True)] == [ids[1]]
     with pytest.raises(RuntimeError):
@@ -199,8 +200,7 @@ def test_a_mailing_list_is_recorded_streamed_from_the_subscribers_and_read_back_
     assert [d.recipient for d in ledger.each_delivery(update_id=update.id, channels=["email"])] == [
         p.email for p in people if p.email != "p04@example.com"]
     (website,) = ledger.deliveries(update_id=update.id, excluded=["email"])
-    ids = [d.id for d in ledger.deliveries(update_id=update.id, channels=["email"], limit=5)]
-    ledger.start_attempts(ids)
+    ids = [c.id for c in ledger.claim("me", update_id=update.id, channel="email", limit=5, lease_seconds=60)]
     ledger.finish([(i, Receipt(f"m{i}")) for i in ids[:3]], [(ids[3], "mailbox full")], [(ids[4], "left")])
     counts = {(c.locale, c.state.value): (c.count, c.attempts)
               for c in ledger.delivery_counts(channels=["email"], update_id=update.id)}
@@ -269,25 +269,36 @@ def test_a_mailing_list_is_claimed_in_disjoint_batches_under_leases(store: Setti
 
 
 def test_leases_are_renewed_and_given_back_by_the_ids_in_hand(ledger: Ledger):
-    """A sender renews the batch in hand by its ids (not every row it may hold): only those of
-    them it holds and that are unfinished; someone else's lease among the ids is left alone."""
+    """A sender renews the batch in hand by its ids: the whole lease over them, however few of
+    them are left unsettled; someone else's lease among the ids is left alone. Giving back part
+    of a batch frees that part (in doubt: a copy may have gone) and keeps the rest held."""
     update = an_update()
-    ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(8)])
+    ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(12)])
 
-    def claim(owner: str, lease: float) -> list[int]:
-        return [c.id for c in ledger.claim(owner, update_id=update.id, channel="email", limit=4,
+    def claim(owner: str, lease: float, limit: int = 4) -> list[int]:
+        return [c.id for c in ledger.claim(owner, update_id=update.id, channel="email", limit=limit,
                                            lease_seconds=lease)]
 
     a = claim("a", 1)  # a lease about to run out
     b = claim("b", 3600)
     ledger.finish([(a[0], Receipt("m0"))], [])
-    assert ledger.renew("a", 3600, [*a[:3], *b]) == 2, "the two unfinished of a's, none of b's"
+    assert ledger.renew("a", 3600, [a[1], *b]) == 1, "a's one among them, none of b's"
+    c = claim("c", 1)  # another about to run out, not renewed
     time.sleep(1.2)
     (group,) = ledger.open_groups(["email"], update_id=update.id)
-    assert (group.free, group.leased) == (1, 6), "a's fourth ran out; the two renewed did not"
+    assert (group.free, group.leased) == (4, 7), "c's ran out; a's renewed whole, and b's"
     ledger.release("a", [a[1]])
-    assert claim("c", 3600) == [a[1], a[3]], "the one given back and the one run out"
-    assert ledger.renew("b", 3600, b) == 4 and ledger.renew("b", 3600, []) == 0
+    taken = ledger.claim("d", update_id=update.id, channel="email", limit=10, lease_seconds=3600)
+    assert [(t.id, t.resumed) for t in taken] == [(i, True) for i in [a[1], *c]], (
+        "the one given back and the four run out, each in doubt")
+    assert ledger.renew("a", 3600, a) == 2 and ledger.renew("b", 3600, []) == 0
+    ledger.finish([(i, Receipt(f"m{i}")) for i in a[2:]], [])
+    ledger.release("a", a)
+    ledger.release("b", b)
+    (group,) = ledger.open_groups(["email"], update_id=update.id)
+    assert (group.free, group.leased) == (4, 5), "a's done; b's given back; d's held"
+    given_back = {d.state for d in ledger.deliveries(update_id=update.id) if d.id in b}
+    assert given_back == {DeliveryState.IN_FLIGHT}, "given back, unsent: in flight (in doubt) until sent"
 
 
 def test_a_batch_cut_short_is_given_back_when_its_sender_stops(
@@ -320,20 +331,64 @@ def test_a_batch_cut_short_is_given_back_when_its_sender_stops(
 
 def test_a_claim_says_who_each_recipient_is_and_how_often_they_were_tried(ledger: Ledger):
     """What sending needs comes back with the claim, in the order recorded: the recipient, the
-    locale of their post, and the attempts so far, the one the claim starts included (more
-    than one: a copy may have reached them). The claim marks them in flight."""
+    locale of their post, and whether a copy may already have reached them. The claim writes no
+    delivery (they read as in flight under its lease); the attempts are counted with the
+    results, or when a batch given back is claimed again (in doubt)."""
     update = an_update()
     people = [(f"p{n}@example.com", "es" if n % 2 else "en") for n in range(6)]
     ledger.record(update, [NewDelivery("email", locale, p, listed=True) for p, locale in people])
     first = ledger.claim("a", update_id=update.id, channel="email", limit=6, lease_seconds=3600)
-    assert [(c.recipient, c.locale, c.attempts) for c in first] == [(p, loc, 1) for p, loc in people]
+    assert [(c.recipient, c.locale, c.resumed) for c in first] == [(p, loc, False) for p, loc in people]
     assert [c.id for c in first] == sorted(c.id for c in first)
-    assert {d.state for d in ledger.deliveries(update_id=update.id)} == {DeliveryState.IN_FLIGHT}
-    ledger.start_attempts([first[1].id, first[4].id])  # a second round for two of them
+    delivered = ledger.deliveries(update_id=update.id)
+    assert {(d.state, d.attempts) for d in delivered} == {(DeliveryState.IN_FLIGHT, 0)}
+    ledger.start_attempts([first[1].id, first[4].id], claimed=True)  # a second round for two of them
+    assert [d.attempts for d in ledger.deliveries(update_id=update.id)] == [0, 2, 0, 0, 2, 0]
     ledger.release("a", [c.id for c in first])
     again = ledger.claim("b", update_id=update.id, channel="email", limit=6, lease_seconds=3600)
-    assert [c.attempts for c in again] == [2, 3, 2, 2, 3, 2]
-    assert again == [c._replace(attempts=c.attempts + 1 + (i in (1, 4))) for i, c in enumerate(first)]
+    assert again == [c._replace(resumed=True) for c in first]
+    ledger.finish([(c.id, Receipt(f"m{c.id}")) for c in again], [])
+    assert [d.attempts for d in ledger.deliveries(update_id=update.id)] == [2, 3, 2, 2, 3, 2]
+
+
+def test_a_batch_given_back_is_exported_in_flight_and_a_settled_one_names_its_sender(ledger: Ledger):
+    """Leases stay in the store they were taken in: an export writes what a lease covers as in
+    flight (in doubt in the other store too). A batch whose results are all recorded is settled
+    by its sender and kept as who sent it."""
+    update = an_update()
+    ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com", listed=True) for n in range(6)])
+    sent = [c.id for c in ledger.claim("a", update_id=update.id, channel="email", limit=3, lease_seconds=60)]
+    held = [c.id for c in ledger.claim("b", update_id=update.id, channel="email", limit=3, lease_seconds=60)]
+    ledger.finish([(i, Receipt(f"m{i}")) for i in sent], [])
+    ledger.release("a", sent)
+    exported = {row["id"]: row["state"] for table, row in ledger.export_rows() if table == "deliveries"}
+    assert exported == {**dict.fromkeys(sent, "sent"), **dict.fromkeys(held, "in_flight")}
+    assert ledger.senders("email") == {"a": 3}
+
+
+@pytest.mark.sqlite_only
+def test_a_batch_leased_row_by_row_before_the_upgrade_is_honoured_then_resumed(
+        tmp_path: Path, request: pytest.FixtureRequest):
+    """SQLite: deliveries a sender from before leases had their table left in flight, each
+    with its own lease, are nobody else's until that lease runs out; then they are claimed in
+    doubt, and their earlier attempt stays counted."""
+    with open_ledger(sqlite_store(tmp_path, request)) as ledger:
+        update = an_update()
+        ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(4)])
+        soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat(timespec="microseconds")
+        ledger._db.execute(  # type: ignore[attr-defined]
+            "UPDATE deliveries SET state = 'in_flight', attempts = 1, lease_owner = 'old', lease_until = ?"
+            " WHERE id IN (SELECT id FROM deliveries ORDER BY id LIMIT 2)", (soon,))
+
+        def claim() -> list[tuple[str, bool]]:
+            return [(c.recipient, c.resumed) for c in ledger.claim(
+                "new", update_id=update.id, channel="email", limit=10, lease_seconds=60)]
+
+        assert claim() == [("p2@example.com", False), ("p3@example.com", False)]
+        time.sleep(1.1)
+        assert claim() == [("p0@example.com", True), ("p1@example.com", True)]
+        ledger.finish([(d.id, Receipt("m")) for d in ledger.deliveries(update_id=update.id)], [])
+        assert [d.attempts for d in ledger.deliveries(update_id=update.id)] == [2, 2, 1, 1]
 
 
 def test_a_claim_reads_its_batch_not_the_whole_list(tmp_path: Path, request: pytest.FixtureRequest):
@@ -383,8 +438,8 @@ def test_the_unfinished_deliveries_have_one_index_and_every_query_for_them_reads
         ledger.open_groups(["email"], update_id=update.id)
         ledger.unfinished_incidents()
         db.set_trace_callback(None)
-        reads = [s for s in statements if s.lstrip().startswith(("SELECT", "UPDATE"))]
-        assert len(reads) == 4
+        reads = [s for s in statements if s.lstrip().startswith(("SELECT", "UPDATE")) and "deliveries" in s]
+        assert len(reads) == 6  # the claim, each open-group query twice (the leases' share), retry's
         for statement in reads:
             plan = " / ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + statement))
             assert "USING INDEX deliveries_unfinished" in plan, f"{statement[:80]}…: {plan}"

@@ -53,10 +53,9 @@ def start(project: Project, *args: str) -> subprocess.Popen:
 
 
 def owners(project: Project) -> Counter:
-    """How many of the update's emails each sender claimed (the lease stays on a sent row)."""
+    """How many of the update's emails each sender sent (a settled lease names who sent its run)."""
     with open_ledger(load_settings(project.config), read_only=True) as ledger:
-        rows = ledger.query("SELECT lease_owner FROM deliveries WHERE channel = 'email'")  # type: ignore[attr-defined]
-    return Counter(r[0] for r in rows)
+        return Counter(ledger.senders("email"))
 
 
 def everyone_once(project: Project) -> None:

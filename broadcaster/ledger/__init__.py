@@ -8,8 +8,9 @@ The update and its deliveries are recorded before anything is sent; each deliver
 moves pending → in_flight → sent | failed | skipped. Three promises rest on this interface:
 
 - a retry never repeats a sent delivery (only unfinished ones are ever attempted);
-- a killed process leaves its deliveries `in_flight`, which `retry` finishes, telling the
-  channel that the lost attempt may have reached the platform;
+- a killed process leaves its deliveries `in_flight` (a mailing list's batch under a lease
+  that runs out), which `retry` or a worker finishes, telling the channel that the lost
+  attempt may have reached the platform;
 - two operators on one incident cannot corrupt it: everything that reads, records and sends
   for an incident happens under `incident_lock`, so updates land one after the other.
 

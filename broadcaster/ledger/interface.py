@@ -85,9 +85,9 @@ class Claimed(NamedTuple):
     id: int
     recipient: str
     locale: str
-    #: Attempts so far, the one the claim starts included: more than one, and a copy may
-    #: already have reached them.
-    attempts: int
+    #: Tried before, or left in doubt by a sender that stopped: a copy may already have
+    #: reached them.
+    resumed: bool
 
 
 class OpenGroup(NamedTuple):
@@ -199,15 +199,17 @@ class Ledger(Protocol):
 
     def mark_failed(self, delivery_id: int, error: str) -> None: ...
 
-    def start_attempts(self, delivery_ids: Sequence[int]) -> None:
-        """`start_attempt` for a batch, in one transaction."""
+    def start_attempts(self, delivery_ids: Sequence[int], *, claimed: bool = False) -> None:
+        """`start_attempt` for a batch, in one transaction. `claimed`: a later round of a
+        claimed batch, whose first attempt (under the lease) is counted now as well."""
         ...
 
     def finish(self, sent: Sequence[tuple[int, Receipt]], failed: Sequence[tuple[int, str]],
                skipped: Sequence[tuple[int, str]] = ()) -> None:
-        """Mark a batch of deliveries sent, failed or skipped, in one transaction. Skipped are
-        claimed deliveries not sent after all (the recipient left the list since): the attempt
-        their claim counted is taken back, since nothing was tried."""
+        """Mark a batch of deliveries sent, failed or skipped, in one transaction. Sent and
+        failed count their attempt (a claim counts none), unless `start_attempts` did. Skipped
+        are claimed deliveries not sent after all (the recipient left the list since): nothing
+        was tried, nothing is counted."""
         ...
 
     def first_receipts(self, incident_id: str, channel: str, before_seq: int,
@@ -218,24 +220,30 @@ class Ledger(Protocol):
     def claim(self, owner: str, *, update_id: str, channel: str, limit: int, lease_seconds: float,
               states: Sequence[str] = ("pending", "in_flight"), after_id: int = 0) -> list[Claimed]:
         """Lease up to `limit` of the update's deliveries on `channel` that are in `states`, whose
-        id is above `after_id`, and that nobody holds (no lease, or an expired one): a batch for
+        id is above `after_id`, and that nobody holds (no live lease covers them): a batch for
         this sender alone, in the order recorded (by id). Concurrent claimers get disjoint
-        batches and never wait for each other. The batch is marked in flight, an attempt counted
-        for each (`start_attempts` in the same write: sending starts at once)."""
+        batches. The lease is one row per run of the batch, not a write to each delivery: they
+        read as in flight while it lasts, and the attempt is counted when the result is."""
         ...
 
     def renew(self, owner: str, lease_seconds: float, ids: Sequence[int]) -> int:
-        """Extend the leases `owner` holds among `ids` (the batches in hand) on unfinished
-        deliveries; how many it holds. By id, never by owner alone: that would look at every
-        unfinished delivery of every list (0.1 s at a million, the write lock held)."""
+        """Extend `owner`'s leases over any of `ids` (the batches in hand), each whole; how many
+        of `ids` they hold that are pending or in flight."""
         ...
 
     def release(self, owner: str, ids: Sequence[int]) -> None:
-        """Give back `owner`'s leases among `ids` on unfinished deliveries (a sender stopping early)."""
+        """Give back `ids` from `owner`'s leases: free to claim again, and in doubt (a sender
+        stopping early; its other deliveries stay held). A lease whose deliveries are all
+        recorded is settled instead, and kept as who sent them (a batch done)."""
         ...
 
     def open_groups(self, channels: Sequence[str], *, update_id: str | None = None) -> list[OpenGroup]:
         """Updates with deliveries pending or in flight on `channels`, by incident and seq."""
+        ...
+
+    def senders(self, channel: str) -> dict[str, int]:
+        """Per sender (`worker`s, commands), how many of `channel`'s deliveries it sent: each
+        settled lease names who sent its run."""
         ...
 
     def incident_lock(self, incident_id: str, *, wait: float | None = None) -> AbstractContextManager[None]:

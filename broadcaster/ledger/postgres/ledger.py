@@ -89,7 +89,7 @@ class PostgresLedger(SQLLedger):
     """The ledger in the PostgreSQL database `[state] url` names."""
 
     IDS_IN = "{column} = ANY(?)"
-    SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+    CLAIM_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(?, 0))"
 
     def __init__(
         self, url: str, *, password: str | None = None, read_only: bool = False,

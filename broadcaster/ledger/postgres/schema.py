@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from broadcaster.errors import SettingsError
-from broadcaster.ledger.sql import CHANNEL_KINDS, SUBSCRIPTIONS, UNFINISHED_INDEX
+from broadcaster.ledger.sql import CHANNEL_KINDS, LEASES, SUBSCRIPTIONS, UNFINISHED_INDEX
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 #: Any number: the advisory lock that serialises migrations across hosts.
 MIGRATION_LOCK = 0x62726F6164  # "broad"
@@ -106,6 +106,7 @@ CREATE INDEX deliveries_open ON deliveries (update_id, channel, id) WHERE state 
     3: SUBSCRIPTIONS.replace("REAL", "DOUBLE PRECISION"),
     4: CHANNEL_KINDS,
     5: UNFINISHED_INDEX,
+    6: LEASES.format(serial="BIGSERIAL"),
 }
 
 

@@ -11,9 +11,9 @@ import sqlite3
 from pathlib import Path
 
 from broadcaster.errors import SettingsError
-from broadcaster.ledger.sql import CHANNEL_KINDS, SUBSCRIPTIONS, UNFINISHED_INDEX
+from broadcaster.ledger.sql import CHANNEL_KINDS, LEASES, SUBSCRIPTIONS, UNFINISHED_INDEX
 
-SCHEMA_VERSION = 13
+SCHEMA_VERSION = 14
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS incidents (
@@ -158,6 +158,7 @@ CREATE INDEX deliveries_open ON deliveries (update_id, channel, id) WHERE state 
     11: SUBSCRIPTIONS,  # ledger/sql.py: the same in both stores
     12: CHANNEL_KINDS,
     13: UNFINISHED_INDEX,  # ledger/sql.py: the same in both stores
+    14: LEASES.format(serial="INTEGER"),  # ledger/sql.py; the lease columns of 10 stay unwritten
 }
 
 
