@@ -4,9 +4,10 @@ Everything sends to Postfix's C `smtp-sink` on loopback, in one run:
 
 - SQLite, the command alone: `broadcaster announce --yes` on one machine (the default);
 - PostgreSQL, the command alone, then with 1, 2 and 4 `broadcaster worker`s started
-  beforehand: they claim batches of the same list (`FOR UPDATE SKIP LOCKED`, leases) while
+  beforehand: they claim batches of the same list (each under a lease, one row a batch) while
   the command sends its own; the command waits for the last batch, so its time is the whole
-  fan-out. Every run's ledger is checked afterwards: N deliveries sent, and who sent how many;
+  fan-out. Every run's ledger is checked afterwards: N deliveries sent, and who sent how many
+  (the settled leases say);
 - the ceiling: the pipelined raw-socket client of `email_fanout.py` (the message rendered and
   dot-stuffed once, 4 connections, one round trip a message), then the smtplib raw loop (only
   the recipient substituted, four round trips a message) and the naive loop (an

@@ -4,8 +4,8 @@ A worker looks for two kinds of work in the ledger, and both are safe with any n
 workers and commands running:
 
 - **Mailing lists** (channels with an audience). Recipients are claimed in batches under a
-  lease (`Ledger.claim`; on PostgreSQL `FOR UPDATE SKIP LOCKED`, so claimers never wait for
-  each other). A worker joins any fan-out whose statement is live, including one the command
+  lease (`Ledger.claim`: one row per batch; claims on a list take turns, a few milliseconds
+  each). A worker joins any fan-out whose statement is live, including one the command
   that recorded it is still sending, so a large list spreads over every host; and a batch whose
   sender died (its lease not renewed) is taken over when the lease runs out, resumed the way
   `retry` resumes: at most one message per connection of the dead sender goes out twice, with
