@@ -201,6 +201,13 @@ def _runs(ids: Sequence[int], held: Sequence[tuple[int, int]]) -> list[tuple[int
     return [*runs, (ids[start], ids[-1])] if ids else []
 
 
+def _lease(db: Any, update_id: str, channel: str, runs: Sequence[tuple[int, int]], owner: str,
+           until: str) -> None:
+    """`owner` holds these runs of the (update, channel) list until `until`."""
+    db.executemany("INSERT INTO leases (update_id, channel, first_id, last_id, owner, lease_until)"
+                   " VALUES (?, ?, ?, ?, ?, ?)", [(update_id, channel, *run, owner, until) for run in runs])
+
+
 def _within(i: int, ranges: Sequence[tuple[int, int]]) -> bool:
     return any(first <= i <= last for first, last in ranges)
 
@@ -676,11 +683,7 @@ class SQLLedger(ABC):
                 # leases had their table): now pending under this lease, in doubt all the same.
                 db.execute("UPDATE deliveries SET state = 'pending', lease_owner = NULL, lease_until = NULL"
                            f" WHERE {self.IDS_IN.format(column='id')}", (self._ids_param(flying),))
-            until = _later(lease_seconds)
-            db.executemany(
-                "INSERT INTO leases (update_id, channel, first_id, last_id, owner, lease_until)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(update_id, channel, first, last, owner, until) for first, last in _runs(ids, live)])
+            _lease(db, update_id, channel, _runs(ids, live), owner, _later(lease_seconds))
         if doubt:
             return [Claimed(i, recipient, locale, bool(tried) or _within(i, doubt))
                     for i, recipient, locale, tried, _ in rows]
@@ -734,11 +737,7 @@ class SQLLedger(ABC):
                 # Those given back are free and in doubt; the rest stay held, in runs around them.
                 db.execute("UPDATE leases SET lease_until = '', owner = NULL WHERE id = ?", (lease_id,))
                 kept = [i for i in unsettled if i not in given]
-                db.executemany(
-                    "INSERT INTO leases (update_id, channel, first_id, last_id, owner, lease_until)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    [(update_id, channel, a, b, owner, until)
-                     for a, b in _runs(kept, [(i, i) for i in back])])
+                _lease(db, update_id, channel, _runs(kept, [(i, i) for i in back]), owner, until)
 
     def open_groups(self, channels: Sequence[str], *, update_id: str | None = None) -> list[OpenGroup]:
         if not channels:
@@ -767,8 +766,11 @@ class SQLLedger(ABC):
                     f" WHERE l.settled_at IS NULL AND l.lease_until >= ? AND {where}"
                     " GROUP BY l.update_id, l.channel", [now, *params]):
                 held[list_id, channel] = int(count)
-        return [OpenGroup(r[0], r[1], r[2], r[3], max(int(r[4]) - held[r[1], r[3]], 0),
-                          int(r[5]) - max(int(r[4]) - held[r[1], r[3]], 0)) for r in rows]
+        groups = []
+        for incident_id, list_id, seq, channel, unleased, count in rows:
+            free = max(int(unleased) - held[list_id, channel], 0)
+            groups.append(OpenGroup(incident_id, list_id, seq, channel, free, int(count) - free))
+        return groups
 
     def senders(self, channel: str) -> dict[str, int]:
         """Per sender, how many of `channel`'s deliveries it sent, as its settled leases say."""
