@@ -20,6 +20,7 @@ import pytest
 
 from broadcaster.errors import UnknownIncidentError
 from broadcaster.ledger import Ledger, NewDelivery, SubscriberSelection, open_ledger
+from broadcaster.ledger.interface import Claimed
 from broadcaster.model import (
     DeliveryState,
     Impact,
@@ -364,6 +365,27 @@ def test_a_batch_given_back_is_exported_in_flight_and_a_settled_one_names_its_se
     exported = {row["id"]: row["state"] for table, row in ledger.export_rows() if table == "deliveries"}
     assert exported == {**dict.fromkeys(sent, "sent"), **dict.fromkeys(held, "in_flight")}
     assert ledger.senders("email") == {"a": 3}
+
+
+def test_a_lease_that_ran_out_is_forgotten_once_another_sender_finished_its_batch(ledger: Ledger):
+    """A lease that ran out puts its batch in doubt only while some of it is unsettled: once
+    another sender finished it, the next claim on the list forgets it. The taker's lease,
+    settled, stays as who sent the batch."""
+    update = an_update()
+    ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(3)])
+
+    def claim(owner: str, lease: float, limit: int) -> list[Claimed]:
+        return ledger.claim(owner, update_id=update.id, channel="email", limit=limit, lease_seconds=lease)
+
+    dead = claim("dead", -1, 2)  # its sender stopped: the lease has run out
+    taken = claim("taker", 60, 2)
+    assert [c.id for c in taken] == [c.id for c in dead] and all(c.resumed for c in taken)
+    ledger.finish([(c.id, Receipt(f"m{c.id}")) for c in taken], [])
+    ledger.release("taker", [c.id for c in taken])
+    (last,) = claim("next", 60, 10)
+    assert not last.resumed, "not in doubt: the lease that ran out never covered it"
+    leases = ledger.query("SELECT owner, settled_at IS NOT NULL FROM leases ORDER BY id")  # type: ignore[attr-defined]
+    assert [(owner, bool(settled)) for owner, settled in leases] == [("taker", True), ("next", False)]
 
 
 @pytest.mark.sqlite_only

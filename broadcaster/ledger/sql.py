@@ -657,8 +657,8 @@ class SQLLedger(ABC):
                 "SELECT id, first_id, last_id, lease_until FROM leases WHERE update_id = ? AND channel = ?"
                 " AND settled_at IS NULL ORDER BY first_id", (update_id, channel)).fetchall()
             live = [(first, last) for _, first, last, until in leases if until >= now]
-            doubt = [(first, last) for _, first, last, until in leases if until < now]
-            self._settle_doubts(db, update_id, channel, [(i, f, la) for i, f, la, u in leases if u < now])
+            doubt = self._settle_doubts(db, update_id, channel,
+                                        [(i, first, last) for i, first, last, until in leases if until < now])
             # What sending needs, read and not written: the lease below is one row for the batch.
             rows = db.execute(
                 "SELECT id, recipient, locale, attempts > 0 OR state = 'in_flight', state FROM deliveries"
@@ -690,13 +690,21 @@ class SQLLedger(ABC):
         return [Claimed(i, recipient, locale, bool(tried)) for i, recipient, locale, tried, _ in rows]
 
     def _settle_doubts(self, db: Any, update_id: str, channel: str,
-                       leases: Sequence[tuple[int, int, int]]) -> None:
-        """Forget leases that ran out or were given back once nothing they cover is unsettled
-        (another sender finished it): they no longer put anything in doubt."""
-        done = [(lease_id,) for lease_id, first, last in leases if not db.execute(
-            f"SELECT 1 FROM deliveries WHERE update_id = ? AND channel = ? AND {UNFINISHED}"
-            f" AND {UNSETTLED} AND id BETWEEN ? AND ? LIMIT 1", (update_id, channel, first, last)).fetchall()]
+                       leases: Sequence[tuple[int, int, int]]) -> list[tuple[int, int]]:
+        """Of leases that ran out or were given back, forget those that cover nothing unsettled
+        any more (another sender finished it); the (first, last) of those still in doubt."""
+        doubt, done = [], []
+        for lease_id, first, last in leases:
+            unsettled = db.execute(
+                f"SELECT 1 FROM deliveries WHERE update_id = ? AND channel = ? AND {UNFINISHED}"
+                f" AND {UNSETTLED} AND id BETWEEN ? AND ? LIMIT 1",
+                (update_id, channel, first, last)).fetchall()
+            if unsettled:
+                doubt.append((first, last))
+            else:
+                done.append((lease_id,))
         db.executemany("DELETE FROM leases WHERE id = ?", done)
+        return doubt
 
     def _held(self, db: Any, owner: str, ids: Sequence[int]) -> list[tuple]:
         """`owner`'s leases (not settled) that cover any of `ids`: (id, update, channel, first,
