@@ -472,22 +472,31 @@ def test_a_file_of_bad_rows_names_the_first_thousand_and_counts_the_rest(
     assert "… and 15 more, not listed (fix these and import again to see them)" in text.output
 
 
-def test_naming_duplicates_holds_no_python_object_per_address(project: Project):
-    """The lines that name duplicates are kept in a temporary database, not a dict: what the
-    parser holds does not grow with the file (a dict grew about 100 bytes an address).
-
-    Measured in a process of its own, after a first small parse: tracemalloc counts every
-    thread's allocations (a thread an earlier test left behind once added 10 MB to the larger
-    file's window), and the first parse's one-time set-up (3.8 MB) used to fall in the smaller
-    file's window, where it hid a dict of every address (2.5 MB at 20,000)."""
-    script = """
+def _parse_peaks(project: Project, script: str) -> tuple[int, int]:
+    """What `script` prints (the parser's peak for 2,000 rows, then 20,000), measured in a
+    process of its own after a first small parse: tracemalloc counts every thread's allocations
+    (a thread an earlier test left behind once added 10 MB to the larger file's window), and the
+    first parse's one-time set-up (3.8 MB) would fall in the smaller file's window, where it hid
+    a dict of every address (2.5 MB at 20,000). `script` gets the settings file and a folder."""
+    head = """
 import sys, tracemalloc
 from pathlib import Path
 from broadcaster import subscribers
 from broadcaster.settings import load_settings
 
 settings = load_settings(Path(sys.argv[1]))
+"""
+    done = subprocess.run([sys.executable, "-c", head + script, str(project.config), str(project.root)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    small, large = map(int, done.stdout.split())
+    return small, large
 
+
+def test_naming_duplicates_holds_no_python_object_per_address(project: Project):
+    """The lines that name duplicates are kept in a temporary database, not a dict: what the
+    parser holds does not grow with the file (a dict grew about 100 bytes an address)."""
+    small, large = _parse_peaks(project, """
 def peak(rows):
     path = Path(sys.argv[2]) / f"list-{rows}.csv"
     path.write_text("".join(f"user{n}@example.com\\n" for n in range(rows)) + "user7@example.com\\n",
@@ -504,39 +513,31 @@ def peak(rows):
 
 peak(10)  # what the first parse sets up once (the address checker's tables) is not the file's
 print(peak(2_000), peak(20_000))
-"""
-    done = subprocess.run([sys.executable, "-c", script, str(project.config), str(project.root)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    small, large = map(int, done.stdout.split())
+""")
     assert large - small < 500_000, f"{small:,} bytes for 2,000 addresses, {large:,} for 20,000"
 
 
 def test_a_file_of_bad_rows_is_read_in_batches_too(project: Project):
     """Refused rows leave the parser a batch at a time, like good ones: a file in the wrong
-    format (every row refused) does not pile up a message per row before the import sees it."""
-    import tracemalloc
+    format (every row refused) does not pile up a message per row before the import sees it.
+    Measured apart (`_parse_peaks`): run in the test's process, a thread left by an earlier
+    test once put 10 MB into the larger file's window."""
+    small, large = _parse_peaks(project, """
+def peak(rows):
+    path = Path(sys.argv[2]) / f"bad-{rows}.csv"
+    path.write_text("".join(f"not-an-address-{n}\\n" for n in range(rows)), encoding="utf-8")
+    refused = 0
+    tracemalloc.start()
+    for good, problems in subscribers.parse_csv(path, settings, batch=500):
+        refused += len(problems) + len(good)
+    most = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert refused == rows, refused
+    return most
 
-    from broadcaster import subscribers
-    from broadcaster.settings import load_settings
-
-    settings = load_settings(project.config)
-
-    def peak(rows: int) -> int:
-        path = project.root / f"bad-{rows}.csv"
-        path.write_text("".join(f"not-an-address-{n}\n" for n in range(rows)), encoding="utf-8")
-        refused = 0
-        tracemalloc.start()
-        try:
-            for good, problems in subscribers.parse_csv(path, settings, batch=500):
-                refused += len(problems) + len(good)
-            most = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        assert refused == rows
-        return most
-
-    small, large = peak(2_000), peak(20_000)
+peak(10)
+print(peak(2_000), peak(20_000))
+""")
     assert large - small < 500_000, f"{small:,} bytes for 2,000 bad rows, {large:,} for 20,000"
 
 
