@@ -1,7 +1,8 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps what it receives, and can misbehave.
 
 The drill sends its subscribers' emails here; the tests use it to refuse a recipient, to
-answer a 4xx, or to drop the connection before or after taking a message. It offers
+answer a 4xx, to drop the connection before or after taking a message, or to take only so many
+connections at once. It offers
 PIPELINING (RFC 2920) as Postfix does, unless told not to: aiosmtpd reads commands in order
 from the stream, so a pipelining client's batches are answered as a real relay answers them.
 """
@@ -45,16 +46,46 @@ class SmtpStandIn:
         self.ehlo_delay = 0.0
         self.most_greeting_at_once = 0
         self._greeting_now = 0
+        #: Connections taken at once; past it, a new one gets 421 instead of the greeting, as a
+        #: relay at its limit answers (Postfix's `smtpd_client_connection_count_limit`).
+        self.max_connections: int | None = None
+        #: How many connections were turned away so.
+        self.refused_connections = 0
+        self._open = 0
         self.lock = threading.Lock()
         self.port = 0
         self._controller: Any = None
 
     def start(self, **controller_options: Any) -> SmtpStandIn:
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import SMTP
+
+        stand_in = self
+
+        class Counted(SMTP):
+            def connection_lost(self, error: Exception | None) -> None:
+                with stand_in.lock:
+                    stand_in._open -= 1
+                super().connection_lost(error)
+
+        class Limited(Controller):
+            def factory(self) -> asyncio.Protocol:
+                with stand_in.lock:
+                    if stand_in.max_connections is not None and stand_in._open >= stand_in.max_connections:
+                        stand_in.refused_connections += 1
+                        return _AtItsLimit()
+                    stand_in._open += 1
+                return Counted(self.handler, **self.SMTP_kwargs)
 
         self.port = _free_port()  # aiosmtpd cannot be given port 0
-        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, **controller_options)
+        self._controller = Limited(self, hostname="127.0.0.1", port=self.port, **controller_options)
         self._controller.start()
+        # start() opened a connection of its own to check the server answers: wait until it is gone.
+        for _ in range(200):
+            with self.lock:
+                if self._open == 0:
+                    break
+            threading.Event().wait(0.005)
         return self
 
     def stop(self) -> None:
@@ -117,6 +148,15 @@ class SmtpStandIn:
                 server.transport.close()
                 return "421 closing"
         return "250 Message accepted"
+
+
+class _AtItsLimit(asyncio.Protocol):
+    """A connection past the limit: 421 where the greeting would be, then the line is closed."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(b"421 4.7.0 Too many concurrent SMTP connections from this IP\r\n")
+        transport.close()
 
 
 def _free_port() -> int:
