@@ -73,7 +73,7 @@ def send(s: Settings, request: Request, *, dry_run: bool = False, confirm: Confi
                            preview=checked, warnings=checked.warnings, revised=revised)
         listed = ledger.record(upd, new_deliveries(checked), selections(checked))
         dispatcher(s, ledger).run(*_work(s, ledger, checked, chans, upd, totals=listed))
-        return _outcome(s, ledger, request.incident_id, [upd.id], checked.warnings)
+        return _outcome(s, ledger, request.incident_id, [upd.id], [*checked.warnings, *_said(chans)])
 
 
 def publish(s: Settings, incident_id: str, *, channels: Sequence[str] | None = None,
@@ -101,7 +101,7 @@ def publish(s: Settings, incident_id: str, *, channels: Sequence[str] | None = N
             lists += more_lists
         dispatcher(s, ledger).run(jobs, lists)
         outcome = _outcome(s, ledger, incident_id, [u.id for u in published],
-                           [w for p in previews for w in p.warnings])
+                           [*(w for p in previews for w in p.warnings), *_said(chans)])
         labels = [(u.id, f"#{u.seq} {u.kind.value} · {u.status.value}") for u in published]
         return replace(outcome, published=labels)
 
@@ -227,8 +227,9 @@ def _retry_incident(s: Settings, ledger: Ledger, incident_id: str) -> Outcome:
                 f"incident {incident_id} has unfinished deliveries for {', '.join(gone)}, "
                 "which is not enabled any more; enable it again to finish them"
             )
-        resume(s, ledger, incident, posts, lists, open_channels(s), dispatcher(s, ledger, retrying=True))
-        return _outcome(s, ledger, incident_id, updates, [], only_ids={d.id for d in posts})
+        chans = open_channels(s)
+        resume(s, ledger, incident, posts, lists, chans, dispatcher(s, ledger, retrying=True))
+        return _outcome(s, ledger, incident_id, updates, _said(chans), only_ids={d.id for d in posts})
 
 
 def resume(s: Settings, ledger: Ledger, incident: Incident, posts: Sequence[Delivery],
@@ -338,6 +339,11 @@ def _outcome(s: Settings, ledger: Ledger, incident_id: str, update_ids: Sequence
     lists = [summary for u in update_ids for summary in mailing_summaries(ledger, update_id=u, lists=names)]
     return Outcome(incident_id, update_ids[-1], s.statement_url(incident_id),
                    [DeliveryOutcome.of(d) for d in posts], warnings=list(warnings), lists=lists)
+
+
+def _said(chans: Mapping[str, Channel]) -> list[str]:
+    """What the channels learned while sending that the person should hear of (`Channel.said`)."""
+    return [f"{name}: {line}" for name, channel in chans.items() for line in channel.said()]
 
 
 def dispatcher(s: Settings, ledger: Ledger, *, retrying: bool = False) -> Dispatcher:

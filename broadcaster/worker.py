@@ -109,6 +109,8 @@ class Worker:
         with self.fan_out.leases():
             handled = self.fan_out.fan_out(channel, group.incident_id, group.update_id, group.seq, posts,
                                            total=group.free + group.leased, wait_for_others=False)
+        for line in channel.said():
+            self.say(f"{group.channel}: {line}")
         if handled:
             self.say(f"update {group.update_id} ({group.channel}): {handled} recipients")
             self.report.deliveries += handled

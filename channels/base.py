@@ -166,6 +166,11 @@ class Channel(ABC):
         self.settings = settings
         self.context = context
 
+    def said(self) -> list[str]:
+        """What the person should hear of that no result says (the email channel: a server
+        that took fewer connections than asked for), since the last call; nothing by default."""
+        return []
+
     def compose(self, page: Page) -> Post:
         """Turn the rendered template for this update into the post (or posts) to send."""
         return self.fitted(page, tidy(page.render(page.kind, marked=True)))

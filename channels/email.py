@@ -27,7 +27,7 @@ import smtplib
 import ssl
 import textwrap
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from email import policy as email_policy
@@ -152,6 +152,11 @@ class EmailChannel(AudienceChannel, StaffNotices):
         #: Each post's prepared message, built once per fan-out rather than once per batch (the
         #: email library's header parsing took a tenth of a fan-out's Python time, batch by batch).
         self._prepared: dict[tuple[str, str, str | None, str, str | None], PreparedMessage] = {}
+        #: Connections the server took when asked for more (it refused the others, e.g. 421
+        #: "too many connections"): asked for no more until the fan-out ends.
+        self._taken = settings.connections
+        #: What the person should hear of after the run (`AudienceChannel.said`).
+        self._said: list[str] = []
 
     def compose(self, page: Page) -> Post:
         extra = {"unsubscribe_url": self.unsubscribe_url(TOKEN),
@@ -196,15 +201,13 @@ class EmailChannel(AudienceChannel, StaffNotices):
             data, receipts[r.delivery_id] = message.personal(r)
             return data
 
-        def lane(share: _Share, position: int) -> Lane | None:
-            """A connection (kept or new) for `share` from `position`; None if there is none
-            (the rest of the share is reported with why)."""
+        def lane(share: _Share, position: int, opened: _Opened | None = None) -> Lane | None:
+            """A connection for `share` from `position` (`opened`, else one kept or new); None
+            if there is none (the rest of the share is reported with why)."""
             try:
-                connection, share.reused = self._open()
+                connection, share.reused = opened or self._open()
             except smtplib.SMTPAuthenticationError as exc:
-                share.give_up(position, PermanentDeliveryError(
-                    f"the SMTP server refused the login ({exc.smtp_code}): check "
-                    "BROADCASTER_SMTP_USERNAME and BROADCASTER_SMTP_PASSWORD"))
+                share.give_up(position, _login_refused(exc))
                 return None
             except _Unusable as exc:
                 share.give_up(position, exc.error)
@@ -240,9 +243,15 @@ class EmailChannel(AudienceChannel, StaffNotices):
                 return None
             return lane(share, why.resume_at)
 
-        count = min(self.settings.connections, len(recipients))
-        lanes = self._opened(lane, [_Share(recipients[i::count], report) for i in range(count)],
-                             shares)
+        asked = min(self._taken, len(recipients))
+        opened, refusals = self._open_many(asked)
+        if not opened:  # none at all: everyone is told why (a transient reason: another round)
+            report([(r, refusals[0]) for r in recipients])
+            return
+        if refusals:  # a server at its limit: the list goes over those it took
+            self._took_fewer(len(opened), asked, refusals[0])
+        count = len(opened)
+        lanes = [lane(_Share(recipients[i::count], report), 0, opened[i]) for i in range(count)]
         try:
             converse([x for x in lanes if x is not None], record, timeout=self.context.timeout, lost=lost,
                      gather=defaults.GROUP_COMMIT_GATHER)
@@ -256,23 +265,56 @@ class EmailChannel(AudienceChannel, StaffNotices):
             else:
                 self._keep(x.connection)
 
-    def _opened(self, lane: Callable[[_Share, int], Lane | None], wanted: list[_Share],
-                shares: dict[Lane, _Share]) -> list[Lane | None]:
-        """Each share's lane, the connections not kept from an earlier batch opened at once: each
-        costs several round trips (the greeting, EHLO, STARTTLS and TLS's handshake, EHLO again,
-        AUTH), so opened one after another, 16 connections to a relay 20 ms away took seconds
-        before the first message went."""
+    def _open_many(self, count: int) -> tuple[list[_Opened], list[DeliveryError]]:
+        """`count` connections: those kept from an earlier batch (True), the others opened at
+        once (False); and why each that could not be opened was not.
+
+        Opened together because each costs several round trips (the greeting, EHLO, STARTTLS
+        and TLS's handshake, EHLO again, AUTH): one after another, 16 connections to a relay
+        20 ms away took seconds before the first message went. A bug while opening closes
+        whatever did open, so a relay that limits how many one client holds is not left full."""
         with self._kept_lock:
-            kept = len(self._kept)
-        if kept >= len(wanted) - 1:
-            return [lane(share, 0) for share in wanted]
+            kept, self._kept = self._kept[:count], self._kept[count:]
+        ready = [(c, True) for c in kept if c.sock is not None]  # one closed meanwhile: a new one
+        made: list[smtplib.SMTP] = []
+        refusals: list[DeliveryError] = []
+
+        def attempt(_: int) -> None:
+            try:
+                made.append(self._connect())
+            except smtplib.SMTPAuthenticationError as exc:
+                refusals.append(_login_refused(exc))
+            except _Unusable as exc:
+                refusals.append(exc.error)
+
+        missing = count - len(ready)
         try:
-            with ThreadPoolExecutor(max_workers=len(wanted), thread_name_prefix="smtp-open") as pool:
-                return list(pool.map(lambda share: lane(share, 0), wanted))
-        except BaseException:  # a bug while opening: close what did open
-            for opened in shares:
-                _close(opened.connection)
+            if missing <= 1:
+                for n in range(missing):
+                    attempt(n)
+            else:
+                with ThreadPoolExecutor(max_workers=missing, thread_name_prefix="smtp-open") as pool:
+                    list(pool.map(attempt, range(missing)))
+        except BaseException:
+            for connection in [*made, *(c for c, _ in ready)]:
+                _close(connection)
             raise
+        return [*ready, *((c, False) for c in made)], refusals
+
+    def _took_fewer(self, took: int, asked: int, why: DeliveryError) -> None:
+        """The server took `took` of the `asked` connections: ask for no more than it took until
+        the fan-out ends (Postfix lowers its concurrency to a destination the same way), and say
+        so, with what to set."""
+        self._taken = took
+        self._said.append(
+            f"only {took} of the {asked} SMTP connections asked for were opened; the others: {why}. "
+            f"The list went over {took}: set [channels.email] connections = {took} if that is the "
+            "relay's limit"
+        )
+
+    def said(self) -> list[str]:
+        said, self._said = self._said, []
+        return said
 
     @staticmethod
     def _outcome(recipient: Recipient, refusal: Refusal | None,
@@ -327,6 +369,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
 
     def batches_done(self) -> None:
         self._prepared.clear()
+        self._taken = self.settings.connections  # a long-running worker asks again next time
         with self._kept_lock:
             kept, self._kept = self._kept, []
         for connection in kept:
@@ -356,9 +399,14 @@ class EmailChannel(AudienceChannel, StaffNotices):
         except ssl.SSLError as exc:
             error = PermanentDeliveryError(f"TLS with {s.host}:{s.port} failed: {exc.reason}")
             raise _Unusable(error) from None
-        except (OSError, smtplib.SMTPConnectError, smtplib.SMTPServerDisconnected) as exc:
-            if isinstance(exc, smtplib.SMTPAuthenticationError):
-                raise
+        except smtplib.SMTPAuthenticationError:
+            raise
+        except (smtplib.SMTPConnectError, smtplib.SMTPHeloError) as exc:
+            # An answer rather than silence: 421 where the greeting goes (a relay at its limit
+            # of connections), a refused EHLO. 4xx is tried again, 5xx is not.
+            error = _smtp_error(exc.smtp_code, exc.smtp_error, "turned the connection away")
+            raise _Unusable(error) from None
+        except (OSError, smtplib.SMTPServerDisconnected) as exc:
             raise _Unusable(TransientDeliveryError(
                 f"cannot reach the SMTP server {s.host}:{s.port}: {_describe(exc)}")) from None
 
@@ -367,6 +415,8 @@ class EmailChannel(AudienceChannel, StaffNotices):
         return ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
 
 
+#: A connection ready to send, and whether it was kept from an earlier batch.
+_Opened = tuple[smtplib.SMTP, bool]
 #: The placeholders of the personal parts, in the order `PreparedMessage.personal` gives their values.
 _PERSONAL = (TO.encode(), MESSAGE_ID.encode(), THREAD_HEADERS, TOKEN.encode())
 #: The personal parts of a prepared message, found in one pass.
@@ -479,6 +529,15 @@ def _smtp_error(code: int, said: bytes | str, what: str) -> PermanentDeliveryErr
     text = said.decode(errors="replace") if isinstance(said, bytes) else str(said)
     message = f"the SMTP server {what}: {code} {text}"
     return PermanentDeliveryError(message) if 500 <= code < 600 else TransientDeliveryError(message)
+
+
+def _login_refused(exc: smtplib.SMTPAuthenticationError) -> DeliveryError:
+    """A refused login is the person's to fix (5xx), unless the server says to come back later
+    (454 "too many login attempts", a 4xx): that is tried again, not failed."""
+    if 400 <= exc.smtp_code < 500:
+        return _smtp_error(exc.smtp_code, exc.smtp_error, "put off the login")
+    return PermanentDeliveryError(f"the SMTP server refused the login ({exc.smtp_code}): check "
+                                  "BROADCASTER_SMTP_USERNAME and BROADCASTER_SMTP_PASSWORD")
 
 
 def _describe(exc: BaseException) -> str:

@@ -588,6 +588,69 @@ def test_connections_are_opened_at_once_not_one_after_another(mailing: Project, 
     assert inbox.most_greeting_at_once >= 2, "opened one after another, one EHLO at a time"
 
 
+def test_a_relay_that_takes_fewer_connections_gets_the_whole_list_over_those_it_took(mailing: Project,
+                                                                                    inbox: Inbox):
+    """A relay at its limit of connections from one client answers 421 where its greeting goes
+    (Postfix's smtpd_client_connection_count_limit). The shares of the refused connections
+    used to wait a backoff for another round, and every batch asked the relay for five again
+    (twelve connections refused for eighteen messages here). Now the list goes over the
+    connections the relay took, the rest of the run asks for no more than that, and the person
+    is told what to set."""
+    inbox.max_connections = 2
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=5) + "[worker]\nbatch = 6\n")
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(18)))
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 0, outcome
+    assert outcome["recipients"]["email"] == {"sent": 18}
+    addresses = sorted(a for m in inbox.messages for a in m.envelope_to)
+    assert addresses == sorted(f"user{n}@example.com" for n in range(18)), "each once"
+    assert inbox.refused_connections == 3, "only the first batch asked for five"
+    assert inbox.greetings == 2, "the two it took, kept for the later batches"
+    (said,) = [w for w in outcome["warnings"] if w.startswith("email: ")]
+    assert "only 2 of the 5 SMTP connections asked for were opened" in said
+    assert "turned the connection away: 421" in said and "connections = 2" in said
+
+
+def test_a_relay_that_takes_no_connection_leaves_the_list_for_retry(mailing: Project, inbox: Inbox):
+    """No connection at all: every recipient is tried again in later rounds, then left failed
+    with the relay's own words, and `retry` sends them once it takes connections again."""
+    inbox.max_connections = 0
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2))
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(3)))
+    outcome = announce(mailing)
+    assert outcome["exit_code"] != 0 and outcome["recipients"]["email"] == {"failed": 3}
+    failed = mailing.rows("SELECT error FROM deliveries WHERE channel = 'email'")
+    assert all("turned the connection away: 421" in e for (e,) in failed), failed
+    inbox.max_connections = None
+    assert mailing.cli("retry", "--json").exit_code == 0
+    sent = sorted(a for m in inbox.messages for a in m.envelope_to)
+    assert sent == [f"user{n}@example.com" for n in range(3)]
+
+
+def test_a_login_put_off_is_tried_again_not_failed(project: Project, monkeypatch: pytest.MonkeyPatch):
+    """454 to AUTH ("too many login attempts, try later") is the server's to end, not a wrong
+    password: the recipients go round again rather than failing at once."""
+    from aiosmtpd.smtp import AuthResult
+
+    sessions: list[object] = []
+
+    def check(server, session, envelope, mechanism, auth_data):
+        if session not in sessions:
+            sessions.append(session)
+        if session is sessions[0]:  # every mechanism smtplib tries on the first connection
+            return AuthResult(success=False, handled=False, message="454 4.7.0 Too many login attempts")
+        return AuthResult(success=True, handled=False)
+
+    with Inbox().start(authenticator=check, auth_require_tls=False) as box:
+        project.write(EMAIL_SECTION.format(port=box.port, connections=1))
+        subscribe(project, "email\nana@example.com\n")
+        monkeypatch.setenv("BROADCASTER_SMTP_USERNAME", "status")
+        monkeypatch.setenv("BROADCASTER_SMTP_PASSWORD", "pw-123")
+        outcome = announce(project)
+        assert outcome["exit_code"] == 0 and outcome["recipients"]["email"] == {"sent": 1}, outcome
+        assert len(sessions) == 2 and len(box.messages) == 1
+
+
 def test_a_bug_while_opening_connections_closes_those_that_did_open(mailing: Project, inbox: Inbox,
                                                                     monkeypatch: pytest.MonkeyPatch):
     """The connections are opened together; if one of them fails in a way nobody foresaw (a

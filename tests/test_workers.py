@@ -147,6 +147,22 @@ def test_a_command_killed_mid_fan_out_is_finished_by_a_worker_when_its_lease_run
     assert {d["status"] for u in shown["updates"] for d in u["deliveries"]} == {"sent"}
 
 
+def test_a_worker_given_fewer_connections_than_it_asks_for_sends_over_those_and_says_so(crew: Project):
+    """A worker is as `announce` against a relay at its limit of connections: the list goes over
+    those the relay took, and its log says what to set (it has no report at the end to say it)."""
+    settle(crew, lease=2, connections=1)
+    cut = kill_mid_fan_out(crew, 30)
+    crew.inbox.max_connections = 1  # type: ignore[attr-defined]
+    settle(crew, lease=2, connections=3)
+    worker = start(crew, "worker", "--once", "--json")
+    out, err = worker.communicate(timeout=120)
+    assert worker.returncode == 0, err
+    assert json.loads(out)["deliveries"] >= len(ADDRESSES) - cut
+    assert sorted(set(a for m in crew.inbox.messages for a in m.envelope_to)) == ADDRESSES  # type: ignore[attr-defined]
+    assert "email: only 1 of the 3 SMTP connections asked for were opened" in err, err
+    assert "connections = 1" in err
+
+
 def test_a_follow_up_a_worker_finishes_is_threaded_under_each_subscribers_first_email(crew: Project):
     """The worker sends a later update's emails as the command does: each in reply to that
     subscriber's first email of the incident (the worker knows the incident from the ledger)."""
