@@ -90,8 +90,9 @@ class EmailSettings(ChannelSettings):
     sender: str = "Status <status@example.com>"
     #: CSV (email,locale,components,regions) that `broadcaster subscribers import` reads by default.
     subscribers: Path = Field(Path("subscribers.csv"), validate_default=True)
-    #: SMTP connections sending in parallel.
-    connections: int = Field(4, ge=1, le=64)
+    #: SMTP connections sending in parallel: as many as Postfix opens to one destination (its
+    #: default_destination_concurrency_limit is 20); fewer are used if the relay takes fewer.
+    connections: int = Field(16, ge=1, le=64)
     #: The one-click unsubscribe URL; {token} is the subscriber's. Default:
     #: {site.base_url}/unsubscribe/{token} (served by `broadcaster serve`).
     unsubscribe_url: str | None = None
