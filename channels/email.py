@@ -156,7 +156,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
         #: Connections the server took when asked for more (it refused the others, e.g. 421
         #: "too many connections"): asked for no more until the fan-out ends.
         self._taken = settings.connections
-        #: What the person should hear of after the run (`AudienceChannel.said`).
+        #: What the person should hear of after the fan-out (`Channel.said`).
         self._said: list[str] = []
 
     def compose(self, page: Page) -> Post:
@@ -244,6 +244,8 @@ class EmailChannel(AudienceChannel, StaffNotices):
                 return None
             return lane(share, why.resume_at)
 
+        if not recipients:  # every one of a batch left the list: nobody to open a connection for
+            return
         asked = min(self._taken, len(recipients))
         opened, refusals = self._open_many(asked)
         if not opened:  # none at all: everyone is told why (a transient reason: another round)

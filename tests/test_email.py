@@ -684,6 +684,22 @@ def test_a_bug_while_opening_connections_closes_those_that_did_open(mailing: Pro
     assert inbox.messages == [] and channel._kept == []
 
 
+def test_a_batch_with_nobody_left_opens_no_connection(mailing: Project, inbox: Inbox):
+    """A batch whose recipients all left the list since it was recorded reaches the channel
+    empty: nothing to send, no connection opened, nothing reported."""
+    from broadcaster.channels.base import Post
+    from broadcaster.preflight import open_channels
+    from broadcaster.settings import load_settings
+
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2))
+    channel = open_channels(load_settings(mailing.config))["email"]
+    post = Post("Body https://status.example.com/incidents/x/\n", subject="Subject", html="<p>Body</p>",
+                update_id="u1", locale="en")
+    reported: list[object] = []
+    channel.send_batch(post, [], reported.extend)
+    assert reported == [] and inbox.greetings == 0 and channel._kept == []
+
+
 def test_a_kept_connection_that_died_is_replaced(mailing: Project, inbox: Inbox):
     from broadcaster.channels.base import Post, Recipient
     from broadcaster.preflight import open_channels
