@@ -10,10 +10,15 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import pytest
 from conftest import EMAIL_SECTION, Inbox, Project
+
+if TYPE_CHECKING:
+    from broadcaster.channels.base import Post
 
 SUBSCRIBERS = """email,locale,components,regions
 ana@example.com,es,,
@@ -278,6 +283,19 @@ def test_a_larger_list_over_parallel_connections_is_delivered_once_each(project:
     assert len({m["Message-ID"] for m in inbox.messages}) == 400
 
 
+@contextmanager
+def logging_in(project: Project, monkeypatch: pytest.MonkeyPatch, check: Callable[..., object],
+               password: str) -> Iterator[Inbox]:
+    """A server that asks for a login (`check` judges it), ana subscribed, and the login in the
+    environment as user `status` with `password`."""
+    with Inbox().start(authenticator=check, auth_require_tls=False) as box:
+        project.write(EMAIL_SECTION.format(port=box.port, connections=1))
+        subscribe(project, "email\nana@example.com\n")
+        monkeypatch.setenv("BROADCASTER_SMTP_USERNAME", "status")
+        monkeypatch.setenv("BROADCASTER_SMTP_PASSWORD", password)
+        yield box
+
+
 def test_smtp_login_uses_the_environment_and_a_refusal_names_the_variables(project: Project, monkeypatch):
     from aiosmtpd.smtp import AuthResult
 
@@ -285,11 +303,7 @@ def test_smtp_login_uses_the_environment_and_a_refusal_names_the_variables(proje
         ok = auth_data.login == b"status" and auth_data.password == b"s3cret-pw"
         return AuthResult(success=ok, handled=False)
 
-    with Inbox().start(authenticator=check, auth_require_tls=False) as box:
-        project.write(EMAIL_SECTION.format(port=box.port, connections=1))
-        subscribe(project, "email\nana@example.com\n")
-        monkeypatch.setenv("BROADCASTER_SMTP_USERNAME", "status")
-        monkeypatch.setenv("BROADCASTER_SMTP_PASSWORD", "wrong-pw-123")
+    with logging_in(project, monkeypatch, check, "wrong-pw-123") as box:
         outcome = announce(project)
         error = next(d["error"] for d in outcome["deliveries"] if d["channel"] == "email")
         assert "BROADCASTER_SMTP_PASSWORD" in error and "wrong-pw-123" not in json.dumps(outcome)
@@ -641,14 +655,18 @@ def test_a_login_put_off_is_tried_again_not_failed(project: Project, monkeypatch
             return AuthResult(success=False, handled=False, message="454 4.7.0 Too many login attempts")
         return AuthResult(success=True, handled=False)
 
-    with Inbox().start(authenticator=check, auth_require_tls=False) as box:
-        project.write(EMAIL_SECTION.format(port=box.port, connections=1))
-        subscribe(project, "email\nana@example.com\n")
-        monkeypatch.setenv("BROADCASTER_SMTP_USERNAME", "status")
-        monkeypatch.setenv("BROADCASTER_SMTP_PASSWORD", "pw-123")
+    with logging_in(project, monkeypatch, check, "pw-123") as box:
         outcome = announce(project)
         assert outcome["exit_code"] == 0 and outcome["recipients"]["email"] == {"sent": 1}, outcome
         assert len(sessions) == 2 and len(box.messages) == 1
+
+
+def a_post() -> Post:
+    """A post for the channel's own tests, which call `send_batch` without the core."""
+    from broadcaster.channels.base import Post
+
+    return Post("Body https://status.example.com/incidents/x/\n", subject="Subject", html="<p>Body</p>",
+                update_id="u1", locale="en")
 
 
 def test_a_bug_while_opening_connections_closes_those_that_did_open(mailing: Project, inbox: Inbox,
@@ -656,7 +674,7 @@ def test_a_bug_while_opening_connections_closes_those_that_did_open(mailing: Pro
     """The connections are opened together; if one of them fails in a way nobody foresaw (a
     bug, not a refused login), the error reaches the core and the others are closed, not left
     open to a relay that limits how many one client may hold."""
-    from broadcaster.channels.base import Post, Recipient
+    from broadcaster.channels.base import Recipient
     from broadcaster.channels.email import EmailChannel
     from broadcaster.preflight import open_channels
     from broadcaster.settings import load_settings
@@ -675,8 +693,7 @@ def test_a_bug_while_opening_connections_closes_those_that_did_open(mailing: Pro
         return connection
 
     monkeypatch.setattr(EmailChannel, "_connect", flaky)
-    post = Post("Body https://status.example.com/incidents/x/\n", subject="Subject", html="<p>Body</p>",
-                update_id="u1", locale="en")
+    post = a_post()
     recipients = [Recipient(n, f"p{n}@example.com", f"t{n}", None, False) for n in range(3)]
     with pytest.raises(RuntimeError, match="a bug"):
         channel.send_batch(post, recipients, lambda settled: None)
@@ -687,28 +704,25 @@ def test_a_bug_while_opening_connections_closes_those_that_did_open(mailing: Pro
 def test_a_batch_with_nobody_left_opens_no_connection(mailing: Project, inbox: Inbox):
     """A batch whose recipients all left the list since it was recorded reaches the channel
     empty: nothing to send, no connection opened, nothing reported."""
-    from broadcaster.channels.base import Post
     from broadcaster.preflight import open_channels
     from broadcaster.settings import load_settings
 
     mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2))
     channel = open_channels(load_settings(mailing.config))["email"]
-    post = Post("Body https://status.example.com/incidents/x/\n", subject="Subject", html="<p>Body</p>",
-                update_id="u1", locale="en")
+    post = a_post()
     reported: list[object] = []
     channel.send_batch(post, [], reported.extend)
     assert reported == [] and inbox.greetings == 0 and channel._kept == []
 
 
 def test_a_kept_connection_that_died_is_replaced(mailing: Project, inbox: Inbox):
-    from broadcaster.channels.base import Post, Recipient
+    from broadcaster.channels.base import Recipient
     from broadcaster.preflight import open_channels
     from broadcaster.settings import load_settings
 
     mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=1))
     channel = open_channels(load_settings(mailing.config))["email"]
-    post = Post("Body https://status.example.com/incidents/x/\n", subject="Subject", html="<p>Body</p>",
-                update_id="u1", locale="en")
+    post = a_post()
     results: list[object] = []
 
     def report(settled):

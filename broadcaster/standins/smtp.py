@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import EmailMessage
@@ -85,7 +86,7 @@ class SmtpStandIn:
             with self.lock:
                 if self._open == 0:
                     break
-            threading.Event().wait(0.005)
+            time.sleep(0.005)
         return self
 
     def stop(self) -> None:
