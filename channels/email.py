@@ -153,11 +153,14 @@ class EmailChannel(AudienceChannel, StaffNotices):
         #: Each post's prepared message, built once per fan-out rather than once per batch (the
         #: email library's header parsing took a tenth of a fan-out's Python time, batch by batch).
         self._prepared: dict[tuple[str, str, str | None, str, str | None], PreparedMessage] = {}
-        #: Connections the server took when asked for more (it refused the others, e.g. 421
-        #: "too many connections"): asked for no more until the fan-out ends.
+        #: How many connections the next batch asks for. Lowered to what the server took when
+        #: it refused some (e.g. 421 "too many connections"), then raised again batch by batch
+        #: (`_ask_for_more`), so a refusal that passes does not slow the rest of a long list.
         self._taken = settings.connections
-        #: What the person should hear of after the fan-out (`Channel.said`).
-        self._said: list[str] = []
+        self._step = 1
+        #: The fewest connections a server took in this fan-out, out of how many, and why it
+        #: refused the others: what the person hears of afterwards (`said`).
+        self._fewest: tuple[int, int, DeliveryError] | None = None
 
     def compose(self, page: Page) -> Post:
         extra = {"unsubscribe_url": self.unsubscribe_url(TOKEN),
@@ -253,6 +256,8 @@ class EmailChannel(AudienceChannel, StaffNotices):
             return
         if refusals:  # a server at its limit: the list goes over those it took
             self._took_fewer(len(opened), asked, refusals[0])
+        elif asked == self._taken < self.settings.connections:  # every one it asked for
+            self._ask_for_more()
         count = len(opened)
         lanes = [lane(_Share(recipients[i::count], report), 0, opened[i]) for i in range(count)]
         try:
@@ -305,19 +310,30 @@ class EmailChannel(AudienceChannel, StaffNotices):
         return [*ready, *((c, False) for c in made)], refusals
 
     def _took_fewer(self, took: int, asked: int, why: DeliveryError) -> None:
-        """The server took `took` of the `asked` connections: ask for no more than it took until
-        the fan-out ends (Postfix lowers its concurrency to a destination the same way), and say
-        so, with what to set."""
-        self._taken = took
-        self._said.append(
-            f"only {took} of the {asked} SMTP connections asked for were opened; the others: {why}. "
-            f"The list went over {took}: set [channels.email] connections = {took} if that is the "
-            "relay's limit"
-        )
+        """The server took `took` of the `asked` connections: the next batch asks for as many,
+        and each batch that gets all it asks for asks for more (Postfix lowers its concurrency
+        to a destination the same way, and raises it again as deliveries succeed). At a relay's
+        hard limit that costs one refused connection every other batch; after a refusal that
+        passed (a relay restarting) the list is soon back on all of them rather than going on
+        over the few that opened."""
+        self._taken, self._step = took, 1
+        if self._fewest is None or took < self._fewest[0]:
+            self._fewest = (took, asked, why)
+
+    def _ask_for_more(self) -> None:
+        """Every connection asked for opened: ask for more next batch, one, then two, four and
+        so on more (back to 16 from 1 in four batches), up to `connections`."""
+        self._taken = min(self.settings.connections, self._taken + self._step)
+        self._step *= 2
 
     def said(self) -> list[str]:
-        said, self._said = self._said, []
-        return said
+        """Once a fan-out, however many batches were refused: the fewest taken and what to set."""
+        if self._fewest is None:
+            return []
+        (took, asked, why), self._fewest = self._fewest, None
+        return [f"only {took} of the {asked} SMTP connections asked for were opened; the others: {why}. "
+                f"The list went over those it took, asking for more again each batch: set "
+                f"[channels.email] connections = {took} if that is the relay's limit"]
 
     @staticmethod
     def _outcome(recipient: Recipient, refusal: Refusal | None,
@@ -372,7 +388,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
 
     def batches_done(self) -> None:
         self._prepared.clear()
-        self._taken = self.settings.connections  # a long-running worker asks again next time
+        self._taken, self._step = self.settings.connections, 1  # a worker asks for all next time
         with self._kept_lock:
             kept, self._kept = self._kept, []
         for connection in kept:

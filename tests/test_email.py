@@ -608,8 +608,8 @@ def test_a_relay_that_takes_fewer_connections_gets_the_whole_list_over_those_it_
     (Postfix's smtpd_client_connection_count_limit). The shares of the refused connections
     used to wait a backoff for another round, and every batch asked the relay for five again
     (twelve connections refused for eighteen messages here). Now the list goes over the
-    connections the relay took, the rest of the run asks for no more than that, and the person
-    is told what to set."""
+    connections the relay took, a batch after one that opened all it asked for asks for one
+    more, and the person is told once what to set."""
     inbox.max_connections = 2
     mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=5) + "[worker]\nbatch = 6\n")
     subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(18)))
@@ -618,11 +618,64 @@ def test_a_relay_that_takes_fewer_connections_gets_the_whole_list_over_those_it_
     assert outcome["recipients"]["email"] == {"sent": 18}
     addresses = sorted(a for m in inbox.messages for a in m.envelope_to)
     assert addresses == sorted(f"user{n}@example.com" for n in range(18)), "each once"
-    assert inbox.refused_connections == 3, "only the first batch asked for five"
+    assert inbox.refused_connections == 4, "five, then two (both taken), then three"
     assert inbox.greetings == 2, "the two it took, kept for the later batches"
     (said,) = [w for w in outcome["warnings"] if w.startswith("email: ")]
     assert "only 2 of the 5 SMTP connections asked for were opened" in said
     assert "turned the connection away: 421" in said and "connections = 2" in said
+
+
+def test_connections_refused_for_a_moment_are_asked_for_again_batch_by_batch(mailing: Project, inbox: Inbox):
+    """A relay that refused most connections for a moment (restarting, a burst from another
+    client) used to leave the rest of the fan-out, a million recipients perhaps, on the few
+    that opened. Each batch that opens every connection it asks for now asks for more the
+    next time (one, then two, four... more), up to `connections`; the warning is said once."""
+    from broadcaster.channels.base import Recipient
+    from broadcaster.preflight import open_channels
+    from broadcaster.settings import load_settings
+
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=4))
+    channel = open_channels(load_settings(mailing.config))["email"]
+    post = a_post()
+    results: list[object] = []
+
+    def batch(first: int) -> list[Recipient]:
+        return [Recipient(n, f"p{n}@example.com", f"t{n}", None, False) for n in range(first, first + 8)]
+
+    def send(first: int) -> int:
+        channel.send_batch(post, batch(first), lambda settled: results.extend(r for _, r in settled))
+        return len(channel._kept)
+
+    inbox.max_connections = 1
+    assert send(0) == 1 and inbox.refused_connections == 3
+    inbox.max_connections = None  # the relay takes them all again
+    assert [send(8), send(16), send(24)] == [1, 2, 4], "1 (as many as it took), 1 + 1, 2 + 2"
+    assert send(32) == 4 and inbox.greetings == 4, "never more than `connections`"
+    (said,) = channel.said()
+    assert "only 1 of the 4 SMTP connections asked for were opened" in said and "connections = 1" in said
+    assert channel.said() == [], "said once"
+    channel.batches_done()
+    assert [type(r).__name__ for r in results] == ["Receipt"] * 40
+    sent = sorted(a for m in inbox.messages for a in m.envelope_to)
+    assert sent == sorted(f"p{n}@example.com" for n in range(40)), "each once"
+
+
+def test_a_relay_that_will_not_take_this_client_fails_the_list_at_once_in_its_words(mailing: Project,
+                                                                                       inbox: Inbox):
+    """554 where the greeting goes ("client host rejected": the relay refuses this machine) is
+    not a limit that passes: no round after round of backoff, every recipient failed at once
+    with the relay's words, for `retry` once the relay has been put right."""
+    inbox.max_connections = 0
+    inbox.limit_reply = "554 5.7.1 Client host rejected: Access denied"
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2))
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(3)))
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 3 and outcome["recipients"]["email"] == {"failed": 3}, outcome
+    failed = mailing.rows("SELECT error, attempts FROM deliveries WHERE channel = 'email'")
+    assert all("turned the connection away: 554 5.7.1 Client host rejected" in e for e, _ in failed), failed
+    assert {a for _, a in failed} == {1} and inbox.refused_connections == 2, "one round, not tried again"
+    inbox.max_connections = None
+    assert mailing.cli("retry", "--json").exit_code == 0 and len(inbox.messages) == 3
 
 
 def test_a_relay_that_takes_no_connection_leaves_the_list_for_retry(mailing: Project, inbox: Inbox):

@@ -50,6 +50,9 @@ class SmtpStandIn:
         #: Connections taken at once; past it, a new one gets 421 instead of the greeting, as a
         #: relay at its limit answers (Postfix's `smtpd_client_connection_count_limit`).
         self.max_connections: int | None = None
+        #: What a connection past the limit is told where the greeting would be (a 5xx: a relay
+        #: that will not take this client at all, e.g. "554 5.7.1 Client host rejected").
+        self.limit_reply = "421 4.7.0 Too many concurrent SMTP connections from this IP"
         #: How many connections were turned away so.
         self.refused_connections = 0
         self._open = 0
@@ -74,7 +77,7 @@ class SmtpStandIn:
                 with stand_in.lock:
                     if stand_in.max_connections is not None and stand_in._open >= stand_in.max_connections:
                         stand_in.refused_connections += 1
-                        return _AtItsLimit()
+                        return _AtItsLimit(stand_in.limit_reply)
                     stand_in._open += 1
                 return Counted(self.handler, **self.SMTP_kwargs)
 
@@ -152,11 +155,14 @@ class SmtpStandIn:
 
 
 class _AtItsLimit(asyncio.Protocol):
-    """A connection past the limit: 421 where the greeting would be, then the line is closed."""
+    """A connection past the limit: `reply` where the greeting would be, then the line is closed."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(b"421 4.7.0 Too many concurrent SMTP connections from this IP\r\n")
+        transport.write(f"{self.reply}\r\n".encode())
         transport.close()
 
 
