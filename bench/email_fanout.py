@@ -31,7 +31,10 @@ taken from a dry run.
 - Apprise: `mailto://` with the same N recipients (one message per recipient).
 
 Then the same ceiling, smtplib loop and announce through a loopback proxy that delays every
-server reply by `--rtt-ms` (2 ms: a relay in the same region), on up to 10,000 messages.
+server reply by `--rtt-ms` (2 ms: a relay in the same region), on up to 10,000 messages; and
+announce once more through a proxy that, once it has taken one connection, answers all the
+others of the first batch with 421 (a relay restarting or busy for a moment): how soon the
+fan-out is back on all its connections.
 
 Each row also shows the CPU time (user + system) the sender spent per message: its own, not
 smtp-sink's. smtp-sink and the sender share the machine's cores, so on two cores a sender that
@@ -74,6 +77,9 @@ UPDATE_ID = "k7q2m9xw4d-1"
 #: The rows that build a ledger of the whole list before their clock starts; run after the rest.
 LEDGER_ROW = "the same, each result in broadcaster's ledger"
 CHANNEL_ROW = "broadcaster's email channel alone, that write"
+#: announce through a proxy that turns most connections away once (the rows after the 2 ms
+#: ceiling are compared with it: their names say "round trip").
+BUSY_ROW = "announce, {rtt:g} ms round trip, {refused} of {conns} refused"
 SUBJECT = "[Investigating] Card payments failing · Example Corp"
 BODY = ("Some card payments fail at checkout. We are investigating.\n\n"
         "Pay by bank transfer for now, or retry in a few minutes. Your basket is kept.\n\n"
@@ -427,10 +433,12 @@ def recorded_loop(port: int, recipients: list[str], content: dict, results: Sent
 
 class DelayingProxy:
     """A TCP proxy on loopback that holds every reply from the server for `delay` seconds: a
-    relay one round trip away, for what round trips cost each way of sending."""
+    relay one round trip away, for what round trips cost each way of sending. With
+    `turn_away`, once it has taken one connection it answers the next `turn_away` with 421
+    where the greeting goes, as a relay restarting or busy does for a moment."""
 
-    def __init__(self, target: int, delay: float) -> None:
-        self.target, self.delay = target, delay
+    def __init__(self, target: int, delay: float, turn_away: int = 0) -> None:
+        self.target, self.delay, self.turn_away, self.taken = target, delay, turn_away, 0
         self.loop = asyncio.new_event_loop()
         self.port = 0
         ready = threading.Event()
@@ -450,6 +458,13 @@ class DelayingProxy:
             writer.close()
 
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if self.taken and self.turn_away:
+                self.turn_away -= 1
+                writer.write(b"421 4.3.2 Service not available, try again later\r\n")
+                await writer.drain()
+                writer.close()
+                return
+            self.taken += 1
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
             await asyncio.gather(pipe(reader, up_writer, 0), pipe(up_reader, writer, self.delay))
 
@@ -512,6 +527,8 @@ def main() -> None:
             port = sink.port
             proxy = DelayingProxy(port, args.rtt_ms / 1000)
             far_cli = subscribed(folder / "far", proxy.port, few, connections=conns)
+            busy = DelayingProxy(port, args.rtt_ms / 1000, turn_away=conns - 1)
+            busy_cli = subscribed(folder / "busy", busy.port, few, connections=conns)
             methods: list[tuple[str, list[str], Callable[[], Run]]] = [
                 (f"pipelined ceiling (raw sockets, {conns} conns)", recipients,
                  lambda: in_process(pipelined_loop, port, recipients, content, conns)),
@@ -542,6 +559,8 @@ def main() -> None:
                  lambda: in_process(raw_loop, proxy.port, few, content, conns)),
                 (f"broadcaster announce, {args.rtt_ms:g} ms round trip", few,
                  lambda: broadcaster_announce(far_cli, few, folder / "far")),
+                (BUSY_ROW.format(rtt=args.rtt_ms, refused=conns - 1, conns=conns), few,
+                 lambda: broadcaster_announce(busy_cli, few, folder / "busy")),
             ]
             if args.broadcaster_only:
                 wanted = (f"pipelined ceiling (raw sockets, {conns} conns)",

@@ -21,7 +21,8 @@ from broadcaster.standins.smtp import SmtpSink
 ROOT = Path(__file__).resolve().parent.parent
 
 
-#: The rows of `--broadcaster-only`, and those the whole run adds (Apprise, smtplib, 2 ms proxy).
+#: The rows of `--broadcaster-only`, and those the whole run adds (Apprise, smtplib, 2 ms proxy,
+#: and the proxy that refuses all but one connection at first).
 BROADCASTER_ROWS = ("pipelined ceiling (raw sockets, 2 conns)", "pipelined, each result fsync'd first",
                     "the same, each result in broadcaster's ledger",
                     "broadcaster's email channel alone, that write", "broadcaster announce (whole command)",
@@ -29,7 +30,7 @@ BROADCASTER_ROWS = ("pipelined ceiling (raw sockets, 2 conns)", "pipelined, each
 OTHER_ROWS = ("smtplib raw loop (2 connections)", "naive loop (EmailMessage + send_message)",
               "Apprise mailto://", "pipelined ceiling, 2 ms round trip",
               "pipelined, fsync'd first, 2 ms round trip", "smtplib raw loop, 2 ms round trip",
-              "broadcaster announce, 2 ms round trip")
+              "broadcaster announce, 2 ms round trip", "announce, 2 ms round trip, 1 of 2 refused")
 
 
 def bench_rows(*options: str) -> tuple[dict[str, str], str]:
