@@ -195,9 +195,36 @@ class EmailChannel(AudienceChannel, StaffNotices):
         once `report` has returned (the results are recorded); whatever `report` raises stops
         every connection at once, so nothing is sent that the core cannot record. A dropped
         connection is reopened and its share goes on from where it stopped.
+
+        A server that refuses some of the connections (421 "too many connections") gets the
+        batch over those it took, a slice at a time (`SMTP_RAMP_SLICE` messages a connection),
+        asking for more between slices (`_took_fewer`), until it takes all of `connections` or
+        refuses again (its limit: the rest of the batch goes in one piece).
         """
         key = (post.update_id, post.locale, post.subject, post.text, post.html)
         message = self._prepared.get(key) or self._prepared.setdefault(key, PreparedMessage.build(post, self))
+        todo, ramping, refused = recipients, False, False
+        while todo:
+            asked = min(self._taken, len(todo))
+            opened, refusals = self._open_many(asked)
+            if not opened:  # none at all: everyone is told why (a transient reason: another round)
+                report([(r, refusals[0]) for r in todo])
+                return
+            if refusals:  # a server at its limit, or busy for a moment: slices while it grows back
+                self._took_fewer(len(opened), asked, refusals[0])
+                ramping, refused = not refused, True  # refused again in this batch: its limit
+            elif asked == self._taken < self.settings.connections:  # every one it asked for
+                self._ask_for_more()
+            else:
+                ramping = False
+            size = len(opened) * defaults.SMTP_RAMP_SLICE if ramping else len(todo)
+            self._send_over(message, todo[:size], opened, report)
+            todo = todo[size:]
+
+    def _send_over(self, message: PreparedMessage, recipients: Sequence[Recipient], opened: list[_Opened],
+                   report: Report) -> None:
+        """`recipients` split over the `opened` connections, driven together (`converse`); the
+        connections are kept for the next batch unless the server said more than it was asked."""
         receipts: dict[int, Receipt] = {}
         shares: dict[Lane, _Share] = {}
 
@@ -247,17 +274,6 @@ class EmailChannel(AudienceChannel, StaffNotices):
                 return None
             return lane(share, why.resume_at)
 
-        if not recipients:  # every one of a batch left the list: nobody to open a connection for
-            return
-        asked = min(self._taken, len(recipients))
-        opened, refusals = self._open_many(asked)
-        if not opened:  # none at all: everyone is told why (a transient reason: another round)
-            report([(r, refusals[0]) for r in recipients])
-            return
-        if refusals:  # a server at its limit: the list goes over those it took
-            self._took_fewer(len(opened), asked, refusals[0])
-        elif asked == self._taken < self.settings.connections:  # every one it asked for
-            self._ask_for_more()
         count = len(opened)
         lanes = [lane(_Share(recipients[i::count], report), 0, opened[i]) for i in range(count)]
         try:
@@ -333,7 +349,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
             return []
         (took, asked, why), self._fewest = self._fewest, None
         return [f"only {took} of the {asked} SMTP connections asked for were opened; the others: {why}. "
-                f"The list went over those it took, asking for more again each batch: set "
+                f"The list went over those it took, asking for more as it went: set "
                 f"[channels.email] connections = {took} if that is the relay's limit"]
 
     @staticmethod

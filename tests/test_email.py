@@ -661,6 +661,43 @@ def test_connections_refused_for_a_moment_are_asked_for_again_batch_by_batch(mai
     assert sent == sorted(f"p{n}@example.com" for n in range(32)), "each once"
 
 
+def test_within_a_batch_connections_are_asked_for_again_a_slice_at_a_time(mailing: Project, inbox: Inbox,
+                                                                         monkeypatch: pytest.MonkeyPatch):
+    """A whole batch (5,000) used to go over the connections the first open got: one
+    connection to a relay 20 ms away is 100 s. After a refusal the batch now goes a slice at a
+    time, asking for more between slices, until it has them all; at a relay's hard limit it
+    stops asking at the second refusal and sends the rest of the batch in one piece."""
+    from broadcaster import defaults
+    from broadcaster.channels.base import Recipient
+    from broadcaster.preflight import open_channels
+    from broadcaster.settings import load_settings
+
+    monkeypatch.setattr(defaults, "SMTP_RAMP_SLICE", 2)
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=4))
+    channel = open_channels(load_settings(mailing.config))["email"]
+    post = a_post()
+    results: list[object] = []
+
+    def back_after_the_first_result(settled) -> None:
+        inbox.max_connections = None  # the relay takes them all again
+        results.extend(r for _, r in settled)
+
+    people = [Recipient(n, f"p{n}@example.com", f"t{n}", None, False) for n in range(32)]
+    inbox.max_connections = 1
+    channel.send_batch(post, people[:16], back_after_the_first_result)
+    assert (inbox.refused_connections, inbox.greetings, len(channel._kept)) == (3, 4, 4), \
+        "2 over 1 connection, 4 over 2, the other 10 over all 4"
+
+    channel.batches_done()
+    inbox.max_connections, inbox.refused_connections = 2, 0  # a relay that never takes more than 2
+    channel.send_batch(post, people[16:], lambda settled: results.extend(r for _, r in settled))
+    assert inbox.refused_connections == 3, "2 of 4 at first, then 1 of 3: the rest in one piece"
+    channel.batches_done()
+    assert [type(r).__name__ for r in results] == ["Receipt"] * 32
+    sent = sorted(a for m in inbox.messages for a in m.envelope_to)
+    assert sent == sorted(f"p{n}@example.com" for n in range(32)), "each once"
+
+
 def test_a_relay_that_will_not_take_this_client_fails_the_list_at_once_in_its_words(mailing: Project,
                                                                                        inbox: Inbox):
     """554 where the greeting goes ("client host rejected": the relay refuses this machine) is
