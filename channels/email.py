@@ -153,8 +153,8 @@ class EmailChannel(AudienceChannel, StaffNotices):
         #: Each post's prepared message, built once per fan-out rather than once per batch (the
         #: email library's header parsing took a tenth of a fan-out's Python time, batch by batch).
         self._prepared: dict[tuple[str, str, str | None, str, str | None], PreparedMessage] = {}
-        #: How many connections the next batch asks for. Lowered when the server refused some
-        #: (e.g. 421 "too many connections"), then raised again batch by batch (`_took_fewer`),
+        #: How many connections the next open asks for. Lowered when the server refused some
+        #: (e.g. 421 "too many connections"), then raised again step by step (`_took_fewer`),
         #: so a refusal that passes does not slow the rest of a long list.
         self._taken = settings.connections
         self._step = 1
@@ -326,20 +326,20 @@ class EmailChannel(AudienceChannel, StaffNotices):
         return [*ready, *((c, False) for c in made)], refusals
 
     def _took_fewer(self, took: int, asked: int, why: DeliveryError) -> None:
-        """The server took `took` of the `asked` connections: the next batch asks for one more,
-        and each batch that gets all it asks for asks for more again (Postfix lowers its
-        concurrency to a destination the same way, and raises it as deliveries succeed). At a
-        relay's hard limit that costs one refused connection a batch; after a refusal that
-        passed (a relay restarting) the list is soon back on all of them rather than going on
-        over the few that opened."""
+        """The server took `took` of the `asked` connections: the next open (the batch's next
+        slice, or the next batch) asks for one more, and each that gets all it asks for asks for
+        more again (Postfix lowers its concurrency to a destination the same way, and raises it
+        as deliveries succeed). After a refusal that passed (a relay restarting) the list is
+        soon back on all of them rather than going on over the few that opened; at a hard limit
+        it costs two refused connections a batch (`send_batch`)."""
         self._taken, self._step = took, 1
         self._ask_for_more()
         if self._fewest is None or took < self._fewest[0]:
             self._fewest = (took, asked, why)
 
     def _ask_for_more(self) -> None:
-        """Ask for more next batch: one, then two, four and so on more (from 1 back to 16 in
-        four batches), up to `connections`."""
+        """Ask for more next time: one, then two, four and so on more (from 1 back to 16 in
+        four steps), up to `connections`."""
         self._taken = min(self.settings.connections, self._taken + self._step)
         self._step *= 2
 
