@@ -716,6 +716,22 @@ def test_a_relay_that_will_not_take_this_client_fails_the_list_at_once_in_its_wo
     assert mailing.cli("retry", "--json").exit_code == 0 and len(inbox.messages) == 3
 
 
+@pytest.mark.parametrize("reply, attempts", [("421 4.3.2 Try again later", 3),
+                                              ("550 5.7.1 Client not authorized", 1)])
+def test_a_refused_ehlo_is_tried_again_or_failed_by_its_code(mailing: Project, inbox: Inbox, reply: str,
+                                                             attempts: int):
+    """A relay that greets but refuses EHLO (and HELO after it): a 4xx goes round again until
+    the attempts run out, a 5xx fails every recipient at once; both in the relay's words."""
+    inbox.refuse_greeting = reply
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2))  # [retry] attempts = 3
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(3)))
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 3 and outcome["recipients"]["email"] == {"failed": 3}, outcome
+    failed = mailing.rows("SELECT error, attempts FROM deliveries WHERE channel = 'email'")
+    assert all(f"turned the connection away: {reply}" in e for e, _ in failed), failed
+    assert {a for _, a in failed} == {attempts} and inbox.messages == []
+
+
 def test_a_relay_that_takes_no_connection_leaves_the_list_for_retry(mailing: Project, inbox: Inbox):
     """No connection at all: every recipient is tried again in later rounds, then left failed
     with the relay's own words, and `retry` sends them once it takes connections again."""

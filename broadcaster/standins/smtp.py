@@ -55,6 +55,9 @@ class SmtpStandIn:
         self.limit_reply = "421 4.7.0 Too many concurrent SMTP connections from this IP"
         #: How many connections were turned away so.
         self.refused_connections = 0
+        #: The reply to EHLO and HELO, for a relay that greets a client and then will not talk
+        #: to it (e.g. "550 5.7.1 Client not authorized"); None: the usual 250.
+        self.refuse_greeting: str | None = None
         self._open = 0
         self.lock = threading.Lock()
         self.port = 0
@@ -111,6 +114,8 @@ class SmtpStandIn:
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
+        if self.refuse_greeting:
+            return [self.refuse_greeting]
         session.host_name = hostname
         with self.lock:
             self.greetings += 1
@@ -123,6 +128,11 @@ class SmtpStandIn:
         if self.pipelining:
             responses.insert(len(responses) - 1, "250-PIPELINING")
         return responses
+
+    async def handle_HELO(self, server: Any, session: Any, envelope: Any, hostname: str) -> Any:
+        from aiosmtpd.smtp import MISSING
+
+        return self.refuse_greeting or MISSING
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
