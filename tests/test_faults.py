@@ -4,9 +4,10 @@ Each run takes an incident through announce → update → resolve with the webs
 Facebook Page and eight email subscribers, against the X and Graph stand-ins and a real SMTP
 server, all misbehaving at random: 5xx, HTML error pages, rate limits, throttling, slow
 answers past the timeout, connections dropped before or after the platform acted, SMTP
-disconnects and refused recipients. Some commands are killed with SIGKILL at a random moment,
-and `broadcaster worker`s started beside them (sharing the mailing list in leased batches,
-finishing what a killed command left) are killed at random too.
+disconnects, refused recipients and a relay at its limit of connections (421 past one). Some
+commands are killed with SIGKILL at a random moment, and `broadcaster worker`s started
+beside them (sharing the mailing list in leased batches, finishing what a killed command left)
+are killed at random too.
 After each step `broadcaster retry` runs until it reports everything done (refusals are
 lifted first, as a person would fix them). Then the invariants are checked:
 
@@ -136,6 +137,10 @@ def run_seed(seed: int, project: Project, figures: Figures) -> None:
             if rng.random() < 0.4:
                 setattr(smtp, rng.choice(["drop_before_storing", "drop_after_storing"]), 1)
                 figures.faults["smtp dropped connection"] += 1
+            smtp.max_connections = None
+            if rng.random() < 0.3:  # 421 past one connection, to the command and workers alike
+                smtp.max_connections = 1
+                figures.faults["smtp connection limit"] += 1
             args = [a.format(seed=seed, incident=incident) for a in template]
             text = args[args.index("--message") + 1]
             kill_after = rng.uniform(0.3, 1.6) if rng.random() < 0.3 else None
@@ -171,6 +176,7 @@ def run_seed(seed: int, project: Project, figures: Figures) -> None:
             for attempt in range(6):
                 if attempt == 3:  # what a person does after reading the errors: fix, then retry
                     smtp.refuse.clear()
+                    smtp.max_connections = None
                 done = subprocess.run([*cli, "retry", incident, "--json"], env=env, capture_output=True,
                                       timeout=120)
                 figures.retries += 1
