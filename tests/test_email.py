@@ -18,7 +18,8 @@ import pytest
 from conftest import EMAIL_SECTION, Inbox, Project
 
 if TYPE_CHECKING:
-    from broadcaster.channels.base import Post
+    from broadcaster.channels.base import Post, Recipient
+    from broadcaster.channels.email import EmailChannel
 
 SUBSCRIBERS = """email,locale,components,regions
 ana@example.com,es,,
@@ -631,20 +632,13 @@ def test_connections_refused_for_a_moment_are_asked_for_again_batch_by_batch(mai
     that opened. The next batch now asks for one more, and each that opens every connection
     it asks for asks for more again (one, two, four... more), up to `connections`; the
     warning is said once."""
-    from broadcaster.channels.base import Recipient
-    from broadcaster.preflight import open_channels
-    from broadcaster.settings import load_settings
-
-    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=4))
-    channel = open_channels(load_settings(mailing.config))["email"]
+    channel = email_channel(mailing, inbox.port, 4)
     post = a_post()
     results: list[object] = []
 
-    def batch(first: int) -> list[Recipient]:
-        return [Recipient(n, f"p{n}@example.com", f"t{n}", None, False) for n in range(first, first + 8)]
-
     def send(first: int) -> int:
-        channel.send_batch(post, batch(first), lambda settled: results.extend(r for _, r in settled))
+        batch = people(range(first, first + 8))
+        channel.send_batch(post, batch, lambda settled: results.extend(r for _, r in settled))
         return len(channel._kept)
 
     inbox.max_connections = 1
@@ -668,13 +662,9 @@ def test_within_a_batch_connections_are_asked_for_again_a_slice_at_a_time(mailin
     time, asking for more between slices, until it has them all; at a relay's hard limit it
     stops asking at the second refusal and sends the rest of the batch in one piece."""
     from broadcaster import defaults
-    from broadcaster.channels.base import Recipient
-    from broadcaster.preflight import open_channels
-    from broadcaster.settings import load_settings
 
     monkeypatch.setattr(defaults, "SMTP_RAMP_SLICE", 2)
-    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=4))
-    channel = open_channels(load_settings(mailing.config))["email"]
+    channel = email_channel(mailing, inbox.port, 4)
     post = a_post()
     results: list[object] = []
 
@@ -682,15 +672,14 @@ def test_within_a_batch_connections_are_asked_for_again_a_slice_at_a_time(mailin
         inbox.max_connections = None  # the relay takes them all again
         results.extend(r for _, r in settled)
 
-    people = [Recipient(n, f"p{n}@example.com", f"t{n}", None, False) for n in range(32)]
     inbox.max_connections = 1
-    channel.send_batch(post, people[:16], back_after_the_first_result)
+    channel.send_batch(post, people(range(16)), back_after_the_first_result)
     assert (inbox.refused_connections, inbox.greetings, len(channel._kept)) == (3, 4, 4), \
         "2 over 1 connection, 4 over 2, the other 10 over all 4"
 
     channel.batches_done()
     inbox.max_connections, inbox.refused_connections = 2, 0  # a relay that never takes more than 2
-    channel.send_batch(post, people[16:], lambda settled: results.extend(r for _, r in settled))
+    channel.send_batch(post, people(range(16, 32)), lambda settled: results.extend(r for _, r in settled))
     assert inbox.refused_connections == 3, "2 of 4 at first, then 1 of 3: the rest in one piece"
     channel.batches_done()
     assert [type(r).__name__ for r in results] == ["Receipt"] * 32
@@ -698,31 +687,22 @@ def test_within_a_batch_connections_are_asked_for_again_a_slice_at_a_time(mailin
     assert sent == sorted(f"p{n}@example.com" for n in range(32)), "each once"
 
 
-def test_a_relay_that_will_not_take_this_client_fails_the_list_at_once_in_its_words(mailing: Project,
-                                                                                       inbox: Inbox):
-    """554 where the greeting goes ("client host rejected": the relay refuses this machine) is
-    not a limit that passes: no round after round of backoff, every recipient failed at once
-    with the relay's words, for `retry` once the relay has been put right."""
-    inbox.max_connections = 0
-    inbox.limit_reply = "554 5.7.1 Client host rejected: Access denied"
-    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2))
-    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(3)))
-    outcome = announce(mailing)
-    assert outcome["exit_code"] == 3 and outcome["recipients"]["email"] == {"failed": 3}, outcome
-    failed = mailing.rows("SELECT error, attempts FROM deliveries WHERE channel = 'email'")
-    assert all("turned the connection away: 554 5.7.1 Client host rejected" in e for e, _ in failed), failed
-    assert {a for _, a in failed} == {1} and inbox.refused_connections == 2, "one round, not tried again"
-    inbox.max_connections = None
-    assert mailing.cli("retry", "--json").exit_code == 0 and len(inbox.messages) == 3
-
-
-@pytest.mark.parametrize("reply, attempts", [("421 4.3.2 Try again later", 3),
-                                              ("550 5.7.1 Client not authorized", 1)])
-def test_a_refused_ehlo_is_tried_again_or_failed_by_its_code(mailing: Project, inbox: Inbox, reply: str,
-                                                             attempts: int):
-    """A relay that greets but refuses EHLO (and HELO after it): a 4xx goes round again until
-    the attempts run out, a 5xx fails every recipient at once; both in the relay's words."""
-    inbox.refuse_greeting = reply
+@pytest.mark.parametrize("where, reply, attempts", [
+    ("greeting", "421 4.7.0 Too many concurrent SMTP connections from this IP", 3),
+    ("greeting", "554 5.7.1 Client host rejected: Access denied", 1),
+    ("EHLO", "421 4.3.2 Try again later", 3),
+    ("EHLO", "550 5.7.1 Client not authorized", 1),
+])
+def test_a_relay_that_turns_every_connection_away_is_tried_again_or_failed_by_its_code(
+        mailing: Project, inbox: Inbox, where: str, reply: str, attempts: int):
+    """No connection at all, where the greeting goes (a relay at its limit, or one that refuses
+    this machine) or at EHLO (and HELO after it): a 4xx goes round again until the attempts
+    run out, a 5xx ("client host rejected" is not a limit that passes) fails every recipient
+    at once; both in the relay's words, and `retry` sends them once the relay takes them."""
+    if where == "greeting":
+        inbox.max_connections, inbox.limit_reply = 0, reply
+    else:
+        inbox.refuse_greeting = reply
     mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2))  # [retry] attempts = 3
     subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(3)))
     outcome = announce(mailing)
@@ -730,19 +710,9 @@ def test_a_refused_ehlo_is_tried_again_or_failed_by_its_code(mailing: Project, i
     failed = mailing.rows("SELECT error, attempts FROM deliveries WHERE channel = 'email'")
     assert all(f"turned the connection away: {reply}" in e for e, _ in failed), failed
     assert {a for _, a in failed} == {attempts} and inbox.messages == []
-
-
-def test_a_relay_that_takes_no_connection_leaves_the_list_for_retry(mailing: Project, inbox: Inbox):
-    """No connection at all: every recipient is tried again in later rounds, then left failed
-    with the relay's own words, and `retry` sends them once it takes connections again."""
-    inbox.max_connections = 0
-    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2))
-    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(3)))
-    outcome = announce(mailing)
-    assert outcome["exit_code"] != 0 and outcome["recipients"]["email"] == {"failed": 3}
-    failed = mailing.rows("SELECT error FROM deliveries WHERE channel = 'email'")
-    assert all("turned the connection away: 421" in e for (e,) in failed), failed
-    inbox.max_connections = None
+    if where == "greeting":
+        assert inbox.refused_connections == 2 * attempts, "two connections a round"
+    inbox.max_connections, inbox.refuse_greeting = None, None
     assert mailing.cli("retry", "--json").exit_code == 0
     sent = sorted(a for m in inbox.messages for a in m.envelope_to)
     assert sent == [f"user{n}@example.com" for n in range(3)]
@@ -776,18 +746,30 @@ def a_post() -> Post:
                 update_id="u1", locale="en")
 
 
+def email_channel(project: Project, port: int, connections: int) -> EmailChannel:
+    """The project's email channel, sending to `port` over `connections`, for the channel's own tests."""
+    from broadcaster.preflight import open_channels
+    from broadcaster.settings import load_settings
+
+    project.write(EMAIL_SECTION.format(port=port, connections=connections))
+    return open_channels(load_settings(project.config))["email"]  # type: ignore[return-value]
+
+
+def people(numbers: range) -> list[Recipient]:
+    """Recipients p{n}@example.com with token t{n}, delivery n, for `send_batch` called directly."""
+    from broadcaster.channels.base import Recipient
+
+    return [Recipient(n, f"p{n}@example.com", f"t{n}", None, False) for n in numbers]
+
+
 def test_a_bug_while_opening_connections_closes_those_that_did_open(mailing: Project, inbox: Inbox,
                                                                     monkeypatch: pytest.MonkeyPatch):
     """The connections are opened together; if one of them fails in a way nobody foresaw (a
     bug, not a refused login), the error reaches the core and the others are closed, not left
     open to a relay that limits how many one client may hold."""
-    from broadcaster.channels.base import Recipient
     from broadcaster.channels.email import EmailChannel
-    from broadcaster.preflight import open_channels
-    from broadcaster.settings import load_settings
 
-    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=3))
-    channel = open_channels(load_settings(mailing.config))["email"]
+    channel = email_channel(mailing, inbox.port, 3)
     opened: list[smtplib.SMTP] = []
     calls = itertools.count(1)  # next() is atomic: the three are opened from three threads
     connect = EmailChannel._connect
@@ -801,9 +783,8 @@ def test_a_bug_while_opening_connections_closes_those_that_did_open(mailing: Pro
 
     monkeypatch.setattr(EmailChannel, "_connect", flaky)
     post = a_post()
-    recipients = [Recipient(n, f"p{n}@example.com", f"t{n}", None, False) for n in range(3)]
     with pytest.raises(RuntimeError, match="a bug"):
-        channel.send_batch(post, recipients, lambda settled: None)
+        channel.send_batch(post, people(range(3)), lambda settled: None)
     assert len(opened) == 2 and all(c.sock is None for c in opened), "closed, not left open"
     assert inbox.messages == [] and channel._kept == []
 
@@ -811,11 +792,7 @@ def test_a_bug_while_opening_connections_closes_those_that_did_open(mailing: Pro
 def test_a_batch_with_nobody_left_opens_no_connection(mailing: Project, inbox: Inbox):
     """A batch whose recipients all left the list since it was recorded reaches the channel
     empty: nothing to send, no connection opened, nothing reported."""
-    from broadcaster.preflight import open_channels
-    from broadcaster.settings import load_settings
-
-    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2))
-    channel = open_channels(load_settings(mailing.config))["email"]
+    channel = email_channel(mailing, inbox.port, 2)
     post = a_post()
     reported: list[object] = []
     channel.send_batch(post, [], reported.extend)
@@ -824,11 +801,8 @@ def test_a_batch_with_nobody_left_opens_no_connection(mailing: Project, inbox: I
 
 def test_a_kept_connection_that_died_is_replaced(mailing: Project, inbox: Inbox):
     from broadcaster.channels.base import Recipient
-    from broadcaster.preflight import open_channels
-    from broadcaster.settings import load_settings
 
-    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=1))
-    channel = open_channels(load_settings(mailing.config))["email"]
+    channel = email_channel(mailing, inbox.port, 1)
     post = a_post()
     results: list[object] = []
 
@@ -848,11 +822,8 @@ def test_percent_signs_in_a_message_reach_the_reader_as_written(mailing: Project
     """Each copy is the prepared message %-formatted with the recipient's parts: a % of the
     message's own ("100%", "%s", "%(name)s", "%%") must come out as it went in."""
     from broadcaster.channels.base import Post, Recipient
-    from broadcaster.preflight import open_channels
-    from broadcaster.settings import load_settings
 
-    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=1))
-    channel = open_channels(load_settings(mailing.config))["email"]
+    channel = email_channel(mailing, inbox.port, 1)
     words = "100% of card payments fail: %s %(name)s %% %d"
     post = Post(f"{words}\nhttps://status.example.com/incidents/x/\n", subject=f"Down: {words}",
                 html=f"<p>{words}</p>", update_id="u1", locale="en")
