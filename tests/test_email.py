@@ -687,6 +687,47 @@ def test_within_a_batch_connections_are_asked_for_again_a_slice_at_a_time(mailin
     assert sent == sorted(f"p{n}@example.com" for n in range(32)), "each once"
 
 
+def test_a_relay_that_goes_away_between_slices_leaves_the_rest_to_go_round_again(
+        mailing: Project, inbox: Inbox, monkeypatch: pytest.MonkeyPatch):
+    """A relay taking one connection of four (the batch goes a slice at a time) that then drops
+    it and takes no more: the slice's recipient in flight is in doubt, the next slice finds no
+    connection at all, and the rest of the batch is told why, once each, in the relay's words,
+    for another round (which sends each of them once the relay is back)."""
+    from broadcaster import defaults
+    from broadcaster.errors import TransientDeliveryError
+
+    monkeypatch.setattr(defaults, "SMTP_RAMP_SLICE", 2)
+    channel = email_channel(mailing, inbox.port, 4)
+    post = a_post()
+    results: dict[str, object] = {}
+
+    def going_away(settled) -> None:
+        if not results:  # the first result in: the relay drops the next message, then restarts
+            inbox.drop_before_storing, inbox.max_connections = 1, 0
+        for r, outcome in settled:
+            assert r.address not in results, f"{r.address} reported twice"
+            results[r.address] = outcome
+
+    inbox.max_connections = 1
+    channel.send_batch(post, people(range(8)), going_away)
+    channel.batches_done()
+    assert type(results.pop("p0@example.com")).__name__ == "Receipt"
+    doubt = results.pop("p1@example.com")
+    assert isinstance(doubt, TransientDeliveryError) and "connection lost" in str(doubt), doubt
+    assert sorted(results) == [f"p{n}@example.com" for n in range(2, 8)], "the rest, each once"
+    assert all(isinstance(e, TransientDeliveryError) and "Too many concurrent SMTP connections" in str(e)
+               for e in results.values()), results
+    assert inbox.refused_connections == 3 + 1 + 2, "3 at first, the reopen after the drop, 2 next slice"
+
+    inbox.max_connections = None  # back: the next round sends them
+    again: list[object] = []
+    channel.send_batch(post, people(range(1, 8)), lambda settled: again.extend(o for _, o in settled))
+    channel.batches_done()
+    assert [type(o).__name__ for o in again] == ["Receipt"] * 7
+    sent = sorted(a for m in inbox.messages for a in m.envelope_to)
+    assert sent == sorted(f"p{n}@example.com" for n in range(8)), "each once"
+
+
 @pytest.mark.parametrize("where, reply, attempts", [
     ("greeting", "421 4.7.0 Too many concurrent SMTP connections from this IP", 3),
     ("greeting", "554 5.7.1 Client host rejected: Access denied", 1),
