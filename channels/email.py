@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import re
 import secrets
 import smtplib
@@ -54,6 +55,7 @@ from broadcaster.channels.base import (
 from broadcaster.channels.smtp_pipelining import (
     Lane,
     Lost,
+    Pace,
     Refusal,
     Result,
     conversation,
@@ -76,6 +78,13 @@ MESSAGE_ID = f"<message-{_NONCE}@placeholder.invalid>"
 THREAD = f"<thread-{_NONCE}@placeholder.invalid>"
 TOKEN = f"BROADCASTER-TOKEN-{_NONCE}"
 THREAD_HEADERS = f"In-Reply-To: {THREAD}\r\nReferences: {THREAD}\r\n".encode()
+#: What relays say when a client sends faster than they take (Amazon SES: "454 Throttling
+#: failure: Maximum sending rate exceeded"; Postfix: "450 4.7.1 Error: too much mail from …";
+#: Exchange Online: "… submission rate … exceeded"). A daily quota is not a rate, though SES
+#: words it the same way ("454 Throttling failure: Daily message quota exceeded"): pacing does
+#: not help it, so it is left out.
+_TOO_FAST = re.compile(r"^(?!.*quota).*(throttl|\brate\b|too much mail|too many messages)",
+                       re.IGNORECASE | re.DOTALL)
 #: SMTP's hard limit is 998 octets a line; text is wrapped well below it.
 LINE_LIMIT = 900
 #: Headers as they are: no folding, so no placeholder is ever split or encoded.
@@ -93,6 +102,11 @@ class EmailSettings(ChannelSettings):
     #: SMTP connections sending in parallel: as many as Postfix opens to one destination (its
     #: default_destination_concurrency_limit is 20); fewer are used if the relay takes fewer.
     connections: int = Field(16, ge=1, le=64)
+    #: Messages a second the relay takes from this sender, if it limits that (Amazon SES: the
+    #: account's maximum send rate; Exchange Online: 0.5, thirty a minute). The texts are then
+    #: spaced evenly over every connection, and no more connections are opened than it takes a
+    #: second. Unset: as fast as the relay answers.
+    rate: float | None = Field(None, gt=0, allow_inf_nan=False)
     #: The one-click unsubscribe URL; {token} is the subscriber's. Default:
     #: {site.base_url}/unsubscribe/{token} (served by `broadcaster serve`).
     unsubscribe_url: str | None = None
@@ -153,11 +167,18 @@ class EmailChannel(AudienceChannel, StaffNotices):
         #: Each post's prepared message, built once per fan-out rather than once per batch (the
         #: email library's header parsing took a tenth of a fan-out's Python time, batch by batch).
         self._prepared: dict[tuple[str, str, str | None, str, str | None], PreparedMessage] = {}
+        #: The most connections worth opening: no more than the messages the relay takes a
+        #: second, if `rate` says (each connection then still sends about once a second).
+        self._connections = min(settings.connections, math.ceil(settings.rate or settings.connections))
         #: How many connections the next open asks for. Lowered when the server refused some
         #: (e.g. 421 "too many connections"), then raised again step by step (`_took_fewer`),
         #: so a refusal that passes does not slow the rest of a long list.
-        self._taken = settings.connections
+        self._taken = self._connections
         self._step = 1
+        #: Spaces the messages' texts at `rate` a second, across batches and rounds.
+        self._pace = Pace(settings.rate) if settings.rate else None
+        #: Messages the relay put off for coming too fast in this fan-out, and its last words.
+        self._throttled: tuple[int, str] = (0, "")
         #: The fewest connections a server took in this fan-out, out of how many, and why it
         #: refused the others: what the person hears of afterwards (`said`).
         self._fewest: tuple[int, int, DeliveryError] | None = None
@@ -213,7 +234,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
             if refusals:  # a server at its limit, or busy for a moment: slices while it grows back
                 self._took_fewer(len(opened), asked, refusals[0])
                 ramping, refused = not refused, True  # refused again in this batch: its limit
-            elif asked == self._taken < self.settings.connections:  # every one it asked for
+            elif asked == self._taken < self._connections:  # every one it asked for
                 self._ask_for_more()
             else:
                 ramping = False
@@ -278,7 +299,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
         lanes = [lane(_Share(recipients[i::count], report), 0, opened[i]) for i in range(count)]
         try:
             converse([x for x in lanes if x is not None], record, timeout=self.context.timeout, lost=lost,
-                     gather=defaults.GROUP_COMMIT_GATHER)
+                     gather=defaults.GROUP_COMMIT_GATHER, pace=self._pace)
         except BaseException:  # the core refused a report (its ledger is full): stop, keep nothing
             for x in shares:
                 _close(x.connection)
@@ -340,26 +361,36 @@ class EmailChannel(AudienceChannel, StaffNotices):
     def _ask_for_more(self) -> None:
         """Ask for more next time: one, then two, four and so on more (from 1 back to 16 in
         four steps), up to `connections`."""
-        self._taken = min(self.settings.connections, self._taken + self._step)
+        self._taken = min(self._connections, self._taken + self._step)
         self._step *= 2
 
     def said(self) -> list[str]:
-        """Once a fan-out, however many batches were refused: the fewest taken and what to set."""
-        if self._fewest is None:
-            return []
-        (took, asked, why), self._fewest = self._fewest, None
-        return [f"only {took} of the {asked} SMTP connections asked for were opened; the others: {why}. "
-                f"The list went over those it took, asking for more as it went: set "
-                f"[channels.email] connections = {took} if that is the relay's limit"]
+        """Once a fan-out: the fewest connections taken, if the relay refused some, and the
+        messages it put off for coming too fast; each with what to set."""
+        lines = []
+        if self._fewest is not None:
+            (took, asked, why), self._fewest = self._fewest, None
+            lines.append(f"only {took} of the {asked} SMTP connections asked for were opened; the others: "
+                         f"{why}. The list went over those it took, asking for more as it went: set "
+                         f"[channels.email] connections = {took} if that is the relay's limit")
+        (count, reply), self._throttled = self._throttled, (0, "")
+        if count:
+            rate = self.settings.rate
+            what = (f"lower [channels.email] rate (now {rate:g})" if rate else "set [channels.email] rate")
+            lines.append(f"the SMTP server put off {count} message{'s' if count > 1 else ''} for coming too "
+                         f"fast ({reply}); they go round again or are left for `retry`: {what} to the "
+                         f"messages a second it takes from this sender")
+        return lines
 
-    @staticmethod
-    def _outcome(recipient: Recipient, refusal: Refusal | None,
+    def _outcome(self, recipient: Recipient, refusal: Refusal | None,
                  receipts: dict[int, Receipt]) -> Receipt | DeliveryError:
         receipt = receipts.pop(recipient.delivery_id, None)
         if refusal is None and receipt is not None:
             return receipt
         if refusal is None:  # accepted, yet no text went: cannot happen; never call it sent
             return TransientDeliveryError("the SMTP server accepted a message that was not sent")
+        if 400 <= refusal.code < 500 and _TOO_FAST.search(refusal.text):
+            self._throttled = (self._throttled[0] + 1, f"{refusal.code} {refusal.text}")
         what = {"MAIL": "refused the sender", "RCPT": f"refused {recipient.address}",
                 "DATA": "refused the message", "message": "refused the message"}[refusal.stage]
         return _smtp_error(refusal.code, refusal.text, what)
@@ -405,7 +436,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
 
     def batches_done(self) -> None:
         self._prepared.clear()
-        self._taken, self._step = self.settings.connections, 1  # a worker asks for all next time
+        self._taken, self._step = self._connections, 1  # a worker asks for all next time
         with self._kept_lock:
             kept, self._kept = self._kept, []
         for connection in kept:

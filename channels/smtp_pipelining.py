@@ -30,6 +30,7 @@ import re
 import selectors
 import smtplib
 import ssl
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -216,6 +217,28 @@ def _one_at_a_time(sender: str, items: Sequence[T], start: int, address: Callabl
             yield Read(1, index + 1, None)
 
 
+class Pace:
+    """Messages spaced evenly, `rate` a second over every connection, for a relay that limits
+    how fast one client sends (Amazon SES answers the text of a message over its account's rate
+    with 454 "Throttling failure: Maximum sending rate exceeded"; Exchange Online takes 30 a
+    minute from a mailbox). Sent faster, the excess is refused and waits a whole round; paced,
+    none is. Spaced rather than let through in bursts: a relay that counts by the second sees
+    no second with more than `rate`."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate
+        self.next = 0.0  # the earliest moment (time.monotonic) the next message may go
+        self.lock = threading.Lock()
+
+    def reserve(self, now: float) -> float:
+        """The moment the caller's message may go (`now` or later), taken for it: each moment
+        is `interval` after the one before, and never before `now` (no burst after a pause)."""
+        with self.lock:
+            slot = max(self.next, now)
+            self.next = slot + self.interval
+            return slot
+
+
 class Lane:
     """One connection and the conversation it holds: the replies read so far, and what the
     conversation waits for."""
@@ -231,6 +254,10 @@ class Lane:
         self.holding = False  # a Result is being recorded: the conversation waits for it
         self.done = False
         self.request: Write | Read | Result | None = None
+        #: Spaces the messages' texts, if the relay limits how fast a client sends (`converse`
+        #: sets it), and the moment this lane's next text may go (taken from it, not yet used).
+        self.pace: Pace | None = None
+        self.slot: float | None = None
         self.text_at: float | None = None  # when the text awaiting its answer went
         self.fastest = float("inf")  # the quickest a text has been answered on this connection
         #: When the server had not yet sent what was read last (see `receive`).
@@ -277,7 +304,8 @@ class Lane:
     def advance(self) -> Result | None:
         """Carry the conversation on as far as the replies in hand allow. A Result when one
         is ready to be recorded (call `recorded` once it is); None when it waits for the
-        server or is done. Raises Lost when the connection failed where it mattered."""
+        server, for its `slot` (a message's text, paced), or is done. Raises Lost when the
+        connection failed where it mattered."""
         while not self.done and not self.holding:  # holding: `recorded` goes on, nothing else
             request = self.request
             answer: list[tuple[int, str]] | None = None
@@ -288,6 +316,15 @@ class Lane:
                     return None
                 answer = [self.replies.popleft() for _ in range(request.count)]
             elif isinstance(request, Write):
+                if request.in_doubt is not None and self.pace is not None:  # a message's text
+                    if self.closed is not None:  # gone while it waited: the text never went
+                        raise Lost(self.closed, request.index, None)
+                    now = time.monotonic()
+                    if self.slot is None:
+                        self.slot = self.pace.reserve(now)
+                    if self.slot > now:
+                        return None  # `converse` comes back at the slot
+                    self.slot = None
                 try:
                     self.connection.send(request.payload)
                 except (smtplib.SMTPServerDisconnected, OSError) as exc:
@@ -338,7 +375,8 @@ class Lane:
 
 
 def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, timeout: float,
-             lost: Callable[[Lane, Lost], Lane | None] | None = None, gather: float = 0.0) -> None:
+             lost: Callable[[Lane, Lost], Lane | None] | None = None, gather: float = 0.0,
+             pace: Pace | None = None) -> None:
     """Run every lane's conversation to its end, from this thread.
 
     The Results of every lane that answered are handed to `record` together, with those of the
@@ -356,10 +394,14 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
     takes costs the lanes that came first no more than that, and saves a write. Lanes whose
     answer is a round trip away (a relay out of step) are not waited for: that wait would
     be lost every time.
+
+    With `pace`, each message's text waits for its moment (`Pace.reserve`); the lanes waiting
+    so are woken at theirs, while the others are read as usual.
     """
     selector = selectors.DefaultSelector()
     results: list[Result] = []
     holding: list[Lane] = []
+    paced: set[Lane] = set()  # lanes whose next text waits for its slot
     # Lanes are checked for a server that stopped answering every eighth of the timeout, not
     # after every reply (a look at every lane each time cost more than reading the reply): one
     # is dropped between `timeout` and 1.125 × `timeout` after it last heard anything.
@@ -378,6 +420,7 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
     def drop(lane: Lane, why: Lost) -> None:
         """The lane's connection failed: `lost` may give one to go on with."""
         selector.unregister(lane)
+        paced.discard(lane)
         if lost is None:
             raise why
         again = lost(lane, why)
@@ -395,8 +438,13 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
             holding.append(lane)
         elif lane.done:
             selector.unregister(lane)
+        if lane.slot is not None:
+            paced.add(lane)
+        elif paced:
+            paced.discard(lane)
 
     def start(lane: Lane) -> None:
+        lane.pace = pace
         selector.register(lane, selectors.EVENT_READ)
         run(lane, lane.advance)
 
@@ -432,8 +480,13 @@ def converse(lanes: Iterable[Lane], record: Callable[[list[Result]], None], *, t
                 for lane in settled:
                     run(lane, lane.recorded)
                 continue
-            take(look(max(0.0, next_check - time.monotonic())))
+            wake = next_check
+            if paced:  # the first slot due, if before the next look for silent servers
+                wake = min([wake, *(lane.slot for lane in paced if lane.slot is not None)])
+            take(look(max(0.0, wake - time.monotonic())))
             now = time.monotonic()
+            for lane in [lane for lane in paced if lane.slot is not None and lane.slot <= now]:
+                run(lane, lane.advance)  # its moment has come: the text goes
             if now < next_check:
                 continue
             next_check = now + check_every

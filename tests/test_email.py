@@ -167,18 +167,18 @@ def test_a_channel_that_breaks_half_way_keeps_what_it_sent_and_retry_sends_the_r
     outcome_of = EmailChannel._outcome
     seen: list[str] = []
 
-    def breaks(recipient, refusal, receipts):
+    def breaks(self, recipient, refusal, receipts):
         seen.append(recipient.address)
         if len(seen) > 5:
             raise RuntimeError("a bug in the channel")
-        return outcome_of(recipient, refusal, receipts)
+        return outcome_of(self, recipient, refusal, receipts)
 
-    monkeypatch.setattr(EmailChannel, "_outcome", staticmethod(breaks))
+    monkeypatch.setattr(EmailChannel, "_outcome", breaks)
     outcome = announce(mailing)
     email = next(d for d in outcome["deliveries"] if d["channel"] == "email" and "recipients" in d)
     sent = email["recipients"]["sent"]
     assert 0 < sent < 12 and email["recipients"]["failed"] == 12 - sent
-    monkeypatch.setattr(EmailChannel, "_outcome", staticmethod(outcome_of))
+    monkeypatch.setattr(EmailChannel, "_outcome", outcome_of)
     before = len(mailing.inbox.messages)
     assert mailing.cli("retry", outcome["incident_id"], "--json").exit_code == 0
     assert len(mailing.inbox.messages) - before == 12 - sent, "retry sends only what was not recorded sent"
@@ -624,6 +624,75 @@ def test_a_relay_that_takes_fewer_connections_gets_the_whole_list_over_those_it_
     (said,) = [w for w in outcome["warnings"] if w.startswith("email: ")]
     assert "only 2 of the 5 SMTP connections asked for were opened" in said
     assert "turned the connection away: 421" in said and "connections = 2" in said
+
+
+def test_a_relay_that_limits_how_fast_a_client_sends_is_sent_to_at_its_rate_and_refuses_none(
+        mailing: Project, inbox: Inbox):
+    """A relay that takes so many messages a second from a client (Amazon SES's maximum send
+    rate) answers the rest 454 after their text. With `rate` the texts are spaced over every
+    connection, no more connections are opened than it takes a second, and none is refused.
+    The relay here takes 5 in any 0.2 s, so only a burst (or a stall of most of a second on
+    this machine) would be refused; the span is a bound the pacing guarantees."""
+    import time
+
+    inbox.max_rate = (5, 0.2)
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=16) + "rate = 5\n")
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(8)))
+    began = time.monotonic()
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 0 and outcome["recipients"]["email"] == {"sent": 8}, outcome
+    assert inbox.throttled == 0 and not [w for w in outcome["warnings"] if w.startswith("email: ")]
+    assert inbox.taken_at[-1] - began >= 7 / 5, "8 at 5 a second span at least 1.4 s"
+    assert inbox.greetings <= 5, "no more connections than messages a second"
+    sent = sorted(a for m in inbox.messages for a in m.envelope_to)
+    assert sent == [f"user{n}@example.com" for n in range(8)], "each once"
+
+
+def test_messages_put_off_for_coming_too_fast_go_round_again_and_the_warning_says_to_set_rate(
+        mailing: Project, inbox: Inbox):
+    """Without `rate`, a relay that limits how fast a client sends puts the excess off (454):
+    those go round again, and what is still put off when the attempts run out is left for
+    `retry`. The command says why and what to set, in the relay's words."""
+    inbox.max_rate = (2, 3600.0)  # two an hour: every round after the first two is put off
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(4)))
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 3 and outcome["recipients"]["email"] == {"sent": 2, "failed": 2}, outcome
+    assert inbox.throttled == 2 * 3, "two recipients, three attempts each"
+    (said,) = [w for w in outcome["warnings"] if w.startswith("email: ")]
+    assert "put off 6 messages for coming too fast (454 Throttling failure: Maximum sending rate" in said
+    assert "set [channels.email] rate" in said
+    failed = mailing.rows("SELECT error FROM deliveries WHERE channel = 'email' AND state = 'failed'")
+    assert all("454 Throttling failure" in e for (e,) in failed), failed
+
+    inbox.max_rate = None
+    assert mailing.cli("retry", "--json").exit_code == 0
+    sent = sorted(a for m in inbox.messages for a in m.envelope_to)
+    assert sent == [f"user{n}@example.com" for n in range(4)], "each once"
+
+
+@pytest.mark.parametrize("value, says", [("0", "greater than 0"), ("-14", "greater than 0"),
+                                          ('"fast"', "valid number"), ("inf", "finite number")])
+def test_a_rate_that_is_not_a_positive_number_is_refused_before_anything_goes(
+        mailing: Project, inbox: Inbox, value: str, says: str):
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2) + f"rate = {value}\n")
+    result = mailing.cli("announce", "--title", "Payments down", "--message", "Card payments fail.",
+                                   "--yes", "--json")
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stdout)["error"]
+    line = mailing.config.read_text().splitlines().index(f"rate = {value}") + 1
+    assert f"{mailing.config}:{line}: channels.email.rate" in error and says in error, error
+    assert inbox.messages == [] and mailing.rows("SELECT id FROM incidents") == []
+
+
+def test_a_daily_quota_is_not_taken_for_a_rate():
+    """SES words its daily quota as it words its rate ("454 Throttling failure: Daily message
+    quota exceeded"); spacing the messages would not help it, so the warning does not say so."""
+    from broadcaster.channels.email import _TOO_FAST
+
+    assert _TOO_FAST.search("Throttling failure: Maximum sending rate exceeded")
+    assert _TOO_FAST.search("4.7.1 Error: too much mail from 192.0.2.1")
+    assert not _TOO_FAST.search("Throttling failure: Daily message quota exceeded")
+    assert not _TOO_FAST.search("4.2.2 Mailbox full")
 
 
 def test_connections_refused_for_a_moment_are_asked_for_again_batch_by_batch(mailing: Project, inbox: Inbox):

@@ -172,6 +172,45 @@ def test_many_connections_from_one_thread_each_waits_for_its_result_to_be_record
     assert len(delivered - set(recorded)) <= len(lanes), "at most one unrecorded message per connection"
 
 
+def test_a_pace_gives_moments_an_interval_apart_and_no_burst_after_a_pause():
+    """Each message's moment is 1/rate after the one before, never before it asks: a sender
+    that paused does not make up for it with a burst the relay would refuse."""
+    from broadcaster.channels.smtp_pipelining import Pace
+
+    pace = Pace(4)  # an interval of 0.25 s
+    assert [pace.reserve(now) for now in (10.0, 10.0, 10.1, 10.9)] == [10.0, 10.25, 10.5, 10.9]
+    assert [pace.reserve(now) for now in (30.0, 30.0)] == [30.0, 30.25], "after a pause, spaced again"
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one command at a time"])
+def test_paced_texts_go_no_faster_than_the_rate_over_every_connection(server: SmtpStandIn, pipelining: bool):
+    """With a pace, the texts of all the connections together go at most `rate` a second:
+    the last of N cannot reach the server before (N - 1) / rate after the first could go (a
+    bound the mechanism guarantees however busy the machine). Each is recorded, and the
+    results of connections that answered together still share a write."""
+    import time
+
+    from broadcaster.channels.smtp_pipelining import Lane, Pace, conversation, converse
+
+    server.pipelining = pipelining
+    addresses = [f"p{n}@example.com" for n in range(12)]
+    lanes, recorded = [], []
+    for share in (addresses[0::3], addresses[1::3], addresses[2::3]):
+        connection = smtplib.SMTP("127.0.0.1", server.port, timeout=30)
+        connection.ehlo()
+        talk = conversation(connection, SENDER, share, 0, address=lambda a: a, options=lambda a: [],
+                            data=lambda a: dot_stuffed(message(a)))
+        lanes.append(Lane(connection, talk))
+    began = time.monotonic()
+    converse(lanes, lambda results: recorded.extend(r.item for r in results if r.refusal is None),
+             timeout=30, pace=Pace(20))
+    for lane in lanes:
+        lane.connection.quit()
+    assert sorted(recorded) == sorted(addresses)
+    assert sorted(m.envelope_to[0] for m in server.messages) == sorted(addresses)
+    assert server.taken_at[-1] - began >= 11 / 20, "12 texts at 20 a second span at least 0.55 s"
+
+
 def test_a_server_that_stops_answering_is_lost_once_the_timeout_passes(server: SmtpStandIn):
     server.delay = 5  # DATA's answer comes long after the client's timeout
     results: dict[str, Refusal | None] = {}

@@ -1,8 +1,8 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps what it receives, and can misbehave.
 
 The drill sends its subscribers' emails here; the tests use it to refuse a recipient, to
-answer a 4xx, to drop the connection before or after taking a message, or to take only so many
-connections at once. It offers
+answer a 4xx, to drop the connection before or after taking a message, to take only so many
+connections at once, or only so many messages a second. It offers
 PIPELINING (RFC 2920) as Postfix does, unless told not to: aiosmtpd reads commands in order
 from the stream, so a pipelining client's batches are answered as a real relay answers them.
 """
@@ -58,6 +58,14 @@ class SmtpStandIn:
         #: The reply to EHLO and HELO, for a relay that greets a client and then will not talk
         #: to it (e.g. "550 5.7.1 Client not authorized"); None: the usual 250.
         self.refuse_greeting: str | None = None
+        #: At most (count, seconds): messages over `count` in any `seconds` are answered with
+        #: `rate_reply` after their text, as a relay that limits how fast a client sends (Amazon
+        #: SES's maximum send rate); how many were, in `throttled`.
+        self.max_rate: tuple[int, float] | None = None
+        self.rate_reply = "454 Throttling failure: Maximum sending rate exceeded"
+        self.throttled = 0
+        #: When each message was taken (time.monotonic), in order.
+        self.taken_at: list[float] = []
         self._open = 0
         self.lock = threading.Lock()
         self.port = 0
@@ -148,6 +156,12 @@ class SmtpStandIn:
         if refused:
             return refused[0]
         with self.lock:
+            now = time.monotonic()
+            if self.max_rate is not None:
+                count, seconds = self.max_rate
+                if sum(1 for t in self.taken_at[-count:] if t > now - seconds) >= count:
+                    self.throttled += 1
+                    return self.rate_reply
             if self.drop_before_storing:
                 self.drop_before_storing -= 1
                 server.transport.close()
@@ -157,6 +171,7 @@ class SmtpStandIn:
             message.envelope_to = list(envelope.rcpt_tos)
             message.raw = envelope.original_content
             self.messages.append(message)
+            self.taken_at.append(now)
             if self.drop_after_storing:
                 self.drop_after_storing -= 1
                 server.transport.close()
