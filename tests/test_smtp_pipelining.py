@@ -211,6 +211,37 @@ def test_paced_texts_go_no_faster_than_the_rate_over_every_connection(server: Sm
     assert server.taken_at[-1] - began >= 11 / 20, "12 texts at 20 a second span at least 0.55 s"
 
 
+def test_a_connection_that_closes_while_its_text_waits_for_its_moment_has_nothing_in_doubt():
+    """A paced text waits for its moment; if the server hangs up meanwhile, the text never
+    went: the connection is lost with nothing in doubt, to start again at that message (on a
+    socket pair, so the order is certain)."""
+    import socket
+    import time
+
+    from broadcaster.channels.smtp_pipelining import Lane, Pace, conversation, converse
+
+    client, server_side = socket.socketpair()
+    server_side.sendall(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 Go ahead\r\n")
+    server_side.shutdown(socket.SHUT_WR)  # then hangs up
+    connection = smtplib.SMTP()
+    connection.sock, connection.file = client, None
+    connection.does_esmtp, connection.esmtp_features = True, {"pipelining": ""}
+    talk = conversation(connection, SENDER, ["ana@example.com"], 0, address=lambda a: a,
+                        options=lambda a: [], data=lambda a: dot_stuffed(message(a)))
+    pace = Pace(0.5)
+    pace.reserve(time.monotonic())  # another message took this moment: ana's is 2 s away
+    try:
+        with pytest.raises(Lost) as lost:
+            converse([Lane(connection, talk)], lambda results: None, timeout=30, pace=pace)
+        client.shutdown(socket.SHUT_WR)
+        received = server_side.makefile("rb").read()
+    finally:
+        client.close()
+        server_side.close()
+    assert (lost.value.in_doubt, lost.value.resume_at) == (None, 0)
+    assert received == b"MAIL FROM:<status@example.com>\r\nRCPT TO:<ana@example.com>\r\nDATA\r\n"
+
+
 def test_a_server_that_stops_answering_is_lost_once_the_timeout_passes(server: SmtpStandIn):
     server.delay = 5  # DATA's answer comes long after the client's timeout
     results: dict[str, Refusal | None] = {}
