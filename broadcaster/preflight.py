@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from broadcaster import message_rules, registry
-from broadcaster.channels.base import Channel, ChannelContext, Post
+from broadcaster.channels.base import AudienceChannel, Channel, ChannelContext, Post
 from broadcaster.errors import InputError, PreflightError
 from broadcaster.model import Incident, Update
-from broadcaster.render import Page
+from broadcaster.render import Page, duration
 from broadcaster.settings import Settings
 
 
@@ -139,6 +139,7 @@ def check(
             f"no {locale!r} text given; readers in {locale!r} will see the {fallback!r} text"
         )
     if fresh:  # a retry finishes what was already checked and sent in part: no second opinion
+        preview.warnings.extend(_paced(channels, audience))
         subjects = [(p.locale, p.post.subject) for p in preview.planned if p.post.subject]
         findings = message_rules.review(update, incident, default_locale=settings.organization.default_locale,
                                         subjects=subjects, drafting=drafting)
@@ -147,6 +148,21 @@ def check(
     if problems:
         raise PreflightError(problems)
     return preview
+
+
+def _paced(channels: Mapping[str, Channel], audience: Audience | None) -> list[str]:
+    """How long a list takes at the rate its relay allows, when that is more than a minute:
+    a million at 14 a second is most of a day, which whoever sends it should know before."""
+    if audience is None:
+        return []
+    total = sum(audience.counts.values())
+    notes = []
+    for name, channel in channels.items():
+        rate = channel.rate if isinstance(channel, AudienceChannel) else None
+        if rate and total / rate > 60:
+            notes.append(f"{name}: {total:,} recipients at {rate:g} a second ([channels.{name}] rate) take "
+                         f"about {duration(total / rate, {})} to send")
+    return notes
 
 
 def _readiness(settings: Settings, name: str, channel: Channel, drafting: bool, problems: list[str],

@@ -468,7 +468,7 @@ def _uptime_view(uptime: ComponentUptime, t: dict[str, Any], locale: str) -> dic
         when = format_date(day.day, "d MMM", locale=code)
         if not day.seconds:
             return words["day_ok"].format(day=when)
-        spells = [words["spell"].format(state=t["component"][state], duration=_duration(seconds, words))
+        spells = [words["spell"].format(state=t["component"][state], duration=duration(seconds, words))
                   for state, seconds in day.seconds]
         return words["day_bad"].format(day=when, states=", ".join(spells))
 
@@ -490,7 +490,7 @@ def summary(text: str, length: int = SUMMARY_LENGTH) -> str:
     return cut + "…"
 
 
-def _duration(seconds: float, words: dict[str, str]) -> str:
+def duration(seconds: float, words: dict[str, str]) -> str:
     """"1 h 20 min", "45 min", "under 1 min": how long a state lasted, to the minute."""
     minutes = round(seconds / 60)
     if minutes < 1:
@@ -555,7 +555,7 @@ class IncidentViews:
             "updated_at": incident.updated_at,
             "resolved_at": resolved[-1].created_at if resolved else None,
             # How long it lasted ("2 h 15 min"), and its first lines: what a history lists.
-            "duration": _duration((resolved[-1].created_at - incident.created_at).total_seconds(),
+            "duration": duration((resolved[-1].created_at - incident.created_at).total_seconds(),
                                   self.words["uptime"])
             if resolved and not incident.is_maintenance and "uptime" in self.words else None,
             # Its first message (Markdown): a history shows its first lines (`|plain|summary`).

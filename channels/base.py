@@ -270,6 +270,12 @@ class AudienceChannel(Channel):
     def send_batch(self, post: Post, recipients: Sequence[Recipient], report: Report) -> None:
         """Deliver `post` to each recipient; see `Channel.send_batch`."""
 
+    @property
+    def rate(self) -> float | None:
+        """The most it sends a second, if it was told of a limit (the email relay's `rate`):
+        the preview says how long a large list will then take. None: as fast as it can."""
+        return None
+
     def batches_done(self) -> None:
         """The fan-out has sent every batch it could claim (or stopped): let go of what was kept
         open from one batch to the next (the email channel's connections). Called once at the

@@ -364,6 +364,10 @@ class EmailChannel(AudienceChannel, StaffNotices):
         self._taken = min(self._connections, self._taken + self._step)
         self._step *= 2
 
+    @property
+    def rate(self) -> float | None:
+        return self.settings.rate
+
     def said(self) -> list[str]:
         """Once a fan-out: the fewest connections taken, if the relay refused some, and the
         messages it put off for coming too fast; each with what to set."""

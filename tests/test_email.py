@@ -684,6 +684,24 @@ def test_a_rate_that_is_not_a_positive_number_is_refused_before_anything_goes(
     assert inbox.messages == [] and mailing.rows("SELECT id FROM incidents") == []
 
 
+def test_the_preview_says_how_long_a_paced_list_takes_when_it_is_more_than_a_minute(mailing: Project,
+                                                                                       inbox: Inbox):
+    """At a relay's rate a large list takes long (a million at 14 a second: most of a day);
+    whoever sends it hears so before they confirm. Not said when it takes under a minute."""
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(150)))
+    for rate, says in ((2, "email: 150 recipients at 2 a second ([channels.email] rate) take about 1 min "
+                           "to send"), (0.5, "take about 5 min to send"), (14, None)):
+        mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2) + f"rate = {rate}\n")
+        outcome = announce(mailing, "--dry-run")
+        assert outcome["exit_code"] == 0, outcome
+        paced = [w for w in outcome["warnings"] if "a second ([channels.email] rate)" in w]
+        if says is None:
+            assert paced == []
+        else:
+            assert len(paced) == 1 and says in paced[0], paced
+    assert inbox.messages == []
+
+
 def test_a_daily_quota_is_not_taken_for_a_rate():
     """SES words its daily quota as it words its rate ("454 Throttling failure: Daily message
     quota exceeded"); spacing the messages would not help it, so the warning does not say so."""
