@@ -139,17 +139,11 @@ def test_smtp_sink_hanging_up_after_the_dot_leaves_that_message_in_doubt():
     assert (lost.value.in_doubt, lost.value.resume_at) == ("a@example.com", 1)
 
 
-@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one command at a time"])
-def test_many_connections_from_one_thread_each_waits_for_its_result_to_be_recorded(
-        server: SmtpStandIn, pipelining: bool):
-    """`converse` drives several connections from one thread and hands the results of all that
-    answered to `record` together. When `record` fails, nothing more is sent: the server holds
-    the recorded messages and at most one more per connection (its text went before the write)."""
-    from broadcaster.channels.smtp_pipelining import Lane, conversation, converse
+def three_lanes(server: SmtpStandIn, addresses: list[str], pipelining: bool) -> list:
+    """Three connections to `server`, each with a third of `addresses` (every third one) to send."""
+    from broadcaster.channels.smtp_pipelining import Lane, conversation
 
-    server.pipelining = pipelining
-    addresses = [f"p{n}@example.com" for n in range(90)]
-    lanes, recorded = [], []
+    lanes = []
     for share in (addresses[0::3], addresses[1::3], addresses[2::3]):
         connection = smtplib.SMTP("127.0.0.1", server.port, timeout=30)
         connection.ehlo()
@@ -157,6 +151,20 @@ def test_many_connections_from_one_thread_each_waits_for_its_result_to_be_record
         talk = conversation(connection, SENDER, share, 0, address=lambda a: a, options=lambda a: [],
                             data=lambda a: dot_stuffed(message(a)))
         lanes.append(Lane(connection, talk))
+    return lanes
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one command at a time"])
+def test_many_connections_from_one_thread_each_waits_for_its_result_to_be_recorded(
+        server: SmtpStandIn, pipelining: bool):
+    """`converse` drives several connections from one thread and hands the results of all that
+    answered to `record` together. When `record` fails, nothing more is sent: the server holds
+    the recorded messages and at most one more per connection (its text went before the write)."""
+    from broadcaster.channels.smtp_pipelining import converse
+
+    server.pipelining = pipelining
+    addresses = [f"p{n}@example.com" for n in range(90)]
+    lanes, recorded = three_lanes(server, addresses, pipelining), []
 
     def record(results) -> None:
         if len(recorded) >= 40:
@@ -186,21 +194,14 @@ def test_a_pace_gives_moments_an_interval_apart_and_no_burst_after_a_pause():
 def test_paced_texts_go_no_faster_than_the_rate_over_every_connection(server: SmtpStandIn, pipelining: bool):
     """With a pace, the texts of all the connections together go at most `rate` a second:
     the last of N cannot reach the server before (N - 1) / rate after the first could go (a
-    bound the mechanism guarantees however busy the machine). Each is recorded, and the
-    results of connections that answered together still share a write."""
+    bound the mechanism guarantees however busy the machine), and each is recorded."""
     import time
 
-    from broadcaster.channels.smtp_pipelining import Lane, Pace, conversation, converse
+    from broadcaster.channels.smtp_pipelining import Pace, converse
 
     server.pipelining = pipelining
     addresses = [f"p{n}@example.com" for n in range(12)]
-    lanes, recorded = [], []
-    for share in (addresses[0::3], addresses[1::3], addresses[2::3]):
-        connection = smtplib.SMTP("127.0.0.1", server.port, timeout=30)
-        connection.ehlo()
-        talk = conversation(connection, SENDER, share, 0, address=lambda a: a, options=lambda a: [],
-                            data=lambda a: dot_stuffed(message(a)))
-        lanes.append(Lane(connection, talk))
+    lanes, recorded = three_lanes(server, addresses, pipelining), []
     began = time.monotonic()
     converse(lanes, lambda results: recorded.extend(r.item for r in results if r.refusal is None),
              timeout=30, pace=Pace(20))
