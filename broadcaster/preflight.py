@@ -161,7 +161,7 @@ def _paced(channels: Mapping[str, Channel], audience: Audience | None) -> list[s
         rate = channel.rate if isinstance(channel, AudienceChannel) else None
         if rate and total / rate > 60:
             notes.append(f"{name}: {total:,} recipients at {rate:g} a second ([channels.{name}] rate) take "
-                         f"about {duration(total / rate, {})} to send")
+                         f"about {duration(total / rate, {'under_a_minute': 'under 1 min'})} to send")
     return notes
 
 

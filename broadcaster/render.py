@@ -556,7 +556,7 @@ class IncidentViews:
             "resolved_at": resolved[-1].created_at if resolved else None,
             # How long it lasted ("2 h 15 min"), and its first lines: what a history lists.
             "duration": duration((resolved[-1].created_at - incident.created_at).total_seconds(),
-                                  self.words["uptime"])
+                                 self.words["uptime"])
             if resolved and not incident.is_maintenance and "uptime" in self.words else None,
             # Its first message (Markdown): a history shows its first lines (`|plain|summary`).
             "first_message": published[0].text(self.locale).message,
