@@ -226,7 +226,7 @@ def preview_text(preview: Preview) -> str:
         lines.append(f"── {planned.channel} ({planned.locale}) · {limit}")
         if planned.post.subject:
             lines.append(f"   Subject: {planned.post.subject}")
-        lines.extend(f"   {line}" for line in planned.post.text.splitlines())
+        lines.extend(f"   {line}" for line in planned.post.shown(planned.post.text).splitlines())
         for number, reply in enumerate(planned.post.continuation, start=2):
             lines.append(f"   ↳ reply {number}:")
             lines.extend(f"   {line}" for line in reply.splitlines())
@@ -392,7 +392,7 @@ def planned_json(preview: Preview) -> list[dict[str, Any]]:
         {
             "channel": p.channel,
             "locale": p.locale,
-            "text": p.post.text,
+            "text": p.post.shown(p.post.text),
             "length": p.length,
             "limit": p.limit,
             "files": sorted(p.post.files),

@@ -98,6 +98,15 @@ class Post:
     #: The update closes the incident (resolved, or a maintenance completed or cancelled): a
     #: channel may show it more widely (Slack shows the thread's last reply in the channel too).
     closes: bool = False
+    #: What each recipient's copy fills in, and how a preview shows it: placeholder -> words
+    #: (the email channel's unsubscribe token reads "{token}", as the URL settings write it).
+    personal: Mapping[str, str] = field(default_factory=dict)
+
+    def shown(self, text: str) -> str:
+        """`text` as the person sending reads it in a preview: the placeholders in words."""
+        for placeholder, words in self.personal.items():
+            text = text.replace(placeholder, words)
+        return text
 
     def linked_parts(self) -> dict[str, str]:
         """The parts a reader sees, each of which must carry the statement link."""

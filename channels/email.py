@@ -191,7 +191,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
         html = _break_long_lines(html_page.render(page.kind, **extra))
         subject = " ".join(page.render("subject").split())
         return Post(text=text, link=page.statement_url, html=html, subject=subject,
-                    update_id=page.update.id, locale=page.locale)
+                    update_id=page.update.id, locale=page.locale, personal={TOKEN: "{token}"})
 
     def unsubscribe_url(self, token: str) -> str:
         template = self.settings.unsubscribe_url or (

@@ -702,6 +702,25 @@ def test_the_preview_says_how_long_a_paced_list_takes_when_it_is_more_than_a_min
     assert inbox.messages == []
 
 
+def test_the_preview_shows_where_each_subscriber_s_own_link_goes_in_words(mailing: Project):
+    """Each copy carries its subscriber's own unsubscribe and preferences links; the preview
+    (text and JSON) shows them as the URL settings write them, not the placeholder each copy
+    fills in, which read like a token nobody had."""
+    from broadcaster.channels import email as email_channel
+
+    subscribe(mailing)
+    shown = mailing.cli("announce", "--title", "Payments down", "--message", "Card payments fail.",
+                        "--dry-run")
+    assert shown.exit_code == 0, shown.output
+    outcome = announce(mailing, "--dry-run")
+    (planned, *_) = [p for p in outcome["preview"] if p["channel"] == "email"]
+    for text in (shown.output, planned["text"]):
+        assert "https://status.example.com/unsubscribe/{token}" in text, text
+        assert "https://status.example.com/preferences/{token}" in text
+        assert email_channel.TOKEN not in text and "BROADCASTER-TOKEN" not in text
+    assert mailing.inbox.messages == []
+
+
 def test_a_daily_quota_is_not_taken_for_a_rate():
     """SES words its daily quota as it words its rate ("454 Throttling failure: Daily message
     quota exceeded"); spacing the messages would not help it, so the warning does not say so."""
