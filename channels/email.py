@@ -67,6 +67,8 @@ from broadcaster.model import Receipt
 from broadcaster.settings import resolve_path
 
 if TYPE_CHECKING:
+    from datetime import date
+
     from broadcaster.render import Page
 
 #: Placeholders in the message built once per (update × locale): ASCII, unbreakable, and
@@ -85,6 +87,17 @@ THREAD_HEADERS = f"In-Reply-To: {THREAD}\r\nReferences: {THREAD}\r\n".encode()
 #: not help it, so it is left out.
 _TOO_FAST = re.compile(r"^(?!.*quota).*(throttl|\brate\b|too much mail|too many messages)",
                        re.IGNORECASE | re.DOTALL)
+#: Relays known to limit how fast one client sends, by host name: what they take, and what
+#: `rate` to set. Said before sending when `rate` is unset (`readiness`), since a list sent
+#: faster is mostly put off, round after round.
+RATE_LIMITED_RELAYS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^email-smtp(-fips)?\.[a-z0-9-]+\.amazonaws\.com$", re.IGNORECASE),
+     "Amazon SES takes at most your account's maximum send rate a second (the SES console "
+     "shows it) and refuses the rest with 454 Throttling failure: set [channels.email] rate to it"),
+    (re.compile(r"^(smtp\.office365\.com|smtp-mail\.outlook\.com)$", re.IGNORECASE),
+     "Exchange Online takes 30 messages a minute from a mailbox, and 10,000 recipients a day: "
+     "set [channels.email] rate = 0.5 (a longer list needs a sender made for bulk mail)"),
+)
 #: SMTP's hard limit is 998 octets a line; text is wrapped well below it.
 LINE_LIMIT = 900
 #: Headers as they are: no folding, so no placeholder is ever split or encoded.
@@ -192,6 +205,14 @@ class EmailChannel(AudienceChannel, StaffNotices):
         subject = " ".join(page.render("subject").split())
         return Post(text=text, link=page.statement_url, html=html, subject=subject,
                     update_id=page.update.id, locale=page.locale, personal={TOKEN: "{token}"})
+
+    def readiness(self, today: date) -> tuple[list[str], list[str]]:
+        """A relay known to limit how fast a client sends, with no `rate` set: say what to set."""
+        if self.settings.rate is None:
+            for host, advice in RATE_LIMITED_RELAYS:
+                if host.match(self.settings.host):
+                    return [], [f"{self.settings.host}: {advice}"]
+        return [], []
 
     def unsubscribe_url(self, token: str) -> str:
         template = self.settings.unsubscribe_url or (

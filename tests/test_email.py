@@ -721,6 +721,28 @@ def test_the_preview_shows_where_each_subscriber_s_own_link_goes_in_words(mailin
     assert mailing.inbox.messages == []
 
 
+@pytest.mark.parametrize("host, rate, says", [
+    ("email-smtp.eu-west-1.amazonaws.com", None, "Amazon SES takes at most your account's maximum send rate"),
+    ("smtp.office365.com", None, "Exchange Online takes 30 messages a minute from a mailbox"),
+    ("email-smtp.eu-west-1.amazonaws.com", 14, None),
+    ("127.0.0.1", None, None),
+])
+def test_a_relay_known_to_limit_its_rate_is_named_before_anything_goes_when_rate_is_unset(
+        project: Project, host: str, rate: float | None, says: str | None):
+    """Amazon SES and Exchange Online refuse what comes faster than they take: the preview
+    says so, and what to set, before anyone confirms (nothing is contacted for a preview)."""
+    section = EMAIL_SECTION.format(port=25, connections=2).replace('"127.0.0.1"', f'"{host}"')
+    project.write(section + (f"rate = {rate}\n" if rate else ""))
+    subscribe(project)
+    outcome = announce(project, "--dry-run")
+    assert outcome["exit_code"] == 0, outcome
+    named = [w for w in outcome["warnings"] if w.startswith(f"email: {host}: ")]
+    if says is None:
+        assert named == [], named
+    else:
+        assert len(named) == 1 and says in named[0] and "set [channels.email] rate" in named[0], named
+
+
 def test_a_daily_quota_is_not_taken_for_a_rate():
     """SES words its daily quota as it words its rate ("454 Throttling failure: Daily message
     quota exceeded"); spacing the messages would not help it, so the warning does not say so."""
