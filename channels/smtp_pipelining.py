@@ -223,12 +223,50 @@ class Pace:
     with 454 "Throttling failure: Maximum sending rate exceeded"; Exchange Online takes 30 a
     minute from a mailbox). Sent faster, the excess is refused and waits a whole round; paced,
     none is. Spaced rather than let through in bursts: a relay that counts by the second sees
-    no second with more than `rate`."""
+    no second with more than `rate`.
 
-    def __init__(self, rate: float) -> None:
-        self.interval = 1.0 / rate
+    The pace also follows what the relay says (`heard`). Without a rate nothing waits until
+    the relay puts messages off for coming too fast; from then on, and with a rate it does not
+    take, the pace slows on each refusal to what the relay took since the pace last changed,
+    and speeds up again by a tenth after a spell with none (never past a rate that was set). A
+    relay that counts by the minute (Postfix's anvil, Exchange) refuses everything for the rest
+    of its minute once its burst is spent: the spells between slowings double while refusals go
+    on, so that the measure comes to span the relay's own period and find its rate.
+    """
+
+    #: The slowest a pace goes: one message a minute (a relay slower than that is a quota,
+    #: not a rate, and no spacing of this fan-out's would help).
+    SLOWEST = 1 / 60
+    #: The shortest spell the pace holds before it changes again, in seconds...
+    SPELL = 1.0
+    #: ...or this many messages' spacing at the pace, if longer.
+    SPACINGS = 4
+    #: A spell with no refusal, the pace used to the full, speeds it up by this much.
+    FASTER = 1.1
+    #: Refusals this soon after a change answer texts that went before it (a round trip).
+    GRACE = 0.2
+    #: How long `counts` goes back, in seconds (`SPACINGS` messages at the slowest pace).
+    KEPT = SPACINGS / SLOWEST
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.most = rate  # never faster than this (a rate that was set), None: no bound
+        self.interval = 1.0 / rate if rate else 0.0  # 0: nothing waits
         self.next = 0.0  # the earliest moment (time.monotonic) the next message may go
         self.lock = threading.Lock()
+        self.taken = 0  # how many messages the relay has taken, in all
+        #: `taken` as it was at moments a tenth of a second apart or more (the last `KEPT` s).
+        self.counts: deque[tuple[float, int]] = deque()
+        #: When the pace last changed and `taken` then (None: nothing heard yet); until when it
+        #: holds; how long that spell is; whether the last change was a slowing.
+        self.mark: tuple[float, int] | None = None
+        self.until = 0.0
+        self.spell = self.SPELL
+        self.slowing = False
+        self.refused = False  # a refusal counted since the last change
+        #: What the relay took a second over the spell before the last slowing (None: never
+        #: slowed): its rate as measured, for the person to set.
+        self.found: float | None = None
 
     def reserve(self, now: float) -> float:
         """The moment the caller's message may go (`now` or later), taken for it: each moment
@@ -237,6 +275,50 @@ class Pace:
             slot = max(self.next, now)
             self.next = slot + self.interval
             return slot
+
+    def heard(self, now: float, taken: int, put_off: int) -> bool:
+        """The relay took `taken` messages and put `put_off` off for coming too fast; True if
+        the pace slowed.
+
+        The pace holds for a spell after each change; refusals in its first `GRACE` seconds
+        answer texts that went before it and are not counted. At the first refusal counted
+        (and at the end of a spell that had one) it slows to what the relay took since the
+        pace last changed (at least over the last `SPELL`), but to no less than half and no
+        more than nine tenths of the old rate. After a spell with none, in which the pace was
+        used to the full, it speeds up by `FASTER`, never past a rate that was set."""
+        with self.lock:
+            self.taken += taken
+            counts = self.counts
+            if not counts or now - counts[-1][0] >= 0.1:
+                counts.append((now, self.taken))
+                while len(counts) > 2 and counts[1][0] < now - self.KEPT:
+                    counts.popleft()
+            if self.mark is None:
+                self.mark = (now, 0)
+            if put_off and now >= self.mark[0] + (self.GRACE if self.rate is not None else 0.0):
+                self.refused = True
+            if now < self.until or not (self.refused or self.rate not in (None, self.most)):
+                return False
+            since = min(self.mark[0], now - self.SPELL)  # at least a spell: the news may be fresh
+            before = next((count for at, count in reversed(counts) if at <= since), 0)
+            measured = (self.taken - before) / (now - since)
+            if self.refused:
+                self.found = measured
+                rate = measured if self.rate is None else min(0.9 * self.rate, max(measured, self.rate / 2))
+                self.spell = min(2 * self.spell, self.KEPT) if self.slowing else self.SPELL
+                self.slowing = True
+            elif measured >= 0.8 * self.rate:  # limited by the pace, not refused: try faster
+                rate = min(self.FASTER * self.rate, self.most or float("inf"))
+                self.spell, self.slowing = self.SPELL, False
+            else:  # sending slower than the pace anyway: nothing learnt
+                self.mark, self.until = (now, self.taken), now + self.SPELL
+                return False
+            slowed, self.refused = self.refused, False
+            self.rate = max(rate, self.SLOWEST)
+            self.interval = 1.0 / self.rate
+            self.mark = (now, self.taken)
+            self.until = now + max(self.spell, self.SPACINGS * self.interval)
+            return slowed
 
 
 class Lane:
@@ -316,7 +398,7 @@ class Lane:
                     return None
                 answer = [self.replies.popleft() for _ in range(request.count)]
             elif isinstance(request, Write):
-                if request.in_doubt is not None and self.pace is not None:  # a message's text
+                if request.in_doubt is not None and self.pace is not None and self.pace.interval:  # a text
                     if self.closed is not None:  # gone while it waited: the text never went
                         raise Lost(self.closed, request.index, None)
                     now = time.monotonic()

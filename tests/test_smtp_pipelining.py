@@ -190,6 +190,84 @@ def test_a_pace_gives_moments_an_interval_apart_and_no_burst_after_a_pause():
     assert [pace.reserve(now) for now in (30.0, 30.0)] == [30.0, 30.25], "after a pause, spaced again"
 
 
+def against(relay: tuple[int, float], messages: int, rate: float | None = None) -> tuple[float, int, float]:
+    """A `Pace` driven in simulated time (no clock, no sockets) by 16 connections against a
+    relay that takes `count` messages in any `seconds` and puts the rest off, each answer half
+    a millisecond after its text, each put-off message sent again: (the moment the last was
+    taken, how many were put off, the fastest rate the pace reached)."""
+    import heapq
+    from collections import deque
+
+    from broadcaster.channels.smtp_pipelining import Pace
+
+    (count, seconds), pace, window = relay, Pace(rate), deque[float]()
+    todo, put_off, fastest, clock = messages, 0, 0.0, 0.0
+    ready = [(0.0, lane) for lane in range(16)]  # when each connection may send its next text
+    while todo:
+        at, lane = heapq.heappop(ready)
+        went = pace.reserve(at) if pace.interval else at
+        while window and window[0] <= went - seconds:
+            window.popleft()
+        taken = len(window) < count
+        if taken:
+            window.append(went)
+            todo -= 1
+        put_off += not taken
+        clock = went + 0.0005
+        pace.heard(clock, int(taken), int(not taken))
+        fastest = max(fastest, pace.rate or 0.0)
+        heapq.heappush(ready, (clock, lane))
+    return clock, put_off, fastest
+
+
+@pytest.mark.parametrize("relay, messages, speed, most_put_off", [
+    ((20, 1.0), 2000, 0.85, 0.1),  # Amazon SES with a maximum send rate of 20 a second
+    ((100, 1.0), 5000, 0.85, 0.1),
+    ((10, 2.0), 400, 0.75, 0.25),  # a relay that counts over two seconds
+    ((600, 60.0), 6000, 0.75, 1.5),  # Postfix's anvil: 600 a minute, a burst and then nothing
+], ids=["20 a second", "100 a second", "5 a second, counted over 2 s", "600 a minute"])
+def test_without_a_rate_the_pace_finds_what_the_relay_takes(relay: tuple[int, float], messages: int,
+                                                             speed: float, most_put_off: float):
+    """Without `rate`, sending as fast as the relay answers until it puts messages off, then
+    at what it takes: the whole list goes in not much longer than the relay's rate allows, and
+    few are put off (before, at full speed, the excess of every round was: 20 of 400 went in
+    three rounds against a relay taking 20 a second). A relay that counts by the minute spends
+    its burst at once and then refuses everything until the minute is over: the pace must not
+    take that for a relay that takes nothing, and ends near its rate."""
+    clock, put_off, _ = against(relay, messages)
+    count, seconds = relay
+    ideal = (messages - count) * seconds / count  # its burst at once, then its rate
+    assert ideal / clock >= speed, f"{clock:.1f} s against {ideal:.1f} s at the relay's rate"
+    assert put_off <= most_put_off * messages, f"{put_off} put off"
+
+
+def test_a_pace_goes_no_faster_than_a_rate_that_was_set_and_without_refusals_never_waits():
+    from broadcaster.channels.smtp_pipelining import Pace
+
+    assert against((20, 1.0), 400, rate=10) == (pytest.approx(39.9, abs=0.1), 0, 10), "taken: kept as it is"
+    _, put_off, fastest = against((20, 1.0), 400, rate=40)
+    assert fastest == 40 and 0 < put_off <= 40, "slowed, then faster again, never past 40"
+    free = Pace(None)
+    for n in range(1000):
+        assert not free.heard(n / 100, 16, 0)
+    assert free.rate is None and free.interval == 0 and free.found is None
+
+
+def test_refusals_just_after_the_pace_changed_answer_texts_sent_before_it():
+    """The texts in flight when the pace slows are refused too: that is the same news, not a
+    sign that the new pace is still too fast."""
+    from broadcaster.channels.smtp_pipelining import Pace
+
+    pace = Pace(None)
+    pace.heard(0.000, 20, 0)
+    assert pace.heard(0.010, 0, 16) and pace.rate == 20, "what it took in the last second"
+    assert not pace.heard(0.012, 0, 15), "the rest of the 16 in flight: the same news"
+    assert not pace.heard(1.000, 19, 0) and pace.rate == 20, "a spell at the new pace"
+    assert not pace.heard(1.020, 1, 0) and pace.rate == pytest.approx(22), "none refused: a tenth faster"
+    assert not pace.heard(1.500, 10, 2), "refused within the spell: counted, acted on at its end"
+    assert pace.heard(2.100, 6, 0) and pace.rate == pytest.approx(17 / 1.08), "what it took since it sped up"
+
+
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one command at a time"])
 def test_paced_texts_go_no_faster_than_the_rate_over_every_connection(server: SmtpStandIn, pipelining: bool):
     """With a pace, the texts of all the connections together go at most `rate` a second:
