@@ -28,6 +28,7 @@ import smtplib
 import ssl
 import textwrap
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -88,8 +89,8 @@ THREAD_HEADERS = f"In-Reply-To: {THREAD}\r\nReferences: {THREAD}\r\n".encode()
 _TOO_FAST = re.compile(r"^(?!.*quota).*(throttl|\brate\b|too much mail|too many messages)",
                        re.IGNORECASE | re.DOTALL)
 #: Relays known to limit how fast one client sends, by host name: what they take, and what
-#: `rate` to set. Said before sending when `rate` is unset (`readiness`), since a list sent
-#: faster is mostly put off, round after round.
+#: `rate` to set. Said before sending when `rate` is unset (`readiness`): unpaced, a list
+#: goes at full speed until the relay refuses, and what it refuses waits for another round.
 RATE_LIMITED_RELAYS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"^email-smtp(-fips)?\.[a-z0-9-]+\.amazonaws\.com$", re.IGNORECASE),
      "Amazon SES takes at most your account's maximum send rate a second (the SES console "
@@ -180,18 +181,18 @@ class EmailChannel(AudienceChannel, StaffNotices):
         #: Each post's prepared message, built once per fan-out rather than once per batch (the
         #: email library's header parsing took a tenth of a fan-out's Python time, batch by batch).
         self._prepared: dict[tuple[str, str, str | None, str, str | None], PreparedMessage] = {}
-        #: The most connections worth opening: no more than the messages the relay takes a
-        #: second, if `rate` says (each connection then still sends about once a second).
-        self._connections = min(settings.connections, math.ceil(settings.rate or settings.connections))
+        #: Spaces the messages' texts at `rate` a second, across batches and rounds; without
+        #: `rate`, at what the relay takes once it puts messages off for coming too fast.
+        self._pace = Pace(settings.rate)
         #: How many connections the next open asks for. Lowered when the server refused some
         #: (e.g. 421 "too many connections"), then raised again step by step (`_took_fewer`),
         #: so a refusal that passes does not slow the rest of a long list.
-        self._taken = self._connections
+        self._taken = self._most()
         self._step = 1
-        #: Spaces the messages' texts at `rate` a second, across batches and rounds.
-        self._pace = Pace(settings.rate) if settings.rate else None
         #: Messages the relay put off for coming too fast in this fan-out, and its last words.
         self._throttled: tuple[int, str] = (0, "")
+        #: Whether the pace slowed in this fan-out because the relay put messages off.
+        self._slowed = False
         #: The fewest connections a server took in this fan-out, out of how many, and why it
         #: refused the others: what the person hears of afterwards (`said`).
         self._fewest: tuple[int, int, DeliveryError] | None = None
@@ -247,6 +248,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
         message = self._prepared.get(key) or self._prepared.setdefault(key, PreparedMessage.build(post, self))
         todo, ramping, refused = recipients, False, False
         while todo:
+            self._taken = min(self._taken, self._most())  # the pace may have slowed
             asked = min(self._taken, len(todo))
             opened, refusals = self._open_many(asked)
             if not opened:  # none at all: everyone is told why (a transient reason: another round)
@@ -255,7 +257,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
             if refusals:  # a server at its limit, or busy for a moment: slices while it grows back
                 self._took_fewer(len(opened), asked, refusals[0])
                 ramping, refused = not refused, True  # refused again in this batch: its limit
-            elif asked == self._taken < self._connections:  # every one it asked for
+            elif asked == self._taken < self._most():  # every one it asked for
                 self._ask_for_more()
             else:
                 ramping = False
@@ -295,7 +297,13 @@ class EmailChannel(AudienceChannel, StaffNotices):
             return opened
 
         def record(results: list[Result]) -> None:
-            report([(r.item, self._outcome(r.item, r.refusal, receipts)) for r in results])  # type: ignore[arg-type]
+            put_off = self._throttled[0]
+            outcomes = [(r.item, self._outcome(r.item, r.refusal, receipts)) for r in results]
+            put_off = self._throttled[0] - put_off
+            taken = sum(1 for r in results if r.refusal is None)
+            if self._pace.heard(time.monotonic(), taken, put_off):
+                self._slowed = True
+            report(outcomes)  # type: ignore[arg-type]
 
         def lost(dropped: Lane, why: Lost) -> Lane | None:
             share = shares.pop(dropped)
@@ -382,8 +390,14 @@ class EmailChannel(AudienceChannel, StaffNotices):
     def _ask_for_more(self) -> None:
         """Ask for more next time: one, then two, four and so on more (from 1 back to 16 in
         four steps), up to `connections`."""
-        self._taken = min(self._connections, self._taken + self._step)
+        self._taken = min(self._most(), self._taken + self._step)
         self._step *= 2
+
+    def _most(self) -> int:
+        """The most connections worth opening: no more than the messages the relay takes a
+        second, if the pace says (each connection then still sends about once a second)."""
+        rate = self._pace.rate
+        return min(self.settings.connections, max(1, math.ceil(rate))) if rate else self.settings.connections
 
     @property
     def rate(self) -> float | None:
@@ -399,12 +413,16 @@ class EmailChannel(AudienceChannel, StaffNotices):
                          f"{why}. The list went over those it took, asking for more as it went: set "
                          f"[channels.email] connections = {took} if that is the relay's limit")
         (count, reply), self._throttled = self._throttled, (0, "")
+        slowed, self._slowed = self._slowed, False
         if count:
-            rate = self.settings.rate
-            what = (f"lower [channels.email] rate (now {rate:g})" if rate else "set [channels.email] rate")
+            rate, found = self.settings.rate, self._pace.found
+            what = f"lower [channels.email] rate (now {rate:g})" if rate else "set [channels.email] rate"
+            slowing = (f"sending slowed to what it took (about {_per_second(found)} a second), and "
+                       if slowed and found else "")
+            went = (f"{slowing}they {'went' if slowing else 'go'} round again or are left for `retry`: "
+                    f"{what} to the messages a second it takes from this sender")
             lines.append(f"the SMTP server put off {count} message{'s' if count > 1 else ''} for coming too "
-                         f"fast ({reply}); they go round again or are left for `retry`: {what} to the "
-                         f"messages a second it takes from this sender")
+                         f"fast ({reply}); {went}")
         return lines
 
     def _outcome(self, recipient: Recipient, refusal: Refusal | None,
@@ -461,7 +479,7 @@ class EmailChannel(AudienceChannel, StaffNotices):
 
     def batches_done(self) -> None:
         self._prepared.clear()
-        self._taken, self._step = self._connections, 1  # a worker asks for all next time
+        self._taken, self._step = self._most(), 1  # a worker asks for all next time
         with self._kept_lock:
             kept, self._kept = self._kept, []
         for connection in kept:
@@ -587,6 +605,14 @@ class PreparedMessage:
         )
         data = self.template % tuple([values[slot] for slot in self.slots])
         return data, Receipt(remote_id=message_id)
+
+
+def _per_second(rate: float) -> str:
+    """A rate as a person would set it: three figures at most, rounded down (so the relay
+    takes it), "0.471", "13.5", "120"."""
+    digits = max(0, 2 - math.floor(math.log10(rate)))
+    shown = f"{math.floor(rate * 10 ** digits) / 10 ** digits:.{digits}f}"
+    return shown.rstrip("0").rstrip(".") if digits else shown
 
 
 def _options(recipient: Recipient, eight_bit: list[str]) -> list[str]:

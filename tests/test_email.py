@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import shutil
 import smtplib
 import socket
@@ -646,6 +647,27 @@ def test_a_relay_that_limits_how_fast_a_client_sends_is_sent_to_at_its_rate_and_
     assert inbox.greetings <= 5, "no more connections than messages a second"
     sent = sorted(a for m in inbox.messages for a in m.envelope_to)
     assert sent == [f"user{n}@example.com" for n in range(8)], "each once"
+
+
+def test_without_a_rate_a_relay_that_puts_messages_off_gets_them_at_the_pace_it_takes(mailing: Project,
+                                                                                      inbox: Inbox):
+    """No `rate` set, a relay that takes 20 a second (10 in any half second, as SES's maximum
+    send rate) and answers the rest 454. Before, every round went at full speed and only the
+    relay's burst got through: 20 of 400 were sent and the rest failed after three rounds.
+    Now the pace slows to what the relay takes once it puts messages off, the few put off go
+    round again, and everyone gets the message once."""
+    inbox.max_rate = (10, 0.5)
+    mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=16))
+    subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(60)))
+    outcome = announce(mailing)
+    assert outcome["exit_code"] == 0 and outcome["recipients"]["email"] == {"sent": 60}, outcome
+    assert 0 < inbox.throttled < 30, inbox.throttled
+    sent = sorted(a for m in inbox.messages for a in m.envelope_to)
+    assert sent == sorted(f"user{n}@example.com" for n in range(60)), "each once"
+    (said,) = [w for w in outcome["warnings"] if w.startswith("email: ")]
+    assert f"put off {inbox.throttled} messages for coming too fast (454 Throttling failure" in said
+    assert re.search(r"sending slowed to what it took \(about [\d.]+ a second\), and they went round", said)
+    assert "set [channels.email] rate to the messages a second it takes" in said
 
 
 @pytest.mark.parametrize("rate, advice", [(None, "set [channels.email] rate"),
