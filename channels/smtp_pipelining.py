@@ -237,6 +237,9 @@ class Pace:
     #: The slowest a pace goes: one message a minute (a relay slower than that is a quota,
     #: not a rate, and no spacing of this fan-out's would help).
     SLOWEST = 1 / 60
+    #: Where a pace starts that was refused before the relay took anything (its burst spent
+    #: by another sender): one a second, then faster by a tenth a spell.
+    AFRESH = 1.0
     #: The shortest spell the pace holds before it changes again, in seconds...
     SPELL = 1.0
     #: ...or this many messages' spacing at the pace, if longer.
@@ -304,7 +307,10 @@ class Pace:
             measured = (self.taken - before) / (now - since)
             if self.refused:
                 self.found = measured
-                rate = measured if self.rate is None else min(0.9 * self.rate, max(measured, self.rate / 2))
+                if self.rate is None:  # the first: what it took, or one a second if nothing
+                    rate = measured or self.AFRESH
+                else:
+                    rate = min(0.9 * self.rate, max(measured, self.rate / 2))
                 self.spell = min(2 * self.spell, self.KEPT) if self.slowing else self.SPELL
                 self.slowing = True
             elif measured >= 0.8 * self.rate:  # limited by the pace, not refused: try faster

@@ -268,6 +268,20 @@ def test_refusals_just_after_the_pace_changed_answer_texts_sent_before_it():
     assert pace.heard(2.100, 6, 0) and pace.rate == pytest.approx(17 / 1.08), "what it took since it sped up"
 
 
+def test_a_pace_refused_before_the_relay_took_anything_starts_at_one_a_second():
+    """A relay whose burst another sender spent (or the last command) refuses the first texts:
+    a measure of nothing is not a rate of nothing; the pace starts at one a second."""
+    from broadcaster.channels.smtp_pipelining import Pace
+
+    pace = Pace(None)
+    assert pace.heard(0.001, 0, 16) and pace.rate == 1 and pace.found == 0
+    now = 0.001
+    while now < 60:  # the relay takes each as it comes: a tenth faster after each spell
+        now = pace.reserve(now)
+        pace.heard(now, 1, 0)
+    assert pace.rate > 10, pace.rate
+
+
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelining", "one command at a time"])
 def test_paced_texts_go_no_faster_than_the_rate_over_every_connection(server: SmtpStandIn, pipelining: bool):
     """With a pace, the texts of all the connections together go at most `rate` a second:
