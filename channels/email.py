@@ -415,10 +415,10 @@ class EmailChannel(AudienceChannel, StaffNotices):
         (count, reply), self._throttled = self._throttled, (0, "")
         slowed, self._slowed = self._slowed, False
         if count:
-            rate, found = self.settings.rate, self._pace.found
+            rate, pace = self.settings.rate, self._pace.rate
             what = f"lower [channels.email] rate (now {rate:g})" if rate else "set [channels.email] rate"
-            slowing = (f"sending slowed to what it took (about {_per_second(found)} a second), and "
-                       if slowed and found else "")
+            slowing = (f"sending slowed as it did (to about {_per_second(pace)} a second at the end), and "
+                       if slowed and pace else "")
             went = (f"{slowing}they {'went' if slowing else 'go'} round again or are left for `retry`: "
                     f"{what} to the messages a second it takes from this sender")
             lines.append(f"the SMTP server put off {count} message{'s' if count > 1 else ''} for coming too "

@@ -267,9 +267,6 @@ class Pace:
         self.spell = self.SPELL
         self.slowing = False
         self.refused = False  # a refusal counted since the last change
-        #: What the relay took a second over the spell before the last slowing (None: never
-        #: slowed): its rate as measured, for the person to set.
-        self.found: float | None = None
 
     def reserve(self, now: float) -> float:
         """The moment the caller's message may go (`now` or later), taken for it: each moment
@@ -306,7 +303,6 @@ class Pace:
             before = next((count for at, count in reversed(counts) if at <= since), 0)
             measured = (self.taken - before) / (now - since)
             if self.refused:
-                self.found = measured
                 if self.rate is None:  # the first: what it took, or one a second if nothing
                     rate = measured or self.AFRESH
                 else:
