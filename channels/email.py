@@ -415,10 +415,9 @@ class EmailChannel(AudienceChannel, StaffNotices):
         (count, reply), self._throttled = self._throttled, (0, "")
         slowed, self._slowed = self._slowed, False
         if count:
-            rate, pace = self.settings.rate, self._pace.rate
+            rate = self.settings.rate
             what = f"lower [channels.email] rate (now {rate:g})" if rate else "set [channels.email] rate"
-            slowing = (f"sending slowed as it did (to about {_per_second(pace)} a second at the end), and "
-                       if slowed and pace else "")
+            slowing = "sending slowed to what it took, and " if slowed else ""
             went = (f"{slowing}they {'went' if slowing else 'go'} round again or are left for `retry`: "
                     f"{what} to the messages a second it takes from this sender")
             lines.append(f"the SMTP server put off {count} message{'s' if count > 1 else ''} for coming too "
@@ -605,14 +604,6 @@ class PreparedMessage:
         )
         data = self.template % tuple([values[slot] for slot in self.slots])
         return data, Receipt(remote_id=message_id)
-
-
-def _per_second(rate: float) -> str:
-    """A rate as a person would set it: three figures at most, rounded down (so the relay
-    takes it), "0.471", "13.5", "120"."""
-    digits = max(0, 2 - math.floor(math.log10(rate)))
-    shown = f"{math.floor(rate * 10 ** digits) / 10 ** digits:.{digits}f}"
-    return shown.rstrip("0").rstrip(".") if digits else shown
 
 
 def _options(recipient: Recipient, eight_bit: list[str]) -> list[str]:
