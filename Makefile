@@ -35,6 +35,7 @@ bench: $(STAMP)
 	scripts/system-packages postfix postgresql
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/email_fanout.py
+	$(BIN)/python bench/email_relay_rate.py
 	$(BIN)/python bench/site_publish.py
 	$(BIN)/python bench/hooks.py
 	$(BIN)/python bench/workers.py

@@ -66,3 +66,24 @@ def test_the_whole_email_fanout_benchmark_runs_too():
         assert name in rows, f"no row {name!r} in:\n{printed}"
         assert "300" in rows[name], rows[name]
     assert "broadcaster subscribers import (the CSV)" in rows
+
+
+def test_the_relay_rate_benchmark_runs_every_way_and_the_way_before_leaves_messages_failed():
+    """`bench/email_relay_rate.py` on 60 subscribers and a relay taking 20 a second: the three
+    ways and the limit are printed, the ledger of each agrees with what the relay kept (the
+    benchmark checks), and at full speed, never slowing, the relay's excess is left failed."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "email_relay_rate.py"), "-n", "60", "--rate", "20",
+         "--attempts", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    names = ("full speed, never slowing (before)", "rate unset: the pace found from the relay",
+             "rate = 20, the relay's", "the relay's limit (its burst, then its rate)")
+    lines = done.stdout.splitlines()
+    rows = {line[:44].strip(): line[44:].split() for line in lines if line[:44].strip() in names}
+    assert len(rows) == 4, done.stdout
+    for sent, failed, *_ in rows.values():
+        assert int(sent) + int(failed) == 60, done.stdout
+    sent, failed, put_off, *_ = rows[names[0]]
+    assert int(failed) >= 20 and int(put_off) >= 40, "two rounds at full speed: the burst twice at most"
+    assert rows[names[3]][3] == "2.0", "40 after the burst, at 20 a second"

@@ -1,0 +1,122 @@
+"""Email to a relay that limits how fast one client sends: the whole `broadcaster announce`
+three ways, beside the relay's own limit, in one run.
+
+The relay is broadcaster's SMTP stand-in (aiosmtpd, on loopback) taking `--rate` messages in
+any second (or `--rate` × `--per` in any `--per` seconds: `--per 60` for a relay that counts by
+the minute, as Postfix's anvil and Exchange Online do) and answering the text of the rest
+`454 Throttling failure: Maximum sending rate exceeded`, as Amazon SES does past an account's
+maximum send rate. Each row is `broadcaster announce --yes --json` as a user runs it, with the
+default retry settings (`--attempts`, backoff from 1 s) and 16 connections:
+
+- full speed, never slowing: the command as it was before its pace followed the relay (the
+  pace's `heard` made to do nothing, in that process alone): each round gets little more than
+  the relay's burst through, and the rest is left failed for `retry`;
+- rate unset, the pace found from the relay's refusals: what the command does now;
+- rate set to the relay's: `[channels.email] rate` = `--rate`, as the README advises;
+- the relay's limit: its burst taken at once, the rest at its rate (no sender is faster).
+
+Each row says how many were sent, how many were left failed, how many texts the relay put off
+on the way (each goes round again), and the time against the limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ORGANIZATION
+
+from broadcaster.standins.smtp import SmtpStandIn
+
+#: `announce` in a process whose pace never slows: the command as it was before.
+NEVER_SLOWING = ("import sys; from broadcaster.channels import smtp_pipelining as p; "
+                 "p.Pace.heard = lambda self, now, taken, put_off: False; "
+                 "from broadcaster.cli import main; sys.argv[0] = 'broadcaster'; sys.exit(main())")
+
+
+def project(folder: Path, port: int, subscribers: int, attempts: int, rate: float | None) -> Path:
+    """A project folder sending to `port` over 16 connections, with its subscribers imported;
+    its settings file."""
+    folder.mkdir(parents=True)
+    settings = folder / "settings.toml"
+    settings.write_text(ORGANIZATION + f"""
+[channels.email]
+enabled = true
+host = "127.0.0.1"
+port = {port}
+sender = "Example Corp Status <status@example.com>"
+connections = 16
+{f"rate = {rate:g}" if rate else ""}
+
+[retry]
+attempts = {attempts}
+""", encoding="utf-8")
+    (folder / "subscribers.csv").write_text(
+        "email\n" + "".join(f"user{n}@example.com\n" for n in range(subscribers)), encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "broadcaster", "--config", str(settings), "subscribers", "import"],
+                   check=True, capture_output=True)
+    return settings
+
+
+def announce(settings: Path, *, never_slowing: bool) -> tuple[float, dict]:
+    """The whole command: its wall time and its JSON outcome."""
+    start = [sys.executable, "-c", NEVER_SLOWING] if never_slowing else [sys.executable, "-m", "broadcaster"]
+    began = time.perf_counter()
+    done = subprocess.run([*start, "--config", str(settings), "announce", "--title", "Payments down",
+                           "--message", "Card payments fail.", "--yes", "--json"],
+                          capture_output=True, text=True)
+    took = time.perf_counter() - began
+    if done.returncode not in (0, 3):  # 3: some left failed, which the first row expects
+        raise RuntimeError(f"announce exited with {done.returncode}: {done.stderr[-2000:]}")
+    return took, json.loads(done.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=3000, help="subscribers (default 3,000)")
+    parser.add_argument("--rate", type=int, default=100,
+                        help="messages a second the relay takes (default 100)")
+    parser.add_argument("--per", type=float, default=1.0,
+                        help="the period the relay counts over, in seconds (default 1; 60: by the minute)")
+    parser.add_argument("--attempts", type=int, default=6, help="[retry] attempts (default 6, the default)")
+    args = parser.parse_args()
+    burst = round(args.rate * args.per)
+    limit = max(0, args.n - burst) / args.rate
+    ways = [("full speed, never slowing (before)", None, True),
+            ("rate unset: the pace found from the relay", None, False),
+            (f"rate = {args.rate}, the relay's", args.rate, False)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n, (name, rate, never_slowing) in enumerate(ways):
+            print(f"running {name} …", file=sys.stderr, flush=True)
+            with SmtpStandIn() as relay:
+                relay.max_rate = (burst, args.per)
+                settings = project(Path(tmp) / str(n), relay.port, args.n, args.attempts, rate)
+                took, outcome = announce(settings, never_slowing=never_slowing)
+                counts = outcome["recipients"]["email"]
+                delivered = len({a for m in relay.messages for a in m.envelope_to})
+                assert delivered == counts.get("sent", 0), "the ledger says what the relay took"
+                said = [w for w in outcome["warnings"] if w.startswith("email: ")]
+                sent, failed = counts.get("sent", 0), counts.get("failed", 0)
+                rows.append((name, sent, failed, relay.throttled, took, said))
+    per = "a second" if args.per == 1 else f"counted over {args.per:g} s"
+    print(f"{args.n:,} subscribers, a relay taking {args.rate} a second ({burst:,} {per}; the rest 454), "
+          f"16 connections, [retry] attempts = {args.attempts}")
+    print(f"{'way':<44}{'sent':>7}{'failed':>8}{'put off':>9}{'seconds':>9}{'vs limit':>10}")
+    for name, sent, failed, put_off, took, _ in rows:
+        versus = f"{limit / took:.2f}" if not failed and limit else ""
+        print(f"{name:<44}{sent:>7,}{failed:>8,}{put_off:>9,}{took:>9.1f}{versus:>10}")
+    name = "the relay's limit (its burst, then its rate)"
+    print(f"{name:<44}{args.n:>7,}{0:>8}{0:>9}{limit:>9.1f}{'1.00':>10}")
+    for name, *_, said in rows:
+        for line in said:
+            print(f"{name}: {line}")
+
+
+if __name__ == "__main__":
+    main()
