@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import threading
 import time
 import types
@@ -764,3 +765,64 @@ def test_sqlite_switching_to_wal_waits_out_a_locked_answer():
     broken.execute = lambda sql: (_ for _ in ()).throw(sqlite3.OperationalError("disk I/O error"))
     with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
         use_wal(broken, wait=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.sqlite_only
+def test_recording_deliveries_and_their_results_builds_no_temporary_table(tmp_path: Path,
+                                                                          request: pytest.FixtureRequest):
+    """SQLite: the deliveries' check on `state` once read `state IN (five values)`, which SQLite
+    checks by building a temporary B-tree of the five for every row written (an OpenEphemeral
+    in the loop of each statement): a third of the CPU of recording an email's result. Every
+    statement that records deliveries or their results is checked here with `EXPLAIN`."""
+    with open_ledger(sqlite_store(tmp_path, request)) as ledger:
+        db = ledger._db  # type: ignore[attr-defined]
+        written: list[str] = []
+        db.set_trace_callback(written.append)
+        update = an_update()
+        ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(3)])
+        ids = [d.id for d in ledger.deliveries(update_id=update.id)]
+        ledger.finish([(ids[0], Receipt("<m@example.com>"))], [(ids[1], "550 no such user")],
+                      [(ids[2], "unsubscribed before this was sent")])
+        db.set_trace_callback(None)
+        writing = ("INSERT INTO DELIVERIES", "UPDATE DELIVERIES")
+        writes = [s for s in written if s.lstrip().upper().startswith(writing)]
+        assert len(writes) >= 4, written
+        for statement in writes:
+            program = [row[1] for row in db.execute("EXPLAIN " + statement)]
+            assert "OpenEphemeral" not in program, statement
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+            db.execute("UPDATE deliveries SET state = 'lost' WHERE id = ?", (ids[0],))
+
+
+@pytest.mark.sqlite_only
+def test_a_ledger_from_schema_14_gets_the_state_check_as_comparisons(tmp_path: Path,
+                                                                     request: pytest.FixtureRequest):
+    """The check's text is changed in place (the schema version bumped): every delivery stays,
+    a state outside the five is still refused, and a connection opened before the change reads
+    the new schema at its next statement."""
+    from broadcaster.ledger.sqlite.schema import STATE_COMPARED, STATE_IN
+
+    settings = sqlite_store(tmp_path, request)
+    with open_ledger(settings) as ledger:
+        update = an_update()
+        ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(3)])
+    path = tmp_path / "state" / "ledger.db"
+    old = sqlite3.connect(path, isolation_level=None)  # as broadcaster 14 left it
+    version = old.execute("PRAGMA schema_version").fetchone()[0]
+    old.executescript(f"""PRAGMA writable_schema = ON;
+        UPDATE sqlite_master SET sql = replace(sql, "{STATE_COMPARED.replace('"', '""')}",
+                                               "{STATE_IN.replace('"', '""')}") WHERE name = 'deliveries';
+        PRAGMA schema_version = {version + 1}; PRAGMA writable_schema = OFF; PRAGMA user_version = 14;""")
+    old.execute("SELECT COUNT(*) FROM deliveries").fetchone()
+    assert STATE_IN in old.execute("SELECT sql FROM sqlite_master WHERE name = 'deliveries'").fetchone()[0]
+
+    with open_ledger(settings) as ledger:
+        assert ledger.query("PRAGMA user_version") == [(15,)]  # type: ignore[attr-defined]
+        (sql,) = ledger.query("SELECT sql FROM sqlite_master WHERE name = 'deliveries'")[0]  # type: ignore[attr-defined]
+        assert STATE_COMPARED in sql and STATE_IN not in sql
+        assert [d.state for d in ledger.deliveries(update_id=update.id)] == [DeliveryState.PENDING] * 3
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        old.execute("UPDATE deliveries SET state = 'lost'")
+    program = [row[1] for row in old.execute("EXPLAIN UPDATE deliveries SET state = 'sent' WHERE id = 1")]
+    assert "OpenEphemeral" not in program, "the connection from before reads the schema again"
+    old.close()
