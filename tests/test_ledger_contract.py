@@ -826,3 +826,28 @@ def test_a_ledger_from_schema_14_gets_the_state_check_as_comparisons(tmp_path: P
     program = [row[1] for row in old.execute("EXPLAIN UPDATE deliveries SET state = 'sent' WHERE id = 1")]
     assert "OpenEphemeral" not in program, "the connection from before reads the schema again"
     old.close()
+
+
+@pytest.mark.sqlite_only
+def test_an_sqlite_that_refuses_schema_edits_keeps_the_check_as_it_was(tmp_path: Path):
+    """An SQLite built defensive (SQLITE_DBCONFIG_DEFENSIVE) refuses writes to sqlite_master:
+    the step leaves the check as it was (slower, as strict), turns writable_schema off again,
+    bumps nothing, and the ledger opens."""
+    from broadcaster.ledger.sqlite.schema import STATE_IN, _state_compared
+
+    db = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    db.execute(f"CREATE TABLE deliveries (id INTEGER PRIMARY KEY, state TEXT NOT NULL {STATE_IN})")
+    version = db.execute("PRAGMA schema_version").fetchone()[0]
+    said: list[str] = []
+
+    class Defensive:
+        def execute(self, statement: str, params: tuple = ()) -> sqlite3.Cursor:
+            said.append(statement)
+            if statement.startswith("UPDATE sqlite_master"):
+                raise sqlite3.OperationalError("table sqlite_master may not be modified")
+            return db.execute(statement, params)
+
+    _state_compared(Defensive())  # type: ignore[arg-type]
+    assert said[-1] == "PRAGMA writable_schema = OFF"
+    assert db.execute("PRAGMA schema_version").fetchone()[0] == version
+    assert STATE_IN in db.execute("SELECT sql FROM sqlite_master WHERE name = 'deliveries'").fetchone()[0]
