@@ -297,11 +297,11 @@ class EmailChannel(AudienceChannel, StaffNotices):
             return opened
 
         def record(results: list[Result]) -> None:
-            put_off = self._throttled[0]
+            """Each result to `report`; what the relay took and put off to the pace, first."""
+            before = self._throttled[0]  # `_outcome` counts those put off for coming too fast
             outcomes = [(r.item, self._outcome(r.item, r.refusal, receipts)) for r in results]
-            put_off = self._throttled[0] - put_off
             taken = sum(1 for r in results if r.refusal is None)
-            if self._pace.heard(time.monotonic(), taken, put_off):
+            if self._pace.heard(time.monotonic(), taken, self._throttled[0] - before):
                 self._slowed = True
             report(outcomes)  # type: ignore[arg-type]
 
