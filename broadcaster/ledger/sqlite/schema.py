@@ -196,6 +196,7 @@ CREATE INDEX deliveries_open ON deliveries (update_id, channel, id) WHERE state 
     15: _state_compared,
 }
 
+
 def migrate(db: sqlite3.Connection, path: Path | None) -> tuple[int, int]:
     """Bring the schema up to SCHEMA_VERSION, inside the caller's write transaction; (the
     version before, the version now)."""
