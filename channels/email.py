@@ -119,7 +119,8 @@ class EmailSettings(ChannelSettings):
     #: Messages a second the relay takes from this sender, if it limits that (Amazon SES: the
     #: account's maximum send rate; Exchange Online: 0.5, thirty a minute). The texts are then
     #: spaced evenly over every connection, and no more connections are opened than it takes a
-    #: second. Unset: as fast as the relay answers.
+    #: second. Unset: as fast as the relay answers until it puts messages off for coming too
+    #: fast, then at what it is measured to take (`Pace.heard`).
     rate: float | None = Field(None, gt=0, allow_inf_nan=False)
     #: The one-click unsubscribe URL; {token} is the subscriber's. Default:
     #: {site.base_url}/unsubscribe/{token} (served by `broadcaster serve`).
