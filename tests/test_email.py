@@ -1064,3 +1064,17 @@ def test_a_list_with_nobody_to_tell_is_not_fanned_out(mailing: Project, monkeypa
     subscribe(mailing, "email,locale\ndee@example.com,en\neve@example.com,es\n")  # newcomers
     assert announce(mailing)["exit_code"] == 0
     assert fanned == [("email", 2)] and len(mailing.inbox.messages) == 2
+
+
+def test_once_the_pace_slowed_a_batch_opens_no_more_connections_than_it_sends_a_second(mailing: Project,
+                                                                                      inbox: Inbox):
+    """After the relay put messages off and the pace slowed to what it took (3 a second here),
+    the next batch asks for 3 connections, not the 16 set: each still sends about once a second."""
+    channel = email_channel(mailing, inbox.port, 16)
+    channel._pace.heard(100.0, 3, 0)
+    assert channel._pace.heard(100.001, 0, 16) and channel._pace.rate == 3
+    reported: list[object] = []
+    channel.send_batch(a_post(), people(range(6)), reported.extend)
+    channel.batches_done()
+    assert len(reported) == 6 and len(inbox.messages) == 6
+    assert inbox.greetings == 3, "no more connections than the pace sends a second"
