@@ -483,6 +483,34 @@ def test_the_thread_is_the_earlier_sent_posts_in_order(ledger: Ledger):
     assert ledger.incident(first.incident_id).status is Status.IDENTIFIED
 
 
+def test_each_recipients_first_email_is_from_the_earliest_update_that_reached_them(ledger: Ledger):
+    """Email threads: per recipient, their first sent delivery of the incident, however many
+    updates came before and however many recipients are asked for at once (more than one
+    query's worth of them)."""
+    first = an_update()
+    many = [f"p{n:04}@example.com" for n in range(1200)]
+    everyone = [*many, "ana@example.com", "bob@example.com"]
+    ledger.record(first, [NewDelivery("email", "en", a) for a in everyone])
+    for d in ledger.deliveries(update_id=first.id):
+        if d.recipient == "bob@example.com":  # the first email to bob failed
+            ledger.mark_failed(d.id, "refused")
+        else:
+            ledger.mark_sent(d.id, Receipt(f"<1.{d.recipient}>"))
+    second = an_update(first.incident_id, 2, kind=Kind.UPDATE, status=Status.IDENTIFIED)
+    ledger.record(second, [NewDelivery("email", "en", a) for a in ("ana@example.com", "bob@example.com",
+                                                                     "cy@example.com")])
+    for d in ledger.deliveries(update_id=second.id):
+        ledger.mark_sent(d.id, Receipt(f"<2.{d.recipient}>", meta={"kept": d.recipient}))
+    asked = ["bob@example.com", *many, "ana@example.com", "cy@example.com", "dee@example.com"]
+    found = ledger.first_receipts(first.incident_id, "email", 3, asked)
+    assert found == {**{a: Receipt(f"<1.{a}>") for a in many},
+                     "ana@example.com": Receipt("<1.ana@example.com>"),
+                     "bob@example.com": Receipt("<2.bob@example.com>", meta={"kept": "bob@example.com"}),
+                     "cy@example.com": Receipt("<2.cy@example.com>", meta={"kept": "cy@example.com"})}
+    assert ledger.first_receipts(first.incident_id, "email", 2, ["bob@example.com", "cy@example.com"]) == {}
+    assert ledger.first_receipts(first.incident_id, "twitter", 3, ["ana@example.com"]) == {}
+
+
 def test_drafts_stay_out_of_sight_until_published(ledger: Ledger):
     draft = an_update(draft=True)
     ledger.record(draft, [])

@@ -563,7 +563,7 @@ class SQLLedger(ABC):
             " ORDER BY u.seq, d.id",
             (incident_id, channel, before_seq),
         )
-        return [Receipt(r[0], r[1], json.loads(r[2])) for r in rows]
+        return [Receipt(r[0], r[1], _meta(r[2])) for r in rows]
 
     def start_attempt(self, delivery_id: int) -> None:
         with self.transaction() as db:
@@ -624,18 +624,26 @@ class SQLLedger(ABC):
     def first_receipts(self, incident_id: str, channel: str, before_seq: int,
                        recipients: Sequence[str]) -> dict[str, Receipt]:
         """Per recipient (of these: a batch), the receipt of their first sent delivery of the
-        incident (email threads)."""
+        incident (email threads).
+
+        The earlier updates are looked through in order, each for the recipients not found yet:
+        after the first, that is usually nobody. One query over all of them, numbering each
+        recipient's deliveries by update (a window) to keep the first, sorted them in a temporary
+        B-tree: 4.6 µs a recipient rather than 2.2 (timed alone at 100,000), 6.9 s of an
+        `update` to a million."""
         found: dict[str, Receipt] = {}
-        for chunk, marks in _in_chunks(recipients):
-            rows = self.query(
-                "SELECT recipient, remote_id, url, meta FROM (SELECT d.recipient, d.remote_id, d.url,"
-                " d.meta, ROW_NUMBER() OVER (PARTITION BY d.recipient ORDER BY u.seq) AS n"
-                " FROM deliveries d JOIN updates u ON u.id = d.update_id"
-                " WHERE u.incident_id = ? AND d.channel = ? AND u.seq < ? AND d.state = 'sent'"
-                f" AND d.recipient IN ({marks})) AS firsts WHERE n = 1",
-                (incident_id, channel, before_seq, *chunk),
-            )
-            found.update((r[0], Receipt(r[1], r[2], json.loads(r[3]))) for r in rows)
+        earlier = self.query("SELECT id FROM updates WHERE incident_id = ? AND seq < ? ORDER BY seq",
+                             (incident_id, before_seq))
+        left = list(recipients)
+        for (update_id,) in earlier:
+            for chunk, marks in _in_chunks(left):
+                found.update((r[0], Receipt(r[1], r[2], _meta(r[3]))) for r in self.query(
+                    "SELECT recipient, remote_id, url, meta FROM deliveries WHERE update_id = ?"
+                    f" AND channel = ? AND recipient IN ({marks}) AND state = 'sent'",
+                    (update_id, channel, *chunk)))
+            left = [r for r in left if r not in found]
+            if not left:
+                break
         return found
 
     def mark_failed(self, delivery_id: int, error: str) -> None:
@@ -1115,8 +1123,12 @@ def _delivery_from_row(row: tuple) -> Delivery:
     # Positional, in Delivery's field order (the names above): a named tuple built from
     # keywords took twice as long (0.81 against 0.34 µs), once per delivery read.
     return Delivery(did, update_id, incident_id, channel, recipient, locale, _STATES[state], attempts,
-                    remote_id, url, error, json.loads(meta) if meta != "{}" else {},
-                    datetime.fromisoformat(updated_at))
+                    remote_id, url, error, _meta(meta), datetime.fromisoformat(updated_at))
+
+
+def _meta(value: str) -> dict:
+    """A receipt's meta: "{}" for each of a million emails, read without json."""
+    return json.loads(value) if value != "{}" else {}
 
 
 def _names_json(names: Sequence[str]) -> str:
