@@ -221,6 +221,36 @@ def test_a_mailing_list_is_recorded_streamed_from_the_subscribers_and_read_back_
     assert ledger.delivery_counts(channels=[], update_id=update.id) == []
 
 
+def test_an_incidents_lists_are_counted_per_update_channel_locale_and_state_in_that_order(ledger: Ledger):
+    """The counts of an incident: each update's lists on each channel asked for, in the order
+    of (update, channel, locale, state); another incident's lists and channels not asked for
+    are not counted, and recipients held by a live claim read as in flight."""
+    first = an_update()
+    ledger.record(first, [NewDelivery("email", loc, f"{loc}{n}@example.com", listed=True)
+                          for n in range(3) for loc in ("es", "en")]
+                  + [NewDelivery("slack", "en", "#ops", listed=True), NewDelivery("website", "en")])
+    second = an_update(first.incident_id, 2, kind=Kind.UPDATE, status=Status.IDENTIFIED)
+    ledger.record(second, [NewDelivery("email", "en", "en0@example.com", listed=True)])
+    other = an_update()
+    ledger.record(other, [NewDelivery("email", "en", "en0@example.com", listed=True)])
+    held = ledger.claim("me", update_id=first.id, channel="email", limit=2, lease_seconds=60)
+    ledger.finish([(held[0].id, Receipt("m1"))], [])
+    (later,) = ledger.claim("me", update_id=second.id, channel="email", limit=1, lease_seconds=60)
+    ledger.finish([], [(later.id, "mailbox full")])
+    counts = [(c.update_id, c.channel, c.locale, c.state.value, c.count, c.attempts)
+              for c in ledger.delivery_counts(channels=["slack", "email"], incident_id=first.incident_id)]
+    locales = {c.id: c.locale for c in held}
+    assert counts == sorted([
+        (first.id, "email", "en", "pending", 3 - list(locales.values()).count("en"), 0),
+        (first.id, "email", "es", "pending", 3 - list(locales.values()).count("es"), 0),
+        (first.id, "email", locales[held[0].id], "sent", 1, 1),
+        (first.id, "email", locales[held[1].id], "in_flight", 1, 0),
+        (first.id, "slack", "en", "pending", 1, 0),
+        (second.id, "email", "en", "failed", 1, 1),
+    ], key=lambda c: (c[0], c[1], c[2], c[3])), counts
+    assert [c.update_id for c in ledger.delivery_counts(channels=["email"], update_id=other.id)] == [other.id]
+
+
 def test_the_ledger_remembers_each_channels_kind_and_an_incidents_channels(ledger: Ledger):
     """`show` learns which channels are mailing lists from the ledger, not from channel code,
     and which channels an incident used without reading every recipient."""
