@@ -26,7 +26,10 @@ taken from a dry run.
   same reused connections (four round trips per message);
 - broadcaster: `broadcaster announce --yes` as a user runs it (start-up, preflight, the status
   site, the ledger, the same SMTP connections, the report), then `show ID --json` on the
-  result, each with its peak RSS (the child's own, from wait4);
+  result, then `update ID --yes` (the same list again, each email threaded under the
+  subscriber's first), then `retry ID` on a list left failed (a further update sent while the
+  relay was down, with one attempt: every email failed), each with its peak RSS (the child's
+  own, from wait4) and every delivery checked sent afterwards;
 - naive loop: an `EmailMessage` built and `send_message` per recipient, one connection;
 - Apprise: `mailto://` with the same N recipients (one message per recipient).
 
@@ -41,7 +44,7 @@ smtp-sink's. smtp-sink and the sender share the machine's cores, so on two cores
 needs more CPU per message than smtp-sink leaves is bound by it, not by the network.
 
 Goal (issue 16): the whole announce at >= 0.5 of the pipelined ceiling at 100,000, and peak
-RSS that does not grow with N beyond a few MB per 100,000.
+RSS of announce, update, retry and show that does not grow with N beyond a few MB per 100,000.
 """
 
 from __future__ import annotations
@@ -79,6 +82,8 @@ LEDGER_ROW = "the same, each result in broadcaster's ledger"
 CHANNEL_ROW = "broadcaster's email channel alone, that write"
 #: announce through a proxy that turns most connections away once (the rows after the 2 ms
 #: ceiling are compared with it: their names say "round trip").
+UPDATE_ROW = "broadcaster update (whole command, threaded)"
+RETRY_ROW = "broadcaster retry (the list left failed)"
 BUSY_ROW = "announce, {rtt:g} ms round trip, {refused} of {conns} refused"
 SUBJECT = "[Investigating] Card payments failing · Example Corp"
 BODY = ("Some card payments fail at checkout. We are investigating.\n\n"
@@ -179,10 +184,52 @@ def broadcaster_announce(cli: list[str], recipients: list[str], folder: Path) ->
     return run
 
 
+def _incident(folder: Path) -> str:
+    return sqlite3.connect(folder / "state.db").execute("SELECT id FROM incidents").fetchone()[0]
+
+
+def _all_sent(folder: Path, recipients: list[str]) -> None:
+    """Every email of the incident's latest update recorded sent."""
+    db = sqlite3.connect(folder / "state.db")
+    sent = db.execute("SELECT COUNT(*) FROM deliveries WHERE channel = 'email' AND state = 'sent'"
+                      " AND update_id = (SELECT id FROM updates ORDER BY seq DESC LIMIT 1)").fetchone()[0]
+    assert sent == len(recipients), f"broadcaster delivered {sent:,} of {len(recipients):,} messages"
+
+
 def broadcaster_show(cli: list[str], folder: Path) -> Run:
-    incident = sqlite3.connect(folder / "state.db").execute("SELECT id FROM incidents").fetchone()[0]
-    run, out = measured([*cli, "show", incident, "--json"])
+    run, out = measured([*cli, "show", _incident(folder), "--json"])
     assert b'"recipients"' in out
+    return run
+
+
+def broadcaster_update(cli: list[str], recipients: list[str], folder: Path) -> Run:
+    """A follow-up to the whole list: each email looks up the subscriber's first to thread under."""
+    run, _ = measured([*cli, "update", _incident(folder), "--status", "identified",
+                       "--message", "Found it: a bad deploy, rolled back.", "--yes"])
+    _all_sent(folder, recipients)
+    return run
+
+
+def broadcaster_retry(cli: list[str], recipients: list[str], folder: Path) -> Run:
+    """`retry` on a whole list left failed. Set-up, not timed: an update sent while the relay was
+    down (a port nobody listens on) with one attempt, so every email failed, as a relay that is
+    down longer than the attempts last leaves a list."""
+    settings = Path(cli[2])
+    kept = settings.read_text(encoding="utf-8")
+    with socket.socket() as probe:  # a free port, closed again: nobody listens there
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    down = "\n".join(f"port = {dead}" if line.startswith("port = ") else line for line in kept.splitlines())
+    settings.write_text(down + "\n[retry]\nattempts = 1\n", encoding="utf-8")
+    try:
+        done = subprocess.run([*cli, "update", _incident(folder), "--status", "monitoring",
+                               "--message", "A fix is out; we are watching.", "--yes"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finally:
+        settings.write_text(kept, encoding="utf-8")
+    assert done.returncode != 0, "the update with the relay down did not leave its list failed"
+    run, _ = measured([*cli, "retry", _incident(folder)])
+    _all_sent(folder, recipients)
     return run
 
 
@@ -547,6 +594,8 @@ def main() -> None:
                  lambda: broadcaster_announce(cli, recipients, folder / "loopback")),
                 ("broadcaster show ID --json (after it)", recipients,
                  lambda: broadcaster_show(cli, folder / "loopback")),
+                (UPDATE_ROW, recipients, lambda: broadcaster_update(cli, recipients, folder / "loopback")),
+                (RETRY_ROW, recipients, lambda: broadcaster_retry(cli, recipients, folder / "loopback")),
                 ("naive loop (EmailMessage + send_message)", sample,
                  lambda: in_process(naive_loop, port, sample, content)),
                 ("Apprise mailto://", sample, lambda: in_process(apprise_mailto, port, sample, content)),
@@ -565,7 +614,8 @@ def main() -> None:
             if args.broadcaster_only:
                 wanted = (f"pipelined ceiling (raw sockets, {conns} conns)",
                           "pipelined, each result fsync'd first", LEDGER_ROW, CHANNEL_ROW,
-                          "broadcaster announce (whole command)", "broadcaster show ID --json (after it)")
+                          "broadcaster announce (whole command)", "broadcaster show ID --json (after it)",
+                          UPDATE_ROW, RETRY_ROW)
                 methods = [m for m in methods if m[0] in wanted]
             # Printed in this order, but the whole command runs right after the first ceilings,
             # as in earlier rounds: at a million, run after the two rows that each build a

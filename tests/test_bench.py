@@ -3,8 +3,8 @@
 It is the instrument issue 16's goal is measured with, and it reaches into broadcaster (the
 ledger's write, the email channel, the CLI): a change to any of those could break it with no
 other test noticing. Each of its rows checks that every message arrived where it should (the
-ledger complete after `announce`, every result recorded after the channel alone), so a run
-that exits cleanly delivered everything. Speed is not checked here: that is the benchmark's
+ledger complete after `announce`, `update` and `retry`, every result recorded after the channel
+alone), so a run that exits cleanly delivered everything. Speed is not checked here: that is the benchmark's
 own job, run apart (`make bench`).
 """
 
@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BROADCASTER_ROWS = ("pipelined ceiling (raw sockets, 2 conns)", "pipelined, each result fsync'd first",
                     "the same, each result in broadcaster's ledger",
                     "broadcaster's email channel alone, that write", "broadcaster announce (whole command)",
-                    "broadcaster show ID --json (after it)")
+                    "broadcaster show ID --json (after it)", "broadcaster update (whole command, threaded)",
+                    "broadcaster retry (the list left failed)")
 OTHER_ROWS = ("smtplib raw loop (2 connections)", "naive loop (EmailMessage + send_message)",
               "Apprise mailto://", "pipelined ceiling, 2 ms round trip",
               "pipelined, fsync'd first, 2 ms round trip", "smtplib raw loop, 2 ms round trip",
