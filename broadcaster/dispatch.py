@@ -125,14 +125,11 @@ class Sharing:
 class Dispatcher:
     def __init__(
         self, ledger: Ledger, policy: RetryPolicy, secrets: Iterable[SecretStr], *,
-        tokens: Callable[[Sequence[str]], Mapping[str, str]] | None = None,
         progress: Progress | None = None, sharing: Sharing | None = None,
     ) -> None:
         self.ledger = ledger
         self.policy = policy
         self.secrets = list(secrets)
-        #: Active subscribers' tokens by address, for channels with an audience.
-        self.tokens = tokens or (lambda addresses: {})
         self.progress = progress
         self.sharing = sharing or Sharing(sender_id())
         #: Set to stop claiming batches (a worker told to stop finishes the batch in hand).
@@ -430,18 +427,15 @@ class AudienceBatch:
         self.ledger = GroupCommit(self.d.ledger.finish)
 
     def run(self) -> None:
-        addresses = [c.recipient for c in self.claimed]
-        tokens = self.d.tokens(addresses)
-        gone = [(c.id, "unsubscribed before this was sent")
-                for c in self.claimed if c.recipient not in tokens]
+        gone = [(c.id, "unsubscribed before this was sent") for c in self.claimed if c.token is None]
         if gone:
             self.d.ledger.finish([], [], gone)
             self.tally.add(len(gone))
-        threads = self.d.ledger.first_receipts(self.incident_id, self.channel.spec.name, self.seq, addresses)
-        self.todo = [
-            Recipient(c.id, c.recipient, tokens[c.recipient], threads.get(c.recipient), c.resumed)
-            for c in self.claimed if c.recipient in tokens
-        ]
+        staying = [c for c in self.claimed if c.token is not None]
+        threads = self.d.ledger.first_receipts(self.incident_id, self.channel.spec.name, self.seq,
+                                               [c.recipient for c in staying])
+        self.todo = [Recipient(c.id, c.recipient, c.token, threads.get(c.recipient), c.resumed)  # type: ignore[arg-type]
+                     for c in staying]
         rounds = 0
         try:
             for attempt in self.d.policy.retrying():

@@ -352,8 +352,8 @@ def dispatcher(s: Settings, ledger: Ledger, *, retrying: bool = False) -> Dispat
     from broadcaster.progress import reporter
 
     sharing = Sharing.from_settings(s.worker, UNFINISHED if retrying else UNSENT)
-    return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.masked, tokens=ledger.subscriber_tokens,
-                      progress=reporter.get(), sharing=sharing)
+    return Dispatcher(ledger, RetryPolicy.from_settings(s.retry), s.masked, progress=reporter.get(),
+                      sharing=sharing)
 
 
 def _site_state(ledger: Ledger, s: Settings, incident: Incident) -> SiteState:

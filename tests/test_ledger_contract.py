@@ -361,6 +361,25 @@ def test_a_batch_cut_short_is_given_back_when_its_sender_stops(
     assert (group.free, group.leased) == (3, 0), "the second batch is free again, not held for an hour"
 
 
+def test_a_claim_brings_each_subscribers_token_and_none_for_who_left(ledger: Ledger):
+    """The token each copy's unsubscribe link carries is read with the claim: someone who left
+    after the update was recorded (or who is no subscriber at all) comes with none, and is
+    skipped rather than sent."""
+    ledger.save_subscribers([Subscriber(f"p{n}@example.com", "en", (), (), f"token-{n}", True)
+                             for n in range(4)], [])
+    update = an_update()
+    listed = ("p0@example.com", "p1@example.com", "p2@example.com", "nobody@example.com")
+    ledger.record(update, [NewDelivery("email", "en", a, listed=True) for a in listed])
+    ledger.unsubscribe(email="p1@example.com")
+    claimed = ledger.claim("me", update_id=update.id, channel="email", limit=2, lease_seconds=60)
+    assert [(c.recipient, c.token) for c in claimed] == [("p0@example.com", "token-0"),
+                                                         ("p1@example.com", None)]
+    ledger.unsubscribe(email="p2@example.com")  # between one batch and the next
+    rest = ledger.claim("me", update_id=update.id, channel="email", limit=5, lease_seconds=60,
+                        after_id=claimed[-1].id)
+    assert [(c.recipient, c.token) for c in rest] == [("p2@example.com", None), ("nobody@example.com", None)]
+
+
 def test_a_claim_says_who_each_recipient_is_and_how_often_they_were_tried(ledger: Ledger):
     """What sending needs comes back with the claim, in the order recorded: the recipient, the
     locale of their post, and whether a copy may already have reached them. The claim writes no
@@ -594,17 +613,15 @@ def test_subscribers_are_added_changed_and_unsubscribed_by_token(ledger: Ledger)
     ledger.save_subscribers([ana], [])
     assert ledger.subscriber(email="ana@example.com") == ana
     assert ledger.subscriber(token="tok-ana-0123456789") == ana
-    assert ledger.subscriber_tokens(["ana@example.com", "bob@example.com"]) == {
-        "ana@example.com": "tok-ana-0123456789"}
-    many = [f"nobody{n}@example.com" for n in range(600)]  # a batch read a few hundred at a time
-    assert ledger.subscriber_tokens([*many, "ana@example.com"]) == {"ana@example.com": "tok-ana-0123456789"}
+    many = [f"nobody{n}@example.com" for n in range(600)]  # read a few hundred at a time
+    assert ledger.subscribers_by_email([*many, "ana@example.com"]) == {"ana@example.com": ana}
     moved = Subscriber("ana@example.com", "en", regions=("Sevilla",))
     ledger.save_subscribers([], [moved])
     (now,) = ledger.subscribers(active_only=True)
     assert (now.locale, now.regions, now.token) == ("en", ("Sevilla",), "tok-ana-0123456789")
     assert ledger.unsubscribe(token="tok-ana-0123456789") == now
     assert ledger.unsubscribe(token="tok-ana-0123456789") is None, "already out"
-    assert ledger.subscribers(active_only=True) == [] and ledger.subscriber_tokens(["ana@example.com"]) == {}
+    assert ledger.subscribers(active_only=True) == []
     assert [s.active for s in ledger.subscribers()] == [False], "kept on file, inactive"
     assert ledger.subscribers_by_email(["ana@example.com", "bob@example.com"]).keys() == {"ana@example.com"}
 
@@ -748,7 +765,7 @@ def test_a_service_lock_is_one_per_kind_of_work(store: Settings):
 def test_a_read_only_view_writes_nothing_not_even_the_store(store: Settings):
     with open_ledger(store, read_only=True) as view:
         assert view.incidents() == [] and view.subscribers() == []
-        assert view.subscriber_tokens(["ana@example.com"]) == {}
+        assert view.subscribers_by_email(["ana@example.com"]) == {}
         view.ping()
     assert nothing_written(store)
     with open_ledger(store) as ledger:

@@ -88,6 +88,10 @@ class Claimed(NamedTuple):
     #: Tried before, or left in doubt by a sender that stopped: a copy may already have
     #: reached them.
     resumed: bool
+    #: Their subscription's token (their unsubscribe link carries it), read with the claim;
+    #: None if they are not an active subscriber any more (they left after the update was
+    #: recorded: not sent, recorded skipped).
+    token: str | None = None
 
 
 class OpenGroup(NamedTuple):
@@ -223,7 +227,9 @@ class Ledger(Protocol):
         id is above `after_id`, and that nobody holds (no live lease covers them): a batch for
         this sender alone, in the order recorded (by id). Concurrent claimers get disjoint
         batches. The lease is one row per run of the batch, not a write to each delivery: they
-        read as in flight while it lasts, and the attempt is counted when the result is."""
+        read as in flight while it lasts, and the attempt is counted when the result is. Each
+        comes with the recipient's subscription token, read in the same statement: someone who
+        leaves mid-fan-out is not sent the rest."""
         ...
 
     def renew(self, owner: str, lease_seconds: float, ids: Sequence[int]) -> int:
@@ -278,11 +284,6 @@ class Ledger(Protocol):
 
     def subscribers_by_email(self, emails: Sequence[str]) -> dict[str, Subscriber]:
         """The subscribers on file among `emails`, by address."""
-        ...
-
-    def subscriber_tokens(self, emails: Sequence[str]) -> dict[str, str]:
-        """The tokens of the active subscribers among `emails`, by address (a fan-out reads
-        them per batch: someone who leaves mid-fan-out is not sent the rest)."""
         ...
 
     def save_subscribers(self, added: Sequence[Subscriber], changed: Sequence[Subscriber]) -> None:

@@ -151,11 +151,6 @@ class SQLiteLedger(SQLLedger):
             return super()._subscribers(where, params)
         return []
 
-    def subscriber_tokens(self, emails: Sequence[str]) -> dict[str, str]:
-        with _before_subscribers():
-            return super().subscriber_tokens(emails)
-        return {}
-
     def subscriber_locales(self, *, unfiltered_only: bool = False) -> dict[str, int]:
         with _before_subscribers():
             return super().subscriber_locales(unfiltered_only=unfiltered_only)
