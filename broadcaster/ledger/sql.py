@@ -154,13 +154,15 @@ def _channels(where: list[str], params: list[object], channels: Sequence[str] | 
     return True
 
 
-def _scope(where: list[str], params: list[object], incident_id: str | None, update_id: str | None) -> None:
-    """Narrow a query of deliveries (`d`, joined to their update `u`) to an incident or update."""
+def _scope(where: list[str], params: list[object], incident_id: str | None, update_id: str | None,
+           update_column: str = "d.update_id") -> None:
+    """Narrow a query of deliveries (`d`, joined to their update `u`) to an incident or update;
+    a query of updates alone names the update by `u.id`."""
     if incident_id is not None:
         where.append("u.incident_id = ?")
         params.append(incident_id)
     if update_id is not None:
-        where.append("d.update_id = ?")
+        where.append(f"{update_column} = ?")
         params.append(update_id)
 
 
@@ -542,15 +544,10 @@ class SQLLedger(ABC):
         0.73 s."""
         where: list[str] = []
         params: list[object] = []
-        if incident_id is not None:
-            where.append("incident_id = ?")
-            params.append(incident_id)
-        if update_id is not None:
-            where.append("id = ?")
-            params.append(update_id)
+        _scope(where, params, incident_id, update_id, update_column="u.id")
         scope = f" WHERE {' AND '.join(where)}" if where else ""
         counts: list[DeliveryCount] = []
-        for listed, seq in self.query(f"SELECT id, seq FROM updates{scope}", params):
+        for listed, seq in self.query(f"SELECT u.id, u.seq FROM updates u{scope}", params):
             for channel in dict.fromkeys(channels):
                 counts += [DeliveryCount(listed, seq, channel, r[0], DeliveryState(r[1]), int(r[2]),
                                          int(r[3])) for r in self.query(
