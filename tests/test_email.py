@@ -358,7 +358,7 @@ def test_store_keeps_tokens_across_updates(mailing: Project):
     from broadcaster.settings import load_settings
 
     with open_ledger(load_settings(mailing.config), read_only=True) as ledger:
-        (ana,) = ledger.subscribers(active_only=True)
+        (ana,) = list(ledger.each_subscriber(active_only=True))
     assert ana.locale == "es"
 
 

@@ -617,12 +617,12 @@ def test_subscribers_are_added_changed_and_unsubscribed_by_token(ledger: Ledger)
     assert ledger.subscribers_by_email([*many, "ana@example.com"]) == {"ana@example.com": ana}
     moved = Subscriber("ana@example.com", "en", regions=("Sevilla",))
     ledger.save_subscribers([], [moved])
-    (now,) = ledger.subscribers(active_only=True)
+    (now,) = list(ledger.each_subscriber(active_only=True))
     assert (now.locale, now.regions, now.token) == ("en", ("Sevilla",), "tok-ana-0123456789")
     assert ledger.unsubscribe(token="tok-ana-0123456789") == now
     assert ledger.unsubscribe(token="tok-ana-0123456789") is None, "already out"
-    assert ledger.subscribers(active_only=True) == []
-    assert [s.active for s in ledger.subscribers()] == [False], "kept on file, inactive"
+    assert list(ledger.each_subscriber(active_only=True)) == []
+    assert [s.active for s in list(ledger.each_subscriber())] == [False], "kept on file, inactive"
     assert ledger.subscribers_by_email(["ana@example.com", "bob@example.com"]).keys() == {"ana@example.com"}
 
 
@@ -641,7 +641,7 @@ def test_a_subscription_request_is_confirmed_once_and_before_it_expires(ledger: 
     assert ledger.subscription_request("hash-1") == request
     assert [r.subscriber.email for r in ledger.subscription_requests(pending_at=datetime.now(UTC))] == [
         "ana@example.com"], "the expired one is not pending"
-    assert ledger.subscribers() == [], "a request is not a subscription"
+    assert list(ledger.each_subscriber()) == [], "a request is not a subscription"
     assert ledger.confirm_subscription("hash-old", "tok-new-0123456789", datetime.now(UTC)) is None
     ana = ledger.confirm_subscription("hash-1", "tok-new-0123456789", datetime.now(UTC))
     assert ana == Subscriber("ana@example.com", "es", ("Checkout",), ("Madrid",), "tok-new-0123456789", True,
@@ -764,7 +764,7 @@ def test_a_service_lock_is_one_per_kind_of_work(store: Settings):
 
 def test_a_read_only_view_writes_nothing_not_even_the_store(store: Settings):
     with open_ledger(store, read_only=True) as view:
-        assert view.incidents() == [] and view.subscribers() == []
+        assert view.incidents() == [] and list(view.each_subscriber()) == []
         assert view.subscribers_by_email(["ana@example.com"]) == {}
         view.ping()
     assert nothing_written(store)
@@ -812,6 +812,69 @@ def test_an_export_imports_whole_into_any_store(store: Settings, target: Setting
         ledger.record(later, [NewDelivery("twitter", "en")])  # new deliveries are numbered after
         assert len({d.id for d in ledger.deliveries(incident_id=first.incident_id)}) == 3
         assert ledger.thread(first.incident_id, "twitter", 2)[0].remote_id == "twitter-1"
+
+
+def a_list(ledger: Ledger, people: int, subscribers: int) -> None:
+    """An update with `people` on its mailing list, and `subscribers` on file."""
+    ledger.record(an_update(), [NewDelivery("email", "en", f"p{n:02}@example.com", listed=True)
+                                for n in range(people)])
+    ledger.save_subscribers([Subscriber(f"s{n:02}@example.com", "en", token=f"tok-{n:02}-0123456789")
+                             for n in range(subscribers)], [])
+
+
+def test_an_export_is_read_a_chunk_at_a_time_all_from_one_moment(store: Settings, monkeypatch):
+    """Each table is read by its key, a chunk at a time (4 here), in one snapshot: an update
+    recorded and a subscriber added while the export is halfway through its deliveries are in
+    none of it, and every row before them comes once, in order. (Read table by table without
+    the snapshot, the later pages took both.)"""
+    import broadcaster.ledger.sql as sql
+
+    monkeypatch.setattr(sql, "CHUNK", 4)
+    with open_ledger(store) as ledger:
+        a_list(ledger, people=10, subscribers=9)
+        whole = list(ledger.export_rows())
+    assert [t for t, _ in whole].count("deliveries") == 10 and [t for t, _ in whole].count("subscribers") == 9
+    with open_ledger(store) as reader, open_ledger(store) as writer:
+        rows = reader.export_rows()
+        head = [next(rows) for _ in range(6)]  # the incident, its update, a first page of deliveries
+        assert [t for t, _ in head].count("deliveries") == 4
+        later = an_update()
+        writer.record(later, [NewDelivery("email", "en", "late@example.com", listed=True)])
+        writer.save_subscribers([Subscriber("a-late@example.com", "en", token="tok-late-0123456789")], [])
+        assert [*head, *rows] == whole
+        assert any(row["id"] == later.id for table, row in writer.export_rows() if table == "updates")
+
+
+def test_an_import_writes_as_it_reads_and_a_bad_row_late_leaves_nothing(store: Settings, target: Settings,
+                                                                      monkeypatch):
+    """Rows are written a chunk at a time as they are read (never more than a chunk behind),
+    all in one transaction: a file that turns out bad after several chunks were written leaves
+    the ledger empty, and a good one comes in whole."""
+    import broadcaster.ledger.sql as sql
+    from broadcaster.errors import InputError
+
+    monkeypatch.setattr(sql, "CHUNK", 4)
+    with open_ledger(store) as ledger:
+        a_list(ledger, people=10, subscribers=9)
+        rows = list(ledger.export_rows())
+    with open_ledger(target) as ledger:
+        behind: list[int] = []
+
+        def read(bad_at: int | None = None) -> Iterator[tuple[str, dict]]:
+            for n, row in enumerate(rows):
+                if n == bad_at:
+                    raise InputError(f"ledger.jsonl:{n + 2}: a bad row")
+                written = sum(ledger.query(f"SELECT COUNT(*) FROM {table}")[0][0]  # type: ignore[attr-defined]
+                              for table in ("incidents", "updates", "deliveries", "subscribers"))
+                behind.append(n - written)
+                yield row
+
+        with pytest.raises(InputError, match="a bad row"):
+            ledger.import_rows(read(bad_at=len(rows) - 2))
+        assert max(behind) <= 4 and ledger.is_empty() and list(ledger.export_rows()) == []
+        counts = ledger.import_rows(read())
+        assert counts == {"incidents": 1, "updates": 1, "deliveries": 10, "subscribers": 9}
+        assert list(ledger.export_rows()) == rows
 
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,9 +48,10 @@ def write(ledger: Ledger, path: Path, store: str) -> dict[str, int]:
             header = {"format": FORMAT, "version": VERSION, "store": store,
                       "exported_at": datetime.now(UTC).isoformat(timespec="seconds")}
             out.write(json.dumps(header) + "\n")
-            for table, row in ledger.export_rows():
-                out.write(json.dumps({"table": table, "row": row}, ensure_ascii=False) + "\n")
-                counts[table] = counts.get(table, 0) + 1
+            with closing(ledger.export_rows()) as rows:  # its snapshot ends here, even on an error
+                for table, row in rows:
+                    out.write(json.dumps({"table": table, "row": row}, ensure_ascii=False) + "\n")
+                    counts[table] = counts.get(table, 0) + 1
             out.flush()
             os.fsync(out.fileno())
         try:  # a link never replaces a file, even one created meanwhile

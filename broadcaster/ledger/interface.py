@@ -263,14 +263,11 @@ class Ledger(Protocol):
 
     # -- subscribers ---------------------------------------------------------------------
 
-    def subscribers(self, *, active_only: bool = False) -> list[Subscriber]:
-        """Every subscriber on file (or the active ones), by address."""
-        ...
-
     def each_subscriber(self, *, active_only: bool = False,
                         filtered_only: bool = False) -> Iterator[Subscriber]:
-        """`subscribers`, streamed a chunk at a time, by address (`filtered_only`: only those who
-        follow some components, regions or postcodes, not everything)."""
+        """Every subscriber on file (or the active ones), by address, read a chunk at a time
+        (`filtered_only`: only those who follow some components, regions or postcodes, not
+        everything). There is no call that returns them all at once: a million would not fit."""
         ...
 
     def subscriber_locales(self, *, unfiltered_only: bool = False) -> dict[str, int]:
@@ -372,7 +369,8 @@ class Ledger(Protocol):
         ...
 
     def export_rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Every row the store holds, table by table, for `broadcaster state export`."""
+        """Every row the store holds, table by table, for `broadcaster state export`: read a
+        chunk at a time, all as the ledger was at one moment."""
         ...
 
     def is_empty(self) -> bool:
@@ -380,7 +378,8 @@ class Ledger(Protocol):
         ...
 
     def import_rows(self, rows: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, int]:
-        """Insert exported rows, all or nothing; how many per table."""
+        """Insert exported rows, all or nothing, a chunk at a time as they come (a million never
+        held at once); how many per table."""
         ...
 
     def ping(self) -> None:

@@ -15,7 +15,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
-from itertools import islice
+from itertools import groupby, islice
 from typing import Any, ClassVar, Literal
 
 from broadcaster.errors import UnknownIncidentError
@@ -242,6 +242,12 @@ class SQLLedger(ABC):
     @abstractmethod
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         """Rows of one read, `?` placeholders."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[None]:
+        """The reads inside the block all see the ledger as it was when the first of them ran,
+        whatever is written meanwhile (writers are not held up): a read of a whole ledger, a
+        chunk at a time, that no command's write can split."""
 
     @abstractmethod
     def _lock(self, name: str, what: str, *, remove: bool = False,
@@ -828,12 +834,9 @@ class SQLLedger(ABC):
 
     # -- subscribers ---------------------------------------------------------------------
 
-    def subscribers(self, *, active_only: bool = False) -> list[Subscriber]:
-        return self._subscribers("WHERE active = 1 ORDER BY email" if active_only else "ORDER BY email")
-
     def each_subscriber(self, *, active_only: bool = False,
                         filtered_only: bool = False) -> Iterator[Subscriber]:
-        """`subscribers`, a chunk at a time (keyset by address): a million, never all at once."""
+        """A chunk at a time (keyset by address): a million, never all at once."""
         where = "WHERE active = 1 AND email > ?" if active_only else "WHERE email > ?"
         if filtered_only:
             where += f" AND NOT ({FOLLOWS_EVERYTHING})"
@@ -1009,12 +1012,26 @@ class SQLLedger(ABC):
     # -- moving a ledger between stores ------------------------------------------------
 
     def export_rows(self) -> Iterator[tuple[str, dict[str, Any]]]:
-        """Every row of every table, as (table, {column: value}), in `TABLES` order."""
-        for table, columns in TABLES.items():
-            # A delivery held by a lease goes as in flight: leases are not exported.
-            read = [self._state() if c == "state" and table == "deliveries" else f"d.{c}" for c in columns]
-            for row in self.query(f"SELECT {', '.join(read)} FROM {table} d ORDER BY d.{columns[0]}"):
-                yield table, dict(zip(columns, row, strict=True))
+        """Every row of every table, as (table, {column: value}), in `TABLES` order, each table
+        by its primary key (its first column).
+
+        Read `CHUNK` rows at a time (a million deliveries never in memory at once: a whole
+        table at once took 820 MB to export a million), all in one `snapshot`, so that an
+        update recorded during the export is in the file with all its deliveries or not at all.
+        """
+        with self.snapshot():
+            for table, columns in TABLES.items():
+                # A delivery held by a lease goes as in flight: leases are not exported.
+                read = ", ".join(self._state() if c == "state" and table == "deliveries" else f"d.{c}"
+                                 for c in columns)
+                key = f"d.{columns[0]}"
+                rows = self.query(f"SELECT {read} FROM {table} d ORDER BY {key} LIMIT {CHUNK}")
+                while rows:
+                    yield from ((table, dict(zip(columns, row, strict=True))) for row in rows)
+                    if len(rows) < CHUNK:
+                        break
+                    rows = self.query(f"SELECT {read} FROM {table} d WHERE {key} > ? ORDER BY {key}"
+                                      f" LIMIT {CHUNK}", (rows[-1][0],))
 
     def is_empty(self) -> bool:
         """Whether the ledger holds no incident and no subscriber."""
@@ -1022,21 +1039,20 @@ class SQLLedger(ABC):
                     or self.query("SELECT 1 FROM subscribers LIMIT 1"))
 
     def import_rows(self, rows: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, int]:
-        """Insert exported rows in one transaction (all or nothing); how many per table."""
+        """Insert exported rows in one transaction (all or nothing); how many per table.
+
+        Written `CHUNK` rows at a time as they are read, never held whole: the rows of a million
+        subscribers and deliveries, gathered first, took 3.8 GB. A bad row late in the file
+        still leaves the ledger as it was (the transaction is rolled back)."""
         counts = dict.fromkeys(TABLES, 0)
         with self.transaction() as db:
-            batch: list[tuple[object, ...]] = []
-            current = ""
-            for table, row in [*rows, ("", {})]:
-                if table != current and batch:
-                    columns = TABLES[current]
-                    db.executemany(f"INSERT INTO {current} ({', '.join(columns)})"
-                                   f" VALUES ({', '.join('?' * len(columns))})", batch)
-                    counts[current] += len(batch)
-                    batch = []
-                current = table
-                if table:
-                    batch.append(tuple(row[c] for c in TABLES[table]))
+            for table, group in groupby(rows, key=lambda item: item[0]):
+                columns = TABLES[table]
+                insert = (f"INSERT INTO {table} ({', '.join(columns)})"
+                          f" VALUES ({', '.join('?' * len(columns))})")
+                while batch := [tuple(row[c] for c in columns) for _, row in islice(group, CHUNK)]:
+                    db.executemany(insert, batch)
+                    counts[table] += len(batch)
             self._after_import(db)
         return {table: n for table, n in counts.items() if n}
 

@@ -149,6 +149,14 @@ class PostgresLedger(SQLLedger):
         with self._mutex:
             return self._db.execute(_dialect(sql), params or None).fetchall()
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A REPEATABLE READ transaction: its reads see the moment of the first one, and
+        writers go on (a read takes no lock a write waits for)."""
+        with self._mutex, self._db.transaction():
+            self._db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield
+
     def close(self) -> None:
         with self._mutex:
             if self._pool is not None:

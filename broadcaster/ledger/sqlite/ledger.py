@@ -124,6 +124,18 @@ class SQLiteLedger(SQLLedger):
         with self._mutex:
             return self._db.execute(sql, params).fetchall()
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A deferred transaction: in WAL mode its reads keep the moment of the first one, and
+        commands writing meanwhile go on (they append to the WAL; a checkpoint waits)."""
+        with self._mutex:
+            self._db.execute("BEGIN")
+            try:
+                yield
+            finally:
+                if self._db.in_transaction:
+                    self._db.execute("COMMIT")
+
     def close(self) -> None:
         with self._mutex:
             self._db.close()
