@@ -39,6 +39,35 @@ class Result:
         """Warnings and what to do next, for stderr (so a pipe gets only the text)."""
         return []
 
+    def lines(self, as_json: bool) -> Iterator[str] | None:
+        """The output a line at a time, for a result read from the ledger as it is printed (a
+        million rows are never held at once); None: `text()` or `to_json()` is printed whole."""
+        return None
+
+
+def json_array(items: Iterable[Any]) -> Iterator[str]:
+    """The text of `json.dumps(list(items), indent=2, ensure_ascii=False)`, an item at a time
+    (lines to print, each item's closing line with its comma), never holding the list."""
+    import json
+
+    def indented(item: Any) -> str:
+        return "  " + json.dumps(item, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+
+    it = iter(items)
+    held = next(it, _NOTHING)
+    if held is _NOTHING:
+        yield "[]"
+        return
+    yield "["
+    for item in it:
+        yield indented(held) + ","
+        held = item
+    yield indented(held)
+    yield "]"
+
+
+_NOTHING = object()
+
 
 #: How a person reads a delivery's state (in flight is pending: not done, `retry` finishes it).
 _STATUS = {DeliveryState.SENT: "sent", DeliveryState.FAILED: "failed", DeliveryState.SKIPPED: "skipped"}

@@ -240,6 +240,20 @@ def test_list_counts_people_by_state(site, project: Project):
     assert project.cli("subscribers", "remove", "d@example.com").exit_code == 0
     listed = project.cli("subscribers", "list")
     assert listed.stdout.strip() == "1 active, 2 waiting to confirm, 1 unsubscribed."
+    # --json: each of them, those on file by address and then those waiting, printed as read
+    # from the ledger but the same text as one json.dumps of the whole list.
+    each = project.cli("subscribers", "list", "--json").stdout
+    assert [(p["email"], p["state"]) for p in json.loads(each)] == [
+        ("a@example.com", "active"), ("d@example.com", "unsubscribed"),
+        ("b@example.com", "pending"), ("c@example.com", "pending")]
+    assert each == json.dumps(json.loads(each), indent=2, ensure_ascii=False) + "\n"
+
+
+@pytest.mark.parametrize("items", [[], [1], ["ñ", {"a": [1, {"b": None}], "c": "«»"}, []], [{}] * 3])
+def test_a_json_array_printed_an_item_at_a_time_reads_as_one_dump(items: list):
+    from broadcaster.report import json_array
+
+    assert "\n".join(json_array(iter(items))) == json.dumps(items, indent=2, ensure_ascii=False)
 
 
 # -- in a real browser: Chromium fills the form on the generated page ----------------------
