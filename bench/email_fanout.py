@@ -29,7 +29,9 @@ taken from a dry run.
   result, then `update ID --yes` (the same list again, each email threaded under the
   subscriber's first), then `retry ID` on a list left failed (a further update sent while the
   relay was down, with one attempt: every email failed), each with its peak RSS (the child's
-  own, from wait4) and every delivery checked sent afterwards;
+  own, from wait4) and every delivery checked sent afterwards; then the commands that read the
+  whole list without sending: `subscribers list --json`, `state export` of the ledger those
+  commands left (three updates' lists), and `state import` of that file into a new ledger;
 - naive loop: an `EmailMessage` built and `send_message` per recipient, one connection;
 - Apprise: `mailto://` with the same N recipients (one message per recipient).
 
@@ -44,13 +46,15 @@ smtp-sink's. smtp-sink and the sender share the machine's cores, so on two cores
 needs more CPU per message than smtp-sink leaves is bound by it, not by the network.
 
 Goal (issue 16): the whole announce at >= 0.5 of the pipelined ceiling at 100,000, and peak
-RSS of announce, update, retry and show that does not grow with N beyond a few MB per 100,000.
+RSS of announce, update, retry and show (and of every other command that goes through the whole
+list) that does not grow with N beyond a few MB per 100,000.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import selectors
 import smtplib
@@ -84,6 +88,11 @@ CHANNEL_ROW = "broadcaster's email channel alone, that write"
 #: ceiling are compared with it: their names say "round trip").
 UPDATE_ROW = "broadcaster update (whole command, threaded)"
 RETRY_ROW = "broadcaster retry (the list left failed)"
+#: Commands that read a list of N whole (no email sent): their peak RSS is the point.
+ROSTER_ROW = "broadcaster subscribers list --json"
+EXPORT_ROW = "broadcaster state export (the whole ledger)"
+MOVE_ROW = "broadcaster state import (that file, a new ledger)"
+READS = ("broadcaster show ID --json (after it)", ROSTER_ROW, EXPORT_ROW, MOVE_ROW)
 BUSY_ROW = "announce, {rtt:g} ms round trip, {refused} of {conns} refused"
 SUBJECT = "[Investigating] Card payments failing · Example Corp"
 BODY = ("Some card payments fail at checkout. We are investigating.\n\n"
@@ -230,6 +239,34 @@ def broadcaster_retry(cli: list[str], recipients: list[str], folder: Path) -> Ru
     assert done.returncode != 0, "the update with the relay down did not leave its list failed"
     run, _ = measured([*cli, "retry", _incident(folder)])
     _all_sent(folder, recipients)
+    return run
+
+
+def broadcaster_roster(cli: list[str], recipients: list[str]) -> Run:
+    """`subscribers list --json`: every subscriber, printed as read."""
+    run, out = measured([*cli, "subscribers", "list", "--json"])
+    assert out.count(b'"email":') == len(recipients), "not every subscriber was listed"
+    return run
+
+
+def broadcaster_export(cli: list[str], folder: Path) -> Run:
+    """`state export` of the ledger as the rows before left it (every update's list)."""
+    (folder / "export.jsonl").unlink(missing_ok=True)
+    run, _ = measured([*cli, "state", "export", str(folder / "export.jsonl")])
+    return run
+
+
+def broadcaster_move(cli: list[str], folder: Path) -> Run:
+    """`state import` of that export into a new SQLite ledger; every row checked in."""
+    moved = folder / "moved"
+    moved.mkdir(exist_ok=True)
+    settings = moved / "settings.toml"
+    settings.write_text(Path(cli[2]).read_text(encoding="utf-8"), encoding="utf-8")  # its own state.db
+    export = folder / "export.jsonl"
+    run, out = measured([cli[0], "--config", str(settings), "state", "import", str(export), "--json"])
+    rows = sum(1 for _ in export.open(encoding="utf-8")) - 1  # the header is not a row
+    assert sum(json.loads(out)["rows"].values()) == rows, "the import did not take every row"
+    export.unlink()
     return run
 
 
@@ -596,6 +633,9 @@ def main() -> None:
                  lambda: broadcaster_show(cli, folder / "loopback")),
                 (UPDATE_ROW, recipients, lambda: broadcaster_update(cli, recipients, folder / "loopback")),
                 (RETRY_ROW, recipients, lambda: broadcaster_retry(cli, recipients, folder / "loopback")),
+                (ROSTER_ROW, recipients, lambda: broadcaster_roster(cli, recipients)),
+                (EXPORT_ROW, recipients, lambda: broadcaster_export(cli, folder / "loopback")),
+                (MOVE_ROW, recipients, lambda: broadcaster_move(cli, folder / "loopback")),
                 ("naive loop (EmailMessage + send_message)", sample,
                  lambda: in_process(naive_loop, port, sample, content)),
                 ("Apprise mailto://", sample, lambda: in_process(apprise_mailto, port, sample, content)),
@@ -615,7 +655,7 @@ def main() -> None:
                 wanted = (f"pipelined ceiling (raw sockets, {conns} conns)",
                           "pipelined, each result fsync'd first", LEDGER_ROW, CHANNEL_ROW,
                           "broadcaster announce (whole command)", "broadcaster show ID --json (after it)",
-                          UPDATE_ROW, RETRY_ROW)
+                          UPDATE_ROW, RETRY_ROW, ROSTER_ROW, EXPORT_ROW, MOVE_ROW)
                 methods = [m for m in methods if m[0] in wanted]
             # Printed in this order, but the whole command runs right after the first ceilings,
             # as in earlier rounds: at a million, run after the two rows that each build a
@@ -641,10 +681,11 @@ def main() -> None:
     print(f"{'method':<46} {'messages':>9} {'seconds':>8} {'msgs/s':>9} {'vs ceiling':>10} {'peak RSS':>9}"
           f" {'CPU/msg':>8}")
     for name, count, run in rows:
-        vs = f"{rate[name] / ceiling['round trip' not in name]:.2f}" if "show" not in name else ""
+        vs = f"{rate[name] / ceiling['round trip' not in name]:.2f}" if name not in READS else ""
         rss = f"{run.peak_mb:.0f} MB" if run.peak_mb is not None else ""
-        cpu = f"{run.cpu / count * 1e6:.0f} µs" if run.cpu is not None and "show" not in name else ""
-        print(f"{name:<46} {count:>9,} {run.seconds:>8.2f} {rate[name]:>9,.0f} {vs:>10} {rss:>9} {cpu:>8}")
+        cpu = f"{run.cpu / count * 1e6:.0f} µs" if run.cpu is not None and name not in READS else ""
+        per = f"{rate[name]:,.0f}" if name not in READS else ""
+        print(f"{name:<46} {count:>9,} {run.seconds:>8.2f} {per:>9} {vs:>10} {rss:>9} {cpu:>8}")
     count, imported = IMPORTS[0]
     print(f"{'broadcaster subscribers import (the CSV)':<46} {count:>9,} {imported.seconds:>8.2f} "
           f"{count / imported.seconds:>9,.0f} {'':>10} {imported.peak_mb or 0:>6.0f} MB")

@@ -27,7 +27,9 @@ BROADCASTER_ROWS = ("pipelined ceiling (raw sockets, 2 conns)", "pipelined, each
                     "the same, each result in broadcaster's ledger",
                     "broadcaster's email channel alone, that write", "broadcaster announce (whole command)",
                     "broadcaster show ID --json (after it)", "broadcaster update (whole command, threaded)",
-                    "broadcaster retry (the list left failed)")
+                    "broadcaster retry (the list left failed)", "broadcaster subscribers list --json",
+                    "broadcaster state export (the whole ledger)",
+                    "broadcaster state import (that file, a new ledger)")
 OTHER_ROWS = ("smtplib raw loop (2 connections)", "naive loop (EmailMessage + send_message)",
               "Apprise mailto://", "pipelined ceiling, 2 ms round trip",
               "pipelined, fsync'd first, 2 ms round trip", "smtplib raw loop, 2 ms round trip",
