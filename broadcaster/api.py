@@ -402,7 +402,8 @@ def remove_subscriber(email: str, *, settings: SettingsLike = None) -> Subscribe
 
 def list_subscribers(*, each: bool = True, settings: SettingsLike = None) -> Roster:
     """How many subscribers are active, waiting to confirm and unsubscribed, and (with `each`)
-    every one of them (never their tokens)."""
+    every one of them (never their tokens): `Roster.subscribers` reads them from the ledger a
+    chunk at a time each time it is gone through, so a million are never held at once."""
     from broadcaster import subscribers
 
     return subscribers.listed(_settings(settings), each=each)
