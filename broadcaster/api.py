@@ -15,13 +15,13 @@ rebuild is site/build.py; tick is tick.py.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from broadcaster import defaults
-from broadcaster.ledger import open_ledger
+from broadcaster.ledger import Streamed, open_ledger
 from broadcaster.model import Impact, Kind, Status, checked_id
 from broadcaster.report import (
     DeliveryOutcome,
@@ -361,12 +361,8 @@ def recipients(incident_id: str, *, settings: SettingsLike = None) -> RecipientL
         ledger.incident(checked)  # an unknown id is an error now, not halfway through the listing
         names = mailing_lists(ledger, checked)
 
-    def rows() -> Iterator[DeliveryOutcome]:
-        with open_ledger(s, read_only=True) as ledger:
-            for d in ledger.each_delivery(incident_id=checked, channels=names):
-                yield DeliveryOutcome.of(d)
-
-    return RecipientListing(rows())
+    return RecipientListing(Streamed(s, lambda ledger: map(
+        DeliveryOutcome.of, ledger.each_delivery(incident_id=checked, channels=names))))
 
 
 def import_subscribers(

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from broadcaster.addresses import normalize_address
 from broadcaster.errors import InputError
-from broadcaster.ledger import Ledger, first_lines, open_ledger
+from broadcaster.ledger import Ledger, Streamed, first_lines, open_ledger
 from broadcaster.model import Incident, Subscriber, SubscriptionRequest
 from broadcaster.places import Places, normal_postcode
 from broadcaster.report import Result, json_array
@@ -150,18 +150,6 @@ class Roster(Result):
     def notes(self) -> list[str]:
         return ["`broadcaster subscribers list --json` lists each of them; "
                 "`broadcaster subscribers export EMAIL` shows everything held about one."]
-
-
-class OnFile:
-    """Every subscriber on file, by address, read from the ledger a chunk at a time each time
-    it is gone through: a list to go through once or twice, never held whole."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def __iter__(self) -> Iterator[Subscriber]:
-        with open_ledger(self.settings, read_only=True) as ledger:
-            yield from ledger.each_subscriber()
 
 
 def _person(s: Subscriber) -> dict[str, object]:
@@ -385,4 +373,5 @@ def listed(settings: Settings, *, each: bool = True) -> Roster:
     with open_ledger(settings, read_only=True) as ledger:
         pending = ledger.subscription_requests(pending_at=datetime.now(UTC))
         counts = {**ledger.subscriber_counts(), "pending": len(pending)}
-    return Roster(counts, OnFile(settings) if each else (), pending if each else ())
+    everyone = Streamed(settings, lambda ledger: ledger.each_subscriber())
+    return Roster(counts, everyone if each else (), pending if each else ())

@@ -22,9 +22,9 @@ written here, so another store (PostgreSQL) is one more subpackage and one more 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from broadcaster.ledger.interface import DeliveryCount, Ledger, NewDelivery, SubscriberSelection
 
@@ -33,8 +33,10 @@ if TYPE_CHECKING:
     from broadcaster.settings import Settings
     from broadcaster.settings_file import Reading
 
-__all__ = ["DeliveryCount", "Ledger", "NewDelivery", "SubscriberSelection", "first_lines", "kept_connections",
-           "open_ledger"]
+__all__ = ["DeliveryCount", "Ledger", "NewDelivery", "Streamed", "SubscriberSelection", "first_lines",
+           "kept_connections", "open_ledger"]
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -65,6 +67,19 @@ def open_ledger(
         yield ledger
     finally:
         ledger.close()
+
+
+class Streamed(Generic[T]):
+    """What `read(ledger)` yields, from a read-only ledger opened each time it is gone through
+    (and closed at the end): a listing of a million printed as it is read, never held, that a
+    caller may still go through twice."""
+
+    def __init__(self, settings: Settings | Reading, read: Callable[[Ledger], Iterable[T]]) -> None:
+        self.settings, self.read = settings, read
+
+    def __iter__(self) -> Iterator[T]:
+        with open_ledger(self.settings, read_only=True) as ledger:
+            yield from self.read(ledger)
 
 
 def first_lines() -> FirstLines:
