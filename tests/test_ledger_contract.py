@@ -845,6 +845,38 @@ def test_an_export_is_read_a_chunk_at_a_time_all_from_one_moment(store: Settings
         assert any(row["id"] == later.id for table, row in writer.export_rows() if table == "updates")
 
 
+def test_an_export_that_fails_halfway_leaves_no_file_and_the_ledger_as_it_was(store: Settings, tmp_path: Path,
+                                                                             monkeypatch):
+    """The disk fills while an export is halfway through (here at its 8th row, 4 rows a read): the
+    error says so, no file or partial file is left, and its snapshot has ended, so the same ledger
+    records an update and exports it whole afterwards."""
+    import broadcaster.ledger.export as export
+    import broadcaster.ledger.sql as sql
+
+    monkeypatch.setattr(sql, "CHUNK", 4)
+    real, written = export.json.dumps, []
+
+    def filling(item: object, **options: object) -> str:
+        written.append(item)
+        if len(written) == 8:
+            raise OSError(28, "No space left on device")
+        return real(item, **options)  # type: ignore[arg-type]
+
+    with open_ledger(store) as ledger:
+        a_list(ledger, people=10, subscribers=9)
+        monkeypatch.setattr(export.json, "dumps", filling)
+        # The error is kept, as a caller that reports it later keeps it: its traceback holds the
+        # export's frames, so the snapshot must end without waiting for them to be collected.
+        with pytest.raises(OSError, match="No space left") as failed:
+            export.write(ledger, tmp_path / "ledger.jsonl", "any")
+        monkeypatch.setattr(export.json, "dumps", real)
+        assert not list(tmp_path.glob("*ledger.jsonl*")), "neither the file nor its partial is left"
+        later = an_update()
+        ledger.record(later, [NewDelivery("twitter", "en")])
+        assert export.write(ledger, tmp_path / "ledger.jsonl", "any")["updates"] == 2
+        assert failed.value.errno == 28
+
+
 def test_an_import_writes_as_it_reads_and_a_bad_row_late_leaves_nothing(store: Settings, target: Settings,
                                                                       monkeypatch):
     """Rows are written a chunk at a time as they are read (never more than a chunk behind),
