@@ -610,8 +610,8 @@ class SQLLedger(ABC):
                 f" WHERE {self.IDS_IN.format(column='id')} AND state NOT IN ('sent', 'skipped')",
                 (_now(), self._ids_param(delivery_ids)),
             ).rowcount
-        if changed != len(delivery_ids):
-            raise RuntimeError("some deliveries of the batch are already sent")
+            if changed != len(delivery_ids):  # raised inside: the others are not marked either
+                raise RuntimeError("some deliveries of the batch are already sent")
 
     def finish(self, sent: Sequence[tuple[int, Receipt]], failed: Sequence[tuple[int, str]],
                skipped: Sequence[tuple[int, str]] = ()) -> None:
