@@ -145,7 +145,19 @@ def test_a_batch_finishes_in_one_go_and_skipped_counts_as_done(ledger: Ledger):
     assert [d.attempts for d in ledger.deliveries(update_id=update.id)] == [1, 1, 0]
     assert [d.id for d in ledger.deliveries(unfinished=True)] == [ids[1]]
     with pytest.raises(RuntimeError):
-        ledger.start_attempts(ids)  # two of them are done
+        ledger.start_attempts(ids)  # two of them are done: none is marked, not even the failed one
+    assert [(d.state, d.attempts) for d in ledger.deliveries(update_id=update.id)] == [
+        (DeliveryState.SENT, 1), (DeliveryState.FAILED, 1), (DeliveryState.SKIPPED, 0)]
+    # What each result leaves in its row (PostgreSQL writes the three kinds in one statement).
+    assert [(d.remote_id, d.url, dict(d.meta), d.error) for d in ledger.deliveries(update_id=update.id)] == [
+        ("m1", None, {}, None), (None, None, {}, "mailbox full"), (None, None, {}, "left the list")]
+    # The failed one, again: in flight first (`start_attempts` counts it), then sent, with a whole
+    # receipt; its error goes, and the attempt is not counted twice.
+    ledger.start_attempts([ids[1]])
+    ledger.finish([(ids[1], Receipt("m2", "https://example.com/m2", {"thread": "t1"}))], [])
+    again = ledger.deliveries(update_id=update.id)[1]
+    assert (again.state, again.attempts, again.remote_id, again.url, dict(again.meta), again.error) == (
+        DeliveryState.SENT, 2, "m2", "https://example.com/m2", {"thread": "t1"}, None)
 
 
 def test_a_selection_of_subscribers_is_recorded_set_based_in_their_locale_or_the_default(ledger: Ledger):
