@@ -155,14 +155,14 @@ class PostgresLedger(SQLLedger):
         connection commits each statement), so a write of results is one round trip to the
         server. BEGIN, an UPDATE a kind of result and COMMIT each waited for the server, and a
         fan-out waits for every write: a write of 16 results took 790 µs timed alone, 403 as one
-        statement. The results travel as arrays, a column each (`unnest`)."""
-        rows = [(i, "sent", r.remote_id, r.url, json.dumps(dict(r.meta)) if r.meta else "{}", None)
+        statement. The results travel as one JSON array of rows: as six arrays, a column each,
+        psycopg's dumping of them cost 230–340 µs of CPU a write, as JSON 130–160."""
+        rows = [[i, "sent", r.remote_id, r.url, json.dumps(dict(r.meta)) if r.meta else "{}", None]
                 for i, r in sent]
-        rows += [(i, "failed", None, None, None, error) for i, error in failed]
-        rows += [(i, "skipped", None, None, None, why) for i, why in skipped]
+        rows += [[i, "failed", None, None, None, error] for i, error in failed]
+        rows += [[i, "skipped", None, None, None, why] for i, why in skipped]
         if not rows:
             return
-        ids, states, remote_ids, urls, metas, errors = (list(column) for column in zip(*rows, strict=True))
         with self._mutex, self._busy_said():
             # Every SET reads the row as it was: `d.state` is its state before this result.
             # A sent delivery takes its receipt; a failed or skipped one keeps what it had. The
@@ -174,9 +174,10 @@ class PostgresLedger(SQLLedger):
                 " meta = CASE WHEN r.state = 'sent' THEN r.meta ELSE d.meta END,"
                 " attempts = d.attempts"
                 " + CASE WHEN r.state = 'skipped' OR d.state = 'in_flight' THEN 0 ELSE 1 END"
-                " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
-                " AS r(id, state, remote_id, url, meta, error) WHERE d.id = r.id",
-                (_now(), ids, states, remote_ids, urls, metas, errors))
+                " FROM (SELECT (e->>0)::bigint AS id, e->>1 AS state, e->>2 AS remote_id, e->>3 AS url,"
+                " e->>4 AS meta, e->>5 AS error FROM json_array_elements(%s::json) AS e) AS r"
+                " WHERE d.id = r.id",
+                (_now(), json.dumps(rows, ensure_ascii=False)))
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         if self._empty:  # a database broadcaster never wrote to: nothing in it yet
