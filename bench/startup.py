@@ -91,15 +91,16 @@ def main() -> None:
     apprise = statistics.median(samples["apprise --help"])
     slowest = max(helps, key=lambda name: statistics.median(samples[name]))
     print(f"start-up, {args.runs} interleaved runs each, {os.cpu_count()} cores\n")
-    print(f"{'command':<40} {'median ms':>10} {'best ms':>9} {'vs apprise':>11}")
     rows = [*shown[:5], *([] if slowest in shown else [slowest]), *shown[5:]]
+    labels = {name: name for name in rows}
+    labels[slowest] = f"slowest of the {len(helps)} --help: {slowest.removeprefix('broadcaster ')}"
+    width = max(map(len, labels.values()))
+    print(f"{'command':<{width}} {'median ms':>10} {'best ms':>9} {'vs apprise':>11}")
     for name in rows:
         values = samples[name]
         median = statistics.median(values)
-        label = name
-        if name == slowest:
-            label = f"slowest of {len(helps)} --help: {name.removeprefix('broadcaster ')}"
-        print(f"{label:<40} {median * 1000:>10.1f} {min(values) * 1000:>9.1f} {median / apprise:>11.2f}")
+        print(f"{labels[name]:<{width}} {median * 1000:>10.1f} {min(values) * 1000:>9.1f}"
+              f" {median / apprise:>11.2f}")
     help_ = statistics.median(samples["broadcaster --help"])
     for name in dict.fromkeys(("broadcaster --help", "broadcaster announce --help",
                                "broadcaster subscribers list --help", slowest)):
