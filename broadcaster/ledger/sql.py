@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import groupby, islice
@@ -595,7 +595,7 @@ class SQLLedger(ABC):
             db.execute(
                 "UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, meta = ?,"
                 " error = NULL, updated_at = ? WHERE id = ?",
-                (receipt.remote_id, receipt.url, json.dumps(dict(receipt.meta)), _now(), delivery_id),
+                (receipt.remote_id, receipt.url, meta_text(receipt.meta), _now(), delivery_id),
             )
 
     def start_attempts(self, delivery_ids: Sequence[int], *, claimed: bool = False) -> None:
@@ -622,8 +622,7 @@ class SQLLedger(ABC):
             db.executemany(
                 "UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, meta = ?,"
                 f" error = NULL, updated_at = ?, attempts = {_COUNTED} WHERE id = ?",
-                # An email's receipt has no meta: "{}" without json, for each of a million.
-                [(r.remote_id, r.url, json.dumps(dict(r.meta)) if r.meta else "{}", now, i) for i, r in sent],
+                [(r.remote_id, r.url, meta_text(r.meta), now, i) for i, r in sent],
             )
             db.executemany(
                 f"UPDATE deliveries SET state = 'failed', error = ?, updated_at = ?, attempts = {_COUNTED}"
@@ -1150,6 +1149,11 @@ def _delivery_from_row(row: tuple) -> Delivery:
 def _meta(value: str) -> dict:
     """A receipt's meta: "{}" for each of a million emails, read without json."""
     return json.loads(value) if value != "{}" else {}
+
+
+def meta_text(meta: Mapping[str, object]) -> str:
+    """A receipt's meta as stored: "{}" for each of a million emails, written without json."""
+    return json.dumps(dict(meta)) if meta else "{}"
 
 
 def _names_json(names: Sequence[str]) -> str:
