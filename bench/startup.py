@@ -115,14 +115,11 @@ def main() -> None:
 
 
 def every_command(env: dict[str, str]) -> list[list[str]]:
-    """Each command and subcommand, as the words that name it (`["state", "export"]`)."""
+    """Each command and subcommand, as the words that name it (`cli.command_names`), as the
+    installed broadcaster has them."""
     import json
 
-    code = ("import json\nfrom broadcaster.cli import app, _name\nnames = []\n"
-            "for command in app.registered_commands:\n    names.append([_name(command)])\n"
-            "for group in app.registered_groups:\n    names.append([group.name])\n"
-            "    names += [[group.name, _name(c)] for c in group.typer_instance.registered_commands]\n"
-            "print(json.dumps(names))")
+    code = "import json; from broadcaster.cli import command_names; print(json.dumps(command_names()))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return json.loads(done.stdout)
 

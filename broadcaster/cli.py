@@ -856,6 +856,16 @@ def only(argv: Sequence[str]) -> typer.Typer:
     return lean
 
 
+def command_names() -> list[list[str]]:
+    """Every command, group and subcommand, as the words that name it (`["state", "export"]`),
+    in the order the help lists them: what `test_startup.py` and `bench/startup.py` go through."""
+    names = [[_name(command)] for command in app.registered_commands]
+    for group in app.registered_groups:
+        names.append([group.name or ""])
+        names += [[group.name or "", _name(c)] for c in group.typer_instance.registered_commands]
+    return names
+
+
 def _name(command: CommandInfo) -> str:
     """A command's name as typer gives it: its own, or its function's with - for _."""
     return command.name or (command.callback.__name__ if command.callback else "").replace("_", "-")
