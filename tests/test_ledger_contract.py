@@ -160,6 +160,23 @@ def test_a_batch_finishes_in_one_go_and_skipped_counts_as_done(ledger: Ledger):
         DeliveryState.SENT, 2, "m2", "https://example.com/m2", {"thread": "t1"}, None)
 
 
+def test_an_error_text_with_a_nul_character_is_recorded_on_both_stores(ledger: Ledger):
+    """What a relay or an endpoint answered goes into the error as it came, and a NUL may come
+    with it (a webhook's response body is a partner's to write). PostgreSQL's text refuses
+    NUL: left in, the write of a whole group of results failed and the fan-out stopped. The
+    ledger keeps U+FFFD in its place, on both stores alike."""
+    update = an_update()
+    people = [f"p{n}@example.com" for n in range(3)]
+    ledger.record(update, [NewDelivery("email", "en", p) for p in people])
+    ids = [c.id for c in ledger.claim("me", update_id=update.id, channel="email", limit=3, lease_seconds=60)]
+    ledger.finish([(ids[0], Receipt("m1"))], [(ids[1], "550 no\x00such user")], [(ids[2], "left\x00")])
+    assert [(d.state, d.error) for d in ledger.deliveries(update_id=update.id)] == [
+        (DeliveryState.SENT, None), (DeliveryState.FAILED, "550 no\ufffdsuch user"),
+        (DeliveryState.SKIPPED, "left\ufffd")]
+    ledger.mark_failed(ids[0], "HTTP 400: {\"detail\": \"bad\x00\"}")
+    assert ledger.deliveries(update_id=update.id)[0].error == 'HTTP 400: {"detail": "bad\ufffd"}'
+
+
 def test_a_selection_of_subscribers_is_recorded_set_based_in_their_locale_or_the_default(ledger: Ledger):
     people = [
         Subscriber("all-en@example.com", "en", (), (), "t1", True),

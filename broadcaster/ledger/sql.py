@@ -627,11 +627,11 @@ class SQLLedger(ABC):
             db.executemany(
                 f"UPDATE deliveries SET state = 'failed', error = ?, updated_at = ?, attempts = {_COUNTED}"
                 " WHERE id = ?",
-                [(error, now, i) for i, error in failed],
+                [(error_text(error), now, i) for i, error in failed],
             )
             db.executemany(  # not attempted: the subscriber left before
                 "UPDATE deliveries SET state = 'skipped', error = ?, updated_at = ? WHERE id = ?",
-                [(why, now, i) for i, why in skipped],
+                [(error_text(why), now, i) for i, why in skipped],
             )
 
     def first_receipts(self, incident_id: str, channel: str, before_seq: int,
@@ -663,7 +663,7 @@ class SQLLedger(ABC):
         with self.transaction() as db:
             db.execute(
                 "UPDATE deliveries SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
-                (error, _now(), delivery_id),
+                (error_text(error), _now(), delivery_id),
             )
 
     # -- leases: a mailing list shared by several senders ---------------------------------
@@ -1149,6 +1149,13 @@ def _delivery_from_row(row: tuple) -> Delivery:
 def _meta(value: str) -> dict:
     """A receipt's meta: "{}" for each of a million emails, read without json."""
     return json.loads(value) if value != "{}" else {}
+
+
+def error_text(error: str) -> str:
+    """Why a delivery failed, as stored: what a relay or an endpoint answered, with U+FFFD for
+    any NUL in it (PostgreSQL's text refuses NUL, and a write refused fails every result in
+    it; SQLite stores the same, so both stores read alike)."""
+    return error.replace("\x00", "\ufffd")
 
 
 def meta_text(meta: Mapping[str, object]) -> str:
