@@ -100,19 +100,23 @@ FULL_DISK = textwrap.dedent("""
     import sqlite3, sys
     import psycopg
     from broadcaster import api
-    from broadcaster.ledger.sql import SQLLedger
+    from broadcaster.ledger.postgres.ledger import PostgresLedger
+    from broadcaster.ledger.sqlite.ledger import SQLiteLedger
 
-    real, calls = SQLLedger.finish, []
+    calls = []
 
-    def finish(self, sent, failed, skipped=()):
-        calls.append(1)
-        if len(calls) > 40:  # the disk fills up in the middle of the fan-out
-            if type(self).__name__ == "SQLiteLedger":
-                raise sqlite3.OperationalError("database or disk is full")
-            raise psycopg.errors.DiskFull("could not extend file: No space left on device")
-        return real(self, sent, failed, skipped)
+    def filling(real, full):
+        def finish(self, sent, failed, skipped=()):
+            calls.append(1)
+            if len(calls) > 40:  # the disk fills up in the middle of the fan-out
+                raise full
+            return real(self, sent, failed, skipped)
+        return finish
 
-    SQLLedger.finish = finish
+    # Each store's own `finish` (PostgreSQL writes results with a statement of its own).
+    SQLiteLedger.finish = filling(SQLiteLedger.finish, sqlite3.OperationalError("database or disk is full"))
+    PostgresLedger.finish = filling(PostgresLedger.finish,
+                                    psycopg.errors.DiskFull("could not extend file: No space left on device"))
     from broadcaster.cli import main
     sys.argv = ["broadcaster", "--config", {config!r}, "announce", "--title", "Down", "--message", "M",
                 "--yes", "--json"]
