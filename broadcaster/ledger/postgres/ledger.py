@@ -23,7 +23,7 @@ import psycopg
 from broadcaster import defaults
 from broadcaster.errors import LedgerBusyError, LockTimeoutError, SettingsError
 from broadcaster.ledger.postgres import schema
-from broadcaster.ledger.sql import SQLLedger, _now, error_text, meta_text
+from broadcaster.ledger.sql import _COUNTED, SQLLedger, _now, error_text, meta_text
 from broadcaster.masking import MASK
 from broadcaster.model import Receipt
 
@@ -163,17 +163,16 @@ class PostgresLedger(SQLLedger):
         if not rows:
             return
         with self._mutex, self._busy_said():
-            # Every SET reads the row as it was: `d.state` is its state before this result.
-            # A sent delivery takes its receipt; a failed or skipped one keeps what it had. The
-            # attempt is counted unless `start_attempts` did (in flight) or nothing was tried.
+            # Every SET reads the row as it was. A sent delivery takes its receipt; a failed or
+            # skipped one keeps what it had. The attempt is counted as the shared `finish`
+            # counts it (`_COUNTED`: its `state` and `attempts` are the row's), unless skipped.
             self._db.execute(
-                "UPDATE deliveries AS d SET state = r.state, error = r.error, updated_at = %s,"
-                " remote_id = CASE WHEN r.state = 'sent' THEN r.remote_id ELSE d.remote_id END,"
-                " url = CASE WHEN r.state = 'sent' THEN r.url ELSE d.url END,"
-                " meta = CASE WHEN r.state = 'sent' THEN r.meta ELSE d.meta END,"
-                " attempts = d.attempts"
-                " + CASE WHEN r.state = 'skipped' OR d.state = 'in_flight' THEN 0 ELSE 1 END"
-                " FROM (SELECT (e->>0)::bigint AS id, e->>1 AS state, e->>2 AS remote_id, e->>3 AS url,"
+                "UPDATE deliveries AS d SET state = r.outcome, error = r.error, updated_at = %s,"
+                " remote_id = CASE WHEN r.outcome = 'sent' THEN r.remote_id ELSE d.remote_id END,"
+                " url = CASE WHEN r.outcome = 'sent' THEN r.url ELSE d.url END,"
+                " meta = CASE WHEN r.outcome = 'sent' THEN r.meta ELSE d.meta END,"
+                f" attempts = CASE WHEN r.outcome = 'skipped' THEN d.attempts ELSE {_COUNTED} END"
+                " FROM (SELECT (e->>0)::bigint AS id, e->>1 AS outcome, e->>2 AS remote_id, e->>3 AS url,"
                 " e->>4 AS meta, e->>5 AS error FROM json_array_elements(%s::json) AS e) AS r"
                 " WHERE d.id = r.id",
                 (_now(), json.dumps(rows, ensure_ascii=False)))
