@@ -13,13 +13,13 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from broadcaster.errors import UnknownIncidentError
+from broadcaster.errors import LedgerBusyError, UnknownIncidentError
 from broadcaster.ledger import Ledger, NewDelivery, SubscriberSelection, open_ledger
 from broadcaster.ledger.interface import Claimed
 from broadcaster.model import (
@@ -158,6 +158,40 @@ def test_a_batch_finishes_in_one_go_and_skipped_counts_as_done(ledger: Ledger):
     again = ledger.deliveries(update_id=update.id)[1]
     assert (again.state, again.attempts, again.remote_id, again.url, dict(again.meta), again.error) == (
         DeliveryState.SENT, 2, "m2", "https://example.com/m2", {"thread": "t1"}, None)
+
+
+def test_a_write_of_results_that_waits_too_long_says_the_ledger_is_busy_and_changes_nothing(store: Settings):
+    """Another process holds what the write needs (SQLite: the write lock; PostgreSQL: the
+    delivery's row) for longer than the ledger waits: the write says the ledger is busy, in the
+    store's words, and records nothing (PostgreSQL's `finish` is a statement of its own)."""
+    update = an_update()
+    with open_ledger(store) as ledger:
+        ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(2)])
+        ids = [c.id for c in ledger.claim("me", update_id=update.id, channel="email", limit=2,
+                                          lease_seconds=60)]
+    with open_ledger(store, busy_wait=0.3) as ledger, holding(store, ids[1]), \
+            pytest.raises(LedgerBusyError, match="is busy"):
+        ledger.finish([(ids[0], Receipt("m1"))], [(ids[1], "mailbox full")])
+    with open_ledger(store, read_only=True) as ledger:
+        assert {d.state for d in ledger.deliveries(update_id=update.id)} == {DeliveryState.IN_FLIGHT}
+
+
+@contextmanager
+def holding(store: Settings, delivery_id: int) -> Iterator[None]:
+    """Another connection holding the store's lock on a delivery, in a transaction left open."""
+    if store.state.url is None:
+        other = sqlite3.connect(store.state.path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        other = psycopg.connect(store.state.url, password=os.environ["BROADCASTER_STATE_PASSWORD"])
+        other.execute("SELECT id FROM deliveries WHERE id = %s FOR UPDATE", (delivery_id,))
+    try:
+        yield
+    finally:
+        other.rollback()
+        other.close()
 
 
 def test_an_error_text_with_a_nul_character_is_recorded_on_both_stores(ledger: Ledger):
