@@ -194,21 +194,36 @@ def holding(store: Settings, delivery_id: int) -> Iterator[None]:
         other.close()
 
 
-def test_an_error_text_with_a_nul_character_is_recorded_on_both_stores(ledger: Ledger):
-    """What a relay or an endpoint answered goes into the error as it came, and a NUL may come
-    with it (a webhook's response body is a partner's to write). PostgreSQL's text refuses
-    NUL: left in, the write of a whole group of results failed and the fan-out stopped. The
-    ledger keeps U+FFFD in its place, on both stores alike."""
+def test_a_nul_in_what_a_platform_answered_is_recorded_as_u_fffd_on_both_stores(ledger: Ledger):
+    """What a relay, a platform or an endpoint answered is stored as it came: an error, a post's
+    id or address. A NUL may come with it (a webhook's response body is a partner's to write, a
+    Mastodon or Bluesky server anyone's to run). PostgreSQL's text refuses NUL: left in, the
+    write of a whole group of results failed and the fan-out stopped, and a post made was left
+    unrecorded. The ledger keeps U+FFFD in its place, on both stores alike; a receipt's meta is
+    JSON, where a NUL is already written as an escape."""
     update = an_update()
-    people = [f"p{n}@example.com" for n in range(3)]
+    people = [f"p{n}@example.com" for n in range(4)]
     ledger.record(update, [NewDelivery("email", "en", p) for p in people])
-    ids = [c.id for c in ledger.claim("me", update_id=update.id, channel="email", limit=3, lease_seconds=60)]
-    ledger.finish([(ids[0], Receipt("m1"))], [(ids[1], "550 no\x00such user")], [(ids[2], "left\x00")])
-    assert [(d.state, d.error) for d in ledger.deliveries(update_id=update.id)] == [
-        (DeliveryState.SENT, None), (DeliveryState.FAILED, "550 no\ufffdsuch user"),
-        (DeliveryState.SKIPPED, "left\ufffd")]
+    ids = [c.id for c in ledger.claim("me", update_id=update.id, channel="email", limit=4, lease_seconds=60)]
+    odd = Receipt("id\x00", "https://x.example/\x00", {"k": "v\x00"})
+    ledger.finish([(ids[0], Receipt("m1")), (ids[3], odd)], [(ids[1], "550 no\x00such user")],
+                  [(ids[2], "left\x00")])
+    rows = ledger.deliveries(update_id=update.id)
+    assert [(d.state, d.remote_id, d.url, d.meta, d.error) for d in rows] == [
+        (DeliveryState.SENT, "m1", None, {}, None),
+        (DeliveryState.FAILED, None, None, {}, "550 no\ufffdsuch user"),
+        (DeliveryState.SKIPPED, None, None, {}, "left\ufffd"),
+        (DeliveryState.SENT, "id\ufffd", "https://x.example/\ufffd", {"k": "v\x00"}, None)]
     ledger.mark_failed(ids[0], "HTTP 400: {\"detail\": \"bad\x00\"}")
     assert ledger.deliveries(update_id=update.id)[0].error == 'HTTP 400: {"detail": "bad\ufffd"}'
+    post = an_update()
+    ledger.record(post, [NewDelivery("mastodon", "en")])
+    (delivery_id,) = [d.id for d in ledger.deliveries(update_id=post.id)]
+    ledger.start_attempt(delivery_id)
+    ledger.mark_sent(delivery_id, Receipt("109\x00", "https://social.example/@corp/109\x00", {"n": "\x00"}))
+    (made,) = ledger.deliveries(update_id=post.id)
+    assert (made.state, made.remote_id, made.url, made.meta) == (
+        DeliveryState.SENT, "109\ufffd", "https://social.example/@corp/109\ufffd", {"n": "\x00"})
 
 
 def test_a_selection_of_subscribers_is_recorded_set_based_in_their_locale_or_the_default(ledger: Ledger):

@@ -166,7 +166,7 @@ def _scope(where: list[str], params: list[object], incident_id: str | None, upda
         params.append(update_id)
 
 
-def _now() -> str:
+def now_text() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
@@ -184,7 +184,7 @@ def _when(value: str | None) -> datetime | None:
 
 #: A delivery's attempts once its result is recorded: one more, unless `start_attempts`
 #: counted this one already (it marks the delivery in flight).
-_COUNTED = "attempts + CASE WHEN state = 'in_flight' THEN 0 ELSE 1 END"
+COUNTED = "attempts + CASE WHEN state = 'in_flight' THEN 0 ELSE 1 END"
 
 
 def _runs(ids: Sequence[int], held: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -358,7 +358,7 @@ class SQLLedger(ABC):
     def record(self, update: Update, deliveries: Iterable[NewDelivery],
                selections: Sequence[SubscriberSelection] = ()) -> dict[str, int]:
         with self.transaction() as db:
-            now = _now()
+            now = now_text()
             db.execute(
                 "INSERT INTO incidents (id, created_at, updated_at, status, draft)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
@@ -379,7 +379,7 @@ class SQLLedger(ABC):
                 selections: Sequence[SubscriberSelection] = ()) -> list[Update]:
         each = deliveries if callable(deliveries) else lambda: deliveries
         with self.transaction() as db:
-            now = _now()
+            now = now_text()
             ids = [r[0] for r in db.execute(
                 "SELECT id FROM updates WHERE incident_id = ? AND draft = 1 AND discarded_at IS NULL"
                 " ORDER BY seq",
@@ -405,7 +405,7 @@ class SQLLedger(ABC):
             ).rowcount
             if not changed:
                 raise UnknownIncidentError(f"{update.id} is not a draft")
-            db.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (_now(), update.incident_id))
+            db.execute("UPDATE incidents SET updated_at = ? WHERE id = ?", (now_text(), update.incident_id))
 
     def discard_drafts(self, incident_id: str) -> list[str]:
         """Set an incident's unpublished drafts aside (kept for the record); their ids.
@@ -413,7 +413,7 @@ class SQLLedger(ABC):
         An incident that was never published is then discarded as a whole: no list shows it.
         """
         with self.transaction() as db:
-            now = _now()
+            now = now_text()
             ids = [r[0] for r in db.execute(
                 "SELECT id FROM updates WHERE incident_id = ? AND draft = 1 AND discarded_at IS NULL"
                 " ORDER BY seq", (incident_id,),
@@ -584,7 +584,7 @@ class SQLLedger(ABC):
             changed = db.execute(
                 "UPDATE deliveries SET state = 'in_flight', attempts = attempts + 1,"
                 " updated_at = ? WHERE id = ? AND state NOT IN ('sent', 'skipped')",
-                (_now(), delivery_id),
+                (now_text(), delivery_id),
             ).rowcount
         if not changed:
             # Only possible if something bypassed the incident lock; refuse to send twice.
@@ -595,7 +595,8 @@ class SQLLedger(ABC):
             db.execute(
                 "UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, meta = ?,"
                 " error = NULL, updated_at = ? WHERE id = ?",
-                (receipt.remote_id, receipt.url, meta_text(receipt.meta), _now(), delivery_id),
+                (answered(receipt.remote_id), answered(receipt.url), meta_text(receipt.meta), now_text(),
+                 delivery_id),
             )
 
     def start_attempts(self, delivery_ids: Sequence[int], *, claimed: bool = False) -> None:
@@ -608,7 +609,7 @@ class SQLLedger(ABC):
             changed = db.execute(
                 f"UPDATE deliveries SET state = 'in_flight', updated_at = ?, attempts = attempts + {earlier}"
                 f" WHERE {self.IDS_IN.format(column='id')} AND state NOT IN ('sent', 'skipped')",
-                (_now(), self._ids_param(delivery_ids)),
+                (now_text(), self._ids_param(delivery_ids)),
             ).rowcount
             if changed != len(delivery_ids):  # raised inside: the others are not marked either
                 raise RuntimeError("some deliveries of the batch are already sent")
@@ -618,20 +619,20 @@ class SQLLedger(ABC):
         """Record many outcomes in one transaction: one fsync for a whole batch of emails. The
         attempt is counted here (a claim writes no delivery), unless `start_attempts` did."""
         with self.transaction() as db:
-            now = _now()
+            now = now_text()
             db.executemany(
                 "UPDATE deliveries SET state = 'sent', remote_id = ?, url = ?, meta = ?,"
-                f" error = NULL, updated_at = ?, attempts = {_COUNTED} WHERE id = ?",
-                [(r.remote_id, r.url, meta_text(r.meta), now, i) for i, r in sent],
+                f" error = NULL, updated_at = ?, attempts = {COUNTED} WHERE id = ?",
+                [(answered(r.remote_id), answered(r.url), meta_text(r.meta), now, i) for i, r in sent],
             )
             db.executemany(
-                f"UPDATE deliveries SET state = 'failed', error = ?, updated_at = ?, attempts = {_COUNTED}"
+                f"UPDATE deliveries SET state = 'failed', error = ?, updated_at = ?, attempts = {COUNTED}"
                 " WHERE id = ?",
-                [(error_text(error), now, i) for i, error in failed],
+                [(answered(error), now, i) for i, error in failed],
             )
             db.executemany(  # not attempted: the subscriber left before
                 "UPDATE deliveries SET state = 'skipped', error = ?, updated_at = ? WHERE id = ?",
-                [(error_text(why), now, i) for i, why in skipped],
+                [(answered(why), now, i) for i, why in skipped],
             )
 
     def first_receipts(self, incident_id: str, channel: str, before_seq: int,
@@ -663,14 +664,14 @@ class SQLLedger(ABC):
         with self.transaction() as db:
             db.execute(
                 "UPDATE deliveries SET state = 'failed', error = ?, updated_at = ? WHERE id = ?",
-                (error_text(error), _now(), delivery_id),
+                (answered(error), now_text(), delivery_id),
             )
 
     # -- leases: a mailing list shared by several senders ---------------------------------
 
     def claim(self, owner: str, *, update_id: str, channel: str, limit: int, lease_seconds: float,
               states: Sequence[str] = ("pending", "in_flight"), after_id: int = 0) -> list[Claimed]:
-        now = _now()
+        now = now_text()
         with self.transaction() as db:
             if self.CLAIM_LOCK:
                 db.execute(self.CLAIM_LOCK, (f"claim {update_id} {channel}",))
@@ -754,7 +755,7 @@ class SQLLedger(ABC):
                 (self._ids_param(ids), *(n for lease in held for n in lease[3:5]))).fetchone()[0]
 
     def release(self, owner: str, ids: Sequence[int]) -> None:
-        now = _now()
+        now = now_text()
         with self.transaction() as db:
             given = set(ids)
             for lease_id, update_id, channel, first, last, until in self._held(db, owner, ids):
@@ -776,7 +777,7 @@ class SQLLedger(ABC):
     def open_groups(self, channels: Sequence[str], *, update_id: str | None = None) -> list[OpenGroup]:
         if not channels:
             return []
-        now = _now()
+        now = now_text()
         where = (f"d.{UNFINISHED} AND d.{UNSETTLED}"
                  f" AND d.channel IN ({','.join('?' * len(channels))})")
         params: list[object] = [*channels]
@@ -861,7 +862,7 @@ class SQLLedger(ABC):
 
     def save_subscribers(self, added: Sequence[Subscriber], changed: Sequence[Subscriber]) -> None:
         with self.transaction() as db:
-            now = _now()
+            now = now_text()
             db.executemany(
                 "INSERT INTO subscribers (email, locale, components, regions, postcodes, token,"
                 " active, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
@@ -881,7 +882,7 @@ class SQLLedger(ABC):
             found = self._subscribers(f"WHERE {column} = ? AND active = 1", [value])
             if found:
                 db.execute(f"UPDATE subscribers SET active = 0, updated_at = ? WHERE {column} = ?",
-                           (_now(), value))
+                           (now_text(), value))
         return found[0] if found else None
 
     def subscriber_counts(self) -> dict[str, int]:
@@ -897,7 +898,7 @@ class SQLLedger(ABC):
                 "UPDATE subscribers SET locale = ?, components = ?, regions = ?, postcodes = ?,"
                 " updated_at = ? WHERE token = ? AND active = 1",
                 (choice.locale, _names_json(choice.components), _names_json(choice.regions),
-                 _names_json(choice.postcodes), _now(), token)).rowcount == 1
+                 _names_json(choice.postcodes), now_text(), token)).rowcount == 1
 
     # -- self-service subscription: requests, consent, rate limits -----------------------
 
@@ -971,7 +972,7 @@ class SQLLedger(ABC):
         return found
 
     def erase_person(self, email: str, alias: str, rate_keys: Sequence[str]) -> dict[str, int]:
-        now = _now()
+        now = now_text()
         with self.transaction() as db:
             counts = {
                 "subscribers": db.execute("DELETE FROM subscribers WHERE email = ?", (email,)).rowcount,
@@ -1070,7 +1071,7 @@ class SQLLedger(ABC):
                        " VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET"
                        " incident_id = excluded.incident_id, created_at = excluded.created_at,"
                        " auto_published = excluded.auto_published",
-                       (key, incident_id, _now(), int(auto_published)))
+                       (key, incident_id, now_text(), int(auto_published)))
 
     def auto_published_since(self, since: datetime) -> int:
         found = self.query("SELECT COUNT(*) FROM hook_keys WHERE auto_published = 1 AND created_at > ?",
@@ -1151,11 +1152,13 @@ def _meta(value: str) -> dict:
     return json.loads(value) if value != "{}" else {}
 
 
-def error_text(error: str) -> str:
-    """Why a delivery failed, as stored: what a relay or an endpoint answered, with U+FFFD for
-    any NUL in it (PostgreSQL's text refuses NUL, and a write refused fails every result in
-    it; SQLite stores the same, so both stores read alike)."""
-    return error.replace("\x00", "\ufffd")
+def answered(text: str | None) -> str | None:
+    """Text a relay, a platform or an endpoint gave (why a delivery failed, a post's id or
+    address), as stored: with U+FFFD for any NUL in it. PostgreSQL's text refuses NUL, and a
+    write refused fails every result in it (a whole group of emails, or a post already made);
+    SQLite stores the same, so both stores read alike. A receipt's meta needs none: JSON
+    writes a NUL as an escape."""
+    return text.replace("\x00", "\ufffd") if text else text
 
 
 def meta_text(meta: Mapping[str, object]) -> str:

@@ -23,7 +23,7 @@ import psycopg
 from broadcaster import defaults
 from broadcaster.errors import LedgerBusyError, LockTimeoutError, SettingsError
 from broadcaster.ledger.postgres import schema
-from broadcaster.ledger.sql import _COUNTED, SQLLedger, _now, error_text, meta_text
+from broadcaster.ledger.sql import COUNTED, SQLLedger, answered, meta_text, now_text
 from broadcaster.masking import MASK
 from broadcaster.model import Receipt
 
@@ -157,25 +157,25 @@ class PostgresLedger(SQLLedger):
         fan-out waits for every write: a write of 16 results took 790 µs timed alone, 403 as one
         statement. The results travel as one JSON array of rows: as six arrays, a column each,
         psycopg's dumping of them cost 230–340 µs of CPU a write, as JSON 130–160."""
-        rows = [[i, "sent", r.remote_id, r.url, meta_text(r.meta), None] for i, r in sent]
-        rows += [[i, "failed", None, None, None, error_text(error)] for i, error in failed]
-        rows += [[i, "skipped", None, None, None, error_text(why)] for i, why in skipped]
+        rows = [[i, "sent", answered(r.remote_id), answered(r.url), meta_text(r.meta), None] for i, r in sent]
+        rows += [[i, "failed", None, None, None, answered(error)] for i, error in failed]
+        rows += [[i, "skipped", None, None, None, answered(why)] for i, why in skipped]
         if not rows:
             return
         with self._mutex, self._busy_said():
             # Every SET reads the row as it was. A sent delivery takes its receipt; a failed or
             # skipped one keeps what it had. The attempt is counted as the shared `finish`
-            # counts it (`_COUNTED`: its `state` and `attempts` are the row's), unless skipped.
+            # counts it (`COUNTED`: its `state` and `attempts` are the row's), unless skipped.
             self._db.execute(
                 "UPDATE deliveries AS d SET state = r.outcome, error = r.error, updated_at = %s,"
                 " remote_id = CASE WHEN r.outcome = 'sent' THEN r.remote_id ELSE d.remote_id END,"
                 " url = CASE WHEN r.outcome = 'sent' THEN r.url ELSE d.url END,"
                 " meta = CASE WHEN r.outcome = 'sent' THEN r.meta ELSE d.meta END,"
-                f" attempts = CASE WHEN r.outcome = 'skipped' THEN d.attempts ELSE {_COUNTED} END"
+                f" attempts = CASE WHEN r.outcome = 'skipped' THEN d.attempts ELSE {COUNTED} END"
                 " FROM (SELECT (e->>0)::bigint AS id, e->>1 AS outcome, e->>2 AS remote_id, e->>3 AS url,"
                 " e->>4 AS meta, e->>5 AS error FROM json_array_elements(%s::json) AS e) AS r"
                 " WHERE d.id = r.id",
-                (_now(), json.dumps(rows, ensure_ascii=False)))
+                (now_text(), json.dumps(rows, ensure_ascii=False)))
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple]:
         if self._empty:  # a database broadcaster never wrote to: nothing in it yet
