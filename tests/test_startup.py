@@ -38,9 +38,9 @@ def test_help_imports_nothing_heavy():
 SENDING = ("jinja2", "markdown_it", "tenacity", "tweepy", "facebook", "fastapi", "uvicorn", "feedgen",
            "pydantic", "babel", "importlib.metadata", "broadcaster.settings", "broadcaster.registry",
            "broadcaster.pipeline", "broadcaster.render", "broadcaster.dispatch", "broadcaster.preflight",
-           "broadcaster.request", "broadcaster.outcome", "dataclasses")
+           "broadcaster.request", "broadcaster.outcome", "dataclasses", "bisect")
 #: What psycopg, the shared ledger's driver, imports itself: those are the store's, not sending's.
-STORE = ("importlib.metadata", "dataclasses")
+STORE = ("importlib.metadata", "dataclasses", "bisect")
 
 
 def imported_by(args: list[str], config: str) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -190,6 +189,8 @@ COUNTED = "attempts + CASE WHEN state = 'in_flight' THEN 0 ELSE 1 END"
 def _runs(ids: Sequence[int], held: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """`ids` (in order) as (first, last) runs that leave out every id of `held`'s ranges they
     do not include: a lease over a run must cover none of another sender's deliveries."""
+    from bisect import bisect_left, bisect_right  # here: `list` and `show` read, never claim
+
     cuts = set()
     for first, last in held:
         cuts.update((bisect_left(ids, first), bisect_right(ids, last)))  # where it would fall
@@ -736,6 +737,8 @@ class SQLLedger(ABC):
     def _held(self, db: Any, owner: str, ids: Sequence[int]) -> list[tuple]:
         """`owner`'s leases (not settled) that cover any of `ids`: (id, update, channel, first,
         last, until). A sender holds a lease or two at a time; its ids are found by bisecting."""
+        from bisect import bisect_left, bisect_right
+
         wanted = sorted(ids)
         return [lease for lease in db.execute(
             "SELECT id, update_id, channel, first_id, last_id, lease_until FROM leases"
