@@ -37,6 +37,9 @@ SMTP_STALLS = 3
 SMTP_RAMP_SLICE = 100
 WORKER_LEASE = 60.0
 WORKER_POLL = 2.0
+#: How often (seconds) a sender holding a batch asks the ledger who else sends the channel's
+#: lists, to take its share of the relay's rate: a worker that joins is heeded this soon.
+SHARE_EVERY = 1.0
 
 #: Resolved incidents listed on the status page's index.
 RECENT_HISTORY = 20

@@ -134,8 +134,9 @@ class Dispatcher:
         self.sharing = sharing or Sharing(sender_id())
         #: Set to stop claiming batches (a worker told to stop finishes the batch in hand).
         self.stop = threading.Event()
-        #: The ids of the batch each fan-out (a thread) has in hand: the leases to renew.
-        self._held: dict[int, Sequence[int]] = {}
+        #: The ids of the batch each fan-out (a thread) has in hand, and its channel: the leases
+        #: to renew, and the channels whose senders are counted (`_share`).
+        self._held: dict[int, tuple[Channel, Sequence[int]]] = {}
         self._held_lock = threading.Lock()
 
     def run(self, jobs: Sequence[Job], lists: Sequence[MailingList] = ()) -> None:
@@ -167,15 +168,22 @@ class Dispatcher:
         and give back any it still holds at the end (a batch cut short by a full disk).
 
         Renewed by the ids of the batches in hand: only the leases over them, never one this
-        sender gave back or settled."""
+        sender gave back or settled. Meanwhile, every `SHARE_EVERY` seconds, each channel in
+        hand hears how many send its lists now (`_share`)."""
         stop = threading.Event()
         every = self.sharing.lease_seconds / 3
+        renew_at = time.monotonic() + every
 
         def heartbeat() -> None:
-            while not stop.wait(every):
+            nonlocal renew_at
+            while not stop.wait(min(every, defaults.SHARE_EVERY)):
+                for channel in self._channels_in_hand():
+                    self._share(channel)
                 try:
-                    if ids := self._in_hand():
-                        self.ledger.renew(self.sharing.owner, self.sharing.lease_seconds, ids)
+                    if time.monotonic() >= renew_at:
+                        renew_at = time.monotonic() + every
+                        if ids := self._in_hand():
+                            self.ledger.renew(self.sharing.owner, self.sharing.lease_seconds, ids)
                 except Exception:
                     continue
 
@@ -192,17 +200,34 @@ class Dispatcher:
             with self._held_lock:
                 self._held.clear()
 
-    def _hold(self, ids: Sequence[int]) -> None:
+    def _hold(self, channel: Channel, ids: Sequence[int]) -> None:
         """The batch this thread's fan-out now has in hand (none: the last one is settled)."""
         with self._held_lock:
             if ids:
-                self._held[threading.get_ident()] = ids
+                self._held[threading.get_ident()] = (channel, ids)
             else:
                 self._held.pop(threading.get_ident(), None)
 
     def _in_hand(self) -> list[int]:
         with self._held_lock:
-            return [i for ids in self._held.values() for i in ids]
+            return [i for _, ids in self._held.values() for i in ids]
+
+    def _channels_in_hand(self) -> list[AudienceChannel]:
+        with self._held_lock:
+            held = {id(channel): channel for channel, _ in self._held.values()}
+        return [channel for channel in held.values() if isinstance(channel, AudienceChannel)]
+
+    def _share(self, channel: AudienceChannel) -> None:
+        """Tell `channel` how many senders hold batches of its lists now and which of them this
+        is (a relay's rate is theirs together): counted from the live leases, this sender's own
+        among them."""
+        try:
+            owners = self.ledger.sending(channel.spec.name)
+        except Exception:  # not counted this time (a ledger busy a moment): the share stays as it was
+            return
+        if self.sharing.owner not in owners:
+            owners = sorted([*owners, self.sharing.owner])
+        channel.shared_by(len(owners), owners.index(self.sharing.owner))
 
     def statement_live(self, update_ids: set[str]) -> bool:
         """Whether the statement of every update is published (now, or by an earlier run)."""
@@ -245,7 +270,9 @@ class Dispatcher:
             if batch:
                 after = batch[-1].id
                 handled += len(batch)
-                self._hold([d.id for d in batch])
+                self._hold(channel, [d.id for d in batch])
+                if isinstance(channel, AudienceChannel):
+                    self._share(channel)
                 by_locale: dict[str, list[Claimed]] = {}
                 for d in batch:  # one batch per rendered post
                     by_locale.setdefault(d.locale, []).append(d)
@@ -253,7 +280,7 @@ class Dispatcher:
                     AudienceBatch(self, channel, posts[locale], incident_id, seq, claimed, tally).run()
                 # Settled: the lease is done (cut short, it stays held: `leases` gives it back).
                 self.ledger.release(self.sharing.owner, [d.id for d in batch])
-                self._hold(())
+                self._hold(channel, ())
                 continue
             if not wait_for_others:
                 return handled

@@ -285,6 +285,12 @@ class AudienceChannel(Channel):
         the preview says how long a large list will then take. None: as fast as it can."""
         return None
 
+    def shared_by(self, senders: int, rank: int) -> None:
+        """`senders` send this channel's lists now (`worker`s beside the command, all holding
+        batches), this one the `rank`th of them: a channel that paces itself to what its
+        service takes a second goes at its share of it. Told when it claims a batch, and every
+        `SHARE_EVERY` seconds while it holds one; a channel with no such limit needs nothing here."""
+
     def batches_done(self) -> None:
         """The fan-out has sent every batch it could claim (or stopped): let go of what was kept
         open from one batch to the next (the email channel's connections). Called once at the

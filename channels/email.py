@@ -404,6 +404,10 @@ class EmailChannel(AudienceChannel, StaffNotices):
     def rate(self) -> float | None:
         return self.settings.rate
 
+    def shared_by(self, senders: int, rank: int) -> None:
+        """The relay's rate is every sender's together (`Pace.share`)."""
+        self._pace.share(senders, rank, time.monotonic())
+
     def said(self) -> list[str]:
         """Once a fan-out: the fewest connections taken, if the relay refused some, and the
         messages it put off for coming too fast; each with what to set."""

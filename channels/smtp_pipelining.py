@@ -26,6 +26,7 @@ where to start again on a new connection and whether a message is in doubt.
 
 from __future__ import annotations
 
+import math
 import re
 import selectors
 import smtplib
@@ -232,6 +233,12 @@ class Pace:
     relay that counts by the minute (Postfix's anvil, Exchange) refuses everything for the rest
     of its minute once its burst is spent: the spells between slowings double while refusals go
     on, so that the measure comes to span the relay's own period and find its rate.
+
+    A rate that was set is the relay's, whoever sends (Amazon SES's is the account's): when
+    several senders take batches of the channel's lists (`broadcaster worker`s beside the
+    command), each is told how many they are and which of them it is (`share`), and goes at
+    its share, on moments of the wall clock that interleave with the others' (the relay sees
+    one stream spaced 1/`rate` apart, not several whose moments may meet).
     """
 
     #: The slowest a pace goes: one message a minute (a relay slower than that is a quota,
@@ -250,10 +257,18 @@ class Pace:
     GRACE = 0.2
     #: How long `counts` goes back, in seconds (`SPACINGS` messages at the slowest pace).
     KEPT = SPACINGS / SLOWEST
+    #: Where the wall clock's shared moments are counted from (2023-11-14), so that they are
+    #: counted exactly (a float's step at 1.7e9 seconds times a rate is too coarse).
+    EPOCH = 1.7e9
 
     def __init__(self, rate: float | None) -> None:
         self.rate = rate
-        self.most = rate  # never faster than this (a rate that was set), None: no bound
+        self.set = rate  # the rate that was set: the relay's, shared by every sender (`share`)
+        self.most = rate  # never faster than this (this sender's share of it), None: no bound
+        #: How many send to the relay now and which of them this one is (`share`); the wall
+        #: clock (from EPOCH) less the monotonic one, on which their moments interleave.
+        self.senders, self.rank = 1, 0
+        self.wall = time.time() - self.EPOCH - time.monotonic()
         self.interval = 1.0 / rate if rate else 0.0  # 0: nothing waits
         self.next = 0.0  # the earliest moment (time.monotonic) the next message may go
         self.lock = threading.Lock()
@@ -273,8 +288,41 @@ class Pace:
         is `interval` after the one before, and never before `now` (no burst after a pause)."""
         with self.lock:
             slot = max(self.next, now)
+            if self.senders > 1 and self.set is not None and self.rate == self.most:
+                slot = self._placed(slot)
             self.next = slot + self.interval
             return slot
+
+    def _placed(self, moment: float) -> float:
+        """The first of this sender's moments at or after `moment`: of the relay's moments,
+        1/`set` apart on the wall clock, every `senders`th from the `rank`th."""
+        assert self.set is not None
+        step = 1.0 / self.set
+        k = math.ceil((moment + self.wall) / step - 1e-3)  # one a thousandth of a step early: on it
+        k += (self.rank - k) % self.senders
+        return k * step - self.wall
+
+    def share(self, senders: int, rank: int, now: float) -> None:
+        """`senders` send to the relay now, this one the `rank`th of them (counting from 0):
+        the other commands and `worker`s taking batches of the channel's lists. A rate that was
+        set is divided among them, and one learnt from the relay (this sender's share of it
+        then) is scaled by how their number changed; the new pace holds for a spell."""
+        senders = max(1, senders)
+        with self.lock:
+            self.rank = rank % senders
+            if senders == self.senders:
+                return
+            before, self.senders = self.senders, senders
+            if self.rate is None:  # nothing set, nothing learnt: as fast as the relay answers
+                return
+            at_most = self.set is not None and self.rate == self.most  # not slowed by the relay
+            if self.set is not None:
+                self.most = self.set / senders
+            scaled = max(min(self.rate * before / senders, self.most or math.inf), self.SLOWEST)
+            self.rate = self.most if at_most else scaled
+            self.interval = 1.0 / self.rate
+            self.mark = (now, self.taken)
+            self.until = now + max(self.spell, self.SPACINGS * self.interval)
 
     def heard(self, now: float, taken: int, put_off: int) -> bool:
         """The relay took `taken` messages and put `put_off` off for coming too fast; True if

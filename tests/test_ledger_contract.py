@@ -397,6 +397,8 @@ def test_leases_are_renewed_and_given_back_by_the_ids_in_hand(ledger: Ledger):
     time.sleep(1.2)
     (group,) = ledger.open_groups(["email"], update_id=update.id)
     assert (group.free, group.leased) == (4, 7), "c's ran out; a's renewed whole, and b's"
+    assert ledger.sending("email") == ["a", "b"] and ledger.sending("slack") == [], (
+        "who shares the relay: the live leases' holders, not c, whose lease ran out")
     ledger.release("a", [a[1]])
     taken = ledger.claim("d", update_id=update.id, channel="email", limit=10, lease_seconds=3600)
     assert [(t.id, t.resumed) for t in taken] == [(i, True) for i in [a[1], *c]], (
@@ -407,6 +409,7 @@ def test_leases_are_renewed_and_given_back_by_the_ids_in_hand(ledger: Ledger):
     ledger.release("b", b)
     (group,) = ledger.open_groups(["email"], update_id=update.id)
     assert (group.free, group.leased) == (4, 5), "a's done; b's given back; d's held"
+    assert ledger.sending("email") == ["d"], "a settled its lease, b gave its back"
     given_back = {d.state for d in ledger.deliveries(update_id=update.id) if d.id in b}
     assert given_back == {DeliveryState.IN_FLIGHT}, "given back, unsent: in flight (in doubt) until sent"
 

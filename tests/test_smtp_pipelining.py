@@ -190,34 +190,44 @@ def test_a_pace_gives_moments_an_interval_apart_and_no_burst_after_a_pause():
     assert [pace.reserve(now) for now in (30.0, 30.0)] == [30.0, 30.25], "after a pause, spaced again"
 
 
-def against(relay: tuple[int, float], messages: int, rate: float | None = None) -> tuple[float, int, float]:
-    """A `Pace` driven in simulated time (no clock, no sockets) by 16 connections against a
-    relay that takes `count` messages in any `seconds` and puts the rest off, each answer half
-    a millisecond after its text, each put-off message sent again: (the moment the last was
-    taken, how many were put off, the fastest rate the pace reached)."""
+def against(relay: tuple[int, float], messages: int, rate: float | None = None, *,
+            senders: int = 1, shared: bool = True, start: float = 0.0) -> tuple[float, int, float]:
+    """`Pace`s driven in simulated time (no clock, no sockets; from `start` on the monotonic
+    clock) by 16 connections each, one pace a sender (`senders` processes sending one list,
+    told of each other if `shared`), against a relay that takes `count` messages in any
+    `seconds` and puts the rest off, each answer half a millisecond after its text, each
+    put-off message sent again: (the moment the last was taken, how many were put off, the
+    fastest the senders went together, by their paces)."""
     import heapq
     from collections import deque
 
     from broadcaster.channels.smtp_pipelining import Pace
 
-    (count, seconds), pace, window = relay, Pace(rate), deque[float]()
-    todo, put_off, fastest, clock = messages, 0, 0.0, 0.0
-    ready = [(0.0, lane) for lane in range(16)]  # when each connection may send its next text
+    (count, seconds), window = relay, deque[float]()
+    paces = [Pace(rate) for _ in range(senders)]
+    for rank, pace in enumerate(paces):
+        pace.share(senders, rank, start) if shared else None
+    todo, put_off, fastest, clock = messages, 0, 0.0, start
+    # (when, a text reaching the relay (1) or a connection ready to send its next (0), which)
+    events = [(start, 0, lane) for lane in range(16 * senders)]
     while todo:
-        at, lane = heapq.heappop(ready)
-        went = pace.reserve(at) if pace.interval else at
-        while window and window[0] <= went - seconds:
+        at, text, lane = heapq.heappop(events)
+        pace = paces[lane % senders]
+        if not text:  # its moment taken: the text reaches the relay then, in order with the others'
+            heapq.heappush(events, (pace.reserve(at) if pace.interval else at, 1, lane))
+            continue
+        while window and window[0] <= at - seconds:
             window.popleft()
         taken = len(window) < count
         if taken:
-            window.append(went)
+            window.append(at)
             todo -= 1
         put_off += not taken
-        clock = went + 0.0005
+        clock = at + 0.0005
         pace.heard(clock, int(taken), int(not taken))
-        fastest = max(fastest, pace.rate or 0.0)
-        heapq.heappush(ready, (clock, lane))
-    return clock, put_off, fastest
+        fastest = max(fastest, sum(p.rate or 0.0 for p in paces))
+        heapq.heappush(events, (clock, 0, lane))
+    return clock - start, put_off, fastest
 
 
 @pytest.mark.parametrize("relay, messages, speed, most_put_off", [
@@ -251,6 +261,59 @@ def test_a_pace_goes_no_faster_than_a_rate_that_was_set_and_without_refusals_nev
     for n in range(1000):
         assert not free.heard(n / 100, 16, 0)
     assert free.rate is None and free.interval == 0
+
+
+@pytest.mark.parametrize("relay, rate, senders", [
+    ((14, 1.0), 14, 2),  # Amazon SES with a maximum send rate of 14 a second, that rate set
+    ((20, 1.0), 19, 3),
+    ((100, 1.0), 95, 4),
+    ((1, 2.0), 0.45, 3),  # Exchange Online: 30 a minute
+], ids=["SES at 14, 2 senders", "20 a second, 3", "100 a second, 4", "30 a minute, 3"])
+def test_senders_of_one_list_share_the_relays_rate(relay: tuple[int, float], rate: float, senders: int):
+    """A rate is the relay's (Amazon SES's maximum send rate is the account's), not each
+    sender's. `broadcaster worker`s taking batches of a list beside the command each went at
+    the whole rate, and the relay put the excess off all along (each pace slowed, sped up
+    again and was refused again: 34 to 268 put off here). Told how many send and which of
+    them each is (`share`), each goes at its share, on moments that interleave with the
+    others': the relay sees one stream at the rate, and puts nothing off."""
+    messages = max(20, int(20 * rate))
+    start = 1234.567  # any moment of the monotonic clock
+    took, put_off, fastest = against(relay, messages, rate=rate, senders=senders, start=start)
+    assert put_off == 0 and fastest == pytest.approx(rate)
+    assert took == pytest.approx((messages - 1) / rate, abs=1 / rate), "at the rate, all along"
+    _, alone_put_off, alone_fastest = against(relay, messages, rate=rate, senders=senders, shared=False)
+    assert alone_put_off > 30 and alone_fastest >= rate * senders * 0.99, "each at the whole rate"
+
+
+def test_a_pace_shared_is_scaled_and_given_back_when_alone_again():
+    from broadcaster.channels.smtp_pipelining import Pace
+
+    pace = Pace(10)
+    pace.share(2, 1, 0.0)
+    assert (pace.rate, pace.interval, pace.most) == (5, 0.2, 5), "half each"
+    first, second = pace.reserve(100.0), pace.reserve(100.0)
+    assert second - first == pytest.approx(0.2) and 0 <= first - 100.0 < 0.2
+    other = Pace(10)
+    other.share(2, 0, 0.0)
+    theirs = other.reserve(100.0)
+    assert abs(theirs - first) == pytest.approx(0.1, abs=1e-6), "the two interleave, a tenth apart"
+    pace.share(1, 0, 2.0)
+    assert (pace.rate, pace.most) == (10, 10), "alone again: the whole rate"
+    assert not pace.heard(2.5, 4, 1), "a refusal within the spell the change began: acted on at its end"
+    assert pace.heard(3.5, 6, 0) and pace.rate == pytest.approx(10 / 1.5), "slowed to what it took"
+    pace.share(3, 2, 10.0)
+    assert pace.rate == pytest.approx(10 / 4.5) and pace.most == pytest.approx(10 / 3), "a third of that"
+    assert pace.reserve(200.0) == 200.0, "slowed below its share: its own moments, not the shared ones"
+    pace.share(1, 0, 20.0)
+    assert pace.rate == pytest.approx(10 / 1.5), "what it had learnt, no more"
+
+    learnt = Pace(None)
+    assert not learnt.heard(0.0, 30, 0) and learnt.heard(0.5, 0, 2) and learnt.rate == 30
+    learnt.share(2, 0, 1.0)
+    assert learnt.rate == 15 and learnt.most is None, "what it learnt alone, shared: no bound"
+    free = Pace(None)
+    free.share(4, 1, 0.0)
+    assert free.rate is None and free.interval == 0, "nothing set or learnt: as fast as the relay answers"
 
 
 def test_refusals_just_after_the_pace_changed_answer_texts_sent_before_it():

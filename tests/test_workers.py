@@ -91,6 +91,37 @@ def test_idle_workers_join_a_large_fan_out_and_stop_cleanly(crew: Project):
                                                         if o in {r["worker"] for r in reports})
 
 
+def test_a_worker_beside_the_command_shares_the_relays_rate(crew: Project):
+    """`[channels.email] rate` is what the relay takes from this sender a second (Amazon SES's
+    maximum send rate is the account's, whichever host sends). A worker that took batches of
+    the list beside the command went at the whole rate too: the relay got twice as many a
+    second, and put the excess off. Now each hears from the ledger how many hold batches of
+    the channel's lists (at each claim, and every second) and goes at its share, on moments
+    that interleave with the other's. Measured from what the server received: once the
+    worker has joined (and been heard of), no two seconds hold more than the rate allows,
+    with room for the moments this busy machine runs late and sends together."""
+    rate = 40
+    crew.write(EMAIL_SECTION.format(port=crew.inbox.port, connections=2) + f"rate = {rate}\n"  # type: ignore[attr-defined]
+               + "[worker]\nbatch = 20\nlease_seconds = 30\npoll_seconds = 0.1\n", base=crew.base)  # type: ignore[attr-defined]
+    worker = start(crew, "worker", "--json")
+    try:
+        assert "started" in worker.stderr.readline()  # type: ignore[union-attr]
+        announced = crew.cli(*ANNOUNCE, "--json")
+        assert announced.exit_code == 0, announced.output
+        assert not [w for w in json.loads(announced.stdout)["warnings"] if w.startswith("email: ")]
+    finally:
+        worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=60)
+    everyone_once(crew)
+    claimed = owners(crew)
+    assert len(claimed) == 2 and min(claimed.values()) >= 60, f"both sent a good share: {claimed}"
+    taken = sorted(crew.inbox.taken_at)  # type: ignore[attr-defined]
+    joined = taken[0] + 2.5  # the worker's first claim (polling every 0.1 s), then a second to be heard
+    busiest = max(sum(1 for u in taken if t - 2 < u <= t) for t in taken if t >= joined + 2)
+    assert busiest <= 2.5 * rate, f"{busiest} in two seconds: each at the whole rate would be {4 * rate}"
+    assert taken[-1] - taken[0] >= 0.8 * len(ADDRESSES) / rate, "the list took as long as the rate says"
+
+
 ANNOUNCE = ("announce", "--title", "Payments down", "--message", "Card payments fail.", "--yes")
 
 

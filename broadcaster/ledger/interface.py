@@ -247,6 +247,12 @@ class Ledger(Protocol):
         """Updates with deliveries pending or in flight on `channels`, by incident and seq."""
         ...
 
+    def sending(self, channel: str) -> list[str]:
+        """The senders holding a live lease on any of `channel`'s lists now (this one among
+        them while it holds one), sorted: those that share the relay's rate, each told which
+        of them it is."""
+        ...
+
     def senders(self, channel: str) -> dict[str, int]:
         """Per sender (`worker`s, commands), how many of `channel`'s deliveries it sent: each
         settled lease names who sent its run."""

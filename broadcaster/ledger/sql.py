@@ -810,6 +810,11 @@ class SQLLedger(ABC):
             groups.append(OpenGroup(incident_id, list_id, seq, channel, free, int(count) - free))
         return groups
 
+    def sending(self, channel: str) -> list[str]:
+        return [owner for (owner,) in self.query(
+            "SELECT DISTINCT owner FROM leases WHERE channel = ? AND settled_at IS NULL"
+            " AND owner IS NOT NULL AND lease_until > ? ORDER BY owner", (channel, now_text()))]
+
     def senders(self, channel: str) -> dict[str, int]:
         """Per sender, how many of `channel`'s deliveries it sent, as its settled leases say."""
         return {owner: int(count) for owner, count in self.query(
