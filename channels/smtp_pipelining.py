@@ -266,7 +266,8 @@ class Pace:
         self.set = rate  # the rate that was set: the relay's, shared by every sender (`share`)
         self.most = rate  # never faster than this (this sender's share of it), None: no bound
         #: How many send to the relay now and which of them this one is (`share`); the wall
-        #: clock (from EPOCH) less the monotonic one, on which their moments interleave.
+        #: clock (from EPOCH) less the monotonic one, on which their moments interleave (read
+        #: again at each `share`, so a clock that NTP moved is followed).
         self.senders, self.rank = 1, 0
         self.wall = time.time() - self.EPOCH - time.monotonic()
         self.interval = 1.0 / rate if rate else 0.0  # 0: nothing waits
@@ -310,6 +311,7 @@ class Pace:
         senders = max(1, senders)
         with self.lock:
             self.rank = rank % senders
+            self.wall = time.time() - self.EPOCH - time.monotonic()  # as the clock is now (NTP)
             if senders == self.senders:
                 return
             before, self.senders = self.senders, senders
