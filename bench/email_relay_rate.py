@@ -13,6 +13,10 @@ default retry settings (`--attempts`, backoff from 1 s) and 16 connections:
   the relay's burst through, and the rest is left failed for `retry`;
 - rate unset, the pace found from the relay's refusals: what the command does now;
 - rate set to the relay's: `[channels.email] rate` = `--rate`, as the README advises;
+- the same with `--workers` `broadcaster worker`s started beforehand on the same ledger, taking
+  batches of the list (`[worker] batch` a tenth of it) beside the command: each at the whole
+  rate, as every sender went before they shared it (`Pace.share` made to do nothing in each of
+  their processes), and sharing it as they do now;
 - the relay's limit: its burst taken at once, the rest at its rate (no sender is faster).
 
 Each row says how many were sent, how many were left failed, how many texts the relay put off
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +41,10 @@ from broadcaster.standins.smtp import SmtpStandIn
 #: `announce` in a process whose pace never slows: the command as it was before.
 NEVER_SLOWING = ("import sys; from broadcaster.channels import smtp_pipelining as p; "
                  "p.Pace.heard = lambda self, now, taken, put_off: False; "
+                 "from broadcaster.cli import main; sys.argv[0] = 'broadcaster'; sys.exit(main())")
+#: A sender that goes at the whole rate whoever else sends: every sender before they shared it.
+NEVER_SHARING = ("import sys; from broadcaster.channels import smtp_pipelining as p; "
+                 "p.Pace.share = lambda self, senders, rank, now: None; "
                  "from broadcaster.cli import main; sys.argv[0] = 'broadcaster'; sys.exit(main())")
 
 
@@ -55,6 +64,10 @@ connections = 16
 
 [retry]
 attempts = {attempts}
+
+[worker]
+batch = {max(1, subscribers // 10)}
+poll_seconds = 0.2
 """, encoding="utf-8")
     (folder / "subscribers.csv").write_text(
         "email\n" + "".join(f"user{n}@example.com\n" for n in range(subscribers)), encoding="utf-8")
@@ -63,14 +76,28 @@ attempts = {attempts}
     return settings
 
 
-def announce(settings: Path, *, never_slowing: bool) -> tuple[float, dict]:
-    """The whole command: its wall time and its JSON outcome."""
-    start = [sys.executable, "-c", NEVER_SLOWING] if never_slowing else [sys.executable, "-m", "broadcaster"]
-    began = time.perf_counter()
-    done = subprocess.run([*start, "--config", str(settings), "announce", "--title", "Payments down",
-                           "--message", "Card payments fail.", "--yes", "--json"],
-                          capture_output=True, text=True)
-    took = time.perf_counter() - began
+def announce(settings: Path, *, never_slowing: bool = False, workers: int = 0,
+             never_sharing: bool = False) -> tuple[float, dict]:
+    """The whole command (with `workers` started beforehand, stopped once it is done): its wall
+    time and its JSON outcome."""
+    python = [sys.executable, "-m", "broadcaster"]
+    if never_slowing or never_sharing:
+        python = [sys.executable, "-c", NEVER_SLOWING if never_slowing else NEVER_SHARING]
+    config = ["--config", str(settings)]
+    helpers = [subprocess.Popen([*python, *config, "worker"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for _ in range(workers)]
+    try:
+        for helper in helpers:
+            assert helper.stderr is not None and "started" in helper.stderr.readline()
+        began = time.perf_counter()
+        done = subprocess.run([*python, *config, "announce", "--title", "Payments down",
+                               "--message", "Card payments fail.", "--yes", "--json"],
+                              capture_output=True, text=True)
+        took = time.perf_counter() - began
+    finally:
+        for helper in helpers:
+            helper.send_signal(signal.SIGTERM)
+            helper.communicate(timeout=120)
     if done.returncode not in (0, 3):  # 3: some left failed, which the first row expects
         raise RuntimeError(f"announce exited with {done.returncode}: {done.stderr[-2000:]}")
     return took, json.loads(done.stdout)
@@ -84,20 +111,28 @@ def main() -> None:
     parser.add_argument("--per", type=float, default=1.0,
                         help="the period the relay counts over, in seconds (default 1; 60: by the minute)")
     parser.add_argument("--attempts", type=int, default=6, help="[retry] attempts (default 6, the default)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="broadcaster workers beside the command in the last two ways (default 1)")
     args = parser.parse_args()
     burst = round(args.rate * args.per)
     limit = max(0, args.n - burst) / args.rate
-    ways = [("full speed, never slowing (before)", None, True),
-            ("rate unset: the pace found from the relay", None, False),
-            (f"rate = {args.rate}, the relay's", args.rate, False)]
+    rate, more = args.rate, f"+ {args.workers} worker{'s' if args.workers > 1 else ''}"
+    ways: list[tuple[str, int | None, dict]] = [
+        ("full speed, never slowing (before)", None, {"never_slowing": True}),
+        ("rate unset: the pace found from the relay", None, {}),
+        (f"rate = {rate}, the relay's", rate, {})]
+    if args.workers:
+        ways += [(f"rate = {rate} {more}, each at it (before)", rate,
+                  {"workers": args.workers, "never_sharing": True}),
+                 (f"rate = {rate} {more}, shared", rate, {"workers": args.workers})]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for n, (name, rate, never_slowing) in enumerate(ways):
+        for n, (name, rate, how) in enumerate(ways):
             print(f"running {name} …", file=sys.stderr, flush=True)
             with SmtpStandIn() as relay:
                 relay.max_rate = (burst, args.per)
                 settings = project(Path(tmp) / str(n), relay.port, args.n, args.attempts, rate)
-                took, outcome = announce(settings, never_slowing=never_slowing)
+                took, outcome = announce(settings, **how)
                 counts = outcome["recipients"]["email"]
                 delivered = len({a for m in relay.messages for a in m.envelope_to})
                 assert delivered == counts.get("sent", 0), "the ledger says what the relay took"

@@ -96,7 +96,7 @@ def test_a_worker_beside_the_command_shares_the_relays_rate(crew: Project):
     maximum send rate is the account's, whichever host sends). A worker that took batches of
     the list beside the command went at the whole rate too: the relay got twice as many a
     second, and put the excess off. Now each hears from the ledger how many hold batches of
-    the channel's lists (at each claim, and every second) and goes at its share, on moments
+    the channel's lists (at each claim, and four times a second) and goes at its share, on moments
     that interleave with the other's. Measured from what the server received: once the
     worker has joined (and been heard of), no two seconds hold more than the rate allows,
     with room for the moments this busy machine runs late and sends together."""
