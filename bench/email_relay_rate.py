@@ -14,9 +14,10 @@ default retry settings (`--attempts`, backoff from 1 s) and 16 connections:
 - rate unset, the pace found from the relay's refusals: what the command does now;
 - rate set to the relay's: `[channels.email] rate` = `--rate`, as the README advises;
 - the same with `--workers` `broadcaster worker`s started beforehand on the same ledger, taking
-  batches of the list (`[worker] batch` a tenth of it) beside the command: each at the whole
-  rate, as every sender went before they shared it (`Pace.share` made to do nothing in each of
-  their processes), and sharing it as they do now;
+  batches of the list beside the command (`[worker] batch` a tenth of it, in these two ways
+  only: the default 5,000 would leave a worker nothing): each at the whole rate, as every
+  sender went before they shared it (`Pace.share` made to do nothing in each of their
+  processes), and sharing it as they do now;
 - the relay's limit: its burst taken at once, the rest at its rate (no sender is faster).
 
 Each row says how many were sent, how many were left failed, how many texts the relay put off
@@ -48,9 +49,11 @@ NEVER_SHARING = ("import sys; from broadcaster.channels import smtp_pipelining a
                  "from broadcaster.cli import main; sys.argv[0] = 'broadcaster'; sys.exit(main())")
 
 
-def project(folder: Path, port: int, subscribers: int, attempts: int, rate: float | None) -> Path:
-    """A project folder sending to `port` over 16 connections, with its subscribers imported;
-    its settings file."""
+def project(folder: Path, port: int, subscribers: int, attempts: int, rate: float | None,
+            batch: int | None = None) -> Path:
+    """A project folder sending to `port` over 16 connections, with its subscribers imported
+    (claimed `batch` at a time if given: the default, 5,000, would leave a worker nothing of a
+    few thousand); its settings file."""
     folder.mkdir(parents=True)
     settings = folder / "settings.toml"
     settings.write_text(ORGANIZATION + f"""
@@ -64,10 +67,7 @@ connections = 16
 
 [retry]
 attempts = {attempts}
-
-[worker]
-batch = {max(1, subscribers // 10)}
-poll_seconds = 0.2
+{f"[worker]{chr(10)}batch = {batch}{chr(10)}poll_seconds = 0.2" if batch else ""}
 """, encoding="utf-8")
     (folder / "subscribers.csv").write_text(
         "email\n" + "".join(f"user{n}@example.com\n" for n in range(subscribers)), encoding="utf-8")
@@ -131,7 +131,8 @@ def main() -> None:
             print(f"running {name} …", file=sys.stderr, flush=True)
             with SmtpStandIn() as relay:
                 relay.max_rate = (burst, args.per)
-                settings = project(Path(tmp) / str(n), relay.port, args.n, args.attempts, rate)
+                batch = max(1, args.n // 10) if how.get("workers") else None
+                settings = project(Path(tmp) / str(n), relay.port, args.n, args.attempts, rate, batch)
                 took, outcome = announce(settings, **how)
                 counts = outcome["recipients"]["email"]
                 delivered = len({a for m in relay.messages for a in m.envelope_to})
