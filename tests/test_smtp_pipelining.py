@@ -205,8 +205,9 @@ def against(relay: tuple[int, float], messages: int, rate: float | None = None, 
 
     (count, seconds), window = relay, deque[float]()
     paces = [Pace(rate) for _ in range(senders)]
-    for rank, pace in enumerate(paces):
-        pace.share(senders, rank, start) if shared else None
+    if shared:
+        for rank, pace in enumerate(paces):
+            pace.share(senders, rank, start)
     todo, put_off, fastest, clock = messages, 0, 0.0, start
     # (when, a text reaching the relay (1) or a connection ready to send its next (0), which)
     events = [(start, 0, lane) for lane in range(16 * senders)]
