@@ -269,7 +269,7 @@ class Pace:
         #: clock (from EPOCH) less the monotonic one, on which their moments interleave (read
         #: again at each `share`, so a clock that NTP moved is followed).
         self.senders, self.rank = 1, 0
-        self.wall = time.time() - self.EPOCH - time.monotonic()
+        self.wall = self._wall()
         self.interval = 1.0 / rate if rate else 0.0  # 0: nothing waits
         self.next = 0.0  # the earliest moment (time.monotonic) the next message may go
         self.lock = threading.Lock()
@@ -294,6 +294,11 @@ class Pace:
             self.next = slot + self.interval
             return slot
 
+    @classmethod
+    def _wall(cls) -> float:
+        """The wall clock (from EPOCH) less the monotonic one."""
+        return time.time() - cls.EPOCH - time.monotonic()
+
     def _placed(self, moment: float) -> float:
         """The first of this sender's moments at or after `moment`: of the relay's moments,
         1/`set` apart on the wall clock, every `senders`th from the `rank`th."""
@@ -311,7 +316,7 @@ class Pace:
         senders = max(1, senders)
         with self.lock:
             self.rank = rank % senders
-            self.wall = time.time() - self.EPOCH - time.monotonic()  # as the clock is now (NTP)
+            self.wall = self._wall()  # as the clock is now (NTP may have moved it)
             if senders == self.senders:
                 return
             before, self.senders = self.senders, senders
