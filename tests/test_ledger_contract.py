@@ -442,6 +442,62 @@ def test_a_batch_cut_short_is_given_back_when_its_sender_stops(
     assert (group.free, group.leased) == (3, 0), "the second batch is free again, not held for an hour"
 
 
+def test_a_sender_holding_a_batch_hears_who_else_sends_while_it_sends(
+        ledger: Ledger, monkeypatch: pytest.MonkeyPatch):
+    """The relay's rate is shared by the senders holding batches of the channel's lists: one
+    that joins while this sender is in the middle of its batch is heard of within
+    `SHARE_EVERY` (not only at this sender's next claim), and so is one that leaves. A count
+    the ledger cannot give (busy a moment) leaves the share as it was and the sending going."""
+    from broadcaster import defaults
+    from broadcaster.channels.base import AudienceChannel
+    from broadcaster.dispatch import AudienceBatch, Dispatcher, RetryPolicy, Sharing
+
+    monkeypatch.setattr(defaults, "SHARE_EVERY", 0.05)
+    update = an_update()
+    ledger.record(update, [NewDelivery("email", "en", f"p{n}@example.com") for n in range(6)])
+    heard: list[tuple[int, int]] = []
+
+    class Paced(AudienceChannel):
+        spec = types.SimpleNamespace(name="email")  # type: ignore[assignment]
+
+        def __init__(self) -> None:
+            pass
+
+        def send_batch(self, post, recipients, report) -> None:  # type: ignore[no-untyped-def]
+            raise AssertionError("not sent here")
+
+        def shared_by(self, senders: int, rank: int) -> None:
+            heard.append((senders, rank))
+
+    def until(what: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 30
+        while not what():
+            assert time.monotonic() < deadline, heard
+            time.sleep(0.01)
+
+    def run(batch: AudienceBatch) -> None:
+        assert heard == [(1, 0)], "at the claim: alone"
+        other = ledger.claim("b-other", update_id=update.id, channel="email", limit=3, lease_seconds=60)
+        until(lambda: heard[-1] == (2, 0))  # "a-me" sorts first
+        ledger.finish([(c.id, Receipt(f"m{c.id}")) for c in other], [])
+        ledger.release("b-other", [c.id for c in other])
+        until(lambda: heard[-1] == (1, 0))
+        with monkeypatch.context() as busy:
+            busy.setattr(type(ledger), "sending", lambda self, channel: 1 / 0)
+            count = len(heard)
+            time.sleep(0.3)
+            assert len(heard) == count, "a count that failed tells nothing"
+        until(lambda: len(heard) > count)  # and the counting goes on
+        ledger.finish([(c.id, Receipt(f"m{c.id}")) for c in batch.claimed], [])
+
+    monkeypatch.setattr(AudienceBatch, "run", run)
+    sender = Dispatcher(ledger, RetryPolicy(1, 0, 0), [], sharing=Sharing("a-me", batch=3, lease_seconds=60))
+    with sender.leases():
+        handled = sender.fan_out(Paced(), update.incident_id, update.id, update.seq, {"en": None},  # type: ignore[dict-item]
+                                 total=6, wait_for_others=False)
+    assert handled == 3 and heard[0] == (1, 0)
+
+
 def test_a_claim_brings_each_subscribers_token_and_none_for_who_left(ledger: Ledger):
     """The token each copy's unsubscribe link carries is read with the claim: someone who left
     after the update was recorded (or who is no subscriber at all) comes with none, and is
