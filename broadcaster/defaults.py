@@ -15,6 +15,13 @@ REQUEST_TIMEOUT = 15.0
 RETRY_ATTEMPTS = 6
 RETRY_INITIAL_WAIT = 1.0
 RETRY_MAX_WAIT = 120.0
+#: A mailing list's recipients the relay put off for coming too fast go round again without
+#: spending their attempts while the relay took one of their batch's messages this recently
+#: (seconds), or the batch began this recently: a relay counts by the second (Amazon SES) or by
+#: the minute (Postfix's anvil, Exchange Online), and one that counts by the minute refuses
+#: everything for the rest of its minute once its burst is spent, longer than the attempts
+#: last (six, 31 s at most with the default waits). Past it, the attempts count again.
+PUT_OFF_PATIENCE = 90.0
 
 #: How long a command waits for another process working on the same incident.
 INCIDENT_LOCK_WAIT = 300.0

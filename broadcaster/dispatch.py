@@ -14,6 +14,7 @@ its report is whole.
 
 from __future__ import annotations
 
+import copy
 import os
 import secrets as random_tokens
 import socket
@@ -63,14 +64,28 @@ class RetryPolicy:
         backoff = tenacity.wait_random_exponential(multiplier=self.initial_wait, max=self.max_wait)
         return backoff(state)
 
-    def retrying(self) -> tenacity.Retrying:
-        return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
-            wait=self.wait,
-            retry=tenacity.retry_if_exception_type(TransientDeliveryError),
-            sleep=self.sleep,
-            reraise=True,
-        )
+    def retrying(self, free: Callable[[BaseException], bool] | None = None) -> tenacity.Retrying:
+        """Attempts until `attempts` of them failed. A failure `free` calls free spends none
+        (a mailing list's round whose recipients left were only put off for coming too fast:
+        `AudienceBatch`), and the backoff after it is that of the attempts spent so far, so
+        free rounds do not widen it: what spaces them is the channel's pace."""
+        judged: dict[int, bool] = {}  # attempt number -> free; tenacity asks `wait`, then `stop`
+
+        def spent(state: tenacity.RetryCallState) -> int:
+            number = state.attempt_number
+            if number not in judged:
+                error = state.outcome.exception() if state.outcome else None
+                judged[number] = error is not None and free is not None and free(error)
+            return number - sum(judged.values())
+
+        def wait(state: tenacity.RetryCallState) -> float:
+            counted = copy.copy(state)
+            counted.attempt_number = max(1, spent(state))
+            return self.wait(counted)
+
+        return tenacity.Retrying(stop=lambda state: spent(state) >= self.attempts, wait=wait,
+                                 retry=tenacity.retry_if_exception_type(TransientDeliveryError),
+                                 sleep=self.sleep, reraise=True)
 
 
 @dataclass(frozen=True)
@@ -435,7 +450,9 @@ class AudienceBatch:
     each sent or refused recipient is then recorded before its connection sends the next
     message (`GroupCommit`, one write for all connections at a time). Recipients that hit a
     transient error go round again after the policy's backoff, until the attempts run out. A
-    recipient who unsubscribed after the update was recorded is skipped, not sent.
+    round whose recipients left were only put off for coming too fast spends no attempt while
+    the relay is still taking the batch's messages (`_free`). A recipient who unsubscribed
+    after the update was recorded is skipped, not sent.
     """
 
     def __init__(self, dispatcher: Dispatcher, channel: Channel, post: Post, incident_id: str,
@@ -452,6 +469,8 @@ class AudienceBatch:
         self.finished: set[int] = set()
         self.tally = tally
         self.ledger = GroupCommit(self.d.ledger.finish)
+        #: When a message of this batch was last taken (time.monotonic), or the batch began.
+        self.took_at = time.monotonic()
 
     def run(self) -> None:
         gone = [(c.id, "unsubscribed before this was sent") for c in self.claimed if c.token is None]
@@ -465,7 +484,7 @@ class AudienceBatch:
                      for c in staying]
         rounds = 0
         try:
-            for attempt in self.d.policy.retrying():
+            for attempt in self.d.policy.retrying(free=self._free):
                 with attempt:
                     rounds += 1
                     self._round(resumed=rounds > 1)
@@ -475,6 +494,16 @@ class AudienceBatch:
                                              " `broadcaster retry` resumes"))
                 for r, error in self.again.values()
             ])
+
+    def _free(self, error: BaseException) -> bool:
+        """Whether a round that left `error` spends no attempt: everyone left was put off for
+        coming too fast, and the relay took one of the batch's messages within the last
+        `PUT_OFF_PATIENCE` seconds (or the batch began then). A relay that counts by the minute
+        refuses everything for the rest of its minute once its burst is spent: six attempts,
+        half a minute at most, used to leave a small batch failed there while the next one was
+        sent. One that takes nothing for longer is not pacing this sender: the attempts count."""
+        return (isinstance(error, TransientDeliveryError) and error.too_fast
+                and time.monotonic() - self.took_at < defaults.PUT_OFF_PATIENCE)
 
     def _round(self, *, resumed: bool) -> None:
         """Send to everyone still to do, once; raise if some are left for another round."""
@@ -497,7 +526,8 @@ class AudienceBatch:
         if self.todo:
             reset = max((e.retry_at or 0 for _, e in self.again.values()), default=0)
             raise TransientDeliveryError(f"{len(self.todo)} recipients still to deliver",
-                                         retry_at=reset or None)
+                                         retry_at=reset or None,
+                                         too_fast=all(e.too_fast for _, e in self.again.values()))
 
     def _unsettled(self, todo: Sequence[Recipient]) -> list[Recipient]:
         """Those of `todo` not yet recorded sent or failed: a channel that stops half-way must
@@ -524,6 +554,8 @@ class AudienceBatch:
         if again:
             with self.lock:
                 self.again.update(again)
+        if sent:
+            self.took_at = time.monotonic()
         if sent or failed:
             self.ledger.record(sent, failed)
             with self.lock:

@@ -48,11 +48,14 @@ class DeliveryError(BroadcasterError):
 
 
 class TransientDeliveryError(DeliveryError):
-    """Retry later. `retry_at` is the platform's reset time (Unix seconds) when it gave one."""
+    """Retry later. `retry_at` is the platform's reset time (Unix seconds) when it gave one.
+    `too_fast`: the platform put it off for coming faster than it takes (a relay's rate, as
+    SES's 454 "Throttling failure"), nothing about the post itself: sent slower, it goes."""
 
-    def __init__(self, message: str, *, retry_at: float | None = None) -> None:
+    def __init__(self, message: str, *, retry_at: float | None = None, too_fast: bool = False) -> None:
         super().__init__(message)
         self.retry_at = retry_at
+        self.too_fast = too_fast
 
 
 class PermanentDeliveryError(DeliveryError):

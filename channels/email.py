@@ -436,11 +436,12 @@ class EmailChannel(AudienceChannel, StaffNotices):
             return receipt
         if refusal is None:  # accepted, yet no text went: cannot happen; never call it sent
             return TransientDeliveryError("the SMTP server accepted a message that was not sent")
-        if 400 <= refusal.code < 500 and _TOO_FAST.search(refusal.text):
-            self._throttled = (self._throttled[0] + 1, f"{refusal.code} {refusal.text}")
         what = {"MAIL": "refused the sender", "RCPT": f"refused {recipient.address}",
                 "DATA": "refused the message", "message": "refused the message"}[refusal.stage]
-        return _smtp_error(refusal.code, refusal.text, what)
+        too_fast = 400 <= refusal.code < 500 and bool(_TOO_FAST.search(refusal.text))
+        if too_fast:
+            self._throttled = (self._throttled[0] + 1, f"{refusal.code} {refusal.text}")
+        return _smtp_error(refusal.code, refusal.text, what, too_fast=too_fast)
 
     def send_notice(self, to: Sequence[str], subject: str, text: str) -> None:
         """One plain message to staff (tick's reminders), through the same server and login."""
@@ -639,10 +640,13 @@ class _Unusable(Exception):
         self.error = error
 
 
-def _smtp_error(code: int, said: bytes | str, what: str) -> PermanentDeliveryError | TransientDeliveryError:
+def _smtp_error(code: int, said: bytes | str, what: str, *,
+                too_fast: bool = False) -> PermanentDeliveryError | TransientDeliveryError:
     text = said.decode(errors="replace") if isinstance(said, bytes) else str(said)
     message = f"the SMTP server {what}: {code} {text}"
-    return PermanentDeliveryError(message) if 500 <= code < 600 else TransientDeliveryError(message)
+    if 500 <= code < 600:
+        return PermanentDeliveryError(message)
+    return TransientDeliveryError(message, too_fast=too_fast)
 
 
 def _login_refused(exc: smtplib.SMTPAuthenticationError) -> DeliveryError:

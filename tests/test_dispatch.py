@@ -145,6 +145,35 @@ def test_backoff_is_exponential_with_jitter_and_bounded():
         assert all(0 <= w <= ceiling for w in waits) and len(waits) > 1
 
 
+def test_a_failure_called_free_spends_no_attempt_and_does_not_widen_the_backoff():
+    """A mailing list's round whose recipients were only put off for coming too fast is free
+    (`AudienceBatch._free`): it does not count against [retry] attempts, and the wait after it
+    is that of the attempts spent so far (the channel's pace spaces the texts, not the wait)."""
+    from broadcaster.dispatch import RetryPolicy
+
+    waits: list[float] = []
+    policy = RetryPolicy(attempts=3, initial_wait=1, max_wait=100, sleep=waits.append)
+    errors = iter([TransientDeliveryError("454 rate", too_fast=True)] * 5
+                  + [TransientDeliveryError("451 local error")] * 3)
+    tries = 0
+    with pytest.raises(TransientDeliveryError, match="451"):
+        for attempt in policy.retrying(free=lambda error: getattr(error, "too_fast", False)):
+            with attempt:
+                tries += 1
+                raise next(errors)
+    assert tries == 5 + 3, "five free rounds, then the three attempts"
+    assert len(waits) == 7 and all(0 <= w <= 1 for w in waits[:6]) and 0 <= waits[6] <= 2, waits
+
+    plain = iter([TransientDeliveryError("454 rate", too_fast=True)] * 5)
+    tries = 0
+    with pytest.raises(TransientDeliveryError):
+        for attempt in policy.retrying():
+            with attempt:
+                tries += 1
+                raise next(plain)
+    assert tries == 3, "without `free`, every failure counts"
+
+
 def test_a_post_over_the_limit_or_without_the_link_stops_everything(project, two_channels):
     chirp, book = two_channels
     book.text = lambda page: "x" * 281 + " " + page.statement_url
