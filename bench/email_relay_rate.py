@@ -1,5 +1,5 @@
 """Email to a relay that limits how fast one client sends: the whole `broadcaster announce`
-three ways, beside the relay's own limit, in one run.
+several ways, beside the relay's own limit, in one run.
 
 The relay is broadcaster's SMTP stand-in (aiosmtpd, on loopback) taking `--rate` messages in
 any second (or `--rate` × `--per` in any `--per` seconds: `--per 60` for a relay that counts by
@@ -9,15 +9,20 @@ maximum send rate. Each row is `broadcaster announce --yes --json` as a user run
 default retry settings (`--attempts`, backoff from 1 s) and 16 connections:
 
 - full speed, never slowing: the command as it was before its pace followed the relay (the
-  pace's `heard` made to do nothing, in that process alone): each round gets little more than
-  the relay's burst through, and the rest is left failed for `retry`;
+  pace's `heard` made to do nothing, and every round put off spending an attempt, in that
+  process alone): each round gets little more than the relay's burst through, and the rest is
+  left failed for `retry`;
 - rate unset, the pace found from the relay's refusals: what the command does now;
+- the same in batches of a tenth of the list (`[worker] batch`), with every round put off
+  spending an attempt as before, and as now: a round only put off for coming too fast spends
+  none while the relay took one of the batch's messages within `PUT_OFF_PATIENCE` (against a
+  relay that counts by the minute, small batches before were refused for the rest of its
+  minute and left failed);
 - rate set to the relay's: `[channels.email] rate` = `--rate`, as the README advises;
 - the same with `--workers` `broadcaster worker`s started beforehand on the same ledger, taking
-  batches of the list beside the command (`[worker] batch` a tenth of it, in these two ways
-  only: the default 5,000 would leave a worker nothing): each at the whole rate, as every
-  sender went before they shared it (`Pace.share` made to do nothing in each of their
-  processes), and sharing it as they do now;
+  batches of the list beside the command (a tenth of it again: the default 5,000 would leave a
+  worker nothing): each at the whole rate, as every sender went before they shared it
+  (`Pace.share` made to do nothing in each of their processes), and sharing it as they do now;
 - the relay's limit: its burst taken at once, the rest at its rate (no sender is faster).
 
 Each row says how many were sent, how many were left failed, how many texts the relay put off
@@ -39,14 +44,23 @@ from common import ORGANIZATION
 
 from broadcaster.standins.smtp import SmtpStandIn
 
-#: `announce` in a process whose pace never slows: the command as it was before.
-NEVER_SLOWING = ("import sys; from broadcaster.channels import smtp_pipelining as p; "
-                 "p.Pace.heard = lambda self, now, taken, put_off: False; "
-                 "from broadcaster.cli import main; sys.argv[0] = 'broadcaster'; sys.exit(main())")
-#: A sender that goes at the whole rate whoever else sends: every sender before they shared it.
-NEVER_SHARING = ("import sys; from broadcaster.channels import smtp_pipelining as p; "
-                 "p.Pace.share = lambda self, senders, rank, now: None; "
-                 "from broadcaster.cli import main; sys.argv[0] = 'broadcaster'; sys.exit(main())")
+#: What each way changes in its processes to run the command as it was before one change:
+#: a pace that never slows for the relay, a rate that is not shared with the other senders,
+#: rounds put off for coming too fast that spend their attempts like any other.
+BEFORE = {
+    "slowing": "p.Pace.heard = lambda self, now, taken, put_off: False; ",
+    "sharing": "p.Pace.share = lambda self, senders, rank, now: None; ",
+    "patience": "defaults.PUT_OFF_PATIENCE = 0; ",
+}
+
+
+def command(before: tuple[str, ...]) -> list[str]:
+    """`python -m broadcaster`, or, with `before`, a process with those changes undone."""
+    if not before:
+        return [sys.executable, "-m", "broadcaster"]
+    return [sys.executable, "-c", "import sys; from broadcaster.channels import smtp_pipelining as p; "
+            "from broadcaster import defaults; " + "".join(BEFORE[b] for b in before)
+            + "from broadcaster.cli import main; sys.argv[0] = 'broadcaster'; sys.exit(main())"]
 
 
 def project(folder: Path, port: int, subscribers: int, attempts: int, rate: float | None,
@@ -76,13 +90,12 @@ attempts = {attempts}
     return settings
 
 
-def announce(settings: Path, *, never_slowing: bool = False, workers: int = 0,
-             never_sharing: bool = False) -> tuple[float, dict]:
-    """The whole command (with `workers` started beforehand, stopped once it is done): its wall
-    time and its JSON outcome."""
-    python = [sys.executable, "-m", "broadcaster"]
-    if never_slowing or never_sharing:
-        python = [sys.executable, "-c", NEVER_SLOWING if never_slowing else NEVER_SHARING]
+def announce(settings: Path, *, before: tuple[str, ...] = (), workers: int = 0,
+             small: bool = False) -> tuple[float, dict]:
+    """The whole command (with `workers` started beforehand, stopped once it is done; as it
+    was `before` the changes named, in every process): its wall time and its JSON outcome.
+    (`small`: batches of a tenth of the list, set by `project`.)"""
+    python = command(before)
     config = ["--config", str(settings)]
     helpers = [subprocess.Popen([*python, *config, "worker"], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True) for _ in range(workers)]
@@ -118,20 +131,22 @@ def main() -> None:
     limit = max(0, args.n - burst) / args.rate
     rate, more = args.rate, f"+ {args.workers} worker{'s' if args.workers > 1 else ''}"
     ways: list[tuple[str, int | None, dict]] = [
-        ("full speed, never slowing (before)", None, {"never_slowing": True}),
+        ("full speed, never slowing (before)", None, {"before": ("slowing", "patience")}),
         ("rate unset: the pace found from the relay", None, {}),
+        ("rate unset, batches of a tenth (before)", None, {"small": True, "before": ("patience",)}),
+        ("rate unset, batches of a tenth", None, {"small": True}),
         (f"rate = {rate}, the relay's", rate, {})]
     if args.workers:
         ways += [(f"rate = {rate} {more}, each at it (before)", rate,
-                  {"workers": args.workers, "never_sharing": True}),
-                 (f"rate = {rate} {more}, shared", rate, {"workers": args.workers})]
+                  {"workers": args.workers, "small": True, "before": ("sharing",)}),
+                 (f"rate = {rate} {more}, shared", rate, {"workers": args.workers, "small": True})]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n, (name, rate, how) in enumerate(ways):
             print(f"running {name} …", file=sys.stderr, flush=True)
             with SmtpStandIn() as relay:
                 relay.max_rate = (burst, args.per)
-                batch = max(1, args.n // 10) if how.get("workers") else None
+                batch = max(1, args.n // 10) if how.get("small") else None
                 settings = project(Path(tmp) / str(n), relay.port, args.n, args.attempts, rate, batch)
                 took, outcome = announce(settings, **how)
                 counts = outcome["recipients"]["email"]
