@@ -677,7 +677,8 @@ def test_a_small_batch_put_off_for_the_rest_of_the_relays_minute_waits_for_it_wi
     for `retry` while later batches were sent. Now a round whose recipients were only put off
     for coming too fast spends no attempt while the batch began, or the relay took one of its
     messages, within `PUT_OFF_PATIENCE`. Here the relay takes 5 in any 3 s (its "minute"), and
-    the three attempts, with no wait between them, are spent long before 3 s pass."""
+    the three attempts, with no wait between them, are spent long before 3 s pass. (How many
+    rounds a batch takes is not asserted: it depends on how long each took on this machine.)"""
     inbox.max_rate = (5, 3.0)
     mailing.write(EMAIL_SECTION.format(port=inbox.port, connections=2) + "[worker]\nbatch = 3\n")
     subscribe(mailing, "email\n" + "".join(f"user{n}@example.com\n" for n in range(12)))
@@ -686,8 +687,6 @@ def test_a_small_batch_put_off_for_the_rest_of_the_relays_minute_waits_for_it_wi
     assert inbox.throttled > 0, "the relay put some off: what this is about"
     sent = sorted(a for m in inbox.messages for a in m.envelope_to)
     assert sent == sorted(f"user{n}@example.com" for n in range(12)), "each once"
-    attempts = mailing.rows("SELECT MAX(attempts) FROM deliveries WHERE channel = 'email'")[0][0]
-    assert attempts > 3, "the rounds put off were tried past the three attempts, not failed"
 
 
 @pytest.mark.parametrize("rate, advice", [(None, "set [channels.email] rate"),
